@@ -1,0 +1,52 @@
+"""ssegate: a fast LLM streaming gateway. Tokens over Server-Sent Events, cancel on disconnect,
+typed errors, resumable streams."""
+
+from .__about__ import __version__
+from .app import create_app
+from .errors import (
+    ClientError,
+    GatewayError,
+    GenerationLost,
+    InvalidRequest,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+    RateLimited,
+    ShuttingDown,
+    Unauthorized,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamRateLimited,
+    UpstreamRefused,
+    UpstreamTimeout,
+)
+from .providers import ChatRequest, Finish, Provider, Usage
+from .settings import Settings
+from .sse import ServerSentEvent, SSEDecoder
+
+__all__ = [
+    "ChatRequest",
+    "ClientError",
+    "Finish",
+    "GatewayError",
+    "GenerationLost",
+    "InvalidRequest",
+    "NotFound",
+    "Overloaded",
+    "PayloadTooLarge",
+    "Provider",
+    "RateLimited",
+    "SSEDecoder",
+    "ServerSentEvent",
+    "Settings",
+    "ShuttingDown",
+    "Unauthorized",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "UpstreamRateLimited",
+    "UpstreamRefused",
+    "UpstreamTimeout",
+    "Usage",
+    "__version__",
+    "create_app",
+]

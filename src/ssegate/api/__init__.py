@@ -1,0 +1,1 @@
+"""FastAPI routers: ``chat.py`` (native streams), ``streams.py`` (resume, cancel), ``ops.py``."""

@@ -1,0 +1,233 @@
+"""The error tree of ssegate, and the one place where lower libraries' errors are translated.
+
+```
+GatewayError                    code                 status  retryable
+├── ClientError                 invalid_request      400     no
+│   ├── InvalidRequest          invalid_request      400/422 no
+│   ├── PayloadTooLarge         payload_too_large    413     no
+│   ├── Unauthorized            unauthorized         401     no
+│   ├── NotFound                not_found            404     no
+│   └── RateLimited             rate_limited         429     yes  (Retry-After)
+├── UpstreamError               upstream_error       502     yes
+│   ├── UpstreamRefused         upstream_error       502     4xx: no, 5xx: yes
+│   ├── UpstreamRateLimited     rate_limited         429     yes  (Retry-After)
+│   ├── UpstreamProtocolError   upstream_error       502     yes
+│   └── UpstreamTimeout         upstream_timeout     504     yes
+├── Overloaded                  overloaded           503     yes  (Retry-After)
+├── ShuttingDown                shutting_down        503     yes  (Retry-After)
+└── GenerationLost              generation_lost      502     yes
+```
+
+Every error knows its ``code``, HTTP ``status`` and ``retryable``; ``body()`` is the JSON shape of
+CONTRACT §4 and ``openai_body()`` the OpenAI shape of §7. ``map_upstream_errors()`` turns aiohttp, asyncio
+and OS errors raised while talking to an upstream into ``UpstreamError``s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import aiohttp
+
+__all__ = [
+    "ClientError",
+    "GatewayError",
+    "GenerationLost",
+    "InvalidRequest",
+    "NotFound",
+    "Overloaded",
+    "PayloadTooLarge",
+    "RateLimited",
+    "ShuttingDown",
+    "Unauthorized",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "UpstreamRateLimited",
+    "UpstreamRefused",
+    "UpstreamTimeout",
+    "error_from_code",
+    "map_upstream_errors",
+]
+
+
+class GatewayError(Exception):
+    code: ClassVar[str] = "internal_error"
+    status: int = 500
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if retryable is not None:
+            self.retryable = retryable
+        self.retry_after = retry_after
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "retryable": self.retryable}}
+
+    def openai_body(self) -> dict[str, Any]:
+        kind = "invalid_request_error" if isinstance(self, ClientError) else "api_error"
+        if self.code == "rate_limited":
+            kind = "rate_limit_error"
+        elif self.code == "unauthorized":
+            kind = "authentication_error"
+        return {"error": {"message": self.message, "type": kind, "code": self.code, "param": None}}
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, round(self.retry_after)))}
+
+
+class ClientError(GatewayError):
+    code = "invalid_request"
+    status = 400
+
+
+class InvalidRequest(ClientError):
+    code = "invalid_request"
+
+
+class PayloadTooLarge(ClientError):
+    code = "payload_too_large"
+    status = 413
+
+
+class Unauthorized(ClientError):
+    code = "unauthorized"
+    status = 401
+
+
+class NotFound(ClientError):
+    code = "not_found"
+    status = 404
+
+
+class RateLimited(ClientError):
+    code = "rate_limited"
+    status = 429
+    retryable = True
+
+
+class UpstreamError(GatewayError):
+    code = "upstream_error"
+    status = 502
+    retryable = True
+
+
+class UpstreamRefused(UpstreamError):
+    """The upstream answered with an error status (``upstream_status``)."""
+
+    def __init__(self, message: str, *, upstream_status: int, retry_after: float | None = None) -> None:
+        super().__init__(message, retryable=upstream_status >= 500, retry_after=retry_after)
+        self.upstream_status = upstream_status
+
+
+class UpstreamRateLimited(UpstreamError):
+    code = "rate_limited"
+    status = 429
+
+
+class UpstreamProtocolError(UpstreamError):
+    pass
+
+
+class UpstreamTimeout(UpstreamError):
+    code = "upstream_timeout"
+    status = 504
+
+
+class Overloaded(GatewayError):
+    code = "overloaded"
+    status = 503
+    retryable = True
+
+
+class ShuttingDown(GatewayError):
+    code = "shutting_down"
+    status = 503
+    retryable = True
+
+
+class GenerationLost(GatewayError):
+    code = "generation_lost"
+    status = 502
+    retryable = True
+
+
+_BY_CODE: dict[str, type[GatewayError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidRequest,
+        PayloadTooLarge,
+        Unauthorized,
+        NotFound,
+        RateLimited,
+        UpstreamError,
+        UpstreamTimeout,
+        Overloaded,
+        ShuttingDown,
+        GenerationLost,
+    )
+}
+
+
+def error_from_code(code: str, message: str, retryable: bool | None = None) -> GatewayError:
+    """Rebuild an error from its wire form (``{"code", "message", "retryable"}``)."""
+    cls = _BY_CODE.get(code, GatewayError)
+    err = cls(message, retryable=retryable)
+    if cls is GatewayError:
+        err.code = code  # type: ignore[misc]
+    return err
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def upstream_status_error(status: int, detail: str, retry_after: str | None = None) -> UpstreamError:
+    """The error for an upstream that answered ``status`` instead of a stream."""
+    after = parse_retry_after(retry_after)
+    if status == 429:
+        return UpstreamRateLimited(f"upstream rate limit: {detail}", retry_after=after or 1.0)
+    if status in (408, 504):
+        return UpstreamTimeout(f"upstream timed out ({status}): {detail}")
+    return UpstreamRefused(f"upstream answered {status}: {detail}", upstream_status=status, retry_after=after)
+
+
+@contextmanager
+def map_upstream_errors() -> Iterator[None]:
+    """Translate what aiohttp, asyncio and the OS raise while talking to an upstream."""
+    try:
+        yield
+    except GatewayError:
+        raise
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise UpstreamTimeout(f"upstream timed out: {exc or type(exc).__name__}") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamError(f"cannot connect to upstream: {exc.os_error or exc}") from exc
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, ConnectionError) as exc:
+        raise UpstreamError(f"upstream connection broken: {exc or type(exc).__name__}") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"upstream request failed: {exc or type(exc).__name__}") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UpstreamProtocolError(f"upstream sent malformed data: {exc}") from exc
+    except asyncio.IncompleteReadError as exc:
+        raise UpstreamError("upstream closed the stream early") from exc

@@ -1,0 +1,156 @@
+"""The in-process event log (the default): every stream's entries in a list, bounded, expiring.
+
+``StreamLog`` is written on the hot path: ``append`` is a list append plus waking the followers that
+wait. Followers read by seq. Per stream at most ``max_events`` entries are kept (older ones are dropped
+and resuming before them is ``not_found``); at most ``max_streams`` logs are kept in total (the oldest
+finished go first); a finished log expires ``ttl_s`` after its terminal entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from typing import Any
+
+from .base import DELTA, TERMINAL, Entry
+
+__all__ = ["MemoryEventLog", "StreamLog"]
+
+
+class StreamLog:
+    __slots__ = (
+        "_waiters",
+        "created_at",
+        "entries",
+        "finished",
+        "finished_at",
+        "first_seq",
+        "max_events",
+        "model",
+        "owner",
+        "stream_id",
+        "terminal_delivered",
+    )
+
+    def __init__(self, stream_id: str, owner: str, model: str, max_events: int = 100_000) -> None:
+        self.stream_id = stream_id
+        self.owner = owner
+        self.model = model
+        self.entries: list[Entry] = []
+        self.first_seq = 1
+        self.max_events = max_events
+        self.finished = False
+        self.finished_at = 0.0
+        self.created_at = time.monotonic()
+        self.terminal_delivered = False
+        self._waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + len(self.entries) - 1
+
+    @property
+    def has_delta(self) -> bool:
+        return self.last_seq >= 2
+
+    def append(self, kind: int, payload: Any) -> int:
+        entries = self.entries
+        entries.append((kind, payload))
+        if len(entries) > self.max_events:
+            drop = len(entries) - self.max_events
+            del entries[:drop]
+            self.first_seq += drop
+        if kind in TERMINAL:
+            self.finished = True
+            self.finished_at = time.monotonic()
+        if self._waiters:
+            self.wake()
+        return self.first_seq + len(entries) - 1
+
+    def wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def waiter(self) -> asyncio.Future[None]:
+        """A future resolved at the next append (or ``wake``)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        return fut
+
+    def discard_waiter(self, fut: asyncio.Future[None]) -> None:
+        try:
+            self._waiters.remove(fut)
+        except ValueError:
+            pass
+
+    def since(self, after: int) -> list[Entry] | None:
+        """Entries with seq > ``after``; ``None`` when some of them were already dropped."""
+        if after + 1 < self.first_seq:
+            return None
+        return self.entries[after + 1 - self.first_seq :]
+
+    def text(self) -> str:
+        return "".join(p for k, p in self.entries if k == DELTA)
+
+    def terminal(self) -> Entry | None:
+        if self.finished and self.entries:
+            return self.entries[-1]
+        return None
+
+
+class MemoryEventLog:
+    """The registry of ``StreamLog``s of this process."""
+
+    def __init__(self, *, ttl_s: float = 600.0, max_streams: int = 100_000, max_events: int = 100_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_streams = max_streams
+        self.max_events = max_events
+        self._logs: OrderedDict[str, StreamLog] = OrderedDict()
+        self._expiry: dict[str, asyncio.TimerHandle] = {}
+
+    def __len__(self) -> int:
+        return len(self._logs)
+
+    def create(self, stream_id: str, owner: str, model: str) -> StreamLog:
+        if len(self._logs) >= self.max_streams:
+            self._evict()
+        log = StreamLog(stream_id, owner, model, self.max_events)
+        self._logs[stream_id] = log
+        return log
+
+    def get(self, stream_id: str) -> StreamLog | None:
+        log = self._logs.get(stream_id)
+        if log is not None and log.finished and time.monotonic() - log.finished_at > self.ttl_s:
+            self.remove(stream_id)
+            return None
+        return log
+
+    def finished(self, log: StreamLog) -> None:
+        """Start the expiry clock of a finished log."""
+        loop = asyncio.get_running_loop()
+        self._expiry[log.stream_id] = loop.call_later(self.ttl_s, self.remove, log.stream_id)
+
+    def remove(self, stream_id: str) -> None:
+        self._logs.pop(stream_id, None)
+        handle = self._expiry.pop(stream_id, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _evict(self) -> None:
+        for sid, log in self._logs.items():
+            if log.finished:
+                self.remove(sid)
+                return
+        # every log is live: the cap on live streams is enforced by admission control, so this is rare;
+        # drop the oldest anyway to keep memory bounded.
+        sid = next(iter(self._logs))
+        self.remove(sid)
+
+    def clear(self) -> None:
+        for handle in self._expiry.values():
+            handle.cancel()
+        self._expiry.clear()
+        self._logs.clear()

@@ -1,0 +1,130 @@
+"""The gateway's state for one process: settings, providers, the event log, live generations, metrics.
+
+Routers ask it for responses: ``stream_response`` starts a generation and follows it under the commit
+rule; ``resume_response`` follows an existing stream from a seq. Admission control lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from starlette.responses import Response
+
+from .errors import InvalidRequest, NotFound, Overloaded, ShuttingDown
+from .eventlog.memory import MemoryEventLog
+from .metrics import Metrics
+from .providers import ChatRequest, Provider, build_providers
+from .providers.http import UpstreamSession
+from .response import EventStreamResponse, StreamEncoder
+from .settings import Settings
+from .sse import NativeEncoder
+from .streams import Generation, StreamHub
+
+__all__ = ["Gateway"]
+
+DEMO_MODEL = "ssegate-demo"
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.session = UpstreamSession(
+            limit=settings.max_upstream_connections, connect_timeout=settings.upstream_connect_timeout_s
+        )
+        self.providers: list[Provider] = build_providers(settings, self.session)
+        self.metrics = Metrics()
+        self.eventlog = MemoryEventLog(
+            ttl_s=settings.log_ttl_s, max_streams=settings.log_max_streams, max_events=settings.log_max_events
+        )
+        self.hub = StreamHub(settings, self.providers, self.eventlog, self.metrics)
+        self._shutdown_task: asyncio.Task[None] | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._chain_signals()
+
+    def _chain_signals(self) -> None:
+        """Learn of SIGTERM/SIGINT before the server does, in the main thread only (``ssegate serve``)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(sig)
+            if not callable(previous):
+                continue
+
+            def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+                loop.call_soon_threadsafe(self.begin_shutdown)
+                previous(signum, frame)
+
+            signal.signal(sig, handler)
+
+    def begin_shutdown(self) -> None:
+        """SIGTERM: refuse new streams, let running ones finish for the grace period, then end them."""
+        if self._shutdown_task is None:
+            self.hub.shutting_down = True
+            self._shutdown_task = asyncio.get_running_loop().create_task(
+                self.hub.shutdown(self.settings.shutdown_grace_s)
+            )
+
+    async def stop(self) -> None:
+        if self._shutdown_task is not None:
+            await self._shutdown_task
+        await self.hub.shutdown(0)
+        for p in self.providers:
+            await p.aclose()
+        await self.session.aclose()
+        self.eventlog.clear()
+
+    # --- requests -----------------------------------------------------------------------------------
+    def default_model(self, model: str | None) -> str:
+        chosen = model or self.settings.model or (DEMO_MODEL if self.settings.provider == "demo" else "")
+        if not chosen:
+            raise InvalidRequest("no model given: pass 'model' or set SSEGATE_MODEL")
+        return chosen
+
+    def admit(self, owner: str) -> None:
+        """Refuse a new stream when shutting down or at the global cap."""
+        if self.hub.shutting_down:
+            raise ShuttingDown("the server is shutting down", retry_after=1.0)
+        if len(self.hub.live) >= self.settings.max_streams:
+            self.metrics.rejected.labels("overloaded").inc()
+            raise Overloaded("too many concurrent streams", retry_after=1.0)
+
+    def start_generation(self, request: ChatRequest, owner: str) -> Generation:
+        self.admit(owner)
+        return self.hub.start(request, owner)
+
+    def stream_response(self, request: ChatRequest, owner: str) -> EventStreamResponse:
+        gen = self.start_generation(request, owner)
+        return self.follow(gen, NativeEncoder(gen.stream_id, self.settings.retry_ms))
+
+    def follow(self, gen: Generation, encoder: StreamEncoder) -> EventStreamResponse:
+        s = self.settings
+        return EventStreamResponse(
+            gen.log, encoder, gen=gen, commit=True, heartbeat_s=s.heartbeat_s, send_timeout_s=s.send_timeout_s,
+            on_discard=self.hub.discard,
+        )
+
+    def resume_response(self, stream_id: str, after: int, owner: str) -> Response | EventStreamResponse:
+        """Replay the events after ``after``, then follow live; ``204`` when nothing is left to send."""
+        log = self.hub.get_log(stream_id, owner)
+        if after > log.last_seq:
+            raise NotFound("no such event in this stream")
+        if log.finished and after >= log.last_seq:
+            return Response(status_code=204)
+        if log.since(after) is None:
+            raise NotFound("those events have expired")
+        s = self.settings
+        return EventStreamResponse(
+            log, NativeEncoder(stream_id, s.retry_ms), gen=self.hub.live.get(stream_id), after=after,
+            heartbeat_s=s.heartbeat_s, send_timeout_s=s.send_timeout_s,
+        )
+
+    def cancel(self, stream_id: str, owner: str) -> dict[str, Any]:
+        self.hub.cancel(stream_id, owner)
+        return {"stream_id": stream_id, "status": "cancelling"}

@@ -1,0 +1,75 @@
+"""The Provider protocol: what every upstream (embedded or remote) looks like to the gateway.
+
+A provider turns a ``ChatRequest`` into an async generator of ``ProviderEvent``s: ``str`` for a text
+delta (never empty: role-only or empty upstream chunks are not events), then one ``Finish``. Usage may
+arrive on the ``Finish``. The generator owns its upstream request: ``aclose()`` on it (or cancelling the
+task that iterates it) tears the HTTP connection down, so the provider stops generating. Errors are
+raised as ``ssegate.errors.UpstreamError`` subclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypedDict
+
+__all__ = ["ChatRequest", "Finish", "Message", "Provider", "ProviderEvent", "Usage"]
+
+Role = Literal["system", "user", "assistant", "developer", "tool"]
+
+
+class Message(TypedDict):
+    role: str
+    content: str
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    messages: list[Message]
+    model: str
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stop: list[str] | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def prompt_text(self) -> str:
+        return "\n".join(m["content"] for m in self.messages)
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "estimated": self.estimated,
+        }
+
+
+@dataclass(slots=True)
+class Finish:
+    reason: str = "stop"
+    usage: Usage | None = None
+
+
+ProviderEvent = str | Finish
+
+
+class Provider(Protocol):
+    """One upstream. ``name`` is the provider kind; ``label`` tells replicas or fallbacks apart."""
+
+    name: str
+    label: str
+
+    def stream(self, request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]: ...
+
+    async def check(self) -> None:
+        """Raise an ``UpstreamError`` when the upstream cannot be reached (for ``/readyz``)."""
+
+    async def aclose(self) -> None:
+        """Release pooled connections (at shutdown)."""

@@ -1,0 +1,113 @@
+"""Any OpenAI-compatible Chat Completions server (OpenAI, vLLM, llama.cpp, Ollama, LM Studio, ...)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import orjson
+
+from ..errors import UpstreamProtocolError, map_upstream_errors, upstream_status_error
+from .base import ChatRequest, Finish, ProviderEvent, Usage
+from .http import UpstreamSession, read_events
+
+__all__ = ["OpenAIProvider"]
+
+_FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter", "tool_calls": "tool_calls",
+           "function_call": "tool_calls", "eos": "stop", "end_turn": "stop"}
+
+
+class OpenAIProvider:
+    name = "openai"
+
+    def __init__(self, base_url: str, api_key: str, session: UpstreamSession) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.label = f"openai:{self.base_url}"
+        self._session = session
+        self._headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+
+    def body(self, request: ChatRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": request.model,
+            "messages": request.messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if request.max_tokens is not None:
+            body["max_tokens"] = request.max_tokens
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.stop:
+            body["stop"] = request.stop
+        body.update(request.extra)
+        return body
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]:
+        session = self._session.session
+        resp = None
+        try:
+            with map_upstream_errors():
+                resp = await session.post(
+                    self.base_url + "/chat/completions", data=orjson.dumps(self.body(request)),
+                    headers=self._headers,
+                )
+                if resp.status != 200:
+                    detail = (await resp.content.read(4096)).decode("utf-8", "replace")
+                    raise upstream_status_error(resp.status, _error_message(detail), resp.headers.get("Retry-After"))
+                reason: str | None = None
+                usage: Usage | None = None
+                loads = orjson.loads
+                async for event, data in read_events(resp):
+                    if data == b"[DONE]":
+                        break
+                    chunk = loads(data)
+                    if event == b"error" or "error" in chunk:
+                        raise _midstream_error(chunk)
+                    choices = chunk.get("choices")
+                    if choices:
+                        choice = choices[0]
+                        delta = choice.get("delta")
+                        if delta:
+                            text = delta.get("content")
+                            if text:
+                                yield text
+                        fr = choice.get("finish_reason")
+                        if fr:
+                            reason = _FINISH.get(fr, fr)
+                    u = chunk.get("usage")
+                    if u:
+                        usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+                else:
+                    if reason is None:
+                        raise UpstreamProtocolError("upstream stream ended without a finish")
+                yield Finish(reason or "stop", usage)
+        finally:
+            if resp is not None:
+                resp.close()
+
+    async def check(self) -> None:
+        with map_upstream_errors():
+            async with self._session.session.get(self.base_url + "/models", headers=self._headers) as resp:
+                if resp.status >= 500:
+                    raise upstream_status_error(resp.status, "models endpoint failed")
+
+    async def aclose(self) -> None:
+        await self._session.aclose()
+
+
+def _error_message(detail: str) -> str:
+    try:
+        err = orjson.loads(detail)["error"]
+        return str(err.get("message") or err) if isinstance(err, dict) else str(err)
+    except (ValueError, KeyError, TypeError):
+        return detail[:500] or "no detail"
+
+
+def _midstream_error(chunk: dict[str, Any]) -> Exception:
+    err = chunk.get("error") or {}
+    message = str(err.get("message", err)) if isinstance(err, dict) else str(err)
+    code = str(err.get("code") or err.get("type") or "") if isinstance(err, dict) else ""
+    status = 429 if "rate" in code else 502
+    return upstream_status_error(status, message or "upstream error event")

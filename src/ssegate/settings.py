@@ -1,0 +1,116 @@
+"""Every ``SSEGATE_*`` knob, documented in one place.
+
+Settings come from the environment (``SSEGATE_<NAME>``) and, for the ones listed in the CLI, from flags
+of ``ssegate serve``. See the README's settings table, which mirrors this module.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "is_loopback_host"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SSEGATE_", extra="ignore", frozen=True)
+
+    # --- serving -------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+
+    # --- upstream ------------------------------------------------------------------------------
+    provider: Literal["demo", "openai", "anthropic"] = "demo"
+    upstream_url: str = ""
+    upstream_api_key: str = Field("", repr=False)
+    model: str = ""
+    fallback_urls: str = ""
+    """Comma-separated base URLs tried in order, after ``upstream_url``, before the first token."""
+    retry_attempts: int = Field(3, ge=1, le=10)
+    """Attempts per upstream before the first token (connection errors, 5xx, 429)."""
+    retry_backoff_s: float = Field(0.1, ge=0)
+    upstream_connect_timeout_s: float = Field(10.0, gt=0)
+    max_upstream_connections: int = Field(0, ge=0)
+    """Size of the pooled upstream client; 0 = unlimited."""
+
+    # --- the demo model ------------------------------------------------------------------------
+    demo_ttft_s: float = Field(0.3, ge=0)
+    demo_tokens_per_s: float = Field(40.0, gt=0)
+
+    # --- stream lifecycle ----------------------------------------------------------------------
+    heartbeat_s: float = Field(15.0, gt=0)
+    commit_timeout_s: float = Field(2.0, ge=0)
+    first_token_timeout_s: float = Field(120.0, gt=0)
+    idle_timeout_s: float = Field(60.0, gt=0)
+    send_timeout_s: float = Field(30.0, gt=0)
+    detach_grace_s: float = Field(0.0, ge=0)
+    shutdown_grace_s: float = Field(10.0, ge=0)
+    retry_ms: int = Field(2000, ge=0)
+    """The ``retry:`` field sent at the head of every stream (EventSource reconnect delay)."""
+
+    # --- limits --------------------------------------------------------------------------------
+    max_body_bytes: int = Field(1024 * 1024, gt=0)
+    max_streams: int = Field(10_000, ge=1)
+    """Global cap on concurrent streams (503 ``overloaded`` beyond it)."""
+    max_streams_per_key: int = Field(0, ge=0)
+    """Concurrent streams per client key; 0 = unlimited."""
+    requests_per_minute: int = Field(0, ge=0)
+    """Requests per minute per client key; 0 = unlimited."""
+
+    # --- event log -----------------------------------------------------------------------------
+    redis_url: str = ""
+    log_ttl_s: float = Field(600.0, gt=0)
+    """How long a finished stream's events stay available for resume."""
+    log_max_events: int = Field(100_000, gt=0)
+    """Events kept per stream (older ones are dropped; resuming before them is 404)."""
+    log_max_streams: int = Field(100_000, gt=0)
+    """Streams kept in the in-process log (the oldest finished ones go first)."""
+
+    # --- security ------------------------------------------------------------------------------
+    api_keys: str = Field("", repr=False)
+    allow_open: bool = False
+    cors_origins: str = ""
+    token_secret: str = Field("", repr=False)
+    """Secret for signed stream tokens (EventSource auth); random per process when empty."""
+    log_prompts: bool = False
+    log_level: str = "info"
+
+    @field_validator("upstream_url", "fallback_urls")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        return ",".join(u.strip().rstrip("/") for u in v.split(",") if u.strip())
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    @property
+    def upstream_urls(self) -> list[str]:
+        urls = [self.upstream_url] if self.upstream_url else []
+        urls += [u for u in self.fallback_urls.split(",") if u]
+        return urls
+
+    def resolved_api_key(self) -> str:
+        """The upstream key, falling back to the provider's conventional environment variable."""
+        if self.upstream_api_key:
+            return self.upstream_api_key
+        env = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}.get(self.provider)
+        return os.environ.get(env, "") if env else ""
+
+
+def is_loopback_host(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
