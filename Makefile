@@ -1,0 +1,49 @@
+# ssegate: the targets CI calls are the ones developers call.
+PY        ?= python3
+VENV      ?= .venv
+BIN       := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-fast lint typecheck bench soak system-deps clean docs
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	touch $@ $(VENV)/.installed-run
+
+## install: virtualenv + the project + dev dependencies
+install: $(VENV)/.installed-dev
+
+## run: serve on http://127.0.0.1:8000 with the embedded demo model
+run: $(VENV)/.installed-run
+	$(BIN)/ssegate serve
+
+## system-deps: Debian packages the tests drive for real (redis-server, nginx, chromium)
+system-deps:
+	bash scripts/system-deps.sh
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+## test: everything, from a fresh machine
+test: install system-deps lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## bench: the benchmark suite; writes docs/benchmarks.md
+bench: install system-deps
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## soak: mixed traffic with faults (SOAK_SECONDS, default 600)
+soak: install
+	$(BIN)/python -m tests.soak --seconds $${SOAK_SECONDS:-600}
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,62 @@
+"""Shared fixtures: the fake upstreams and real ``ssegate serve`` processes over loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.fakes import FakeUpstream
+from tests.support.gateway import GatewayProcess
+
+# Settings for the shared gateways: short timeouts so that failure paths finish quickly.
+FAST = {
+    "commit_timeout_s": 1.0,
+    "first_token_timeout_s": 5.0,
+    "idle_timeout_s": 2.0,
+    "send_timeout_s": 2.0,
+    "heartbeat_s": 1.0,
+    "retry_backoff_s": 0.05,
+}
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as up:
+        yield up
+
+
+@pytest.fixture(scope="session")
+def anthropic_upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream(kind="anthropic") as up:
+        yield up
+
+
+@pytest.fixture(scope="session")
+def gateway(upstream: FakeUpstream) -> Iterator[GatewayProcess]:
+    """A gateway relaying the fake OpenAI-compatible upstream."""
+    with GatewayProcess({"provider": "openai", "upstream_url": upstream.url, "model": "fake-model", **FAST}) as gw:
+        yield gw
+
+
+@pytest.fixture(scope="session")
+def demo_gateway() -> Iterator[GatewayProcess]:
+    """A gateway on the embedded demo model, paced fast."""
+    with GatewayProcess({"demo_ttft_s": 0.05, "demo_tokens_per_s": 400, **FAST}) as gw:
+        yield gw
+
+
+@pytest.fixture
+def make_gateway() -> Iterator[Callable[..., GatewayProcess]]:
+    """Start gateways with custom settings; all are stopped at the end of the test."""
+    started: list[GatewayProcess] = []
+
+    def make(settings: dict[str, Any] | None = None, **kw: Any) -> GatewayProcess:
+        gw = GatewayProcess({**FAST, **(settings or {})}, **kw).start()
+        started.append(gw)
+        return gw
+
+    yield make
+    for gw in started:
+        gw.stop()
