@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.fakes import FakeUpstream
 from tests.support.gateway import GatewayProcess
+
+if TYPE_CHECKING:
+    from tests.fakes import FakeUpstream
 
 # Settings for the shared gateways: short timeouts so that failure paths finish quickly.
 FAST = {
@@ -23,12 +25,16 @@ FAST = {
 
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[FakeUpstream]:
+    from tests.fakes import FakeUpstream
+
     with FakeUpstream() as up:
         yield up
 
 
 @pytest.fixture(scope="session")
 def anthropic_upstream() -> Iterator[FakeUpstream]:
+    from tests.fakes import FakeUpstream
+
     with FakeUpstream(kind="anthropic") as up:
         yield up
 

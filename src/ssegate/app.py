@@ -99,11 +99,16 @@ def install_error_handlers(app: FastAPI) -> None:
         bad_json = any(e.get("type") == "json_invalid" for e in errors)
         status = 400 if bad_json else 422
         msg = "request body is not valid JSON" if bad_json else _describe(errors)
+        ctype = request.headers.get("content-type", "")
+        if request.method == "POST" and ctype and "json" not in ctype:
+            msg = f"send the body as JSON with 'Content-Type: application/json' (got {ctype!r}): {msg}"
         return error_response(request, InvalidRequest(msg, status=status))
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         err: GatewayError
+        if isinstance(exc.__cause__, GatewayError):  # e.g. the body limit, raised while FastAPI read the body
+            return error_response(request, exc.__cause__)
         if exc.status_code == 404:
             err = NotFound("no such endpoint")
         else:
@@ -141,6 +146,7 @@ def create_app(settings: Settings | None = None) -> SSEGateApp:
         version=__version__,
         description="LLM streaming gateway: tokens over Server-Sent Events.",
         lifespan=lifespan,
+        strict_content_type=False,
     )
     app.state.settings = settings
     install_error_handlers(app)

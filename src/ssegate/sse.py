@@ -38,9 +38,14 @@ def dumps(obj: Any) -> bytes:
         return orjson.dumps(_scrub(obj))
 
 
+def scrub_text(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def _scrub(obj: Any) -> Any:
     if isinstance(obj, str):
-        return obj.encode("utf-8", "replace").decode("utf-8")
+        return scrub_text(obj)
     if isinstance(obj, dict):
         return {_scrub(k): _scrub(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
@@ -85,7 +90,7 @@ class ServerSentEvent:
 class SSEDecoder:
     """Feed it text (or bytes, decoded as UTF-8 incrementally); it yields complete events."""
 
-    __slots__ = ("_buf", "_data", "_event", "_last_id", "_pending_cr", "_retry", "comments")
+    __slots__ = ("_buf", "_data", "_event", "_last_id", "_pending_cr", "_retry", "_started", "comments")
 
     def __init__(self) -> None:
         self._buf = ""
@@ -94,6 +99,7 @@ class SSEDecoder:
         self._event = ""
         self._last_id: str | None = None
         self._retry: int | None = None
+        self._started = False
         self.comments = 0
 
     @property
@@ -101,6 +107,12 @@ class SSEDecoder:
         return self._last_id
 
     def feed(self, chunk: str) -> Iterator[ServerSentEvent]:
+        if not chunk:
+            return
+        if not self._started:
+            self._started = True
+            if chunk[0] == "\ufeff":
+                chunk = chunk[1:]
         if self._pending_cr and chunk.startswith("\n"):
             chunk = chunk[1:]
         self._pending_cr = False
