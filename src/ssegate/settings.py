@@ -17,44 +17,65 @@ __all__ = ["Settings", "is_loopback_host"]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SSEGATE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="SSEGATE_", extra="ignore", frozen=True, use_attribute_docstrings=True
+    )
 
     # --- serving -------------------------------------------------------------------------------
     host: str = "127.0.0.1"
+    """Bind address. A non-loopback address needs API_KEYS (or ALLOW_OPEN=1)."""
     port: int = Field(8000, ge=0, le=65535)
+    """Port to serve on."""
     workers: int = Field(1, ge=1, le=64)
+    """Worker processes (each a full gateway; use REDIS_URL so they share streams)."""
 
     # --- upstream ------------------------------------------------------------------------------
     provider: Literal["demo", "openai", "anthropic"] = "demo"
+    """`demo` (embedded, offline), `openai` (any OpenAI-compatible server), `anthropic`."""
     upstream_url: str = ""
+    """Base URL of the upstream, e.g. `https://api.openai.com/v1`, `http://127.0.0.1:11434/v1`."""
     upstream_api_key: str = Field("", repr=False)
+    """Upstream key; falls back to `OPENAI_API_KEY` / `ANTHROPIC_API_KEY`."""
     model: str = ""
+    """Default model name when a request names none."""
     fallback_urls: str = ""
     """Comma-separated base URLs tried in order, after ``upstream_url``, before the first token."""
     retry_attempts: int = Field(3, ge=1, le=10)
     """Attempts per upstream before the first token (connection errors, 5xx, 429)."""
     retry_backoff_s: float = Field(0.1, ge=0)
+    """First backoff between retries (doubled each try, with jitter; `Retry-After` honoured)."""
     upstream_connect_timeout_s: float = Field(10.0, gt=0)
+    """Connect timeout for upstream requests."""
     max_upstream_connections: int = Field(0, ge=0)
     """Size of the pooled upstream client; 0 = unlimited."""
 
     # --- the demo model ------------------------------------------------------------------------
     demo_ttft_s: float = Field(0.3, ge=0)
+    """Time to first token of the demo model."""
     demo_tokens_per_s: float = Field(40.0, gt=0)
+    """Pace of the demo model."""
 
     # --- stream lifecycle ----------------------------------------------------------------------
     heartbeat_s: float = Field(15.0, gt=0)
+    """A `: ping` comment is sent whenever no event went out for this long."""
     commit_timeout_s: float = Field(2.0, ge=0)
+    """How long the HTTP status may be held waiting for the first upstream event."""
     first_token_timeout_s: float = Field(120.0, gt=0)
+    """The upstream has this long to produce its first text delta."""
     idle_timeout_s: float = Field(60.0, gt=0)
+    """Silence between text deltas after which the stream fails with `upstream_timeout`."""
     send_timeout_s: float = Field(30.0, gt=0)
+    """A client that accepts no bytes for this long is dropped (and its generation cancelled)."""
     detach_grace_s: float = Field(0.0, ge=0)
+    """After the last client leaves, generation goes on this long waiting for a resume; 0 = cancel at once."""
     shutdown_grace_s: float = Field(10.0, ge=0)
+    """On SIGTERM, running streams get this long to finish before they end with `shutting_down`."""
     retry_ms: int = Field(2000, ge=0)
     """The ``retry:`` field sent at the head of every stream (EventSource reconnect delay)."""
 
     # --- limits --------------------------------------------------------------------------------
     max_body_bytes: int = Field(1024 * 1024, gt=0)
+    """Largest accepted request body (413 beyond)."""
     max_streams: int = Field(10_000, ge=1)
     """Global cap on concurrent streams (503 ``overloaded`` beyond it)."""
     max_streams_per_key: int = Field(0, ge=0)
@@ -64,6 +85,7 @@ class Settings(BaseSettings):
 
     # --- event log -----------------------------------------------------------------------------
     redis_url: str = ""
+    """Empty: in-process event log. Set: Redis event log and cross-replica resume and cancel."""
     log_ttl_s: float = Field(600.0, gt=0)
     """How long a finished stream's events stay available for resume."""
     log_max_events: int = Field(100_000, gt=0)
@@ -73,12 +95,17 @@ class Settings(BaseSettings):
 
     # --- security ------------------------------------------------------------------------------
     api_keys: str = Field("", repr=False)
+    """Comma-separated client keys; empty = no auth (loopback only unless ALLOW_OPEN=1)."""
     allow_open: bool = False
+    """Allow serving a non-loopback address without API keys."""
     cors_origins: str = ""
+    """Comma-separated origins allowed to call the API from a browser."""
     token_secret: str = Field("", repr=False)
     """Secret for signed stream tokens (EventSource auth); random per process when empty."""
     log_prompts: bool = False
+    """Include prompt text in logs."""
     log_level: str = "info"
+    """Log level: debug, info, warning, error."""
 
     @field_validator("upstream_url", "fallback_urls")
     @classmethod
