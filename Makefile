@@ -4,7 +4,7 @@ VENV      ?= .venv
 BIN       := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast lint typecheck bench soak system-deps clean docs
+.PHONY: install run test test-js lint bench soak system-deps clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,8 +34,12 @@ lint: install
 	$(BIN)/mypy
 
 ## test: everything, from a fresh machine
-test: install system-deps lint
+test: install system-deps lint test-js
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## test-js: the chat page's parser and stream logic under node's test runner
+test-js:
+	node --test tests/js/
 
 ## bench: the benchmark suite; writes docs/benchmarks.md
 bench: install system-deps
