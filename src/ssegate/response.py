@@ -28,9 +28,17 @@ if TYPE_CHECKING:
     from .eventlog.memory import StreamLog
     from .streams import Generation
 
-__all__ = ["EventStreamResponse", "StreamEncoder", "expose_server", "json_error_response"]
+__all__ = ["EventStreamResponse", "Follows", "StreamEncoder", "expose_server", "json_error_response"]
 
 RAW_KEY = "ssegate.server"
+
+
+class Follows(Protocol):
+    """What a response attaches to while it follows a log: a ``Generation``, or a stream of another replica."""
+
+    def attach(self) -> None: ...
+
+    def detach(self) -> None: ...
 
 
 class StreamEncoder(Protocol):
@@ -85,6 +93,7 @@ class EventStreamResponse(Response):
         heartbeat_s: float = 15.0,
         send_timeout_s: float = 30.0,
         on_discard: Any = None,
+        follows: Follows | None = None,
     ) -> None:
         # a Response only so that the framework passes it through; it never uses Response's body
         self.status_code = 200
@@ -92,6 +101,7 @@ class EventStreamResponse(Response):
         self.log = log
         self.encoder = encoder
         self.gen = gen
+        self.follows: Follows | None = gen if follows is None else follows
         self.after = after
         self.commit = commit
         self.heartbeat_s = heartbeat_s
@@ -114,8 +124,8 @@ class EventStreamResponse(Response):
         raw_receive, raw_send = raw if raw is not None else (receive, send)
         self._send = raw_send
         loop = asyncio.get_running_loop()
-        if self.gen is not None:
-            self.gen.attach()
+        if self.follows is not None:
+            self.follows.attach()
         watcher = loop.create_task(self._watch(raw_receive))
         try:
             if self.commit and self.gen is not None:
@@ -140,8 +150,8 @@ class EventStreamResponse(Response):
     def _detach(self) -> None:
         if not self._detached:
             self._detached = True
-            if self.gen is not None:
-                self.gen.detach()
+            if self.follows is not None:
+                self.follows.detach()
 
     async def _watch(self, receive: Receive) -> None:
         while True:
@@ -212,18 +222,28 @@ class EventStreamResponse(Response):
                     body = encode(last + 1, [(ERROR, err.body())])
                     await self._timed_send(send, {"type": "http.response.body", "body": body, "more_body": False})
                     return
-                batch = entries[start:] if start else entries[:]
+                batch = entries[start:]
                 body = encode(cursor + 1, batch)
                 cursor = last
                 if head:
                     body = head + body
                     head = None
-                await self._timed_send(send, {"type": "http.response.body", "body": body, "more_body": True})
+                # the hot path: the send is timed inline (no wrapper coroutine), and the terminal event
+                # goes out with the end of the body in one write
+                final = batch[-1][0] in TERMINAL
+                self._in_send = True
+                self._send_started = now = loop.time()
+                try:
+                    await send({"type": "http.response.body", "body": body, "more_body": not final})
+                finally:
+                    self._in_send = False
+                    self._last_sent = now
+                if final:
+                    log.terminal_delivered = True
+                    self._fut = None
+                    return
                 if self.disconnected or self.dropped:
                     return
-                if batch[-1][0] in TERMINAL:
-                    log.terminal_delivered = True
-                    break
                 continue
             if self.disconnected or self.dropped:
                 return

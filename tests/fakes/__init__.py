@@ -1,0 +1,5 @@
+"""Scriptable fake LLM upstreams on real loopback sockets, for end-to-end tests (see ``upstream.py``)."""
+
+from tests.fakes.upstream import DEFAULT_DELTAS, HUGE_TEXT, ConnRecord, FakeUpstream, Fault, Script
+
+__all__ = ["DEFAULT_DELTAS", "HUGE_TEXT", "ConnRecord", "FakeUpstream", "Fault", "Script"]

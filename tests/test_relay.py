@@ -1,0 +1,215 @@
+"""Relaying a real upstream (the fake OpenAI-compatible server) end to end: text, disconnects, faults."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from ssegate.sse import SSEDecoder, ServerSentEvent
+from tests.fakes import Fault, FakeUpstream, Script
+from tests.support.gateway import GatewayProcess, chat_body, free_port
+
+
+def run_stream(gw: GatewayProcess, prompt: str, **extra: Any) -> tuple[httpx.Response, list[ServerSentEvent]]:
+    with httpx.stream("POST", gw.url + "/v1/chat/stream", content=chat_body(prompt, **extra), timeout=30) as resp:
+        if resp.status_code != 200:
+            resp.read()
+            return resp, []
+        dec = SSEDecoder()
+        events = [ev for chunk in resp.iter_text() for ev in dec.feed(chunk)]
+        return resp, events
+
+
+def text_of(events: list[ServerSentEvent]) -> str:
+    return "".join(e.json()["delta"] for e in events if e.event == "message")
+
+
+def check_frame(events: list[ServerSentEvent]) -> None:
+    sid = events[0].json()["stream_id"]
+    assert [e.id for e in events] == [f"{sid}:{i + 1}" for i in range(len(events))]
+    assert events[0].event == "start"
+    terminals = [e for e in events if e.event in ("done", "error")]
+    assert terminals == [events[-1]]
+
+
+TRICKY = ["Hel", "lo\n", "\r", "\n\nevent: error\ndata: {}", "data: x", " wor\r\nld", "é✓", "\n\n", "!"]
+
+
+def test_exact_text_relay_with_tokens_that_look_like_framing(gateway: GatewayProcess, upstream: FakeUpstream) -> None:
+    prompt = upstream.script(Script(deltas=TRICKY, delay=0.002))
+    resp, events = run_stream(gateway, prompt)
+    assert resp.status_code == 200
+    check_frame(events)
+    assert text_of(events) == "".join(TRICKY)
+    assert [e.event for e in events].count("error") == 0  # nothing forged
+    assert events[-1].json()["finish_reason"] == "stop"
+    assert events[-1].json()["usage"] == {"prompt_tokens": 7, "completion_tokens": len(TRICKY), "estimated": False}
+    sent = upstream.records(prompt)[0].request_json
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    assert sent["model"] == "fake-model"
+
+
+def read_until_deltas(resp: httpx.Response, n: int) -> list[ServerSentEvent]:
+    dec = SSEDecoder()
+    events: list[ServerSentEvent] = []
+    for chunk in resp.iter_text():
+        events += dec.feed(chunk)
+        if sum(e.event == "message" for e in events) >= n:
+            return events
+    raise AssertionError(f"stream ended before {n} deltas: {events}")
+
+
+def test_disconnect_mid_stream_closes_the_upstream_within_50ms(gateway: GatewayProcess, upstream: FakeUpstream) -> None:
+    prompt = upstream.script(Script(deltas=[f"t{i} " for i in range(500)], delay=0.02))
+    with httpx.stream("POST", gateway.url + "/v1/chat/stream", content=chat_body(prompt), timeout=30) as resp:
+        read_until_deltas(resp, 3)
+        closed_at_client = time.monotonic()
+    rec = upstream.wait_closed(prompt, timeout=5)
+    assert rec.closed_at is not None
+    assert rec.closed_at - closed_at_client < 0.05, f"upstream closed {rec.closed_at - closed_at_client:.3f}s later"
+    assert rec.deltas_sent < 500 and not rec.finished
+
+
+def test_disconnect_before_the_first_token_closes_the_upstream(gateway: GatewayProcess, upstream: FakeUpstream) -> None:
+    prompt = upstream.script(Script(deltas=["never"], ttft=30))
+    with httpx.stream("POST", gateway.url + "/v1/chat/stream", content=chat_body(prompt), timeout=30) as resp:
+        upstream.wait_request(prompt, timeout=5)
+        assert resp.status_code == 200  # committed after COMMIT_TIMEOUT_S (1 s) with start + heartbeats
+        closed_at_client = time.monotonic()
+    rec = upstream.wait_closed(prompt, timeout=5)
+    assert rec.closed_at is not None and rec.closed_at - closed_at_client < 0.05
+
+
+def test_disconnect_while_the_status_is_held_closes_the_upstream(upstream: FakeUpstream, make_gateway: Any) -> None:
+    """A client that leaves before the commit (no byte received yet) also stops the generation."""
+    gw = make_gateway({"provider": "openai", "upstream_url": upstream.url, "model": "m", "commit_timeout_s": 30})
+    prompt = upstream.script(Script(deltas=["never"], ttft=30))
+    sock = socket.create_connection(("127.0.0.1", gw.port))
+    body = chat_body(prompt)
+    sock.sendall(b"POST /v1/chat/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    upstream.wait_request(prompt, timeout=5)
+    sock.close()
+    closed_at_client = time.monotonic()
+    rec = upstream.wait_closed(prompt, timeout=5)
+    assert rec.closed_at is not None and rec.closed_at - closed_at_client < 0.05
+
+
+def test_eight_streams_run_side_by_side(gateway: GatewayProcess, upstream: FakeUpstream) -> None:
+    prompts = [upstream.script(Script(deltas=[f"s{i}-{j} " for j in range(20)], delay=0.05)) for i in range(8)]
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda p: run_stream(gateway, p)[1], prompts))
+    elapsed = time.monotonic() - t0
+    for i, events in enumerate(results):
+        assert text_of(events) == "".join(f"s{i}-{j} " for j in range(20))
+    starts = [upstream.records(p)[0].request_at for p in prompts]
+    assert max(starts) - min(starts) < 0.5  # none waited for another
+    assert elapsed < 8 * 20 * 0.05  # far less than one after the other
+
+
+@pytest.mark.parametrize(
+    ("status", "expected", "code"),
+    [(500, 502, "upstream_error"), (401, 502, "upstream_error"), (429, 429, "rate_limited"),
+     (400, 502, "upstream_error")],
+)
+def test_upstream_error_status_before_the_first_token(gateway: GatewayProcess, upstream: FakeUpstream,
+                                                      status: int, expected: int, code: str) -> None:
+    prompt = upstream.script(Script(status=status, headers={"Retry-After": "7"} if status == 429 else {},
+                                    error_body={"error": {"message": "nope", "type": "x", "code": None}}))
+    resp, _ = run_stream(gateway, prompt)
+    assert resp.status_code == expected
+    assert resp.headers["content-type"] == "application/json"
+    body = resp.json()
+    assert body["error"]["code"] == code
+    if status == 429:
+        assert resp.headers["retry-after"] == "7"
+        assert body["error"]["retryable"] is True
+
+
+def test_connection_refused_is_502(make_gateway: Any) -> None:
+    gw = make_gateway({"provider": "openai", "upstream_url": f"http://127.0.0.1:{free_port()}/v1", "model": "m"})
+    resp, _ = run_stream(gw, "hello")
+    assert resp.status_code == 502
+    assert resp.json()["error"]["code"] == "upstream_error"
+    assert httpx.get(gw.url + "/healthz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [(Fault.RESET, "upstream_error"), (Fault.MALFORMED_JSON, "upstream_error"), (Fault.STALL, "upstream_timeout"),
+     (Fault.EARLY_EOF, "upstream_error"), (Fault.INVALID_UTF8, "upstream_error")],
+)
+def test_mid_stream_failure_gives_tokens_then_one_error_event(gateway: GatewayProcess, upstream: FakeUpstream,
+                                                              fault: Fault, code: str) -> None:
+    prompt = upstream.script(Script(deltas=["a", "b", "c", "d", "e"], delay=0.01, fault=fault, fault_after=3))
+    resp, events = run_stream(gateway, prompt)
+    assert resp.status_code == 200
+    check_frame(events)
+    assert text_of(events) == "abc"
+    assert events[-1].event == "error"
+    assert events[-1].json()["error"]["code"] == code
+    rec = upstream.wait_closed(prompt, timeout=5)
+    assert rec.closed_at is not None
+
+
+def test_missing_done_after_a_finish_is_still_a_clean_end(gateway: GatewayProcess, upstream: FakeUpstream) -> None:
+    prompt = upstream.script(Script(deltas=["x", "y"], fault=Fault.NO_DONE, fault_after=2))
+    _, events = run_stream(gateway, prompt)
+    assert text_of(events) == "xy"
+    assert events[-1].event in ("done", "error")  # one terminal event either way
+
+
+def test_slow_client_is_dropped_and_its_upstream_closed(upstream: FakeUpstream, make_gateway: Any) -> None:
+    gw = make_gateway({"provider": "openai", "upstream_url": upstream.url, "model": "m", "send_timeout_s": 1.0})
+    prompt = upstream.script(Script(deltas=["x" * 20000] * 5000, delay=0.002))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", gw.port))
+    body = chat_body(prompt)
+    sock.sendall(b"POST /v1/chat/stream HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    # the client reads nothing: the gateway's send blocks, and after SEND_TIMEOUT_S it gives up
+    try:
+        rec = upstream.wait_closed(prompt, timeout=15)
+    except TimeoutError:
+        sock.close()
+        raise
+    assert rec.closed_at is not None and not rec.finished
+    assert rec.deltas_sent < 5000
+    # the gateway cut the client off: reading now ends in EOF or a reset, not an endless stream
+    sock.settimeout(10)
+    total = 0
+    try:
+        while chunk := sock.recv(65536):
+            total += len(chunk)
+    except ConnectionResetError:
+        pass
+    sock.close()
+    assert total < 20000 * 5000
+    assert httpx.get(gw.url + "/healthz").status_code == 200
+
+
+def test_idle_timeout_between_tokens(gateway: GatewayProcess, upstream: FakeUpstream) -> None:
+    prompt = upstream.script(Script(deltas=["a", "b"], fault=Fault.HEADERS_THEN_SILENCE, fault_after=0))
+    t0 = time.monotonic()
+    resp, events = run_stream(gateway, prompt)
+    # headers then silence: no first token within FIRST_TOKEN_TIMEOUT_S (5 s) -> committed, then error event
+    assert resp.status_code == 200
+    assert events[-1].event == "error" and events[-1].json()["error"]["code"] == "upstream_timeout"
+    assert time.monotonic() - t0 < 15
+
+
+def test_request_body_sent_upstream_carries_the_options(gateway: GatewayProcess, upstream: FakeUpstream) -> None:
+    prompt = upstream.script(Script(deltas=["ok"]))
+    run_stream(gateway, prompt, max_tokens=12, temperature=0.5, stop=["END"])
+    sent = upstream.records(prompt)[0].request_json
+    assert (sent["max_tokens"], sent["temperature"], sent["stop"]) == (12, 0.5, ["END"])
+    assert json.dumps(sent["messages"]) == json.dumps([{"role": "user", "content": prompt}])
+
+
