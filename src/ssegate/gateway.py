@@ -14,12 +14,15 @@ from typing import Any
 
 from starlette.responses import Response
 
-from .errors import InvalidRequest, NotFound, Overloaded, ShuttingDown
+from . import logs
+from .errors import InvalidRequest, NotFound, ShuttingDown
 from .eventlog.memory import MemoryEventLog
+from .limits import Limits
 from .metrics import Metrics
 from .providers import ChatRequest, Provider, build_providers
 from .providers.http import UpstreamSession
-from .response import EventStreamResponse, StreamEncoder
+from .replicas import Replicas
+from .response import EventStreamResponse, Follows, StreamEncoder
 from .settings import Settings
 from .sse import NativeEncoder
 from .streams import Generation, StreamHub
@@ -37,15 +40,27 @@ class Gateway:
         )
         self.providers: list[Provider] = build_providers(settings, self.session)
         self.metrics = Metrics()
-        self.eventlog = MemoryEventLog(
-            ttl_s=settings.log_ttl_s, max_streams=settings.log_max_streams, max_events=settings.log_max_events
+        self.replicas = Replicas(settings) if settings.redis_url else None
+        self.eventlog: MemoryEventLog = (
+            self.replicas.eventlog
+            if self.replicas is not None
+            else MemoryEventLog(
+                ttl_s=settings.log_ttl_s, max_streams=settings.log_max_streams, max_events=settings.log_max_events,
+                max_bytes=settings.log_max_bytes
+            )
         )
         self.hub = StreamHub(settings, self.providers, self.eventlog, self.metrics)
+        self.limits = Limits(settings, self.metrics)
+        self.hub.on_finished += [self.limits.released, logs.stream_ended]
+        if self.replicas is not None:
+            self.replicas.bind(self.hub)
         self._shutdown_task: asyncio.Task[None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
         self._chain_signals()
+        if self.replicas is not None:
+            await self.replicas.start()
 
     def _chain_signals(self) -> None:
         """Learn of SIGTERM/SIGINT before the server does, in the main thread only (``ssegate serve``)."""
@@ -67,6 +82,8 @@ class Gateway:
         """SIGTERM: refuse new streams, let running ones finish for the grace period, then end them."""
         if self._shutdown_task is None:
             self.hub.shutting_down = True
+            if self.replicas is not None:  # their streams go on elsewhere: let those clients resume there now
+                self.replicas.release_followers()
             self._shutdown_task = asyncio.get_running_loop().create_task(
                 self.hub.shutdown(self.settings.shutdown_grace_s)
             )
@@ -75,6 +92,8 @@ class Gateway:
         if self._shutdown_task is not None:
             await self._shutdown_task
         await self.hub.shutdown(0)
+        if self.replicas is not None:
+            await self.replicas.stop()
         for p in self.providers:
             await p.aclose()
         await self.session.aclose()
@@ -88,16 +107,22 @@ class Gateway:
         return chosen
 
     def admit(self, owner: str) -> None:
-        """Refuse a new stream when shutting down or at the global cap."""
+        """Refuse a new stream when shutting down, without Redis, at the global cap or over the key's limits
+        (``limits.py``)."""
         if self.hub.shutting_down:
+            self.metrics.rejected.labels("shutting_down").inc()
             raise ShuttingDown("the server is shutting down", retry_after=1.0)
-        if len(self.hub.live) >= self.settings.max_streams:
+        if self.replicas is not None and not self.replicas.healthy:
             self.metrics.rejected.labels("overloaded").inc()
-            raise Overloaded("too many concurrent streams", retry_after=1.0)
+            self.replicas.require()
+        self.limits.admit(owner)
 
     def start_generation(self, request: ChatRequest, owner: str) -> Generation:
         self.admit(owner)
-        return self.hub.start(request, owner)
+        gen = self.hub.start(request, owner)
+        self.limits.acquired(gen)  # released by the hub's on_finished
+        logs.stream_started(gen, self.settings)
+        return gen
 
     def stream_response(self, request: ChatRequest, owner: str) -> EventStreamResponse:
         gen = self.start_generation(request, owner)
@@ -110,21 +135,35 @@ class Gateway:
             on_discard=self.hub.discard,
         )
 
-    def resume_response(self, stream_id: str, after: int, owner: str) -> Response | EventStreamResponse:
-        """Replay the events after ``after``, then follow live; ``204`` when nothing is left to send."""
-        log = self.hub.get_log(stream_id, owner)
-        if after > log.last_seq:
+    async def resume_response(self, stream_id: str, after: int, owner: str) -> Response | EventStreamResponse:
+        """Replay the events after ``after``, then follow live; ``204`` when the client already has the terminal
+        event. A stream this process does not have is read from Redis (another replica's), when configured."""
+        follows: Follows | None
+        if self.replicas is not None and self.eventlog.get(stream_id) is None:
+            remote = await self.replicas.open(stream_id, owner)
+            log, follows = remote.log, remote
+            # the generating replica may have sent an event that its writer has not put in Redis yet
+            ahead_ok = not log.finished
+        else:
+            log = self.hub.get_log(stream_id, owner)
+            follows = self.hub.live.get(stream_id)
+            ahead_ok = False
+        if after > log.last_seq and not ahead_ok:
             raise NotFound("no such event in this stream")
         if log.finished and after >= log.last_seq:
             return Response(status_code=204)
-        if log.since(after) is None:
+        if after < log.last_seq and log.since(after) is None:
             raise NotFound("those events have expired")
         s = self.settings
         return EventStreamResponse(
-            log, NativeEncoder(stream_id, s.retry_ms), gen=self.hub.live.get(stream_id), after=after,
+            log, NativeEncoder(stream_id, s.retry_ms), follows=follows, after=after,
             heartbeat_s=s.heartbeat_s, send_timeout_s=s.send_timeout_s,
         )
 
-    def cancel(self, stream_id: str, owner: str) -> dict[str, Any]:
-        self.hub.cancel(stream_id, owner)
+    async def cancel(self, stream_id: str, owner: str) -> dict[str, Any]:
+        """Cancel a stream here, or (Redis mode) on the replica generating it."""
+        if self.replicas is not None and self.eventlog.get(stream_id) is None:
+            await self.replicas.cancel(stream_id, owner)
+        else:
+            self.hub.cancel(stream_id, owner)
         return {"stream_id": stream_id, "status": "cancelling"}

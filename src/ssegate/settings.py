@@ -86,8 +86,12 @@ class Settings(BaseSettings):
     # --- event log -----------------------------------------------------------------------------
     redis_url: str = ""
     """Empty: in-process event log. Set: Redis event log and cross-replica resume and cancel."""
+    redis_lease_s: float = Field(3.0, ge=0.3, le=60)
+    """Redis mode: a replica's lease on its streams; if it dies, followers get `generation_lost` in ~1.4x this."""
     log_ttl_s: float = Field(600.0, gt=0)
     """How long a finished stream's events stay available for resume."""
+    log_max_bytes: int = Field(16 << 20, gt=0)
+    """Text kept per stream for resume (older events are dropped; a client that far behind is ended)."""
     log_max_events: int = Field(100_000, gt=0)
     """Events kept per stream (older ones are dropped; resuming before them is 404)."""
     log_max_streams: int = Field(100_000, gt=0)
@@ -101,7 +105,9 @@ class Settings(BaseSettings):
     cors_origins: str = ""
     """Comma-separated origins allowed to call the API from a browser."""
     token_secret: str = Field("", repr=False)
-    """Secret for signed stream tokens (EventSource auth); random per process when empty."""
+    """Secret signing stream tokens (EventSource auth); random per process when empty: replicas need one shared."""
+    token_ttl_s: float = Field(300.0, gt=0, le=86400)
+    """Lifetime of a stream token from `POST /v1/auth/token` (accepted as `?token=` on GET streams)."""
     log_prompts: bool = False
     """Include prompt text in logs."""
     log_level: str = "info"

@@ -1,7 +1,8 @@
 """The in-process event log (the default): every stream's entries in a list, bounded, expiring.
 
 ``StreamLog`` is written on the hot path: ``append`` is a list append plus waking the followers that
-wait. Followers read by seq. Per stream at most ``max_events`` entries are kept (older ones are dropped
+wait. Followers read by seq. Per stream at most ``max_events`` entries and ``max_bytes`` of text are kept
+(older ones are dropped
 and resuming before them is ``not_found``); at most ``max_streams`` logs are kept in total (the oldest
 finished go first); a finished log expires ``ttl_s`` after its terminal entry.
 """
@@ -26,20 +27,26 @@ class StreamLog:
         "finished",
         "finished_at",
         "first_seq",
+        "max_bytes",
         "max_events",
         "model",
         "owner",
+        "size",
         "stream_id",
         "terminal_delivered",
     )
 
-    def __init__(self, stream_id: str, owner: str, model: str, max_events: int = 100_000) -> None:
+    def __init__(
+        self, stream_id: str, owner: str, model: str, max_events: int = 100_000, max_bytes: int = 16 << 20
+    ) -> None:
         self.stream_id = stream_id
         self.owner = owner
         self.model = model
         self.entries: list[Entry] = []
         self.first_seq = 1
         self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.size = 0
         self.finished = False
         self.finished_at = 0.0
         self.created_at = time.monotonic()
@@ -57,8 +64,13 @@ class StreamLog:
     def append(self, kind: int, payload: Any) -> int:
         entries = self.entries
         entries.append((kind, payload))
+        if kind == DELTA:
+            self.size += len(payload)
+            if self.size > self.max_bytes:
+                self._trim_bytes()
         if len(entries) > self.max_events:
             drop = len(entries) - self.max_events
+            self.size -= sum(len(p) for k, p in entries[:drop] if k == DELTA)
             del entries[:drop]
             self.first_seq += drop
         if kind in TERMINAL:
@@ -67,6 +79,19 @@ class StreamLog:
         if self._waiters:
             self.wake()
         return self.first_seq + len(entries) - 1
+
+    def _trim_bytes(self) -> None:
+        """Drop the oldest entries until the text kept is under three quarters of ``max_bytes``."""
+        entries = self.entries
+        goal = self.max_bytes * 3 // 4
+        drop = 0
+        while self.size > goal and drop < len(entries) - 1:
+            kind, payload = entries[drop]
+            if kind == DELTA:
+                self.size -= len(payload)
+            drop += 1
+        del entries[:drop]
+        self.first_seq += drop
 
     def wake(self) -> None:
         waiters, self._waiters = self._waiters, []
@@ -104,7 +129,10 @@ class StreamLog:
 class MemoryEventLog:
     """The registry of ``StreamLog``s of this process."""
 
-    def __init__(self, *, ttl_s: float = 600.0, max_streams: int = 100_000, max_events: int = 100_000) -> None:
+    def __init__(
+        self, *, ttl_s: float = 600.0, max_streams: int = 100_000, max_events: int = 100_000, max_bytes: int = 16 << 20
+    ) -> None:
+        self.max_bytes = max_bytes
         self.ttl_s = ttl_s
         self.max_streams = max_streams
         self.max_events = max_events
@@ -117,7 +145,7 @@ class MemoryEventLog:
     def create(self, stream_id: str, owner: str, model: str) -> StreamLog:
         if len(self._logs) >= self.max_streams:
             self._evict()
-        log = StreamLog(stream_id, owner, model, self.max_events)
+        log = StreamLog(stream_id, owner, model, self.max_events, self.max_bytes)
         self._logs[stream_id] = log
         return log
 
