@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ssegate.sse import SSEDecoder, ServerSentEvent
-from tests.fakes import Fault, FakeUpstream, Script
+from ssegate.sse import ServerSentEvent, SSEDecoder
+from tests.fakes import FakeUpstream, Fault, Script
 from tests.support.gateway import GatewayProcess, chat_body, free_port
 
 

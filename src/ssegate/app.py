@@ -15,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .__about__ import __version__
-from .api import chat, ops, streams
+from .api import auth, chat, openai_compat, ops, streams
 from .api.ops import WEB_DIR
 from .errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge
 from .gateway import Gateway
@@ -152,7 +152,9 @@ def create_app(settings: Settings | None = None) -> SSEGateApp:
     install_error_handlers(app)
     app.include_router(chat.router)
     app.include_router(streams.router)
+    app.include_router(openai_compat.router)
     app.include_router(ops.router)
+    app.include_router(auth.router)
     if WEB_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     if settings.cors_origin_list:

@@ -22,7 +22,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import GatewayError, NotFound, ShuttingDown, UpstreamError, UpstreamTimeout
+from .errors import GatewayError, GenerationLost, NotFound, ShuttingDown, UpstreamError, UpstreamTimeout
 from .eventlog.base import DELTA, DONE, ERROR, START
 from .eventlog.memory import MemoryEventLog, StreamLog
 from .metrics import Metrics
@@ -48,6 +48,7 @@ class Generation:
     __slots__ = (
         "_cancel_reason",
         "_deadline_timer",
+        "_deferred",
         "_grace_timer",
         "_last_delta",
         "_timed_out",
@@ -84,6 +85,7 @@ class Generation:
         self._timed_out = False
         self._last_delta = self.started_at
         self._grace_timer: asyncio.TimerHandle | None = None
+        self._deferred = False
         self._deadline_timer = loop.call_at(self.started_at + hub.settings.first_token_timeout_s, self._check_deadline)
         log.append(START, {"stream_id": log.stream_id, "model": log.model})
         self.task = loop.create_task(self._run(), name=f"ssegate-gen-{log.stream_id}")
@@ -111,6 +113,7 @@ class Generation:
 
     def attach(self) -> None:
         self.followers += 1
+        self._deferred = False
         if self._grace_timer is not None:
             self._grace_timer.cancel()
             self._grace_timer = None
@@ -122,14 +125,42 @@ class Generation:
             return
         grace = self.hub.settings.detach_grace_s
         if grace <= 0:
-            self.cancel("disconnect")
+            self._unattended()
         elif self._grace_timer is None:
             self._grace_timer = asyncio.get_running_loop().call_later(grace, self._grace_expired)
 
     def _grace_expired(self) -> None:
         self._grace_timer = None
+        self._deferred = False
         if self.followers <= 0:
+            self._unattended()
+
+    def _unattended(self) -> None:
+        """No follower here: cancel, unless the hub's ``check_elsewhere`` (Redis mode) asks other replicas."""
+        check = self.hub.check_elsewhere
+        if check is None:
             self.cancel("disconnect")
+        else:
+            check(self)
+
+    def defer_cancel(self, delay: float) -> None:
+        """Followers on other replicas still count for ``delay`` s: decide again then."""
+        if self.followers > 0 or self.log.finished:
+            return
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+        self._deferred = True
+        self._grace_timer = asyncio.get_running_loop().call_later(delay, self._grace_expired)
+
+    def recheck_detached(self) -> None:
+        """A follower on another replica left: if this generation only waits for such followers, decide now."""
+        if self.followers > 0 or self.log.finished or not self._deferred:
+            return
+        self._deferred = False
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
+        self._unattended()
 
     def _check_deadline(self) -> None:
         if self.log.finished:
@@ -156,6 +187,8 @@ class Generation:
                 error = UpstreamTimeout(f"upstream timed out {what}")
             elif self._cancel_reason == "shutdown":
                 error = ShuttingDown("the server is shutting down", retry_after=1.0)
+            elif self._cancel_reason == "lost":  # Redis mode: another replica already ended it for its followers
+                error = GenerationLost("this replica lost its lease on the stream; it was ended elsewhere")
             elif self._cancel_reason is None:
                 self._end(ERROR, ShuttingDown("the generation was stopped", retry_after=1.0).body())
                 raise
@@ -212,20 +245,24 @@ class Generation:
                     raise UpstreamError("upstream ended without a finish")
                 except UpstreamError as exc:
                     if self.deltas or not exc.retryable:
-                        raise
+                        raise  # never once text went out: a retry would send it twice
                     last_error = exc
-                    delay = self._backoff(attempt, exc)
-                    if delay is None:
-                        break
-                    logger.info("retrying %s in %.2fs after: %s", provider.label, delay, exc.message)
-                    await asyncio.sleep(delay)
                 finally:
-                    await agen.aclose()
+                    await agen.aclose()  # the failed attempt's connection is closed before the backoff
+                delay = self._backoff(attempt, last_error)
+                if delay is None:
+                    break  # on to the next fallback, if any
+                logger.info("retrying %s in %.2fs after: %s", provider.label, delay, last_error.message)
+                await asyncio.sleep(delay)
         assert last_error is not None
         raise last_error
 
     def _backoff(self, attempt: int, exc: UpstreamError) -> float | None:
-        """Delay before the next try on this upstream, or None to move on (or give up)."""
+        """Delay before the next try on this upstream, or None to move on to the next fallback (or give up).
+
+        Exponential from ``retry_backoff_s``, jittered 0.5x-1.5x, at least the upstream's ``Retry-After``.
+        Before the commit a retry must fit before the commit deadline, so that an upstream failing at once on
+        every try still gives the client a real HTTP status; after it, before the first-token deadline."""
         s = self.hub.settings
         if attempt + 1 >= s.retry_attempts:
             return None
@@ -256,6 +293,8 @@ class StreamHub:
         self.metrics = metrics
         self.live: dict[str, Generation] = {}
         self.on_finished: list[Callable[[Generation], None]] = []
+        self.check_elsewhere: Callable[[Generation], None] | None = None
+        """Redis mode: decides for a generation left without followers here (``replicas.py``)."""
         self.shutting_down = False
 
     def start(self, request: ChatRequest, owner: str) -> Generation:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import orjson
 
-from ssegate.sse import SSEDecoder, ServerSentEvent
+from ssegate.sse import ServerSentEvent, SSEDecoder
 
 __all__ = ["GatewayProcess", "collect_events", "free_port", "sse_events"]
 
