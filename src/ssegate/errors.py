@@ -14,13 +14,15 @@ GatewayError                    code                 status  retryable
 │   ├── UpstreamProtocolError   upstream_error       502     yes
 │   └── UpstreamTimeout         upstream_timeout     504     yes
 ├── Overloaded                  overloaded           503     yes  (Retry-After)
+│   └── EventLogUnavailable     overloaded           503     yes  (Redis unreachable)
 ├── ShuttingDown                shutting_down        503     yes  (Retry-After)
 └── GenerationLost              generation_lost      502     yes
 ```
 
 Every error knows its ``code``, HTTP ``status`` and ``retryable``; ``body()`` is the JSON shape of
 CONTRACT §4 and ``openai_body()`` the OpenAI shape of §7. ``map_upstream_errors()`` turns aiohttp, asyncio
-and OS errors raised while talking to an upstream into ``UpstreamError``s.
+and OS errors raised while talking to an upstream into ``UpstreamError``s; ``map_redis_errors()`` turns
+redis-py's connection errors and timeouts into ``EventLogUnavailable``.
 """
 
 from __future__ import annotations
@@ -31,9 +33,12 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import aiohttp
+import redis.exceptions
 
 __all__ = [
+    "REDIS_DOWN",
     "ClientError",
+    "EventLogUnavailable",
     "GatewayError",
     "GenerationLost",
     "InvalidRequest",
@@ -49,6 +54,7 @@ __all__ = [
     "UpstreamRefused",
     "UpstreamTimeout",
     "error_from_code",
+    "map_redis_errors",
     "map_upstream_errors",
 ]
 
@@ -155,6 +161,10 @@ class Overloaded(GatewayError):
     retryable = True
 
 
+class EventLogUnavailable(Overloaded):
+    """Redis mode: the shared event log cannot be reached, so no new stream can be made resumable."""
+
+
 class ShuttingDown(GatewayError):
     code = "shutting_down"
     status = 503
@@ -231,3 +241,18 @@ def map_upstream_errors() -> Iterator[None]:
         raise UpstreamProtocolError(f"upstream sent malformed data: {exc}") from exc
     except asyncio.IncompleteReadError as exc:
         raise UpstreamError("upstream closed the stream early") from exc
+
+
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, TimeoutError)
+"""What redis-py (or the socket under it) raises when Redis cannot be reached in time."""
+
+
+@contextmanager
+def map_redis_errors() -> Iterator[None]:
+    """Translate an unreachable Redis into ``EventLogUnavailable`` (503 ``overloaded``, retryable)."""
+    try:
+        yield
+    except REDIS_DOWN as exc:
+        raise EventLogUnavailable(
+            f"the event log (Redis) is unreachable: {exc or type(exc).__name__}", retry_after=1.0
+        ) from exc

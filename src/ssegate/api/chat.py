@@ -60,7 +60,7 @@ async def chat_get(
         parsed = split_event_id(last_id)
         if parsed is None:
             raise InvalidRequest("Last-Event-ID must be '<stream_id>:<seq>'")
-        return gw.resume_response(parsed[0], parsed[1], owner)
+        return await gw.resume_response(parsed[0], parsed[1], owner)
     if not q:
         raise InvalidRequest("missing query parameter 'q'")
     chat = ChatRequest([{"role": "user", "content": q}], gw.default_model(model))

@@ -35,6 +35,9 @@ async def readyz(request: Request) -> JSONResponse:
         except (GatewayError, TimeoutError) as exc:
             ok = False
             checks[provider.label] = str(exc) or type(exc).__name__
+    if gw.replicas is not None:
+        checks["redis"] = "ok" if gw.replicas.healthy else "unreachable"
+        ok = ok and gw.replicas.healthy
     if gw.hub.shutting_down:
         ok = False
         checks["server"] = "shutting down"

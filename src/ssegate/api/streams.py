@@ -40,10 +40,10 @@ async def resume(
         if parsed is None or parsed[0] != stream_id:
             raise InvalidRequest("Last-Event-ID must be '<stream_id>:<seq>' of this stream")
         seq = parsed[1]
-    return gw.resume_response(stream_id, seq or 0, owner)
+    return await gw.resume_response(stream_id, seq or 0, owner)
 
 
 @router.post("/v1/streams/{stream_id}/cancel", status_code=202, summary="Stop a generation")
 async def cancel(stream_id: StreamId, request: Request) -> dict[str, Any]:
     gw = gateway(request)
-    return gw.cancel(stream_id, caller(request))
+    return await gw.cancel(stream_id, caller(request))

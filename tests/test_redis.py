@@ -1,0 +1,245 @@
+"""Redis mode (CONTRACT §6, issue 4): replicas sharing one real redis-server.
+
+Cancel travels over pub/sub and closes the generating replica's upstream; a replica that is SIGKILLed leaves its
+followers elsewhere a ``generation_lost`` error; detach grace counts followers on other replicas; the mirror to
+Redis is batched; and Redis itself going away and coming back never hangs anybody. (Resume across replicas, with
+and without disconnects, is in ``test_resume.py``, which runs every resume test in both modes.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from ssegate.sse import ServerSentEvent
+from tests.fakes import FakeUpstream, Script
+from tests.support.gateway import GatewayProcess, chat_body, free_port, sse_events
+from tests.support.redis import RedisServer
+from tests.support.resume import assert_whole, auth, read, resume, script, start
+
+LEASE_S = 1.0
+COMMON: dict[str, Any] = {
+    "commit_timeout_s": 1.0,
+    "first_token_timeout_s": 5.0,
+    "idle_timeout_s": 5.0,
+    "send_timeout_s": 2.0,
+    "heartbeat_s": 0.5,
+    "api_keys": "k1,k2",
+    "detach_grace_s": 1.0,
+    "log_ttl_s": 30.0,
+    "redis_lease_s": LEASE_S,
+}
+Pair = tuple[GatewayProcess, GatewayProcess]
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def relay_settings(redis_server: RedisServer, upstream: FakeUpstream) -> dict[str, Any]:
+    return {**COMMON, "redis_url": redis_server.url, "provider": "openai", "upstream_url": upstream.url, "model": "m"}
+
+
+@pytest.fixture(scope="module")
+def pair(relay_settings: dict[str, Any]) -> Iterator[Pair]:
+    """Two replicas relaying the fake upstream, sharing the module's redis-server."""
+    with GatewayProcess(relay_settings) as a, GatewayProcess(relay_settings) as b:
+        yield a, b
+
+
+def words(n: int, tag: str = "w") -> list[str]:
+    return [f"{tag}{i} " for i in range(n)]
+
+
+@contextmanager
+def open_stream(url: str, prompt: str) -> Iterator[Iterator[ServerSentEvent]]:
+    """A stream started on ``url``, read lazily; closing it is the client's disconnect."""
+    with httpx.stream("POST", url + "/v1/chat/stream", content=chat_body(prompt), headers=auth(), timeout=15) as resp:
+        assert resp.status_code == 200, resp.read()
+        yield sse_events(resp.iter_text())
+
+
+def take(events: Iterator[ServerSentEvent], n: int) -> list[ServerSentEvent]:
+    return [next(events) for _ in range(n)]
+
+
+def test_cancel_on_another_replica_closes_the_upstream_within_50ms(pair: Pair, upstream: FakeUpstream) -> None:
+    a, b = pair
+    prompt = upstream.script(Script(deltas=words(500), delay=0.02))
+    with open_stream(a.url, prompt) as it:
+        events = take(it, 4)
+        sid = events[0].json()["stream_id"]
+        with httpx.Client(headers=auth(), timeout=5) as client:  # built beforehand: measure the gateway only
+            sent_at = time.monotonic()
+            cancel = client.post(f"{b.url}/v1/streams/{sid}/cancel")
+        assert cancel.status_code == 202 and cancel.json() == {"stream_id": sid, "status": "cancelling"}
+        rec = upstream.wait_closed(prompt, timeout=5)
+        events += list(it)
+    assert rec.closed_at is not None and rec.closed_at - sent_at < 0.05, f"{rec.closed_at - sent_at:.3f}s"
+    assert not rec.finished
+    assert_whole(events, [e.json()["delta"] for e in events[1:-1]], finish_reason="cancelled")
+    assert events[-1].json()["usage"]["completion_tokens"] == len(events) - 2
+    # the cancelled stream reads the same from the other replica
+    _, again = read("GET", f"{b.url}/v1/streams/{sid}", params={"after": 0})
+    assert [(e.id, e.data) for e in again] == [(e.id, e.data) for e in events]
+
+
+def test_a_follower_elsewhere_keeps_the_generation_past_the_detach_grace(pair: Pair, upstream: FakeUpstream) -> None:
+    """The client leaves A and follows on B: A's grace (1 s) runs out, but B's follower still counts."""
+    a, b = pair
+    deltas = words(40)
+    prompt = upstream.script(Script(deltas=deltas, delay=0.05))  # 2 s, well past the grace
+    _, head = start(a.url, prompt, n=3)
+    _, rest = resume(b.url, head[-1].id or "")
+    assert_whole(head + rest, deltas)
+    assert len(upstream.records(prompt)) == 1  # one upstream request, played to its end (the whole text)
+
+
+def test_when_the_last_follower_elsewhere_leaves_the_grace_runs_then_the_upstream_closes(
+    pair: Pair, upstream: FakeUpstream
+) -> None:
+    a, b = pair
+    prompt = upstream.script(Script(deltas=words(500), delay=0.02))
+    _, head = start(a.url, prompt, n=3)
+    _, more = resume(b.url, head[-1].id or "", n=60)  # 1.2 s: A's own grace has run out meanwhile
+    left_at = time.monotonic()
+    assert len(more) == 60 and not upstream.records(prompt)[0].closed_at
+    rec = upstream.wait_closed(prompt, timeout=10)
+    assert rec.closed_at is not None and not rec.finished
+    waited = rec.closed_at - left_at
+    assert 1.0 - 0.05 <= waited < 1.0 + 1.0, f"closed {waited:.3f}s after the last follower left (grace 1.0s)"
+    _, rest = resume(a.url, more[-1].id or "")
+    events = head + more + rest
+    assert events[-1].event == "done" and events[-1].json()["finish_reason"] == "cancelled"
+    sid = events[0].json()["stream_id"]
+    assert [e.id for e in events] == [f"{sid}:{i + 1}" for i in range(len(events))]
+
+
+def test_sigkill_of_the_generating_replica_gives_its_followers_generation_lost(
+    relay_settings: dict[str, Any], pair: Pair, upstream: FakeUpstream
+) -> None:
+    _, b = pair
+    doomed = GatewayProcess(relay_settings).start()
+    try:
+        prompt = upstream.script(Script(deltas=words(500), delay=0.02))
+        _, head = start(doomed.url, prompt, n=3)
+        with httpx.stream("GET", f"{b.url}/v1/streams/{head[0].json()['stream_id']}", headers=auth(), timeout=15,
+                          params={"after": 3}) as resp:
+            it = sse_events(resp.iter_text())
+            events = head + take(it, 5)
+            doomed.kill()
+            killed_at = time.monotonic()
+            events += list(it)
+            ended_after = time.monotonic() - killed_at
+    finally:
+        doomed.kill()
+    sid = events[0].json()["stream_id"]
+    assert [e.id for e in events] == [f"{sid}:{i + 1}" for i in range(len(events))]
+    assert all(e.event == "message" for e in events[1:-1])
+    assert events[-1].event == "error"
+    assert events[-1].json()["error"]["code"] == "generation_lost" and events[-1].json()["error"]["retryable"] is True
+    assert ended_after < 1.5 * LEASE_S + 2.5, f"generation_lost after {ended_after:.2f}s"
+    assert upstream.wait_closed(prompt, timeout=5).closed_at is not None  # the kernel closed A's connection
+    # everybody agrees: a resume anywhere replays the same end, and then it is over
+    _, again = resume(b.url, head[-1].id or "")
+    assert [e.data for e in again] == [e.data for e in events[len(head):]]
+    assert resume(b.url, events[-1].id or "")[0].status_code == 204
+
+
+def test_the_mirror_is_batched_and_expires_after_the_end(pair: Pair, upstream: FakeUpstream,
+                                                       redis_server: RedisServer) -> None:
+    """Not one Redis round trip per token: a fast stream of 2000 deltas takes far fewer XADDs."""
+    a, _ = pair
+    r = redis.Redis.from_url(redis_server.url)
+    try:
+        r.config_resetstat()
+        deltas = words(2000)
+        _, events = start(a.url, upstream.script(Script(deltas=deltas, delay=0)))
+        assert_whole(events, deltas)
+        sid = events[0].json()["stream_id"]
+        xadds = int(r.info("commandstats").get("cmdstat_xadd", {}).get("calls", 0))
+        assert 1 <= xadds < len(events) / 4, f"{xadds} XADDs for {len(events)} events"
+        for key in (f"ssegate:stream:{sid}:events", f"ssegate:stream:{sid}:meta"):
+            ttl = r.pttl(key)
+            assert 0 < ttl <= COMMON["log_ttl_s"] * 1000, (key, ttl)
+    finally:
+        r.close()
+
+
+# --- Redis going away ----------------------------------------------------------------------------------
+def _until(check: Any, what: str, within: float = 10.0) -> Any:
+    """Poll ``check()`` until it returns something truthy; the bound only catches a hang."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.05)
+
+
+def _status(answer: tuple[httpx.Response, list[ServerSentEvent]], status: int, events: bool = False) -> Any:
+    """``answer`` (as a tuple, or just the response) when its status is ``status``, else ``None``."""
+    resp, got = answer
+    if resp.status_code != status:
+        return None
+    return (resp, got) if events else resp
+
+
+def test_redis_outage_clear_errors_streams_go_on_and_everything_recovers() -> None:
+    with RedisServer() as server:
+        settings = {**COMMON, "redis_url": server.url}
+        with GatewayProcess(settings) as a, GatewayProcess(settings) as b:
+            deltas = words(50)
+            with open_stream(a.url, script(deltas, delay=0.04)) as it_a:  # 2 s
+                head = take(it_a, 4)
+                sid = head[0].json()["stream_id"]
+                with httpx.stream("GET", f"{b.url}/v1/streams/{sid}", params={"after": 4}, headers=auth(),
+                                  timeout=15) as resp_b:
+                    it_b = sse_events(resp_b.iter_text())
+                    on_b = take(it_b, 2)
+                    server.stop()
+                    stopped_at = time.monotonic()
+                    # B cannot follow any more: its response ends without inventing a terminal event
+                    on_b += list(it_b)
+                    assert time.monotonic() - stopped_at < LEASE_S + 3
+                assert all(e.event == "message" for e in on_b)
+                # new streams, and resumes that need Redis, get a clear 503 quickly
+                refused = _until(lambda: _status(start(a.url, script(["x"])), 503),
+                                 "503 for a new stream while Redis is down")
+                assert refused.json()["error"]["code"] == "overloaded" and refused.headers["retry-after"]
+                gone, _ = resume(b.url, on_b[-1].id or "")
+                assert gone.status_code == 503 and gone.json()["error"]["code"] == "overloaded"
+                ready = httpx.get(a.url + "/readyz", timeout=5)
+                assert ready.status_code == 503 and ready.json()["checks"]["redis"] == "unreachable"
+                # the stream running on A goes on from memory, to its end
+                rest_a = list(it_a)
+            assert_whole(head + rest_a, deltas)
+            # Redis comes back (restarted, empty): new streams work again ...
+            server.start()
+            _until(lambda: start(a.url, script(["ok"]))[0].status_code == 200, "a new stream after Redis is back")
+            assert httpx.get(a.url + "/readyz", timeout=5).status_code == 200
+            # ... and the stream that ran through the outage resumes on B without a gap (A rewrote it)
+            _, rest_b = _until(lambda: _status(resume(b.url, on_b[-1].id or ""), 200, events=True),
+                               "a resume on B after Redis is back")
+            assert_whole(head + on_b + rest_b, deltas)
+
+
+def test_a_gateway_started_without_redis_refuses_streams_then_recovers() -> None:
+    port = free_port()
+    server = RedisServer(port=port)
+    with GatewayProcess({**COMMON, "redis_url": server.url}) as gw:
+        resp, _ = start(gw.url, script(["x"]))
+        assert resp.status_code == 503 and resp.json()["error"]["code"] == "overloaded"
+        assert resp.headers["retry-after"]
+        with server:
+            _until(lambda: start(gw.url, script(["y"]))[0].status_code == 200, "a stream once Redis is up")
