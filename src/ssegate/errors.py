@@ -224,23 +224,29 @@ def upstream_status_error(status: int, detail: str, retry_after: str | None = No
 
 @contextmanager
 def map_upstream_errors() -> Iterator[None]:
-    """Translate what aiohttp, asyncio and the OS raise while talking to an upstream."""
+    """Translate what aiohttp, asyncio and the OS raise while talking to an upstream.
+
+    Messages are written for the person reading them in a client; the library's own text is kept on
+    ``__cause__`` (and in the server log), not in the message.
+    """
     try:
         yield
     except GatewayError:
         raise
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise UpstreamTimeout(f"upstream timed out: {exc or type(exc).__name__}") from exc
+        raise UpstreamTimeout("the upstream did not answer in time") from exc
     except aiohttp.ClientConnectorError as exc:
-        raise UpstreamError(f"cannot connect to upstream: {exc.os_error or exc}") from exc
-    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, ConnectionError) as exc:
-        raise UpstreamError(f"upstream connection broken: {exc or type(exc).__name__}") from exc
+        raise UpstreamError(f"cannot connect to the upstream at {exc.host}:{exc.port}") from exc
+    except (aiohttp.ClientPayloadError, asyncio.IncompleteReadError) as exc:
+        raise UpstreamError("the upstream connection broke before the answer was complete") from exc
+    except (aiohttp.ServerDisconnectedError, ConnectionError) as exc:
+        raise UpstreamError("the upstream closed the connection unexpectedly") from exc
     except aiohttp.ClientError as exc:
-        raise UpstreamError(f"upstream request failed: {exc or type(exc).__name__}") from exc
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UpstreamProtocolError(f"upstream sent malformed data: {exc}") from exc
-    except asyncio.IncompleteReadError as exc:
-        raise UpstreamError("upstream closed the stream early") from exc
+        raise UpstreamError(f"the upstream request failed ({type(exc).__name__})") from exc
+    except UnicodeDecodeError as exc:
+        raise UpstreamProtocolError("the upstream sent text that is not valid UTF-8") from exc
+    except ValueError as exc:
+        raise UpstreamProtocolError("the upstream sent malformed data (not the expected JSON)") from exc
 
 
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, TimeoutError)
