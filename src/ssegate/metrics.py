@@ -1,4 +1,23 @@
-"""Prometheus metrics (``GET /metrics``). Nothing here runs per token: counts are added once per stream."""
+"""Prometheus metrics (``GET /metrics``). Nothing here runs per token: counts are added once per stream.
+
+==========================================  =======================================================================
+``ssegate_active_streams``                  generations running now (gauge)
+``ssegate_streams_started_total``           generations started
+``ssegate_streams_ended_total{cause}``      generations ended: ``done``, ``cancelled:disconnect`` (the last client
+                                            left), ``cancelled:request`` (``POST .../cancel``), ``error:<code>``
+                                            (``error:shutting_down``, ``error:upstream_timeout``, ...)
+``ssegate_time_to_first_token_seconds``     from the start of a generation to its first text delta (histogram)
+``ssegate_tokens_relayed_total``            text deltas relayed
+``ssegate_tokens_saved_by_cancel_total``    estimate of completion tokens the upstream did not generate because the
+                                            stream was cancelled: ``max_tokens`` (or 512) minus the tokens relayed
+``ssegate_upstream_request_seconds``        duration of upstream generations, first request to end (histogram)
+``ssegate_upstream_attempts_total``         upstream requests made (retries and fallbacks included)
+``ssegate_requests_rejected_total{code}``   requests refused before a stream: ``overloaded``, ``rate_limited``,
+                                            ``shutting_down``
+``ssegate_tasks``                           asyncio tasks alive in the process now (gauge; leak detection: it returns
+                                            to its idle level once streams end)
+==========================================  =======================================================================
+"""
 
 from __future__ import annotations
 
@@ -7,13 +26,18 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from .eventlog.base import ERROR
+
 if TYPE_CHECKING:
     from .errors import GatewayError
     from .streams import Generation
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "end_cause"]
 
 _TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
+_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+UNBOUNDED_ANSWER_TOKENS = 512
+"""For the saved-tokens estimate: what a cancelled request without ``max_tokens`` would have generated."""
 
 
 class Metrics:
@@ -36,11 +60,14 @@ class Metrics:
             registry=r,
         )
         self.upstream_seconds = Histogram(
-            "ssegate_upstream_request_seconds", "Duration of upstream generations", registry=r,
+            "ssegate_upstream_request_seconds", "Duration of upstream generations", buckets=_DURATION_BUCKETS,
+            registry=r,
         )
         self.upstream_attempts = Counter("ssegate_upstream_attempts", "Upstream requests made", registry=r)
         self.rejected = Counter("ssegate_requests_rejected", "Requests refused before a stream, by code",
                                 ["code"], registry=r)
+        self.tasks = Gauge("ssegate_tasks", "asyncio tasks alive in this process", registry=r)
+        self.tasks.set_function(_task_count)
 
     def stream_started(self) -> None:
         self.started.inc()
@@ -52,18 +79,31 @@ class Metrics:
         self.upstream_attempts.inc(gen.upstream_attempts)
         if gen.deltas:
             self.ttft.observe(gen.first_token_at - gen.started_at)
-        terminal = gen.log.terminal()
-        reason = terminal[1].get("finish_reason") if terminal is not None and error is None else None
-        if error is not None:
-            cause = f"error:{error.code}"
-        elif reason == "cancelled":
-            cause = f"cancelled:{gen.cancel_reason or 'request'}"
-            limit = gen.request.max_tokens or 512
+        cause = end_cause(gen, error)
+        if cause.startswith("cancelled:"):
+            limit = gen.request.max_tokens or UNBOUNDED_ANSWER_TOKENS
             self.saved.inc(max(0, limit - gen.deltas))
-        else:
-            cause = "done"
         self.ended.labels(cause).inc()
         self.upstream_seconds.observe(asyncio.get_running_loop().time() - gen.started_at)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _task_count() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # collected outside the server's loop
+        return 0.0
+
+
+def end_cause(gen: Generation, error: GatewayError | None) -> str:
+    """How a generation ended: ``done``, ``cancelled:<reason>`` or ``error:<code>`` (the metric's label)."""
+    if error is not None:
+        return f"error:{error.code}"
+    terminal = gen.log.terminal()
+    if terminal is not None and terminal[0] == ERROR:
+        return f"error:{terminal[1].get('error', {}).get('code', 'internal_error')}"
+    if terminal is not None and terminal[1].get("finish_reason") == "cancelled":
+        return f"cancelled:{gen.cancel_reason or 'request'}"
+    return "done"

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     """Silence between text deltas after which the stream fails with `upstream_timeout`."""
     send_timeout_s: float = Field(30.0, gt=0)
     """A client that accepts no bytes for this long is dropped (and its generation cancelled)."""
+    request_read_timeout_s: float = Field(30.0, gt=0)
+    """A client must send its whole request (line, headers, body) within this long of starting it (slowloris guard)."""
     detach_grace_s: float = Field(0.0, ge=0)
     """After the last client leaves, generation goes on this long waiting for a resume; 0 = cancel at once."""
     shutdown_grace_s: float = Field(10.0, ge=0)
@@ -81,7 +83,7 @@ class Settings(BaseSettings):
     max_streams_per_key: int = Field(0, ge=0)
     """Concurrent streams per client key; 0 = unlimited."""
     requests_per_minute: int = Field(0, ge=0)
-    """Requests per minute per client key; 0 = unlimited."""
+    """Requests that start a stream, per minute per client key (429 beyond); 0 = unlimited."""
 
     # --- event log -----------------------------------------------------------------------------
     redis_url: str = ""

@@ -21,9 +21,10 @@ def start_all(*procs: T) -> tuple[T, ...]:
     """``start()`` every process in parallel; if one fails, stop them all and raise its error."""
     with ThreadPoolExecutor(len(procs)) as pool:
         futures = [pool.submit(p.start) for p in procs]
-    errors = [f.exception() for f in futures if f.exception() is not None]
-    if errors:
-        for p in procs:
-            p.stop()
-        raise errors[0]  # type: ignore[misc]
+    for future in futures:
+        exc = future.exception()
+        if exc is not None:
+            for p in procs:
+                p.stop()
+            raise exc
     return procs
