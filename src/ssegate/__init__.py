@@ -3,6 +3,7 @@ typed errors, resumable streams."""
 
 from .__about__ import __version__
 from .app import create_app
+from .client import AsyncClient, Client
 from .errors import (
     ClientError,
     GatewayError,
@@ -25,7 +26,9 @@ from .settings import Settings
 from .sse import ServerSentEvent, SSEDecoder
 
 __all__ = [
+    "AsyncClient",
     "ChatRequest",
+    "Client",
     "ClientError",
     "Finish",
     "GatewayError",
