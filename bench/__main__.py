@@ -1,0 +1,272 @@
+"""``python -m bench``: run the benchmark suite and rewrite ``docs/benchmarks.md``.
+
+One fake upstream serves the whole run; each target is started once (and again if it dies or wedges), runs
+its scenarios, and is stopped. Results go to ``bench/results/latest.json`` (merged with the previous run
+when ``--only`` or ``--targets`` narrows this one), then the report is rendered from that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import importlib.metadata as md
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Any
+
+import orjson
+
+from . import scenarios as sc
+from .proc import RESULTS, free_port, raise_fd_limit, start, wait_http
+from .report import write_report
+from .targets import LITELLM_VENV, ROOT, TARGETS, Running, Unavailable, start_target
+
+PLAN: dict[str, tuple[str, ...]] = {
+    "direct": ("cpu", "ttft", "cancel", "capacity"),
+    "ssegate": ("memory", "cpu", "ttft", "cancel", "capacity"),
+    "ssegate-openai": ("cpu", "ttft"),
+    "ssegate+redis": ("cpu",),
+    "httpx_relay": ("memory", "cpu", "ttft", "cancel", "capacity"),
+    "fastapi_native_openai": ("memory", "cpu", "ttft", "cancel", "capacity"),
+    "sync_sdk": ("memory", "cpu", "ttft", "cancel", "capacity"),
+    "litellm": ("memory", "cpu", "ttft", "cancel", "capacity"),
+}
+LATEST = RESULTS / "latest.json"
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _machine() -> dict[str, Any]:
+    cpu = platform.processor() or "?"
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    import psutil
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "kernel": platform.release(), "python": platform.python_version()}
+
+
+def _packages() -> dict[str, str]:
+    out = {}
+    for name in ("ssegate", "fastapi", "starlette", "uvicorn", "uvloop", "httptools", "httpx", "aiohttp", "openai",
+                 "orjson", "pydantic", "redis"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[name] = md.version(name)
+    return out
+
+
+def _cmd(argv: list[str]) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _meta(mode: str) -> dict[str, Any]:
+    litellm_py = LITELLM_VENV / "bin" / "python"
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "mode": mode, "machine": _machine(),
+        "packages": _packages(),
+        "litellm": _cmd([str(litellm_py), "-c", "import importlib.metadata as m; print(m.version('litellm'))"])
+        if litellm_py.exists() else "not installed",
+        "redis": (_cmd(["redis-server", "--version"]).split(" v=")[-1].split(" ")[0] or "?"),
+        "commit": _cmd(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]) or "?",
+    }
+
+
+async def _health(rt: Running) -> bool:
+    """Alive and answering a short stream (a busy target gets one more chance a second later)."""
+    if rt.proc is None:
+        return True
+    if not rt.alive():
+        return False
+    if await sc.probe_quick(rt):
+        return True
+    await asyncio.sleep(1.0)
+    return await sc.probe_quick(rt)
+
+
+async def _wait_quiet(limit_s: float, up: sc.Upstream) -> float:
+    """Wait (at most ``limit_s``) until other processes use < 25% of a core over 3 s; return their last %."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        probe = _Noise(Running(TARGETS["direct"], 0), up)
+        await asyncio.sleep(3)
+        other = probe.other_cpu_pct()
+        if other < 25 or time.monotonic() >= deadline:
+            return other
+        log(f"other processes use {other}% CPU: waiting for a quieter machine")
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = sc.Config.quick_config() if args.quick else sc.Config()
+    mode = "quick" if args.quick else "full"
+    t_start = time.monotonic()
+    budget = args.budget or (300 if args.quick else 840)
+    only = set(args.only.split(",")) if args.only else set(sc.SCENARIOS)
+    names = args.targets.split(",") if args.targets else list(PLAN)
+    for bad in (only - set(sc.SCENARIOS)) | (set(names) - set(PLAN)):
+        raise SystemExit(f"unknown scenario or target: {bad}")
+    narrowed = bool(args.only or args.targets)
+    res: dict[str, Any] = {"targets": {}}
+    if narrowed and LATEST.exists():
+        res = orjson.loads(LATEST.read_bytes())
+    meta = _meta(mode)
+    meta["scenario_modes"] = {**res.get("meta", {}).get("scenario_modes", {}), **{s: mode for s in only}}
+    meta["log"] = []
+    meta["config_by_mode"] = {**res.get("meta", {}).get("config_by_mode", {}), mode: dataclasses.asdict(cfg)}
+    res["meta"] = meta
+
+    up_port = free_port()
+    upstream = start("upstream", [sys.executable, "-m", "bench.upstream", "--port", str(up_port)], up_port, cwd=ROOT)
+    if not wait_http(upstream, "/health", 15):
+        raise SystemExit(f"fake upstream did not start: {upstream.log_tail()}")
+    up = sc.Upstream(up_port, upstream.ps)
+    if args.wait_quiet:
+        meta["other_cpu_at_start_pct"] = await _wait_quiet(args.wait_quiet, up)
+    try:
+        for name in names:
+            todo = [s for s in PLAN[name] if s in only]
+            if not todo:
+                continue
+            entry = res["targets"].setdefault(name, {})
+            entry.pop("unavailable", None)
+            entry["notes"] = []
+            scen = entry.setdefault("scenarios", {})
+            for s in todo:
+                scen.pop(s, None)
+                entry.get("other_cpu_pct", {}).pop(s, None)
+            if time.monotonic() - t_start > budget:
+                meta["log"].append(f"{name}: skipped, time budget ({budget} s) spent")
+                entry["unavailable"] = "skipped: time budget spent"
+                continue
+            log(f"starting {name}")
+            try:
+                rt = await asyncio.to_thread(start_target, TARGETS[name], up_port, meta["log"])
+                why = await sc.probe(rt)
+                if why:
+                    rt.stop()
+                    raise Unavailable(why)
+            except (Unavailable, OSError, RuntimeError) as e:
+                log(f"{name}: not available: {e}")
+                entry["unavailable"] = str(e)
+                meta["log"].append(f"{name}: not available: {e}")
+                continue
+            entry["startup_s"] = rt.extra.get("startup_s")
+            try:
+                await sc.warmup(rt, up)
+                for s in todo:
+                    if time.monotonic() - t_start > budget:
+                        meta["log"].append(f"{name}/{s}: skipped, time budget ({budget} s) spent")
+                        continue
+                    if not await _health(rt):
+                        entry["notes"].append(f"restarted before {s}")
+                        log(f"{name}: unhealthy, restarting")
+                        rt.stop()
+                        rt = await asyncio.to_thread(start_target, TARGETS[name], up_port, meta["log"])
+                        await sc.warmup(rt, up)
+                    t0 = time.monotonic()
+                    log(f"{name}: {s}")
+                    probe = _Noise(rt, up)
+                    try:
+                        scen[s] = await sc.RUNNERS[s](rt, up, cfg)
+                        entry.setdefault("other_cpu_pct", {})[s] = probe.other_cpu_pct()
+                    except Exception as e:  # a broken target must not end the run: record and go on
+                        log(f"{name}/{s} failed: {e!r}")
+                        meta["log"].append(f"{name}/{s}: error {e!r}")
+                        with contextlib.suppress(Exception):
+                            await up.reset()
+                    log(f"{name}: {s} done in {time.monotonic() - t0:.1f} s: {_brief(s, scen.get(s))} "
+                        f"[other processes: {entry.get('other_cpu_pct', {}).get(s)}% CPU]")
+            except (Unavailable, OSError, RuntimeError) as e:
+                entry["notes"].append(f"could not restart: {e}")
+            finally:
+                await asyncio.to_thread(rt.stop)
+    finally:
+        await up.aclose()
+        upstream.stop()
+    meta["elapsed_s"] = round(time.monotonic() - t_start)
+    return res
+
+
+class _Noise:
+    """CPU that processes outside the bench used while a scenario ran (other users of the machine), in % of
+    one core: system busy time minus the bench's own processes (target, Redis, upstream, this process)."""
+
+    def __init__(self, rt: Running, up: sc.Upstream) -> None:
+        self.rt, self.up = rt, up
+        self.t0, self.sys0, self.own0 = time.monotonic(), self._busy(), self._own()
+
+    @staticmethod
+    def _busy() -> float:
+        import psutil
+
+        t = psutil.cpu_times()
+        return float(t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0)
+                     + getattr(t, "steal", 0))
+
+    def _own(self) -> float:
+        return self.rt.cpu() + self.rt.redis_cpu() + self.up.cpu() + time.process_time()
+
+    def other_cpu_pct(self) -> float:
+        wall = time.monotonic() - self.t0
+        other = (self._busy() - self.sys0) - (self._own() - self.own0)
+        return round(max(0.0, other) / wall * 100, 1) if wall > 0 else 0.0
+
+
+def _brief(s: str, r: Any) -> str:
+    if not r:
+        return "no result"
+    if s == "cpu":
+        return ", ".join(f"@{c}: {v.get('gateway_us')} µs/ev ({v.get('delivered_pct')}% delivered)"
+                         for c, v in r.items())
+    if s == "ttft":
+        return ", ".join(f"@{c}: p50 {v['p50_ms']} p99 {v['p99_ms']} ms" for c, v in r.items())
+    if s == "capacity":
+        return f"capacity {r['capacity']}"
+    if s == "memory":
+        return f"{r['mb_per_1000']} MB/1000 streams"
+    if s == "cancel":
+        return (f"close p50 {r['p50_ms']} p99 {r['p99_ms']} max {r['max_ms']} ms, not closed {r['not_closed']}"
+               )
+    return ""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: fewer repetitions and steps")
+    parser.add_argument("--only", help=f"comma-separated scenarios: {','.join(sc.SCENARIOS)}")
+    parser.add_argument("--targets", help=f"comma-separated targets: {','.join(PLAN)}")
+    parser.add_argument("--budget", type=float, help="seconds after which remaining work is skipped "
+                        "[840, quick 300]")
+    parser.add_argument("--wait-quiet", type=float, default=0, metavar="S",
+                        help="first wait up to S s for other processes to use < 25%% of a core [0]")
+    parser.add_argument("--report-only", action="store_true", help="re-render docs/benchmarks.md from the "
+                        "last results")
+    args = parser.parse_args()
+    raise_fd_limit()
+    if args.report_only:
+        print(write_report(orjson.loads(LATEST.read_bytes())))
+        return
+    import uvloop
+
+    res = uvloop.run(run(args))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    LATEST.write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2))
+    doc = write_report(res)
+    log(f"wrote {doc.relative_to(ROOT)} and {LATEST.relative_to(ROOT)} in {res['meta']['elapsed_s']} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Processes under test: start on a free loopback port, wait until ready, measure, stop.
+
+Every process the bench starts gets its file-descriptor limit raised (``RLIMIT_NOFILE`` soft = hard) before
+``exec``, its output goes to a log file under ``bench/results/logs/``, and it is stopped by its own pid
+(SIGTERM, then SIGKILL after a grace period), never by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+__all__ = ["Proc", "free_port", "raise_fd_limit", "start", "tree_cpu", "tree_rss"]
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's soft fd limit to its hard limit; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    port: int
+    ps: psutil.Process = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ps = psutil.Process(self.popen.pid)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM the process (and its children), wait up to ``grace`` s, then SIGKILL what remains."""
+        if self.popen.poll() is not None:
+            return
+        try:
+            children = self.ps.children(recursive=True)
+        except psutil.Error:
+            children = []
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.kill()
+            self.popen.wait(timeout=5)
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                if child.is_running():
+                    child.kill()
+
+
+def _preexec() -> None:
+    raise_fd_limit()
+    os.setsid()  # own process group, so a Ctrl-C in the terminal reaches only the bench
+
+
+def start(name: str, argv: list[str], port: int, env: dict[str, str] | None = None,
+          cwd: str | Path | None = None) -> Proc:
+    (RESULTS / "logs").mkdir(parents=True, exist_ok=True)
+    log = RESULTS / "logs" / f"{name}.log"
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    with log.open("wb") as out:
+        popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 env=full_env, cwd=cwd, preexec_fn=_preexec)
+    return Proc(name, popen, log, port)
+
+
+def wait_http(proc: Proc, path: str, timeout: float) -> bool:
+    """Poll ``GET http://127.0.0.1:<port><path>`` until it answers < 500, the process dies, or timeout."""
+    deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{proc.port}{path}"
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status < 500:
+                    return True
+        except urllib.error.HTTPError as e:
+            if e.code < 500:
+                return True
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def wait_tcp(port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _tree(ps: psutil.Process) -> list[psutil.Process]:
+    procs = [ps]
+    with contextlib.suppress(psutil.Error):
+        procs += ps.children(recursive=True)
+    return procs
+
+
+def tree_cpu(ps: psutil.Process) -> float:
+    """User + system CPU seconds of a process and its live children."""
+    total = 0.0
+    for p in _tree(ps):
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def tree_rss(ps: psutil.Process) -> int:
+    total = 0
+    for p in _tree(ps):
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total

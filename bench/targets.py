@@ -1,0 +1,185 @@
+"""What the bench measures: the fake upstream called directly, the gateway (native, OpenAI-compatible, with
+Redis), the FastAPI baselines and LiteLLM's proxy — each a separate process on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from .proc import RESULTS, Proc, free_port, start, tree_cpu, tree_rss, wait_http, wait_tcp
+
+__all__ = ["LITELLM_PIN", "TARGETS", "Running", "Target", "Unavailable", "start_target"]
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+LITELLM_PIN = "1.81.13"
+"""Pinned LiteLLM: a release from before the 2026 supply-chain compromise of later LiteLLM releases."""
+LITELLM_VENV = Path(__file__).resolve().parent / ".venv-litellm"
+
+
+class Unavailable(Exception):
+    """The target cannot run here (not installed, failed to start, endpoint missing)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    kind: str  # direct | ssegate | baseline | litellm
+    path: str
+    native: bool = False
+    redis: bool = False
+    description: str = ""
+
+
+TARGETS: dict[str, Target] = {t.name: t for t in (
+    Target("direct", "direct", "/v1/chat/completions",
+           description="the load generator calling the fake upstream itself (the reference)"),
+    Target("ssegate", "ssegate", "/v1/chat/stream", native=True,
+           description="`ssegate serve --provider openai`, native `POST /v1/chat/stream`, in-process event log"),
+    Target("ssegate-openai", "ssegate", "/v1/chat/completions",
+           description="the same gateway, OpenAI-compatible `POST /v1/chat/completions` (stream=true)"),
+    Target("ssegate+redis", "ssegate", "/v1/chat/stream", native=True, redis=True,
+           description="the gateway with `SSEGATE_REDIS_URL` (Redis Streams event log), native endpoint"),
+    Target("sync_sdk", "baseline", "/v1/chat/completions",
+           description="FastAPI `StreamingResponse` whose async generator iterates the *sync* `openai` SDK"),
+    Target("fastapi_native_openai", "baseline", "/v1/chat/completions",
+           description="FastAPI's native SSE (`fastapi.sse.EventSourceResponse`, `yield`) over `AsyncOpenAI`"),
+    Target("httpx_relay", "baseline", "/v1/chat/completions",
+           description="byte-for-byte relay: `httpx.AsyncClient.send(stream=True)` → `StreamingResponse(aiter_raw())`"),
+    Target("litellm", "litellm", "/v1/chat/completions",
+           description=f"LiteLLM proxy `litellm[proxy]=={LITELLM_PIN}` (own venv), `openai/*` wildcard model"),
+)}
+
+
+@dataclass
+class Running:
+    target: Target
+    port: int
+    proc: Proc | None = None
+    redis: Proc | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.target.path}"
+
+    @property
+    def ps(self) -> psutil.Process | None:
+        return self.proc.ps if self.proc else None
+
+    def cpu(self) -> float:
+        return tree_cpu(self.proc.ps) if self.proc else 0.0
+
+    def redis_cpu(self) -> float:
+        return tree_cpu(self.redis.ps) if self.redis else 0.0
+
+    def rss(self) -> int:
+        return tree_rss(self.proc.ps) if self.proc else 0
+
+    def alive(self) -> bool:
+        return self.proc is None or self.proc.alive()
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.stop(grace=2.0)
+        if self.redis:
+            self.redis.stop(grace=2.0)
+
+
+def ssegate_bin() -> Path | None:
+    exe = VENV_BIN / "ssegate"
+    if exe.exists():
+        return exe
+    found = shutil.which("ssegate")
+    return Path(found) if found else None
+
+
+def litellm_ready(log: list[str], install_timeout: float = 600.0) -> Path:
+    """The ``litellm`` executable of ``bench/.venv-litellm``, installing the pinned version if needed."""
+    exe = LITELLM_VENV / "bin" / "litellm"
+    python = LITELLM_VENV / "bin" / "python"
+    if exe.exists():
+        check = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+                               capture_output=True, text=True, timeout=60)
+        if check.stdout.strip() == LITELLM_PIN:
+            return exe
+    log.append(f"installing litellm[proxy]=={LITELLM_PIN} into {LITELLM_VENV.relative_to(ROOT)}")
+    try:
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True, timeout=120,
+                           capture_output=True)
+        done = subprocess.run([str(python), "-m", "pip", "install", "-q", f"litellm[proxy]=={LITELLM_PIN}"],
+                              capture_output=True, text=True, timeout=install_timeout)
+    except (subprocess.SubprocessError, OSError) as e:
+        raise Unavailable(f"install failed: {e}") from e
+    if done.returncode != 0 or not exe.exists():
+        raise Unavailable(f"install failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+    return exe
+
+
+def start_target(target: Target, upstream_port: int, log: list[str]) -> Running:
+    """Start the target's processes and wait until they answer; raise :class:`Unavailable` if they cannot."""
+    upstream = f"http://127.0.0.1:{upstream_port}/v1"
+    if target.kind == "direct":
+        return Running(target, upstream_port)
+    port = free_port()
+    if target.kind == "ssegate":
+        exe = ssegate_bin()
+        if exe is None:
+            raise Unavailable("`ssegate` is not installed in the venv")
+        env = {"SSEGATE_UPSTREAM_API_KEY": "bench", "SSEGATE_MODEL": "bench", "SSEGATE_SHUTDOWN_GRACE_S": "1"}
+        redis = None
+        if target.redis:
+            redis_bin = shutil.which("redis-server") or "/usr/bin/redis-server"
+            if not os.path.exists(redis_bin):
+                raise Unavailable("redis-server is not installed")
+            rport = free_port()
+            redis = start(f"redis-{target.name}", [redis_bin, "--port", str(rport), "--bind", "127.0.0.1",
+                                                   "--save", "", "--appendonly", "no", "--maxclients", "10000"],
+                          rport)
+            if not wait_tcp(rport, 10):
+                redis.stop()
+                raise Unavailable(f"redis-server did not start: {redis.log_tail(3)}")
+            env["SSEGATE_REDIS_URL"] = f"redis://127.0.0.1:{rport}/0"
+        proc = start(target.name, [str(exe), "serve", "--provider", "openai", "--upstream-url", upstream,
+                                   "--port", str(port)], port, env=env)
+        running = Running(target, port, proc, redis)
+        health = "/healthz"
+        timeout = 30.0
+    elif target.kind == "baseline":
+        proc = start(target.name, [sys.executable, "-m", "bench.baselines", target.name, "--port", str(port),
+                                   "--upstream", upstream], port, cwd=ROOT)
+        running = Running(target, port, proc)
+        health, timeout = "/openapi.json", 30.0
+    elif target.kind == "litellm":
+        exe = litellm_ready(log)
+        cfg = RESULTS / "litellm-config.yaml"
+        cfg.parent.mkdir(parents=True, exist_ok=True)
+        cfg.write_text(
+            "model_list:\n  - model_name: \"*\"\n    litellm_params:\n      model: \"openai/*\"\n"
+            f"      api_base: \"{upstream}\"\n      api_key: \"bench\"\n"
+            "litellm_settings:\n  drop_params: true\n  telemetry: false\n"
+        )
+        # Unlimited upstream pool (its default caps at 50 connections per host), as for every baseline.
+        env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
+               "NO_DOCS": "True", "AIOHTTP_CONNECTOR_LIMIT": "20000", "AIOHTTP_CONNECTOR_LIMIT_PER_HOST": "20000"}
+        proc = start(target.name, [str(exe), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port),
+                                   "--num_workers", "1"], port, env=env, cwd=RESULTS)
+        running = Running(target, port, proc)
+        health, timeout = "/health/liveliness", 90.0
+    else:  # pragma: no cover
+        raise ValueError(target.kind)
+    t0 = time.monotonic()
+    if not wait_http(proc, health, timeout):
+        tail = proc.log_tail(4)
+        running.stop()
+        raise Unavailable(f"did not become ready in {timeout:.0f} s" + (f": {tail}" if tail else ""))
+    running.extra["startup_s"] = f"{time.monotonic() - t0:.1f}"
+    return running
