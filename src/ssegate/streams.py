@@ -108,6 +108,9 @@ class Generation:
         if self.log.finished or self._cancel_reason is not None:
             return False
         self._cancel_reason = reason
+        abort = self.request.abort
+        if abort is not None:
+            abort()
         self.task.cancel()
         return True
 

@@ -113,6 +113,7 @@ class AnthropicProvider:
                 resp = await session.post(
                     self.base_url + "/messages", data=orjson.dumps(messages_body(request)), headers=self._headers
                 )
+                request.abort = resp.close
                 if resp.status != 200:
                     detail = (await resp.content.read(4096)).decode("utf-8", "replace")
                     raise upstream_status_error(resp.status, _error_message(detail), resp.headers.get("Retry-After"))
@@ -155,6 +156,7 @@ class AnthropicProvider:
                     raise UpstreamProtocolError("upstream stream ended without message_stop")
                 yield Finish(reason or "stop", Usage(prompt, completion) if reported else None)
         finally:
+            request.abort = None
             if resp is not None:
                 resp.close()
 

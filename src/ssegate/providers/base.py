@@ -9,7 +9,7 @@ raised as ``ssegate.errors.UpstreamError`` subclasses.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypedDict
 
@@ -31,6 +31,9 @@ class ChatRequest:
     temperature: float | None = None
     stop: list[str] | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    abort: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+    """Set by a provider while it holds an upstream response: tears the connection down at once, without
+    waiting for the generation's task to unwind (a disconnect storm closes every upstream promptly)."""
 
     @property
     def prompt_text(self) -> str:

@@ -53,6 +53,7 @@ class OpenAIProvider:
                     self.base_url + "/chat/completions", data=orjson.dumps(self.body(request)),
                     headers=self._headers,
                 )
+                request.abort = resp.close
                 if resp.status != 200:
                     detail = (await resp.content.read(4096)).decode("utf-8", "replace")
                     raise upstream_status_error(resp.status, _error_message(detail), resp.headers.get("Retry-After"))
@@ -84,6 +85,7 @@ class OpenAIProvider:
                         raise UpstreamProtocolError("upstream stream ended without a finish")
                 yield Finish(reason or "stop", usage)
         finally:
+            request.abort = None
             if resp is not None:
                 resp.close()
 
