@@ -9,6 +9,8 @@ import pytest
 
 from tests.support.gateway import GatewayProcess
 
+pytest_plugins = ["tests.support.matrix"]
+
 if TYPE_CHECKING:
     from tests.fakes import FakeUpstream
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .eventlog.memory import StreamLog
     from .streams import Generation
 
-__all__ = ["EventStreamResponse", "Follows", "StreamEncoder", "expose_server", "json_error_response"]
+__all__ = ["EventStreamResponse", "Follows", "StreamEncoder", "drop_if_unread", "expose_server", "json_error_response"]
 
 RAW_KEY = "ssegate.server"
 
@@ -69,6 +69,29 @@ STREAM_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+
+
+def drop_if_unread(send: Send, timeout: float) -> None:
+    """After a response's last write, abort the connection if its client takes none of the bytes still queued
+    for it for ``timeout`` s (and again each ``timeout`` s while it takes some). uvicorn's ``send`` returns once
+    bytes are queued, so a client that stopped reading a response written in one go (a whole ``chat.completion``,
+    a final batch) would otherwise hold that memory and its socket for as long as it stays connected.
+    ``send`` is the server's own (see ``expose_server``)."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is None or transport.is_closing() or not transport.get_write_buffer_size():
+        return
+    loop = asyncio.get_running_loop()
+
+    def check(queued: int) -> None:
+        if transport.is_closing():
+            return
+        left = transport.get_write_buffer_size()
+        if left >= queued:
+            transport.abort()
+        elif left:
+            loop.call_later(timeout, check, left)
+
+    loop.call_later(timeout, check, transport.get_write_buffer_size())
 
 
 async def json_error_response(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
@@ -146,6 +169,8 @@ class EventStreamResponse(Response):
             if self._timer is not None:
                 self._timer.cancel()
             self._detach()
+            if not self.disconnected and not self.dropped:
+                drop_if_unread(raw_send, self.send_timeout_s)
 
     def _detach(self) -> None:
         if not self._detached:

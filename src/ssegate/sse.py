@@ -71,7 +71,7 @@ def encode_delta(prefix: bytes, seq: int, text: str) -> bytes:
 def split_event_id(value: str) -> tuple[str, int] | None:
     """``"<stream_id>:<seq>"`` → ``(stream_id, seq)``; ``None`` for anything else."""
     sid, sep, seq = value.rpartition(":")
-    if not sep or not sid or not seq.isdigit() or len(seq) > 12 or len(sid) > 128:
+    if not sep or not sid or not (seq.isascii() and seq.isdigit()) or len(seq) > 12 or len(sid) > 128:
         return None
     return sid, int(seq)
 
@@ -162,7 +162,7 @@ class SSEDecoder:
             if "\0" not in value:
                 self._last_id = value
         elif name == "retry":
-            if value.isdigit():
+            if value.isascii() and value.isdigit():  # ASCII digits only, as the spec says ("²".isdigit())
                 self._retry = int(value)
         return None
 

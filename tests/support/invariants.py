@@ -73,8 +73,8 @@ class Invariants:
         self.rss_margin = rss_margin
         self.task_slack = task_slack
         self.client = httpx.Client(timeout=10)
+        self.peak_rss = 0
         self.baseline = self.snapshot()
-        self.peak_rss = self.baseline.rss
 
     def close(self) -> None:
         self.client.close()
@@ -88,7 +88,7 @@ class Invariants:
         except httpx.HTTPError:
             healthy = False
         rss = self.proc.memory_info().rss
-        self.peak_rss = max(getattr(self, "peak_rss", 0), rss)
+        self.peak_rss = max(self.peak_rss, rss)
         return Snapshot(
             active=m.get("ssegate_active_streams", 0.0),
             started=m.get("ssegate_streams_started_total", 0.0),

@@ -20,7 +20,15 @@ def raw_request(method: str, path: str, body: bytes = b"", headers: dict[str, st
         hdrs.setdefault("Content-Type", "application/json")
         hdrs["Content-Length"] = str(len(body))
     head += [f"{k}: {v}" for k, v in hdrs.items()]
-    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+    return b"\r\n".join(_wire(line) for line in head) + b"\r\n\r\n" + body
+
+
+def _wire(line: str) -> bytes:
+    """Header text as bytes: latin-1 when it fits (so ``"\\xb2"`` is the single byte 0xB2), else UTF-8."""
+    try:
+        return line.encode("latin-1")
+    except UnicodeEncodeError:
+        return line.encode()
 
 
 class RawStream:

@@ -27,7 +27,7 @@ from ..errors import GatewayError, InvalidRequest, NotFound, error_from_code
 from ..eventlog.base import DELTA, DONE, ERROR, START, Entry
 from ..providers import ChatRequest
 from ..providers import Message as ChatMessage
-from ..response import RAW_KEY, json_error_response
+from ..response import RAW_KEY, drop_if_unread, json_error_response
 from ..sse import dumps
 from .chat import MAX_TEXT
 from .deps import caller, gateway
@@ -167,12 +167,13 @@ class CompletionResponse(Response):
 
     The client's disconnect is watched meanwhile: it detaches from the generation, which cancels it."""
 
-    def __init__(self, gen: Generation, created: int, on_discard: Any = None) -> None:
+    def __init__(self, gen: Generation, created: int, on_discard: Any = None, send_timeout_s: float = 30.0) -> None:
         self.status_code = 200
         self.background = None
         self.gen = gen
         self.created = created
         self.on_discard = on_discard
+        self.send_timeout_s = send_timeout_s
         self.disconnected = False
         self._fut: asyncio.Future[None] | None = None
 
@@ -201,6 +202,8 @@ class CompletionResponse(Response):
             body = dumps(self.completion(text, payload))
             headers = {"X-Stream-Id": gen.stream_id}
             await json_error_response(send, 200, body, headers)
+            if raw is not None:
+                drop_if_unread(raw[1], self.send_timeout_s)  # the whole answer went out in one write
         finally:
             watcher.cancel()
             if not detached:
@@ -272,7 +275,7 @@ async def chat_completions(body: ChatCompletionIn, request: Request) -> Response
         return gw.follow(gen, OpenAIChunkEncoder(gen.stream_id, chat.model, created, body.include_usage))
     # no commit rule without a stream: the status is sent at the end, so retries may use the first-token deadline
     gen.committed = True
-    return CompletionResponse(gen, created, on_discard=gw.hub.discard)
+    return CompletionResponse(gen, created, on_discard=gw.hub.discard, send_timeout_s=gw.settings.send_timeout_s)
 
 
 def _models(request: Request) -> list[dict[str, Any]]:
