@@ -24,7 +24,7 @@ from tests.support.rawclient import RawStream, raw_request
 
 HOSTILE = "Hostile input"
 DEMO = {"demo_ttft_s": 0.0, "demo_tokens_per_s": 100_000, "commit_timeout_s": 0.5, "heartbeat_s": 1.0,
-        "send_timeout_s": 2.0, "request_read_timeout_s": 1.0}
+        "send_timeout_s": 2.0, "request_read_timeout_s": 2.0}
 KEYS = {"k1": {"Authorization": "Bearer k1"}, "k2": {"Authorization": "Bearer k2"}}
 
 
@@ -188,8 +188,9 @@ def test_deeply_nested_json(open_gw: GatewayProcess) -> None:
 
 
 @matrix("slowloris sender: connects and sends nothing, or half a head, or half a body",
-        "the connection is closed after REQUEST_READ_TIMEOUT_S (1 s here); no generation starts")
+        "the connection is closed after REQUEST_READ_TIMEOUT_S (2 s here); no generation starts")
 def test_slow_senders_are_cut_off(open_gw: GatewayProcess, open_inv: Invariants) -> None:
+    before = open_inv.snapshot()
     body = chat_body("hello")
     full = raw_request("POST", "/v1/chat/stream", body)
     partials = [b"", full[:25], full[: len(full) - len(body) + 5]]  # nothing, half a head, half a body
@@ -203,11 +204,11 @@ def test_slow_senders_are_cut_off(open_gw: GatewayProcess, open_inv: Invariants)
             rest = s.recv(65536)
         except ConnectionResetError:
             rest = b""
-        assert not rest.startswith(b"HTTP/1.1 2")
+        assert rest == b"", rest[:100]  # closed without an answer
         s.close()
     waited = time.monotonic() - t0
-    assert 0.5 < waited < 5
-    open_inv.check()
+    assert 1.5 < waited < 10
+    assert open_inv.check().started == before.started
 
 
 # --- Last-Event-ID ------------------------------------------------------------------------------------------------
@@ -315,5 +316,5 @@ def test_regression_slowloris_holds_connections_forever(open_gw: GatewayProcess)
     s.settimeout(10)
     t0 = time.monotonic()
     assert s.recv(100) == b""  # closed by the server
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 10
     s.close()

@@ -28,6 +28,7 @@ redis-py's connection errors and timeouts into ``EventLogUnavailable``.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -203,13 +204,21 @@ def error_from_code(code: str, message: str, retryable: bool | None = None) -> G
     return err
 
 
+MAX_RETRY_AFTER_S = 86400.0
+"""An upstream's ``Retry-After`` is capped at a day (a larger one is a broken upstream, not a plan)."""
+
+
 def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from an upstream's ``Retry-After``; ``None`` for an HTTP date, garbage, ``nan`` or ``inf``."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         return None
+    if not math.isfinite(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
 
 
 def upstream_status_error(status: int, detail: str, retry_after: str | None = None) -> UpstreamError:

@@ -46,8 +46,10 @@ After every scenario the tests check the invariants against the running process,
 5. `/healthz` still answers.
 
 The long version is the soak: `make soak` (10 minutes of mixed traffic with faults, `tests/soak.py`); `make test`
-runs a 60-second one. RSS over time in the last `make soak` (the event log keeps finished streams `LOG_TTL_S`, 20 s
-in the soak, so memory climbs for the first 20 s and is flat after):
+runs a 60-second one. RSS over time in the last `make soak`: the event log keeps finished streams `LOG_TTL_S` (20 s
+in the soak), so memory climbs for the first 20 s; the allocator then keeps the pages of the highest peaks (several
+1 MiB tokens or slow readers' backlogs at once), so RSS rises in steps to a plateau. The soak fails if it grows from
+the first half of the run to the second (a leak keeps rising):
 
 ![soak RSS](img/soak-rss.png)
 
