@@ -256,6 +256,9 @@ def map_upstream_errors() -> Iterator[None]:
         raise UpstreamProtocolError("the upstream sent text that is not valid UTF-8") from exc
     except ValueError as exc:
         raise UpstreamProtocolError("the upstream sent malformed data (not the expected JSON)") from exc
+    except (TypeError, AttributeError, KeyError, IndexError) as exc:
+        # valid JSON of the wrong shape (e.g. ``"choices": 5``): the upstream's fault, said as such
+        raise UpstreamProtocolError("the upstream sent data of an unexpected shape") from exc
 
 
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, TimeoutError)

@@ -11,7 +11,12 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 
-__all__ = ["UpstreamSession", "read_events"]
+from ..errors import UpstreamProtocolError
+
+__all__ = ["MAX_LINE", "UpstreamSession", "read_events"]
+
+MAX_LINE = 8 << 20
+"""Longest upstream SSE line accepted: a bound on what one endless line can make the gateway buffer."""
 
 
 class UpstreamSession:
@@ -49,6 +54,8 @@ async def read_events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[bytes
     async for chunk in resp.content.iter_any():
         buf += chunk
         if b"\n" not in chunk:
+            if len(buf) > MAX_LINE:
+                raise UpstreamProtocolError(f"the upstream sent a line over {MAX_LINE >> 20} MiB")
             continue
         lines = buf.split(b"\n")
         buf = lines.pop()
