@@ -165,14 +165,15 @@ class _Reply:
         payload = orjson.dumps(obj) if body is None else body
         await self.conn.respond(status, self._headers({"content-type": "application/json", **headers}), payload)
 
+    # Records are updated before the bytes go out, so that a client that has read them can rely on them.
     async def event(self, data: bytes, *, delta: bool = False) -> None:
-        await self.conn.send_chunk(data)
         if delta:
             self.up._update(self.rec, deltas_sent=self.rec.deltas_sent + 1)
+        await self.conn.send_chunk(data)
 
     async def end(self, *, finished: bool = True) -> None:
-        await self.conn.end_chunks()
         self.up._update(self.rec, finished=finished)
+        await self.conn.end_chunks()
 
 
 class FakeUpstream:
@@ -468,5 +469,5 @@ class FakeUpstream:
             status = 529 if self.kind == "anthropic" else 503
             await reply.json(status, reply.dialect.error(status, "Overloaded"), script.headers)
         else:
-            await reply.json(200, obj, script.headers, body=payload)
             self._update(reply.rec, deltas_sent=len(deltas), finished=True)
+            await reply.json(200, obj, script.headers, body=payload)
