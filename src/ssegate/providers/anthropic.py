@@ -27,7 +27,7 @@ import orjson
 
 from ..errors import InvalidRequest, UpstreamError, UpstreamProtocolError, map_upstream_errors, upstream_status_error
 from .base import ChatRequest, Finish, ProviderEvent, Usage
-from .http import UpstreamSession, read_events
+from .http import UpstreamSession, check_models, open_stream, read_events
 
 __all__ = ["ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS", "AnthropicProvider", "messages_body"]
 
@@ -106,17 +106,13 @@ class AnthropicProvider:
             self._headers["x-api-key"] = api_key
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]:
-        session = self._session.session
         resp = None
         try:
             with map_upstream_errors():
-                resp = await session.post(
-                    self.base_url + "/messages", data=orjson.dumps(messages_body(request)), headers=self._headers
+                resp = await open_stream(
+                    self._session, self.base_url + "/messages", messages_body(request), self._headers, request,
+                    _error_message,
                 )
-                request.abort = resp.close
-                if resp.status != 200:
-                    detail = (await resp.content.read(4096)).decode("utf-8", "replace")
-                    raise upstream_status_error(resp.status, _error_message(detail), resp.headers.get("Retry-After"))
                 prompt = 0
                 completion = 0
                 reported = False
@@ -162,10 +158,7 @@ class AnthropicProvider:
 
     async def check(self) -> None:
         """Anthropic has no cheap unauthenticated probe: ``GET /models`` answers anything but a 5xx."""
-        with map_upstream_errors():
-            async with self._session.session.get(self.base_url + "/models", headers=self._headers) as resp:
-                if resp.status >= 500:
-                    raise upstream_status_error(resp.status, "models endpoint failed")
+        await check_models(self._session, self.base_url + "/models", self._headers)
 
     async def aclose(self) -> None:
         await self._session.aclose()

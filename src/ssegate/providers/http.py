@@ -7,13 +7,16 @@ docs/benchmarks.md). ``read_events`` splits an upstream ``text/event-stream`` bo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
+import orjson
 
-from ..errors import UpstreamProtocolError
+from ..errors import UpstreamProtocolError, map_upstream_errors, upstream_status_error
+from .base import ChatRequest
 
-__all__ = ["MAX_LINE", "UpstreamSession", "read_events"]
+__all__ = ["MAX_LINE", "UpstreamSession", "check_models", "open_stream", "read_events"]
 
 MAX_LINE = 8 << 20
 """Longest upstream SSE line accepted: a bound on what one endless line can make the gateway buffer."""
@@ -73,3 +76,32 @@ async def read_events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[bytes
                 event = line[6:].strip()
     if data:
         yield event, data[0] if len(data) == 1 else b"\n".join(data)
+
+
+async def open_stream(
+    session: UpstreamSession,
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    request: ChatRequest,
+    error_message: Callable[[str], str],
+) -> aiohttp.ClientResponse:
+    """POST a streaming request; return the ``200`` response, registered as ``request.abort`` (the caller
+    closes it), or close it and raise the upstream's error (``error_message`` reads the provider's body)."""
+    resp = await session.session.post(url, data=orjson.dumps(body), headers=headers)
+    request.abort = resp.close
+    if resp.status != 200:
+        try:
+            detail = (await resp.content.read(4096)).decode("utf-8", "replace")
+        finally:
+            resp.close()
+        raise upstream_status_error(resp.status, error_message(detail), resp.headers.get("Retry-After"))
+    return resp
+
+
+async def check_models(session: UpstreamSession, url: str, headers: dict[str, str]) -> None:
+    """``/readyz``: the upstream answers its models endpoint with anything but a 5xx."""
+    with map_upstream_errors():
+        async with session.session.get(url, headers=headers) as resp:
+            if resp.status >= 500:
+                raise upstream_status_error(resp.status, "models endpoint failed")

@@ -9,7 +9,7 @@ import orjson
 
 from ..errors import UpstreamProtocolError, map_upstream_errors, upstream_status_error
 from .base import ChatRequest, Finish, ProviderEvent, Usage
-from .http import UpstreamSession, read_events
+from .http import UpstreamSession, check_models, open_stream, read_events
 
 __all__ = ["OpenAIProvider"]
 
@@ -45,18 +45,13 @@ class OpenAIProvider:
         return body
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]:
-        session = self._session.session
         resp = None
         try:
             with map_upstream_errors():
-                resp = await session.post(
-                    self.base_url + "/chat/completions", data=orjson.dumps(self.body(request)),
-                    headers=self._headers,
+                resp = await open_stream(
+                    self._session, self.base_url + "/chat/completions", self.body(request), self._headers, request,
+                    _error_message,
                 )
-                request.abort = resp.close
-                if resp.status != 200:
-                    detail = (await resp.content.read(4096)).decode("utf-8", "replace")
-                    raise upstream_status_error(resp.status, _error_message(detail), resp.headers.get("Retry-After"))
                 reason: str | None = None
                 usage: Usage | None = None
                 loads = orjson.loads
@@ -90,10 +85,7 @@ class OpenAIProvider:
                 resp.close()
 
     async def check(self) -> None:
-        with map_upstream_errors():
-            async with self._session.session.get(self.base_url + "/models", headers=self._headers) as resp:
-                if resp.status >= 500:
-                    raise upstream_status_error(resp.status, "models endpoint failed")
+        await check_models(self._session, self.base_url + "/models", self._headers)
 
     async def aclose(self) -> None:
         await self._session.aclose()
