@@ -30,12 +30,12 @@ __all__ = ["Fleet", "Stream", "build_request"]
 _END_CHUNKED = b"\r\n0\r\n\r\n"
 
 
-def build_request(url: str, *, native: bool, tokens: int, interval: float, ttft: float,
+def build_request(url: str, *, native: bool, tokens: int, interval: float, ttft: float, spread: int = 0,
                   model: str = "bench") -> tuple[str, int, bytes]:
     """(host, port, request bytes) for one streaming chat request; stream shape in the prompt."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    prompt = f"hi tokens={tokens} interval={interval:g} ttft={ttft:g}"
+    prompt = f"hi tokens={tokens} interval={interval:g} ttft={ttft:g}" + (f" spread={spread}" if spread else "")
     body: dict[str, object] = {"messages": [{"role": "user", "content": prompt}]}
     if native:
         body["model"] = model
@@ -45,7 +45,8 @@ def build_request(url: str, *, native: bool, tokens: int, interval: float, ttft:
     head = (
         f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
         f"Accept: text/event-stream\r\nAuthorization: Bearer bench\r\nContent-Length: {len(raw)}\r\n"
-        f"x-bench-tokens: {tokens}\r\nx-bench-interval: {interval:g}\r\nx-bench-ttft: {ttft:g}\r\n\r\n"
+        f"x-bench-tokens: {tokens}\r\nx-bench-interval: {interval:g}\r\nx-bench-ttft: {ttft:g}\r\n"
+        f"x-bench-spread: {spread}\r\n\r\n"
     )
     return host, port, head.encode() + raw
 

@@ -394,7 +394,9 @@ def write_report(res: dict[str, Any]) -> Path:
 
     sections = [
         ("CPU per relayed event", "cpu", _cpu,
-         "Steady state: N streams opened at once, the upstream sending each a token every 10 ms; once every "
+         "Steady state: N streams opened at once, the upstream sending each a token every 10 ms, the streams' "
+         "ticks spread evenly over those 10 ms as independent users' are (`spread=N`, bench/upstream.py; "
+         "streams that tick together would let a gateway handle several tokens per wake-up); once every "
          f"stream flows (or {c('cpu', 'cpu_settle_s')} s passed), the gateway's CPU time (user + system of "
          f"its process tree, psutil) over a {c('cpu', 'cpu_window_s')} s window divided by the tokens the "
          f"clients received in that window; {c('cpu', 'cpu_reps')} repetitions, median (min–max). "

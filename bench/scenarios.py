@@ -34,8 +34,8 @@ class Config:
     quick: bool = False
     cpu_conc: tuple[int, ...] = (50, 500)
     cpu_settle_s: float = 6.0
-    cpu_window_s: float = 3.0
-    cpu_reps: int = 2
+    cpu_window_s: float = 4.0
+    cpu_reps: int = 3
     ttft_conc: tuple[int, ...] = (1, 100, 1000)
     ttft_serial: int = 30
     ttft_reps: int = 3
@@ -117,8 +117,9 @@ def _ms(v: float | None) -> float | None:
     return None if v is None else round(v * 1000, 3)
 
 
-def _fleet(rt: Running, n: int, tokens: int, interval: float, ttft: float) -> Fleet:
-    host, port, req = build_request(rt.url, native=rt.target.native, tokens=tokens, interval=interval, ttft=ttft)
+def _fleet(rt: Running, n: int, tokens: int, interval: float, ttft: float, spread: int = 0) -> Fleet:
+    host, port, req = build_request(rt.url, native=rt.target.native, tokens=tokens, interval=interval, ttft=ttft,
+                                    spread=spread)
     return Fleet(host, port, req, n)
 
 
@@ -159,7 +160,7 @@ async def cpu(rt: Running, up: Upstream, cfg: Config) -> dict[str, Any]:
         for _ in range(cfg.cpu_reps):
             await up.reset()
             tokens = int((cfg.cpu_settle_s + cfg.cpu_window_s + 10) / interval)
-            fleet = _fleet(rt, conc, tokens, interval, 0.0)
+            fleet = _fleet(rt, conc, tokens, interval, 0.0, spread=conc)
             fleet.open()
             flowing = await fleet.wait_until("t_first", conc, timeout=cfg.cpu_settle_s, stall_s=min(2.0, cfg.stall_s))
             await asyncio.sleep(0.3)

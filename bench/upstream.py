@@ -5,10 +5,16 @@ that it costs little CPU on the same two cores as the gateway under test. One pr
 scenario: the shape of a stream comes from the CLI defaults and can be overridden per request, in order of
 precedence, by
 
-- headers ``x-bench-tokens``, ``x-bench-interval`` (seconds), ``x-bench-ttft`` (seconds), for direct calls;
-- ``key=value`` words in the last message's content (``tokens=200 interval=0.01 ttft=0.05``), which every
-  gateway forwards unchanged;
+- headers ``x-bench-tokens``, ``x-bench-interval`` (seconds), ``x-bench-ttft`` (seconds), ``x-bench-spread``,
+  for direct calls;
+- ``key=value`` words in the last message's content (``tokens=200 interval=0.01 ttft=0.05 spread=50``),
+  which every gateway forwards unchanged;
 - ``max_tokens`` in the request body caps the token count (``finish_reason: "length"``).
+
+``spread=N`` (N > 0) spreads streams evenly over the token interval, as independent users are: the k-th
+stream started since the last reset sends its tokens at phase ``(k mod N) / N`` of a global grid of
+``interval``, whenever its request arrived (without it, streams opened together tick together, and a
+gateway's cost per token depends on how many arrive in the same wake-up).
 
 Every token's text is ``zq~ `` so that a client can count tokens in any framing by counting ``~``.
 
@@ -42,7 +48,7 @@ MARKER = b"~"
 """One byte that appears nowhere else in any target's output (not in base64url or hex ids, not in JSON
 framing), so counting it counts tokens, and it cannot be split across two reads."""
 
-_DIRECTIVE = re.compile(r"\b(tokens|interval|ttft)=([0-9.]+)")
+_DIRECTIVE = re.compile(r"\b(tokens|interval|ttft|spread)=([0-9.]+)")
 _MAX_BODY = 1 << 20
 
 
@@ -122,7 +128,8 @@ class Stream:
 
 class Server:
     def __init__(self, tokens: int, interval: float, ttft: float) -> None:
-        self.defaults = {"tokens": tokens, "interval": interval, "ttft": ttft}
+        self.defaults = {"tokens": tokens, "interval": interval, "ttft": ttft, "spread": 0.0}
+        self.spread_seq = 0
         self.stats = Stats()
         self.conns: set[Conn] = set()
         self.active: set[Stream] = set()
@@ -185,7 +192,14 @@ class Server:
         if total <= 0:
             self.finish(stream)
         else:
-            self.schedule(self.loop.time() + max(float(params["ttft"]), 0.0), stream)
+            due = self.loop.time() + max(float(params["ttft"]), 0.0)
+            spread, interval = int(params["spread"]), stream.interval
+            if spread > 0 and interval > 0:
+                phase = (self.spread_seq % spread) * interval / spread
+                self.spread_seq += 1
+                slot = (due // interval) * interval + phase
+                due = slot if slot >= due else slot + interval
+            self.schedule(due, stream)
         return stream
 
     def finish(self, stream: Stream) -> None:
@@ -215,7 +229,7 @@ class Server:
             if isinstance(content, str):
                 for key, value in _DIRECTIVE.findall(content):
                     params[key] = float(value)
-        for key in ("tokens", "interval", "ttft"):
+        for key in ("tokens", "interval", "ttft", "spread"):
             raw = headers.get(b"x-bench-" + key.encode())
             if raw:
                 params[key] = float(raw)
@@ -247,6 +261,7 @@ class Server:
                 stream.conn.transport.abort()
             self._heap.clear()
         self.stats.reset()
+        self.spread_seq = 0
 
     def set_mark(self, t: float) -> None:
         self.stats.mark = t

@@ -8,10 +8,12 @@ malformed data, invalid UTF-8, early EOF, stalls, errors before the first token,
 checked as it ends (one terminal event, the one its fault calls for, the exact text). Every ``--checkpoint``
 seconds the traffic pauses and the process invariants are checked (``tests/support/invariants.py``): no
 generation running, every one started has ended, no upstream request open, asyncio tasks back at their idle
-level, RSS under a sanity cap, ``/healthz`` answering. Memory must not grow: the highest RSS at the checkpoints
-of the run's second half may exceed that of its first half (after ``WARMUP_S``) by ``LEAK_MARGIN`` at most. (The
-allocator keeps the pages of a peak — several 1 MiB tokens or slow readers' backlogs at once — so RSS rises in
-steps to a plateau; a leak keeps rising.)
+level, RSS under a sanity cap, ``/healthz`` answering. Memory must not grow: the blocks Python's allocator holds
+(``ssegate_python_allocated_blocks``) at the checkpoints of the run's second half may exceed those of its first
+half (after ``WARMUP_S``) by ``BLOCKS_MARGIN`` at most, and in runs of ``RSS_PLATEAU_S`` or more the highest RSS
+too, by ``LEAK_MARGIN``. (The allocator keeps the pages of a peak — several 1 MiB tokens or slow readers'
+backlogs at once — so RSS rises in steps to a plateau that this traffic reaches after about a minute, and a
+shorter run cannot tell such a step from a leak; objects that outlive their stream show in the block count.)
 
 It prints a report, draws RSS over time (``--png``, default ``docs/img/soak-rss.png``) and exits 1 on any
 violation. The gateway keeps finished streams for resume ``LOG_TTL_S`` (20 s here, not 600 s), so that its memory
@@ -55,6 +57,11 @@ WARMUP_S = 25.0
 RSS_CAP = 512 * MiB
 """Above the warm-up RSS: a blow-up, at any checkpoint."""
 LEAK_MARGIN = 32 * MiB
+RSS_PLATEAU_S = 300.0
+"""Runs at least this long also check RSS growth between halves (shorter ones end before its plateau)."""
+BLOCKS_MARGIN = 0.10
+"""Allowed growth of Python's allocated blocks between halves: finished streams kept for resume make the count
+swing by a few percent with the recent traffic; a leak of a few objects per stream grows it past this."""
 """The first checkpoint, the RSS baseline: after the event log's first ``LOG_TTL_S``, when it holds as many
 finished streams as it ever will at this rate."""
 
@@ -82,6 +89,7 @@ class Report:
     violations: list[str] = field(default_factory=list)
     rss: list[tuple[float, float]] = field(default_factory=list)  # (seconds since start, MiB)
     checkpoints: list[tuple[float, float]] = field(default_factory=list)
+    blocks: list[tuple[float, float]] = field(default_factory=list)  # (seconds, Python allocator blocks)
     bursts: int = 0
 
     def violation(self, scenario: str, what: str) -> None:
@@ -404,18 +412,30 @@ class Soak:
         for problem in inv.violations(snap):
             self.report.violation("invariants", problem)
         self.report.checkpoints.append((time.monotonic() - t0, snap.rss / MiB))
+        self.report.blocks.append((time.monotonic() - t0, snap.blocks))
         self.up.reset()  # nothing is in flight: drop the fake's records (its waits scan them all)
+
+
+def _halves(points: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """The highest value of the first and of the second half of the run's checkpoints."""
+    if len(points) < 2:
+        return None
+    middle = (points[0][0] + points[-1][0]) / 2
+    first = [m for t, m in points if t <= middle]
+    second = [m for t, m in points if t > middle]
+    return (max(first), max(second)) if first and second else None
 
 
 def rss_growth(report: Report) -> float:
     """MiB by which the highest checkpoint RSS of the run's second half exceeds that of its first half."""
-    points = report.checkpoints
-    if len(points) < 2:
-        return 0.0
-    middle = (points[0][0] + points[-1][0]) / 2
-    first = [m for t, m in points if t <= middle]
-    second = [m for t, m in points if t > middle]
-    return max(second) - max(first) if first and second else 0.0
+    halves = _halves(report.checkpoints)
+    return halves[1] - halves[0] if halves else 0.0
+
+
+def halves_growth(points: list[tuple[float, float]]) -> float:
+    """Relative growth of the highest value from the run's first half of checkpoints to its second."""
+    halves = _halves(points)
+    return halves[1] / halves[0] - 1 if halves and halves[0] > 0 else 0.0
 
 
 def sample_rss(pid: int, t0: float, report: Report, stop: threading.Event) -> None:
@@ -471,8 +491,12 @@ def soak(seconds: float, *, concurrency: int = 24, checkpoint_s: float = 20.0, p
             for inv in inv_box:
                 inv.close()
         leak = rss_growth(report)
-        if leak > LEAK_MARGIN / MiB:
+        if seconds >= RSS_PLATEAU_S and leak > LEAK_MARGIN / MiB:
             report.violation("invariants", f"RSS grew {leak:.1f} MiB from the first half of the run to the second")
+        blocks = halves_growth(report.blocks)
+        if blocks > BLOCKS_MARGIN:
+            report.violation("invariants", f"Python's allocated blocks grew {blocks:.0%} from the first half of the "
+                             "run to the second")
         if gw.proc.poll() is not None:
             report.violation("process", f"the gateway exited with {gw.proc.returncode}")
         if up.errors:
@@ -490,6 +514,8 @@ def soak(seconds: float, *, concurrency: int = 24, checkpoint_s: float = 20.0, p
                     "last": round(rss[-1], 1) if rss else None,
                     "checkpoints": [round(m, 1) for _, m in report.checkpoints],
                     "growth_second_half": round(rss_growth(report), 1)},
+        "python_blocks": {"checkpoints": [int(b) for _, b in report.blocks],
+                          "growth_second_half_pct": round(halves_growth(report.blocks) * 100, 1)},
         "by_scenario": dict(sorted(report.streams.items())),
     }
     if png is not None:

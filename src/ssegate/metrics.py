@@ -16,12 +16,16 @@
                                             ``shutting_down``
 ``ssegate_tasks``                           asyncio tasks alive in the process now (gauge; leak detection: it returns
                                             to its idle level once streams end)
+``ssegate_python_allocated_blocks``         memory blocks Python's object allocator holds now (gauge; leak
+                                            detection: it levels off once finished streams expire, where RSS keeps
+                                            the pages of past peaks)
 ==========================================  =======================================================================
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -68,6 +72,9 @@ class Metrics:
                                 ["code"], registry=r)
         self.tasks = Gauge("ssegate_tasks", "asyncio tasks alive in this process", registry=r)
         self.tasks.set_function(_task_count)
+        self.blocks = Gauge("ssegate_python_allocated_blocks", "Memory blocks Python's object allocator holds",
+                            registry=r)
+        self.blocks.set_function(sys.getallocatedblocks)
 
     def stream_started(self) -> None:
         self.started.inc()

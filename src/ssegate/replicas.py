@@ -109,9 +109,9 @@ class RemoteStream:
             logger.error("could not register a follower of stream %s: %s", self.log.stream_id, exc)
         try:
             await self.replicas.eventlog.follow(self.log, self.origin)
-        except RedisError:
-            # not an outage (those are handled inside): never leave the response waiting on a copy that no
-            # longer moves; closing it without a terminal event makes the client resume
+        except Exception:
+            # not an outage (those are handled inside) but a Redis error or a bug: never leave the response
+            # waiting on a copy that no longer moves; closing it without a terminal event makes the client resume
             logger.exception("following stream %s from Redis failed", self.log.stream_id)
             self.log.finished = True
             self.log.wake()

@@ -7,6 +7,11 @@ sends whatever the log holds beyond the client's cursor in one write (so a clien
 its backlog coalesced), then waits on the log. On disconnect it detaches from the generation at once,
 which cancels it (``DETACH_GRACE_S`` = 0) and so closes the upstream.
 
+The hot path skips even that loop: while the loop waits, the log calls the response back at each append,
+and a client that keeps up (nothing queued for it) gets the new event written to its socket right there,
+one write per token and no task switch. Anything else (a backlog, the terminal event, a heartbeat, a
+disconnect) wakes the loop, which owns the slow paths and the send timeout.
+
 Body messages go straight to the server's ``send`` (stashed in the scope by ``expose_server``), skipping
 the framework's per-message wrappers; the response start still goes through them (CORS headers).
 """
@@ -140,6 +145,10 @@ class EventStreamResponse(Response):
         self._timer: asyncio.TimerHandle | None = None
         self._send: Send | None = None
         self._detached = False
+        self._cursor = after
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._direct: asyncio.WriteTransport | None = None
+        """The client's transport once the push path is known to be safe (see ``_direct_transport``)."""
 
     # --- ASGI ---------------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -230,10 +239,21 @@ class EventStreamResponse(Response):
     # --- the hot loop -------------------------------------------------------------------------------
     async def _pump(self, loop: asyncio.AbstractEventLoop, send: Send) -> None:
         log = self.log
+        self._loop = loop
+        log.listen(self._on_append)
+        try:
+            await self._pump_loop(loop, send)
+        finally:
+            log.unlisten(self._on_append)
+            self._direct = None
+
+    async def _pump_loop(self, loop: asyncio.AbstractEventLoop, send: Send) -> None:
+        log = self.log
         encode = self.encoder.encode
-        cursor = self.after
         head: bytes | None = self.encoder.head()
+        push_checked = False
         while True:
+            cursor = self._cursor
             entries = log.entries
             first = log.first_seq
             last = first + len(entries) - 1
@@ -249,7 +269,7 @@ class EventStreamResponse(Response):
                     return
                 batch = entries[start:]
                 body = encode(cursor + 1, batch)
-                cursor = last
+                self._cursor = last
                 if head:
                     body = head + body
                     head = None
@@ -280,10 +300,34 @@ class EventStreamResponse(Response):
                 continue
             if log.finished:
                 break
-            fut = self._fut = log.waiter()
+            if head is None and not push_checked:
+                push_checked = True
+                self._direct = _direct_transport(send)
+            fut = self._fut = loop.create_future()
             await fut
         self._fut = None
         await self._timed_send(send, {"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _on_append(self) -> None:
+        """The log's listener: while the pump waits, write new events to a client that keeps up, else wake it."""
+        fut = self._fut
+        if fut is None or fut.done():
+            return  # the pump is busy; it looks at the log again before it waits
+        transport = self._direct
+        if transport is not None and not self._ping_due and not self.disconnected and not self.dropped:
+            log = self.log
+            entries = log.entries
+            cursor = self._cursor
+            start = cursor + 1 - log.first_seq
+            if (0 <= start < len(entries) and entries[-1][0] not in TERMINAL
+                    and not transport.get_write_buffer_size() and not transport.is_closing()):
+                body = self.encoder.encode(cursor + 1, entries[start:])
+                self._cursor = log.first_seq + len(entries) - 1
+                transport.write(b"%x\r\n%s\r\n" % (len(body), body))
+                assert self._loop is not None
+                self._last_sent = self._loop.time()
+                return
+        fut.set_result(None)
 
     async def _timed_send(self, send: Send, message: Message) -> None:
         self._in_send = True
@@ -320,6 +364,20 @@ class EventStreamResponse(Response):
         if transport is not None:
             transport.abort()
         self._wake()
+
+
+def _direct_transport(send: Send) -> asyncio.WriteTransport | None:
+    """The client's transport when body chunks may bypass the server's ``send``: uvicorn's httptools
+    protocol, a response it frames with chunked encoding, not a HEAD request, still open. ``send`` would then
+    do exactly this (frame the chunk, write it); anything else (another server or protocol, a HEAD, a closed
+    connection) gets None and every body message goes through ``send``."""
+    cycle = getattr(send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if (transport is None or getattr(cycle, "chunked_encoding", None) is not True
+            or getattr(cycle, "scope", {}).get("method") == "HEAD" or getattr(cycle, "response_complete", True)
+            or transport.is_closing()):
+        return None
+    return transport  # type: ignore[no-any-return]
 
 
 def error_json(payload: dict[str, Any]) -> bytes:

@@ -44,6 +44,7 @@ class Snapshot:
     ended: float = 0.0
     tasks: float = 0.0
     rss: int = 0
+    blocks: float = 0.0
     upstream_open: int = 0
     upstream_busy: int = 0
     healthy: bool = True
@@ -95,6 +96,7 @@ class Invariants:
             ended=sum(ended.values()),
             tasks=m.get("ssegate_tasks", 0.0),
             rss=rss,
+            blocks=m.get("ssegate_python_allocated_blocks", 0.0),
             upstream_open=self.up.open_connections() if self.up is not None else 0,
             upstream_busy=upstream_busy(self.up) if self.up is not None else 0,
             healthy=healthy,

@@ -1,10 +1,11 @@
 """The in-process event log (the default): every stream's entries in a list, bounded, expiring.
 
-``StreamLog`` is written on the hot path: ``append`` is a list append plus waking the followers that
-wait. Followers read by seq. Per stream at most ``max_events`` entries and ``max_bytes`` of text are kept
-(older ones are dropped
-and resuming before them is ``not_found``); at most ``max_streams`` logs are kept in total (the oldest
-finished go first); a finished log expires ``ttl_s`` after its terminal entry.
+``StreamLog`` is written on the hot path: ``append`` is a list append plus telling the followers: a
+waiter future is resolved, a listener (a live response) is called at once, so it can write the new event
+without a task switch. Followers read by seq. Per stream at most ``max_events`` entries and ``max_bytes``
+of text are kept (older ones are dropped and resuming before them is ``not_found``); at most
+``max_streams`` logs are kept in total (the oldest finished go first); a finished log expires ``ttl_s``
+after its terminal entry.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from .base import DELTA, TERMINAL, Entry
@@ -21,6 +23,7 @@ __all__ = ["MemoryEventLog", "StreamLog"]
 
 class StreamLog:
     __slots__ = (
+        "_listeners",
         "_waiters",
         "created_at",
         "entries",
@@ -52,6 +55,7 @@ class StreamLog:
         self.created_at = time.monotonic()
         self.terminal_delivered = False
         self._waiters: list[asyncio.Future[None]] = []
+        self._listeners: list[Callable[[], None]] = []
 
     @property
     def last_seq(self) -> int:
@@ -76,7 +80,7 @@ class StreamLog:
         if kind in TERMINAL:
             self.finished = True
             self.finished_at = time.monotonic()
-        if self._waiters:
+        if self._waiters or self._listeners:
             self.wake()
         return self.first_seq + len(entries) - 1
 
@@ -94,10 +98,25 @@ class StreamLog:
         self.first_seq += drop
 
     def wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+        """Tell every follower to look again (after an append, or when the stream's state changed)."""
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+        for listener in self._listeners:
+            listener()
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` at every ``wake`` until ``unlisten``; it runs inside the appender and must not block
+        or raise."""
+        self._listeners.append(listener)
+
+    def unlisten(self, listener: Callable[[], None]) -> None:
+        try:
+            self._listeners.remove(listener)
+        except ValueError:
+            pass
 
     def waiter(self) -> asyncio.Future[None]:
         """A future resolved at the next append (or ``wake``)."""
