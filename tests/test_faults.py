@@ -586,3 +586,28 @@ def test_regression_infinite_retry_after_is_500(gw: GatewayProcess, up: FakeUpst
             after = resp.headers.get("retry-after")
             assert after is None or 1 <= int(after) <= 86400, after
     inv.check()
+
+
+def test_regression_cancelled_before_the_generation_first_ran(gw: GatewayProcess, up: FakeUpstream,
+                                                              inv: Invariants) -> None:
+    """A client that sends its request and closes its side at once can be seen gone (at its EOF) before the new
+    generation's task has run a single step. Cancelling such a task skipped every handler of ``Generation._run``:
+    the stream never ended, stayed active, and held its concurrency slot. Now a generation stopped before its first
+    step ends ``cancelled`` without asking the upstream anything."""
+    before = inv.snapshot()
+    prompt = up.script(Script(deltas=[f"t{i} " for i in range(200)], delay=0.01))
+    request = raw_request("POST", "/v1/chat/stream", chat_body(prompt))
+    socks = []
+    try:
+        for _ in range(20):
+            s = socket.create_connection(("127.0.0.1", gw.port))
+            s.sendall(request)
+            s.shutdown(socket.SHUT_WR)  # the request and the EOF arrive together
+            socks.append(s)
+        after = inv.check()  # every generation started has ended, none still running
+    finally:
+        for s in socks:
+            s.close()
+    assert after.started - before.started == 20
+    cancelled = after.ended_by_cause.get("cancelled:disconnect", 0) - before.ended_by_cause.get("cancelled:disconnect", 0)
+    assert cancelled == 20

@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 __all__ = ["EventStreamResponse", "Follows", "StreamEncoder", "drop_if_unread", "expose_server", "json_error_response"]
 
 RAW_KEY = "ssegate.server"
+DISCONNECT_HOOK = "ssegate_on_disconnect"
+"""Attribute a response sets on the server's request cycle (``send.__self__``): ``ssegate serve``'s protocol
+calls it from ``connection_lost``, so a vanished client stops its generation in that very callback, before
+any task runs (the watcher task covers other servers)."""
 
 
 class Follows(Protocol):
@@ -158,6 +162,8 @@ class EventStreamResponse(Response):
         loop = asyncio.get_running_loop()
         if self.follows is not None:
             self.follows.attach()
+        cycle = getattr(raw_send, "__self__", None)
+        hooked = _set_hook(cycle, self._on_disconnect)
         watcher = loop.create_task(self._watch(raw_receive))
         try:
             if self.commit and self.gen is not None:
@@ -175,6 +181,8 @@ class EventStreamResponse(Response):
             await self._pump(loop, raw_send)
         finally:
             watcher.cancel()
+            if hooked:
+                _set_hook(cycle, None)
             if self._timer is not None:
                 self._timer.cancel()
             self._detach()
@@ -191,11 +199,15 @@ class EventStreamResponse(Response):
         while True:
             message: Message = await receive()
             if message["type"] == "http.disconnect":
-                self.disconnected = True
-                self._wake()
-                # detach right away: the upstream must close even if the pump is stuck in a send
-                self._detach()
+                self._on_disconnect()
                 return
+
+    def _on_disconnect(self) -> None:
+        if not self.disconnected:
+            self.disconnected = True
+            self._wake()
+            # detach right away: the upstream must close even if the pump is stuck in a send
+            self._detach()
 
     def _wake(self) -> None:
         fut = self._fut
@@ -364,6 +376,17 @@ class EventStreamResponse(Response):
         if transport is not None:
             transport.abort()
         self._wake()
+
+
+def _set_hook(cycle: Any, hook: Any) -> bool:
+    """Set (or clear, with None) ``DISCONNECT_HOOK`` on a server's request cycle; False where it cannot be set."""
+    if cycle is None:
+        return False
+    try:
+        setattr(cycle, DISCONNECT_HOOK, hook)
+    except AttributeError:
+        return False
+    return True
 
 
 def _direct_transport(send: Send) -> asyncio.WriteTransport | None:

@@ -24,6 +24,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .errors import InvalidRequest
 from .logs import log_config
+from .response import DISCONNECT_HOOK
 from .settings import Settings, is_loopback_host
 from .sse import dumps
 
@@ -119,7 +120,8 @@ class BoundedRequestProtocol(HttpToolsProtocol):
     after) and waits forever for a request that never completes (slowloris). Here a head still incomplete after
     ``head_limit()`` bytes gets ``431`` and the connection is closed (so a head costs at most that plus one socket
     read), and a connection whose request (head and body) is not complete ``REQUEST_READ_TIMEOUT_S`` after it
-    opened (or after the request began, on a kept-alive connection) is closed."""
+    opened (or after the request began, on a kept-alive connection) is closed. A streaming response learns of
+    its client's disconnect inside ``connection_lost`` (``response.DISCONNECT_HOOK``), not a task later."""
 
     _in_head = False
     _head_bytes = 0
@@ -131,7 +133,18 @@ class BoundedRequestProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_read_timer()
+        cycle = self.cycle
         super().connection_lost(exc)
+        _client_gone(cycle)
+
+    def eof_received(self) -> None:
+        # uvicorn closes the connection at the client's EOF, and the loop reports connection_lost a pass later,
+        # behind whatever is queued (in a storm of disconnects: the unwinding of every stream cancelled so far)
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True  # as connection_lost will say: the app's receive() gets http.disconnect
+        _client_gone(cycle)
+        super().eof_received()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -170,6 +183,13 @@ class BoundedRequestProtocol(HttpToolsProtocol):
         self._read_timer = None
         if not self.transport.is_closing():
             self.transport.close()
+
+
+def _client_gone(cycle: object) -> None:
+    """A streaming response's client closed: stop its generation now (``response.DISCONNECT_HOOK``)."""
+    hook = getattr(cycle, DISCONNECT_HOOK, None)
+    if hook is not None:
+        hook()
 
 
 def _has(module: str) -> bool:

@@ -51,6 +51,7 @@ class Generation:
         "_deferred",
         "_grace_timer",
         "_last_delta",
+        "_started",
         "_timed_out",
         "commit_deadline",
         "committed",
@@ -83,6 +84,7 @@ class Generation:
         self.error: GatewayError | None = None
         self._cancel_reason: str | None = None
         self._timed_out = False
+        self._started = False
         self._last_delta = self.started_at
         self._grace_timer: asyncio.TimerHandle | None = None
         self._deferred = False
@@ -111,7 +113,10 @@ class Generation:
         abort = self.request.abort
         if abort is not None:
             abort()
-        self.task.cancel()
+        if self._started:
+            self.task.cancel()
+        # else: a task cancelled before its first step would never run ``_run``'s handlers, and the stream would
+        # never end; ``_run`` sees the reason instead, before it makes any upstream request
         return True
 
     def attach(self) -> None:
@@ -173,16 +178,20 @@ class Generation:
         deadline = self._last_delta + s.idle_timeout_s if self.deltas else self.started_at + s.first_token_timeout_s
         if loop.time() >= deadline:
             self._timed_out = True
-            self.task.cancel()
+            if self._started:
+                self.task.cancel()
         else:
             self._deadline_timer = loop.call_at(deadline, self._check_deadline)
 
     # --- the task ---------------------------------------------------------------------------------
     async def _run(self) -> None:
+        self._started = True
         log = self.log
         finish: Finish | None = None
         error: GatewayError | None = None
         try:
+            if self._cancel_reason is not None or self._timed_out:  # stopped before this task first ran
+                raise asyncio.CancelledError
             finish = await self._relay()
         except asyncio.CancelledError:
             if self._timed_out:

@@ -7,6 +7,9 @@ docs/benchmarks.md). ``read_events`` splits an upstream ``text/event-stream`` bo
 
 from __future__ import annotations
 
+import functools
+import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,7 +19,7 @@ import orjson
 from ..errors import UpstreamProtocolError, map_upstream_errors, upstream_status_error
 from .base import ChatRequest
 
-__all__ = ["MAX_LINE", "UpstreamSession", "check_models", "open_stream", "read_events"]
+__all__ = ["MAX_LINE", "UpstreamSession", "abort", "check_models", "open_stream", "read_events"]
 
 MAX_LINE = 8 << 20
 """Longest upstream SSE line accepted: a bound on what one endless line can make the gateway buffer."""
@@ -89,7 +92,7 @@ async def open_stream(
     """POST a streaming request; return the ``200`` response, registered as ``request.abort`` (the caller
     closes it), or close it and raise the upstream's error (``error_message`` reads the provider's body)."""
     resp = await session.session.post(url, data=orjson.dumps(body), headers=headers)
-    request.abort = resp.close
+    request.abort = functools.partial(abort, resp)
     if resp.status != 200:
         try:
             detail = (await resp.content.read(4096)).decode("utf-8", "replace")
@@ -97,6 +100,22 @@ async def open_stream(
             resp.close()
         raise upstream_status_error(resp.status, error_message(detail), resp.headers.get("Retry-After"))
     return resp
+
+
+def abort(resp: aiohttp.ClientResponse) -> None:
+    """Close an upstream request at once. Its socket is shut down right here, so the upstream sees the FIN before
+    anything else runs: the transport's own close waits for the next loop pass, behind the unwinding of every
+    other generation that a storm of disconnects cancelled in the same pass. Then the response is closed."""
+    conn = resp.connection
+    transport = conn.transport if conn is not None else None
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        try:
+            with socket.socket(fileno=os.dup(sock.fileno())) as dup:  # the same TCP socket
+                dup.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed or never connected
+    resp.close()
 
 
 async def check_models(session: UpstreamSession, url: str, headers: dict[str, str]) -> None:
