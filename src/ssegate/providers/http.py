@@ -1,7 +1,7 @@
 """The pooled HTTP client that remote providers share, and a fast reader of upstream event streams.
 
 One ``aiohttp.ClientSession`` per process (aiohttp measured fastest here for relaying: see
-docs/benchmarks.md). ``read_events`` splits an upstream ``text/event-stream`` body into
+docs/benchmarks.md). ``EventSplitter`` splits an upstream ``text/event-stream`` body into
 ``(event, data)`` pairs at the byte level, without building an object per line.
 """
 
@@ -19,7 +19,7 @@ import orjson
 from ..errors import UpstreamProtocolError, map_upstream_errors, upstream_status_error
 from .base import ChatRequest
 
-__all__ = ["MAX_LINE", "UpstreamSession", "abort", "check_models", "open_stream", "read_events"]
+__all__ = ["MAX_LINE", "EventSplitter", "UpstreamSession", "abort", "check_models", "open_stream", "read_events"]
 
 MAX_LINE = 8 << 20
 """Longest upstream SSE line accepted: a bound on what one endless line can make the gateway buffer."""
@@ -48,37 +48,61 @@ class UpstreamSession:
             self._session = None
 
 
-async def read_events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[bytes, bytes]]:
-    """Yield ``(event_name, data)`` for each event of an SSE body; ``event_name`` is b"" when unnamed.
+class EventSplitter:
+    """Splits an SSE body into ``(event_name, data)`` pairs chunk by chunk (``event_name`` is b"" when unnamed).
 
-    Lines may end with LF or CRLF (what upstream servers send); multi-line data is joined with LF;
-    comments and fields other than ``event``/``data`` are skipped.
+    A plain object, not a coroutine: the provider's read loop calls ``feed`` on each chunk it awaits, so a
+    token costs no extra generator switch. Lines may end with LF or CRLF (what upstream servers send);
+    multi-line data is joined with LF; comments and fields other than ``event``/``data`` are skipped; a line
+    longer than ``MAX_LINE`` is an ``UpstreamProtocolError``.
     """
-    buf = b""
-    event = b""
-    data: list[bytes] = []
-    async for chunk in resp.content.iter_any():
-        buf += chunk
+
+    __slots__ = ("_buf", "_data", "_event")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._event = b""
+        self._data: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[tuple[bytes, bytes]]:
+        buf = self._buf + chunk if self._buf else chunk
         if b"\n" not in chunk:
             if len(buf) > MAX_LINE:
                 raise UpstreamProtocolError(f"the upstream sent a line over {MAX_LINE >> 20} MiB")
-            continue
+            self._buf = buf
+            return []
         lines = buf.split(b"\n")
-        buf = lines.pop()
+        self._buf = lines.pop()
+        out: list[tuple[bytes, bytes]] = []
+        data = self._data
         for line in lines:
             if line.endswith(b"\r"):
                 line = line[:-1]
             if not line:
                 if data:
-                    yield event, data[0] if len(data) == 1 else b"\n".join(data)
-                    data = []
-                event = b""
+                    out.append((self._event, data[0] if len(data) == 1 else b"\n".join(data)))
+                    data = self._data = []
+                self._event = b""
             elif line.startswith(b"data:"):
                 data.append(line[6:] if line[5:6] == b" " else line[5:])
             elif line.startswith(b"event:"):
-                event = line[6:].strip()
-    if data:
-        yield event, data[0] if len(data) == 1 else b"\n".join(data)
+                self._event = line[6:].strip()
+        return out
+
+    def end(self) -> list[tuple[bytes, bytes]]:
+        """At the end of the body: the last event, if its blank line never came."""
+        data, self._data = self._data, []
+        return [(self._event, data[0] if len(data) == 1 else b"\n".join(data))] if data else []
+
+
+async def read_events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[bytes, bytes]]:
+    """Yield ``(event_name, data)`` for each event of an SSE body (an ``EventSplitter`` over the body)."""
+    split = EventSplitter()
+    async for chunk in resp.content.iter_any():
+        for item in split.feed(chunk):
+            yield item
+    for item in split.end():
+        yield item
 
 
 async def open_stream(

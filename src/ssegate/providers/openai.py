@@ -9,7 +9,7 @@ import orjson
 
 from ..errors import UpstreamProtocolError, map_upstream_errors, upstream_status_error
 from .base import ChatRequest, Finish, ProviderEvent, Usage
-from .http import UpstreamSession, check_models, open_stream, read_events
+from .http import EventSplitter, UpstreamSession, check_models, open_stream
 
 __all__ = ["OpenAIProvider"]
 
@@ -55,29 +55,36 @@ class OpenAIProvider:
                 reason: str | None = None
                 usage: Usage | None = None
                 loads = orjson.loads
-                async for event, data in read_events(resp):
-                    if data == b"[DONE]":
+                split = EventSplitter()
+                readany = resp.content.readany  # one await per network read, nothing in between
+                done = False
+                while not done:
+                    raw = await readany()
+                    for event, data in split.feed(raw) if raw else split.end():
+                        if data == b"[DONE]":
+                            done = True
+                            break
+                        chunk = loads(data)
+                        if event == b"error" or "error" in chunk:
+                            raise _midstream_error(chunk)
+                        choices = chunk.get("choices")
+                        if choices:
+                            choice = choices[0]
+                            delta = choice.get("delta")
+                            if delta:
+                                text = delta.get("content")
+                                if text:
+                                    yield text
+                            fr = choice.get("finish_reason")
+                            if fr:
+                                reason = _FINISH.get(fr, fr)
+                        u = chunk.get("usage")
+                        if u:
+                            usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+                    if not raw:
                         break
-                    chunk = loads(data)
-                    if event == b"error" or "error" in chunk:
-                        raise _midstream_error(chunk)
-                    choices = chunk.get("choices")
-                    if choices:
-                        choice = choices[0]
-                        delta = choice.get("delta")
-                        if delta:
-                            text = delta.get("content")
-                            if text:
-                                yield text
-                        fr = choice.get("finish_reason")
-                        if fr:
-                            reason = _FINISH.get(fr, fr)
-                    u = chunk.get("usage")
-                    if u:
-                        usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
-                else:
-                    if reason is None:
-                        raise UpstreamProtocolError("upstream stream ended without a finish")
+                if not done and reason is None:
+                    raise UpstreamProtocolError("upstream stream ended without a finish")
                 yield Finish(reason or "stop", usage)
         finally:
             request.abort = None
