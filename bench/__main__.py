@@ -197,6 +197,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await up.aclose()
         upstream.stop()
     meta["elapsed_s"] = round(time.monotonic() - t_start)
+    meta["litellm"] = _meta(mode)["litellm"]  # installed during the run, when it was not yet
     return res
 
 

@@ -604,6 +604,7 @@ def test_regression_cancelled_before_the_generation_first_ran(gw: GatewayProcess
             s.sendall(request)
             s.shutdown(socket.SHUT_WR)  # the request and the EOF arrive together
             socks.append(s)
+        inv.wait_started(before, 20)  # the gateway may not have read every request yet
         after = inv.check()  # every generation started has ended, none still running
     finally:
         for s in socks:

@@ -47,6 +47,7 @@ def estimate_tokens(text: str) -> int:
 class Generation:
     __slots__ = (
         "_cancel_reason",
+        "_clock",
         "_deadline_timer",
         "_deferred",
         "_grace_timer",
@@ -86,6 +87,7 @@ class Generation:
         self._timed_out = False
         self._started = False
         self._last_delta = self.started_at
+        self._clock = loop.time
         self._grace_timer: asyncio.TimerHandle | None = None
         self._deferred = False
         self._deadline_timer = loop.call_at(self.started_at + hub.settings.first_token_timeout_s, self._check_deadline)
@@ -210,6 +212,7 @@ class Generation:
             logger.exception("generation %s failed", log.stream_id)
             error = UpstreamError(f"internal error: {type(exc).__name__}")
         finally:
+            self.request.sink = None  # the request referred back to this generation: no cycle left for the GC
             self._deadline_timer.cancel()
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
@@ -232,13 +235,24 @@ class Generation:
         prompt = estimate_tokens(self.request.prompt_text) + 4 * len(self.request.messages)
         return Usage(prompt, self.deltas, estimated=True)
 
+    def _on_delta(self, text: str) -> None:
+        """One text delta: yielded by the provider, or pushed by it (``ChatRequest.sink``) from its connection's
+        callback. After the stream ended (a read that raced the cancel) it is dropped."""
+        log = self.log
+        if log.finished:
+            return
+        log.append(DELTA, text)
+        self.deltas += 1
+        now = self._clock()
+        if self.deltas == 1:
+            self.first_token_at = now
+        self._last_delta = now
+
     async def _relay(self) -> Finish:
         """Try each provider (the upstream, then fallbacks) with retries, until one streams."""
         s = self.hub.settings
-        loop = asyncio.get_running_loop()
-        log = self.log
-        append = log.append
         last_error: UpstreamError | None = None
+        self.request.sink = self._on_delta
         for provider in self.providers:
             for attempt in range(s.retry_attempts):
                 self.upstream_attempts += 1
@@ -246,12 +260,7 @@ class Generation:
                 try:
                     async for ev in agen:
                         if type(ev) is str:
-                            append(DELTA, ev)
-                            self.deltas += 1
-                            now = loop.time()
-                            if self.deltas == 1:
-                                self.first_token_at = now
-                            self._last_delta = now
+                            self._on_delta(ev)
                         elif isinstance(ev, Finish):
                             return ev
                     raise UpstreamError("upstream ended without a finish")

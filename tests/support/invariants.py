@@ -134,6 +134,12 @@ class Invariants:
                 return snap
             time.sleep(POLL_S)  # polling another process's metrics: there is no event to wait on
 
+    def wait_started(self, since: Snapshot, n: int, timeout: float = 10.0) -> None:
+        """Until ``n`` generations started after the snapshot ``since`` (requests the gateway has yet to read)."""
+        deadline = time.monotonic() + timeout
+        while self.snapshot().started - since.started < n and time.monotonic() < deadline:
+            time.sleep(POLL_S)  # polling another process's metrics: there is no event to wait on
+
     def wait_no_generation(self, timeout: float = 10.0) -> None:
         """Until no generation runs (``ssegate_active_streams`` is 0), whatever its clients are doing."""
         deadline = time.monotonic() + timeout

@@ -20,14 +20,15 @@ HTTP errors before the stream (4xx, 5xx, 529 overloaded) go through ``errors.ups
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import orjson
 
 from ..errors import InvalidRequest, UpstreamError, UpstreamProtocolError, map_upstream_errors, upstream_status_error
 from .base import ChatRequest, Finish, ProviderEvent, Usage
-from .http import UpstreamSession, check_models, open_stream, read_events
+from .http import UpstreamSession, check_models, open_stream, pulled, relay_body
+from .wire import Response
 
 __all__ = ["ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS", "AnthropicProvider", "messages_body"]
 
@@ -107,50 +108,23 @@ class AnthropicProvider:
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]:
         resp = None
+        pending: list[str] = []
         try:
             with map_upstream_errors():
                 resp = await open_stream(
                     self._session, self.base_url + "/messages", messages_body(request), self._headers, request,
                     _error_message,
                 )
-                prompt = 0
-                completion = 0
-                reported = False
-                reason: str | None = None
-                loads = orjson.loads
-                async for event, data in read_events(resp):
-                    msg = loads(data)
-                    if not isinstance(msg, dict):
-                        raise UpstreamProtocolError(f"upstream sent a non-object event: {data[:200]!r}")
-                    kind = msg.get("type") or event.decode()
-                    if kind == "content_block_delta":
-                        delta = msg.get("delta") or {}
-                        if delta.get("type") == "text_delta":
-                            text = delta.get("text")
-                            if text:
-                                yield text
-                    elif kind == "message_start":
-                        u = (msg.get("message") or {}).get("usage") or {}
-                        prompt = _input_tokens(u)
-                        completion = int(u.get("output_tokens") or 0)
-                        reported = bool(u)
-                    elif kind == "message_delta":
-                        stop = (msg.get("delta") or {}).get("stop_reason")
-                        if stop:
-                            reason = _FINISH.get(stop, stop)
-                        u = msg.get("usage") or {}
-                        if "output_tokens" in u:  # cumulative: the latest total, never a sum
-                            completion = int(u["output_tokens"] or 0)
-                            reported = True
-                        if u.get("input_tokens"):
-                            prompt = _input_tokens(u)
-                    elif kind == "message_stop":
-                        break
-                    elif kind == "error":
-                        raise _stream_error(msg)
+                reader = _EventReader(resp, request.sink or pending.append)
+                if request.sink is not None:
+                    await relay_body(resp, reader.on_event)  # deltas go to the sink as they arrive
                 else:
+                    async for text in pulled(resp, reader.on_event, pending):
+                        yield text
+                if not reader.stopped:
                     raise UpstreamProtocolError("upstream stream ended without message_stop")
-                yield Finish(reason or "stop", Usage(prompt, completion) if reported else None)
+                usage = Usage(reader.prompt, reader.completion) if reader.reported else None
+                yield Finish(reader.reason or "stop", usage)
         finally:
             request.abort = None
             if resp is not None:
@@ -162,6 +136,55 @@ class AnthropicProvider:
 
     async def aclose(self) -> None:
         await self._session.aclose()
+
+
+class _EventReader:
+    """Reads Messages stream events as they arrive (the mapping in the module's docstring)."""
+
+    __slots__ = ("completion", "emit", "prompt", "reason", "reported", "resp", "stopped")
+
+    def __init__(self, resp: Response, emit: Callable[[str], None]) -> None:
+        self.resp = resp
+        self.emit = emit
+        self.prompt = 0
+        self.completion = 0
+        self.reported = False
+        self.reason: str | None = None
+        self.stopped = False
+
+    def on_event(self, event: bytes, data: bytes) -> None:
+        if self.stopped:
+            return
+        msg = orjson.loads(data)
+        if not isinstance(msg, dict):
+            raise UpstreamProtocolError(f"upstream sent a non-object event: {data[:200]!r}")
+        kind = msg.get("type") or event.decode()
+        if kind == "content_block_delta":
+            delta = msg.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                text = delta.get("text")
+                if text:
+                    self.emit(text)
+        elif kind == "message_start":
+            u = (msg.get("message") or {}).get("usage") or {}
+            self.prompt = _input_tokens(u)
+            self.completion = int(u.get("output_tokens") or 0)
+            self.reported = bool(u)
+        elif kind == "message_delta":
+            stop = (msg.get("delta") or {}).get("stop_reason")
+            if stop:
+                self.reason = _FINISH.get(stop, stop)
+            u = msg.get("usage") or {}
+            if "output_tokens" in u:  # cumulative: the latest total, never a sum
+                self.completion = int(u["output_tokens"] or 0)
+                self.reported = True
+            if u.get("input_tokens"):
+                self.prompt = _input_tokens(u)
+        elif kind == "message_stop":
+            self.stopped = True
+            self.resp.stop()
+        elif kind == "error":
+            raise _stream_error(msg)
 
 
 def _input_tokens(u: dict[str, Any]) -> int:

@@ -2,9 +2,11 @@
 
 A provider turns a ``ChatRequest`` into an async generator of ``ProviderEvent``s: ``str`` for a text
 delta (never empty: role-only or empty upstream chunks are not events), then one ``Finish``. Usage may
-arrive on the ``Finish``. The generator owns its upstream request: ``aclose()`` on it (or cancelling the
-task that iterates it) tears the HTTP connection down, so the provider stops generating. Errors are
-raised as ``ssegate.errors.UpstreamError`` subclasses.
+arrive on the ``Finish``. A provider may instead hand text deltas to ``request.sink`` when the caller set
+one (the built-in remote providers do, from the connection's callback); it still ends with a ``Finish``.
+The generator owns its upstream request: ``aclose()`` on it (or cancelling the task that iterates it)
+tears the HTTP connection down, so the provider stops generating. Errors are raised as
+``ssegate.errors.UpstreamError`` subclasses.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ class ChatRequest:
     abort: Callable[[], None] | None = field(default=None, repr=False, compare=False)
     """Set by a provider while it holds an upstream response: tears the connection down at once, without
     waiting for the generation's task to unwind (a disconnect storm closes every upstream promptly)."""
+    sink: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
+    """Set by the caller (a generation): a provider may hand each text delta to it as it arrives, from the
+    connection's callback, instead of yielding it (no task switch per token). With no sink, deltas are
+    yielded."""
 
     @property
     def prompt_text(self) -> str:

@@ -1,48 +1,53 @@
-"""The pooled HTTP client that remote providers share, and a fast reader of upstream event streams.
+"""The upstream connections remote providers share, and a fast reader of upstream event streams.
 
-One ``aiohttp.ClientSession`` per process (aiohttp measured fastest here for relaying: see
-docs/benchmarks.md). ``EventSplitter`` splits an upstream ``text/event-stream`` body into
+One ``wire.Pool`` per process carries the built-in providers' requests: its connections hand each network
+read of a body to the provider's parser inside the event loop's callback (no task switch per token; see
+``wire.py`` and docs/benchmarks.md). ``EventSplitter`` splits an upstream ``text/event-stream`` body into
 ``(event, data)`` pairs at the byte level, without building an object per line.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-import socket
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 
 from ..errors import UpstreamProtocolError, map_upstream_errors, upstream_status_error
 from .base import ChatRequest
+from .wire import Pool, Response
 
-__all__ = ["MAX_LINE", "EventSplitter", "UpstreamSession", "abort", "check_models", "open_stream", "read_events"]
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = ["MAX_LINE", "EventSplitter", "UpstreamSession", "check_models", "open_stream", "pulled", "relay_body"]
 
 MAX_LINE = 8 << 20
 """Longest upstream SSE line accepted: a bound on what one endless line can make the gateway buffer."""
 
 
 class UpstreamSession:
-    """A lazily created, pooled ``aiohttp.ClientSession`` (it must be made inside the running loop)."""
+    """The process's upstream connections: ``pool`` for the built-in providers; ``session``, a lazily made
+    ``aiohttp.ClientSession``, for third-party providers written against aiohttp."""
 
     def __init__(self, *, limit: int = 0, connect_timeout: float = 10.0) -> None:
         self._limit = limit
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_connect=connect_timeout)
+        self._connect_timeout = connect_timeout
+        self.pool = Pool(limit=limit, connect_timeout=connect_timeout)
         self._session: aiohttp.ClientSession | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300, enable_cleanup_closed=False)
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, auto_decompress=True, trust_env=False
-            )
+            timeout = aiohttp.ClientTimeout(total=None, connect=self._connect_timeout)
+            connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False)
         return self._session
 
     async def aclose(self) -> None:
+        await self.pool.aclose()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -95,16 +100,6 @@ class EventSplitter:
         return [(self._event, data[0] if len(data) == 1 else b"\n".join(data))] if data else []
 
 
-async def read_events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[bytes, bytes]]:
-    """Yield ``(event_name, data)`` for each event of an SSE body (an ``EventSplitter`` over the body)."""
-    split = EventSplitter()
-    async for chunk in resp.content.iter_any():
-        for item in split.feed(chunk):
-            yield item
-    for item in split.end():
-        yield item
-
-
 async def open_stream(
     session: UpstreamSession,
     url: str,
@@ -112,39 +107,67 @@ async def open_stream(
     headers: dict[str, str],
     request: ChatRequest,
     error_message: Callable[[str], str],
-) -> aiohttp.ClientResponse:
-    """POST a streaming request; return the ``200`` response, registered as ``request.abort`` (the caller
-    closes it), or close it and raise the upstream's error (``error_message`` reads the provider's body)."""
-    resp = await session.session.post(url, data=orjson.dumps(body), headers=headers)
-    request.abort = functools.partial(abort, resp)
+) -> Response:
+    """POST a streaming request; return the ``200`` response (the caller closes it), or close it and raise the
+    upstream's error (``error_message`` reads the provider's body). From the moment the request is written,
+    ``request.abort`` tears its connection down (cancel, disconnect)."""
+
+    def sent(resp: Response) -> None:
+        request.abort = resp.abort
+
+    resp = await session.pool.request("POST", url, headers, orjson.dumps(body), sent)
     if resp.status != 200:
         try:
-            detail = (await resp.content.read(4096)).decode("utf-8", "replace")
+            detail = (await resp.read(4096)).decode("utf-8", "replace")
         finally:
             resp.close()
-        raise upstream_status_error(resp.status, error_message(detail), resp.headers.get("Retry-After"))
+        raise upstream_status_error(resp.status, error_message(detail), resp.headers.get("retry-after"))
     return resp
 
 
-def abort(resp: aiohttp.ClientResponse) -> None:
-    """Close an upstream request at once. Its socket is shut down right here, so the upstream sees the FIN before
-    anything else runs: the transport's own close waits for the next loop pass, behind the unwinding of every
-    other generation that a storm of disconnects cancelled in the same pass. Then the response is closed."""
-    conn = resp.connection
-    transport = conn.transport if conn is not None else None
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is not None:
-        try:
-            with socket.socket(fileno=os.dup(sock.fileno())) as dup:  # the same TCP socket
-                dup.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already closed or never connected
-    resp.close()
+async def relay_body(resp: Response, on_event: Callable[[bytes, bytes], None]) -> None:
+    """Call ``on_event(event_name, data)`` for every event of an SSE body, from the connection's callback as
+    the bytes arrive, until the body ends or ``on_event`` calls ``resp.stop()``; what ``on_event`` raises
+    ends the relay and is raised here."""
+    split = EventSplitter()
+
+    def on_body(chunk: bytes) -> None:
+        for event, data in split.feed(chunk):
+            on_event(event, data)
+
+    resp.stream(on_body)
+    await resp.finished()
+    if resp.complete:
+        for event, data in split.end():
+            on_event(event, data)
+
+
+async def pulled(
+    resp: Response, on_event: Callable[[bytes, bytes], None], pending: list[str]
+) -> AsyncIterator[str]:
+    """``relay_body`` for a caller that set no ``request.sink``: ``on_event`` fills ``pending``, and its texts
+    are yielded a network read at a time."""
+    split = EventSplitter()
+    while True:
+        raw = await resp.chunk()
+        for event, data in split.feed(raw) if raw else split.end():
+            on_event(event, data)
+        if pending:
+            texts = pending[:]
+            pending.clear()
+            for text in texts:
+                yield text
+        if not raw:
+            return
 
 
 async def check_models(session: UpstreamSession, url: str, headers: dict[str, str]) -> None:
     """``/readyz``: the upstream answers its models endpoint with anything but a 5xx."""
     with map_upstream_errors():
-        async with session.session.get(url, headers=headers) as resp:
-            if resp.status >= 500:
-                raise upstream_status_error(resp.status, "models endpoint failed")
+        resp = await session.pool.request("GET", url, headers)
+        try:
+            await resp.read(64 << 10)
+        finally:
+            resp.close()
+        if resp.status >= 500:
+            raise upstream_status_error(resp.status, "models endpoint failed")

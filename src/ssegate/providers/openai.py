@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import orjson
 
 from ..errors import UpstreamProtocolError, map_upstream_errors, upstream_status_error
 from .base import ChatRequest, Finish, ProviderEvent, Usage
-from .http import EventSplitter, UpstreamSession, check_models, open_stream
+from .http import UpstreamSession, check_models, open_stream, pulled, relay_body
+from .wire import Response
 
 __all__ = ["OpenAIProvider"]
+
+loads = orjson.loads
 
 _FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter", "tool_calls": "tool_calls",
            "function_call": "tool_calls", "eos": "stop", "end_turn": "stop"}
@@ -46,46 +49,22 @@ class OpenAIProvider:
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]:
         resp = None
+        pending: list[str] = []
         try:
             with map_upstream_errors():
                 resp = await open_stream(
                     self._session, self.base_url + "/chat/completions", self.body(request), self._headers, request,
                     _error_message,
                 )
-                reason: str | None = None
-                usage: Usage | None = None
-                loads = orjson.loads
-                split = EventSplitter()
-                readany = resp.content.readany  # one await per network read, nothing in between
-                done = False
-                while not done:
-                    raw = await readany()
-                    for event, data in split.feed(raw) if raw else split.end():
-                        if data == b"[DONE]":
-                            done = True
-                            break
-                        chunk = loads(data)
-                        if event == b"error" or "error" in chunk:
-                            raise _midstream_error(chunk)
-                        choices = chunk.get("choices")
-                        if choices:
-                            choice = choices[0]
-                            delta = choice.get("delta")
-                            if delta:
-                                text = delta.get("content")
-                                if text:
-                                    yield text
-                            fr = choice.get("finish_reason")
-                            if fr:
-                                reason = _FINISH.get(fr, fr)
-                        u = chunk.get("usage")
-                        if u:
-                            usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
-                    if not raw:
-                        break
-                if not done and reason is None:
+                reader = _ChunkReader(resp, request.sink or pending.append)
+                if request.sink is not None:
+                    await relay_body(resp, reader.on_event)  # deltas go to the sink as they arrive
+                else:
+                    async for text in pulled(resp, reader.on_event, pending):
+                        yield text
+                if not reader.done and reader.reason is None:
                     raise UpstreamProtocolError("upstream stream ended without a finish")
-                yield Finish(reason or "stop", usage)
+                yield Finish(reader.reason or "stop", reader.usage)
         finally:
             request.abort = None
             if resp is not None:
@@ -96,6 +75,45 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         await self._session.aclose()
+
+
+class _ChunkReader:
+    """Reads ``chat.completion.chunk`` events as they arrive: text deltas to ``emit``, the finish reason and
+    usage kept; ``[DONE]`` stops the body."""
+
+    __slots__ = ("done", "emit", "reason", "resp", "usage")
+
+    def __init__(self, resp: Response, emit: Callable[[str], None]) -> None:
+        self.resp = resp
+        self.emit = emit
+        self.done = False
+        self.reason: str | None = None
+        self.usage: Usage | None = None
+
+    def on_event(self, event: bytes, data: bytes) -> None:
+        if self.done:
+            return
+        if data == b"[DONE]":
+            self.done = True
+            self.resp.stop()
+            return
+        chunk = loads(data)
+        if event == b"error" or "error" in chunk:
+            raise _midstream_error(chunk)
+        choices = chunk.get("choices")
+        if choices:
+            choice = choices[0]
+            delta = choice.get("delta")
+            if delta:
+                text = delta.get("content")
+                if text:
+                    self.emit(text)
+            fr = choice.get("finish_reason")
+            if fr:
+                self.reason = _FINISH.get(fr, fr)
+        u = chunk.get("usage")
+        if u:
+            self.usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
 
 
 def _error_message(detail: str) -> str:

@@ -1,0 +1,255 @@
+"""The upstream HTTP client (``providers/wire.py``) against a real loopback server that scripts each answer."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from ssegate.errors import UpstreamError, UpstreamProtocolError
+from ssegate.providers.wire import Pool
+
+Handler = Callable[[bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
+"""Answers one request (its head and body already read); returns whether the connection stays open."""
+
+
+@dataclass
+class Server:
+    handler: Handler
+    port: int = 0
+    connections: int = 0
+    requests: list[bytes] = field(default_factory=list)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set each time a client's connection reaches its end (EOF or reset)."""
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                request = head + (await reader.readexactly(length) if length else b"")
+                self.requests.append(request)
+                if not await self.handler(request, reader, writer):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.closed.set()
+            writer.close()
+
+
+Serve = Callable[[Handler], Awaitable[Server]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    servers: list[asyncio.Server] = []
+
+    async def start(handler: Handler) -> Server:
+        srv = Server(handler)
+        s = await asyncio.start_server(srv.serve, "127.0.0.1", 0)
+        srv.port = s.sockets[0].getsockname()[1]
+        servers.append(s)
+        return srv
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def fixed(body: bytes, *, status: int = 200, extra: bytes = b"") -> Handler:
+    async def handler(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n%s\r\n%s" % (status, len(body), extra, body))
+        await writer.drain()
+        return True
+
+    return handler
+
+
+async def test_a_response_read_to_its_end_leaves_its_connection_for_the_next_request(serve: Serve) -> None:
+    srv = await serve(fixed(b"hello"))
+    pool = Pool()
+    for _ in range(3):
+        resp = await pool.request("GET", f"http://127.0.0.1:{srv.port}/models", {})
+        assert (resp.status, await resp.read()) == (200, b"hello")
+        resp.close()
+    assert srv.connections == 1
+    assert srv.requests[0].startswith(b"GET /models HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert pool.active == 0 and pool.idle == 1
+    await pool.aclose()
+
+
+async def test_a_kept_connection_that_the_server_closed_is_retried_on_a_new_one(serve: Serve) -> None:
+    async def once(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        return False  # says keep-alive, closes anyway (as servers do when their idle timer fires)
+
+    srv = await serve(once)
+    pool = Pool()
+    first = await pool.request("GET", f"http://127.0.0.1:{srv.port}/", {})
+    assert await first.read() == b"ok"
+    first.close()
+    assert pool.idle == 1
+    await srv.closed.wait()
+    second = await pool.request("POST", f"http://127.0.0.1:{srv.port}/", {}, b"{}")
+    assert await second.read() == b"ok"
+    second.close()
+    assert srv.connections == 2
+    assert srv.requests[-1].endswith(b"Content-Length: 2\r\n\r\n{}")
+    await pool.aclose()
+
+
+async def test_a_chunked_body_is_pushed_to_the_consumer_as_each_piece_arrives(serve: Serve) -> None:
+    step = asyncio.Event()
+
+    async def chunked(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for piece in (b"one", b"two", b"three"):
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+            await step.wait()
+            step.clear()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    srv = await serve(chunked)
+    pool = Pool()
+    resp = await pool.request("GET", f"http://127.0.0.1:{srv.port}/", {})
+    got: list[bytes] = []
+    arrived = asyncio.Event()
+
+    def on_body(piece: bytes) -> None:
+        got.append(piece)
+        arrived.set()
+
+    resp.stream(on_body)
+    for n in (1, 2, 3):
+        await asyncio.wait_for(arrived.wait(), 5)
+        arrived.clear()
+        assert b"".join(got) == b"onetwothree"[: (3, 6, 11)[n - 1]]  # each piece before the next was sent
+        step.set()
+    await asyncio.wait_for(resp.finished(), 5)
+    assert resp.complete
+    resp.close()
+    assert pool.idle == 1
+    await pool.aclose()
+
+
+async def test_what_the_consumer_raises_fails_the_response_and_closes_its_connection(serve: Serve) -> None:
+    async def endless(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await writer.drain()
+        await reader.read()  # until the client closes
+        return False
+
+    srv = await serve(endless)
+    pool = Pool()
+    resp = await pool.request("GET", f"http://127.0.0.1:{srv.port}/", {})
+
+    def on_body(piece: bytes) -> None:
+        raise UpstreamProtocolError("bad chunk")
+
+    resp.stream(on_body)
+    with pytest.raises(UpstreamProtocolError, match="bad chunk"):
+        await asyncio.wait_for(resp.finished(), 5)
+    resp.close()
+    await asyncio.wait_for(srv.closed.wait(), 5)  # the server saw the connection end
+    assert pool.active == 0 and pool.idle == 0
+    await pool.aclose()
+
+
+async def test_abort_ends_the_connection_while_the_body_is_still_coming(serve: Serve) -> None:
+    async def endless(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+        return False
+
+    srv = await serve(endless)
+    pool = Pool()
+    resp = await pool.request("GET", f"http://127.0.0.1:{srv.port}/", {})
+    waiting = asyncio.ensure_future(resp.finished())
+    resp.abort()
+    await asyncio.wait_for(srv.closed.wait(), 5)
+    with pytest.raises(UpstreamError, match="aborted"):
+        await asyncio.wait_for(waiting, 5)
+    await pool.aclose()
+
+
+async def test_gzip_and_read_until_close_bodies_are_decoded(serve: Serve) -> None:
+    payload = b"data: zipped\n\n" * 50
+
+    async def zipped(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nConnection: close\r\n\r\n" + gzip.compress(payload))
+        await writer.drain()
+        return False
+
+    srv = await serve(zipped)
+    pool = Pool()
+    resp = await pool.request("GET", f"http://127.0.0.1:{srv.port}/", {})
+    assert await asyncio.wait_for(resp.read(), 5) == payload
+    assert resp.complete
+    resp.close()
+    assert pool.idle == 0  # "Connection: close" is not kept
+    await pool.aclose()
+
+
+async def test_a_body_cut_short_is_an_upstream_error(serve: Serve) -> None:
+    async def cut(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
+        await writer.drain()
+        return False
+
+    srv = await serve(cut)
+    pool = Pool()
+    resp = await pool.request("GET", f"http://127.0.0.1:{srv.port}/", {})
+    got: list[bytes] = []
+    resp.stream(got.append)
+    with pytest.raises(UpstreamError, match="before the answer was complete"):
+        await asyncio.wait_for(resp.finished(), 5)
+    assert got == [b"only this"]
+    resp.close()
+    await pool.aclose()
+
+
+async def test_not_http_and_refused_connections_are_clear_upstream_errors(serve: Serve) -> None:
+    async def garbage(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
+        await writer.drain()
+        return True
+
+    srv = await serve(garbage)
+    pool = Pool()
+    with pytest.raises(UpstreamProtocolError, match="malformed HTTP"):
+        await pool.request("GET", f"http://127.0.0.1:{srv.port}/", {})
+    port = (await serve(fixed(b""))).port
+    with pytest.raises(UpstreamError, match="cannot connect"):
+        await pool.request("GET", "http://127.0.0.1:1/", {})
+    with pytest.raises(UpstreamError, match="line break"):
+        await pool.request("GET", f"http://127.0.0.1:{port}/", {"Authorization": "Bearer a\r\nX-Evil: 1"})
+    assert pool.active == 0
+    await pool.aclose()
+
+
+async def test_limit_holds_a_request_until_another_is_closed(serve: Serve) -> None:
+    srv = await serve(fixed(b"x"))
+    pool = Pool(limit=1)
+    first = await pool.request("GET", f"http://127.0.0.1:{srv.port}/", {})
+    second = asyncio.ensure_future(pool.request("GET", f"http://127.0.0.1:{srv.port}/", {}))
+    await asyncio.sleep(0)  # one loop pass: the second request runs until it has to wait
+    assert pool.waiting == 1 and not second.done()
+    await first.read()
+    first.close()
+    resp = await asyncio.wait_for(second, 5)
+    assert await resp.read() == b"x"
+    resp.close()
+    await pool.aclose()
