@@ -103,6 +103,9 @@ def _cpu(res: dict[str, Any]) -> str:
     if not names:
         return ""
     concs = sorted({c for n in names for c in _sc(res, n, "cpu") or {}}, key=int)
+    direct = _sc(res, "direct", "cpu") or {}
+    floor = {c: _add((direct.get(c) or {}).get("upstream_us"), (direct.get(c) or {}).get("loadgen_us"))
+             for c in concs}
     rows = []
     for n in names:
         d = _sc(res, n, "cpu") or {}
@@ -115,15 +118,23 @@ def _cpu(res: dict[str, Any]) -> str:
             flow = _f(x.get("delivered_pct"), 0, "%")
             if x and x.get("flowing", 0) < x.get("streams", 0):
                 flow += f" ⚠ {x['flowing']}/{x['streams']} flowing"
-            row += [cell, flow, _f(x.get("gateway_cpu_pct"), 0, "%")]
+            over = _sub(x.get("gateway_us"), floor[c]) if n != "direct" else None
+            row += [cell, _f(over), flow, _f(x.get("gateway_cpu_pct"), 0, "%")]
         last = d.get(concs[-1], {})
         row += [_f(last.get("redis_us")), _f(last.get("upstream_us")), _f(last.get("loadgen_us"))]
         rows.append(row)
     header = ["target"]
     for c in concs:
-        header += [f"µs/event @{c}", f"delivered @{c}", f"gateway CPU @{c}"]
+        header += [f"µs/event @{c}", f"over floor @{c}", f"delivered @{c}", f"gateway CPU @{c}"]
     header += [f"redis µs/ev @{concs[-1]}", f"upstream µs/ev @{concs[-1]}", f"loadgen µs/ev @{concs[-1]}"]
-    text = _table(header, rows) + "\n\n"
+    text = ""
+    if any(v is not None for v in floor.values()):
+        text += ("Floor: a relay does at least, per event, one socket read and one socket write, as the rig's own "
+                 "processes do in the `direct` run: the upstream writing the token plus the load generator "
+                 "reading it cost " + ", ".join(f"{_f(floor[c])} µs @{c}" for c in concs) + " on this machine in "
+                 "this run. `over floor` = the target's µs/event minus that: what its own code adds (the "
+                 "interpreter, the framework, allocations, wake-ups).\n\n")
+    text += _table(header, rows) + "\n\n"
     for c in concs:
         text += _ratio_table(res, "cpu", lambda d, c=c: (d.get(c) or {}).get("gateway_us"),
                              f"of CPU per event at {c} streams (below 1 = the gateway spends less)") + "\n"
@@ -169,6 +180,10 @@ def _signed(v: float | None) -> str:
 
 def _sub(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else round(a - b, 3)
+
+
+def _add(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(a + b, 3)
 
 
 def _capacity(res: dict[str, Any]) -> str:

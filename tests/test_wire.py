@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -251,5 +252,39 @@ async def test_limit_holds_a_request_until_another_is_closed(serve: Serve) -> No
     first.close()
     resp = await asyncio.wait_for(second, 5)
     assert await resp.read() == b"x"
+    resp.close()
+    await pool.aclose()
+
+
+async def test_a_gzip_body_that_arrived_before_the_consumer_is_handed_over_decoded_once(serve: Serve) -> None:
+    """Regression: pieces buffered before ``stream()`` were decompressed a second time when handed over."""
+    z = zlib.compressobj(wbits=31)  # gzip
+    first = z.compress(b"data: early\n\n" * 20) + z.flush(zlib.Z_SYNC_FLUSH)
+    rest = z.compress(b"data: late\n\n") + z.flush()
+    step = asyncio.Event()
+
+    async def zipped(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"%x\r\n%s\r\n" % (len(first), first))
+        await writer.drain()
+        await step.wait()
+        writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(rest), rest))
+        await writer.drain()
+        return True
+
+    srv = await serve(zipped)
+    pool = Pool()
+    resp = await pool.request("GET", f"http://127.0.0.1:{srv.port}/", {})
+
+    async def buffered() -> None:
+        while not resp._body:  # the first piece arrived and nobody took it yet
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(buffered(), 5)
+    got: list[bytes] = []
+    resp.stream(got.append)
+    step.set()
+    await asyncio.wait_for(resp.finished(), 5)
+    assert b"".join(got) == b"data: early\n\n" * 20 + b"data: late\n\n"
     resp.close()
     await pool.aclose()

@@ -99,7 +99,6 @@ class Response:
         "_error",
         "_head",
         "_header_bytes",
-        "_header_name",
         "_keep_alive",
         "_parser",
         "_raw_headers",
@@ -129,7 +128,6 @@ class Response:
         self._decoder: Any = None
         self._until_eof = False
         self._raw_headers: list[tuple[bytes, bytes]] = []
-        self._header_name = b""
         self._header_bytes = 0
         self._seen = False
         """Some of the response arrived."""
@@ -164,8 +162,8 @@ class Response:
         An exception from ``on_body`` fails the response: the connection is closed and ``finished`` raises it."""
         body, self._body = self._body, []
         self._sink = on_body
-        for piece in body:
-            self._deliver(piece)
+        for piece in body:  # already decoded
+            self._hand(piece)
 
     async def finished(self) -> None:
         """Wait for the end of the body (or ``stop``); raise what failed it."""
@@ -267,6 +265,9 @@ class Response:
             piece = self._decoder.decompress(piece)
             if not piece:
                 return
+        self._hand(piece)
+
+    def _hand(self, piece: bytes) -> None:
         sink = self._sink
         if sink is None:
             self._body.append(piece)
