@@ -243,3 +243,29 @@ def test_a_gateway_started_without_redis_refuses_streams_then_recovers() -> None
         assert resp.headers["retry-after"]
         with server:
             _until(lambda: start(gw.url, script(["y"]))[0].status_code == 200, "a stream once Redis is up")
+
+
+async def test_the_batched_xadd_script_answers_each_stream_on_its_own(redis_server: RedisServer) -> None:
+    """The writer sends all but a stream's first and last chunk in one ``_XADD_BATCH`` call: a chunk Redis refuses
+    (an id not above the stream's top: a replay, or a tombstone already there) must not stop the others, and must
+    come back as Redis's own error text so that the writer resolves it like a refused ``XADD``."""
+    from redis.asyncio import Redis
+
+    from ssegate.eventlog.redis import _XADD_BATCH
+
+    r = Redis.from_url(redis_server.url)
+    try:
+        await r.delete("t:a", "t:b", "t:c")
+        await r.xadd("t:a", {"n": 1, "e": "[]"}, id="1-0")
+        await r.xadd("t:b", {"n": 3, "e": "[]"}, id="1-0")
+        await r.xadd("t:b", {"n": 1, "e": "[]"}, id="4-0")
+        out = await r.eval(_XADD_BATCH, 3, "t:a", "t:b", "t:c",
+                           "2-0", "", 2, b"[[1,\"x\"]]", "2-0", "", 1, b"[]", "5-0", "3-0", 1, b"[]")
+        assert out[0] == 1 and out[2] == 1
+        assert b"equal or smaller" in out[1]
+        assert [i for i, _ in await r.xrange("t:a")] == [b"1-0", b"2-0"]
+        assert (await r.xrange("t:a", "2-0", "2-0"))[0][1] == {b"n": b"2", b"e": b'[[1,"x"]]'}
+        assert [i for i, _ in await r.xrange("t:b")] == [b"1-0", b"4-0"]  # the refused chunk changed nothing
+        assert [i for i, _ in await r.xrange("t:c")] == [b"5-0"]  # MINID given: still written
+    finally:
+        await r.aclose()

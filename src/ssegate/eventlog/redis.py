@@ -18,7 +18,7 @@ Keys (``S`` a stream id, ``R`` a replica id, random per process)::
 Writing stays off the hot path. ``MirroredStreamLog.append`` is the in-process append plus, on the first append
 after a flush, putting the log on the writer's list. One writer task per process sends each listed log's new
 entries as one chunk (one ``XADD``, with ``MINID ~`` keeping about ``LOG_MAX_EVENTS`` entries), all logs in one
-pipeline; entries appended while a round trip is in flight go in the next one, so a busy stream costs one
+round trip (the chunks between a stream's first and last in one ``_XADD_BATCH`` script call); entries appended while a round trip is in flight go in the next one, so a busy stream costs one
 command per round trip, not per token. Chunk ids are seqs, so a replayed write (after a reconnect) is refused
 by Redis instead of duplicated, and a ``generation_lost`` tombstone fences out a replica that comes back.
 
@@ -72,7 +72,7 @@ __all__ = [
 
 logger = logging.getLogger("ssegate.eventlog.redis")
 
-FLUSH_INTERVAL_S = 0.002
+FLUSH_INTERVAL_S = 0.005
 """The writer's pace: what other replicas see lags this process by at most this plus one round trip."""
 
 
@@ -114,6 +114,26 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
 redis.call('PEXPIRE', KEYS[4], ARGV[3])
 return 1
+"""
+
+
+# KEYS: the events key of each stream. ARGV: per stream 4 values: chunk id, MINID ("" for none), n, entries.
+# One command for the whole batch (redis-py's cost is per command, far above Redis's own); per stream: 1 written,
+# or Redis's error text (a chunk id not above the last: a replay or a tombstone, resolved by the caller).
+_XADD_BATCH = """
+local out = {}
+for i = 1, #KEYS do
+  local a = (i - 1) * 4
+  local ok, err
+  if ARGV[a + 2] == '' then
+    ok, err = pcall(redis.call, 'XADD', KEYS[i], ARGV[a + 1], 'n', ARGV[a + 3], 'e', ARGV[a + 4])
+  else
+    ok, err = pcall(redis.call, 'XADD', KEYS[i], 'MINID', '~', ARGV[a + 2], ARGV[a + 1], 'n', ARGV[a + 3],
+                    'e', ARGV[a + 4])
+  end
+  if ok then out[i] = 1 else out[i] = tostring(err.err or err) end
+end
+return out
 """
 
 
@@ -372,9 +392,15 @@ class RedisEventLog(MemoryEventLog):
                 self._enqueue(log)
 
     async def _flush(self, batch: list[MirroredStreamLog]) -> None:
+        """One round trip for the batch: the first and the last chunk of a stream with their ``HSET``/``PEXPIRE``
+        as commands of their own; every other chunk in one ``_XADD_BATCH`` script call."""
         pipe = self.link.redis.pipeline(transaction=False)
-        plan: list[tuple[MirroredStreamLog, int, int, bool]] = []  # log, index of its XADD, last seq, terminal
+        # log, where its XADD's result is (>= 0: the pipeline's; < 0: -1 - its place in the script), last seq,
+        # terminal
+        plan: list[tuple[MirroredStreamLog, int, int, bool]] = []
         n = 0
+        keys: list[str] = []
+        args: list[EncodableT] = []
         renew_at = asyncio.get_running_loop().time() + self.live_ttl_ms / 2000
         for log in batch:
             if log.orphaned:
@@ -389,15 +415,20 @@ class RedisEventLog(MemoryEventLog):
             sid = log.stream_id
             events, meta = events_key(sid), meta_key(sid)
             first_write = log.mirrored == 0
+            last = start + len(entries)
+            terminal = entries[-1][0] in TERMINAL
+            minid = f"{last - self.max_events + 1}-0" if last > self.max_events else None
+            if not (first_write or terminal):
+                plan.append((log, -1 - len(keys), last, False))
+                keys.append(events)
+                args += [f"{start + 1}-0", minid or "", len(entries), dumps(entries)]
+                continue
             if first_write:
                 pipe.hset(meta, mapping={"owner": log.owner, "model": log.model, "replica": self.replica})
                 n += 1
-            last = start + len(entries)
-            terminal = entries[-1][0] in TERMINAL
             fields: dict[FieldT, EncodableT] = {"n": len(entries), "e": dumps(entries)}
             if terminal:
                 fields["t"] = 1
-            minid = f"{last - self.max_events + 1}-0" if last > self.max_events else None
             pipe.xadd(events, fields, id=f"{start + 1}-0", minid=minid, approximate=True)
             plan.append((log, n, last, terminal))
             n += 1
@@ -405,22 +436,29 @@ class RedisEventLog(MemoryEventLog):
                 for key in (events, meta, followers_key(sid)):
                     pipe.pexpire(key, self.ttl_ms)
                 n += 3
-            elif first_write:
+            else:
                 pipe.pexpire(events, self.live_ttl_ms)
                 pipe.pexpire(meta, self.live_ttl_ms)
                 n += 2
                 log.renew_at = renew_at
         if not plan:
             return
+        if keys:
+            pipe.eval(_XADD_BATCH, len(keys), *keys, *args)
         results = await pipe.execute(raise_on_error=False)
+        scripted: Any = results[n] if keys else []
+        if isinstance(scripted, ResponseError):  # the script as a whole (e.g. out of memory): all of it again later
+            raise scripted
         conflicts: list[MirroredStreamLog] = []
         for log, index, last, terminal in plan:
-            res = results[index]
-            if isinstance(res, ResponseError):
-                if "equal or smaller" in str(res):
+            res = results[index] if index >= 0 else scripted[-1 - index]
+            failed = isinstance(res, ResponseError) if index >= 0 else res != 1  # an XADD answers its id; the script 1
+            if failed:
+                text = res.decode(errors="replace") if isinstance(res, bytes) else str(res)
+                if "equal or smaller" in text:
                     conflicts.append(log)
                 else:
-                    logger.error("Redis refused stream %s (%s): it is no longer mirrored", log.stream_id, res)
+                    logger.error("Redis refused stream %s (%s): it is no longer mirrored", log.stream_id, text)
                     self._orphan(log)
                 continue
             log.mirrored = last
