@@ -18,9 +18,10 @@ Keys (``S`` a stream id, ``R`` a replica id, random per process)::
 Writing stays off the hot path. ``MirroredStreamLog.append`` is the in-process append plus, on the first append
 after a flush, putting the log on the writer's list. One writer task per process sends each listed log's new
 entries as one chunk (one ``XADD``, with ``MINID ~`` keeping about ``LOG_MAX_EVENTS`` entries), all logs in one
-round trip (the chunks between a stream's first and last in one ``_XADD_BATCH`` script call); entries appended while a round trip is in flight go in the next one, so a busy stream costs one
-command per round trip, not per token. Chunk ids are seqs, so a replayed write (after a reconnect) is refused
-by Redis instead of duplicated, and a ``generation_lost`` tombstone fences out a replica that comes back.
+round trip (the chunks between a stream's first and last in one ``_XADD_BATCH`` script call); entries appended
+while a round trip is in flight go in the next one, so a busy stream costs one command per round trip, not per
+token. Chunk ids are seqs, so a replayed write (after a reconnect) is refused by Redis instead of duplicated,
+and a ``generation_lost`` tombstone fences out a replica that comes back.
 
 Following a stream generated elsewhere: ``fetch`` copies it into a local ``StreamLog`` (which the ordinary
 ``EventStreamResponse`` follows) and ``follow`` keeps appending to that copy with ``XREAD BLOCK``. When a
