@@ -65,13 +65,19 @@ async def serve() -> AsyncIterator[Serve]:
         s.close()
 
 
-def fixed(body: bytes, *, status: int = 200, extra: bytes = b"") -> Handler:
+def raw(answer: bytes, *, keep: bool = True) -> Handler:
+    """Answer every request with these bytes; then keep the connection open or close it."""
+
     async def handler(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n%s\r\n%s" % (status, len(body), extra, body))
+        writer.write(answer)
         await writer.drain()
-        return True
+        return keep
 
     return handler
+
+
+def fixed(body: bytes) -> Handler:
+    return raw(b"HTTP/1.1 200 X\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
 async def test_a_response_read_to_its_end_leaves_its_connection_for_the_next_request(serve: Serve) -> None:
@@ -88,10 +94,8 @@ async def test_a_response_read_to_its_end_leaves_its_connection_for_the_next_req
 
 
 async def test_a_kept_connection_that_the_server_closed_is_retried_on_a_new_one(serve: Serve) -> None:
-    async def once(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
-        return False  # says keep-alive, closes anyway (as servers do when their idle timer fires)
+    # says keep-alive, closes anyway (as servers do when their idle timer fires)
+    once = raw(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", keep=False)
 
     srv = await serve(once)
     pool = Pool()
@@ -189,10 +193,8 @@ async def test_abort_ends_the_connection_while_the_body_is_still_coming(serve: S
 async def test_gzip_and_read_until_close_bodies_are_decoded(serve: Serve) -> None:
     payload = b"data: zipped\n\n" * 50
 
-    async def zipped(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nConnection: close\r\n\r\n" + gzip.compress(payload))
-        await writer.drain()
-        return False
+    zipped = raw(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nConnection: close\r\n\r\n" + gzip.compress(payload),
+                 keep=False)
 
     srv = await serve(zipped)
     pool = Pool()
@@ -205,10 +207,7 @@ async def test_gzip_and_read_until_close_bodies_are_decoded(serve: Serve) -> Non
 
 
 async def test_a_body_cut_short_is_an_upstream_error(serve: Serve) -> None:
-    async def cut(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
-        await writer.drain()
-        return False
+    cut = raw(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this", keep=False)
 
     srv = await serve(cut)
     pool = Pool()
@@ -223,10 +222,7 @@ async def test_a_body_cut_short_is_an_upstream_error(serve: Serve) -> None:
 
 
 async def test_not_http_and_refused_connections_are_clear_upstream_errors(serve: Serve) -> None:
-    async def garbage(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
-        await writer.drain()
-        return True
+    garbage = raw(b"SSH-2.0-OpenSSH\r\n\r\n")
 
     srv = await serve(garbage)
     pool = Pool()

@@ -27,7 +27,7 @@ import orjson
 
 from ..errors import InvalidRequest, UpstreamError, UpstreamProtocolError, map_upstream_errors, upstream_status_error
 from .base import ChatRequest, Finish, ProviderEvent, Usage
-from .http import UpstreamSession, check_models, open_stream, pulled, relay_body
+from .http import UpstreamSession, check_models, open_stream, relay
 from .wire import Response
 
 __all__ = ["ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS", "AnthropicProvider", "messages_body"]
@@ -116,11 +116,8 @@ class AnthropicProvider:
                     _error_message,
                 )
                 reader = _EventReader(resp, request.sink or pending.append)
-                if request.sink is not None:
-                    await relay_body(resp, reader.on_event)  # deltas go to the sink as they arrive
-                else:
-                    async for text in pulled(resp, reader.on_event, pending):
-                        yield text
+                async for text in relay(resp, reader.on_event, request, pending):
+                    yield text  # only when no sink takes the deltas as they arrive
                 if not reader.stopped:
                     raise UpstreamProtocolError("upstream stream ended without message_stop")
                 usage = Usage(reader.prompt, reader.completion) if reader.reported else None

@@ -20,7 +20,9 @@ from .wire import Pool, Response
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["MAX_LINE", "EventSplitter", "UpstreamSession", "check_models", "open_stream", "pulled", "relay_body"]
+__all__ = [
+    "MAX_LINE", "EventSplitter", "UpstreamSession", "check_models", "open_stream", "pulled", "relay", "relay_body",
+]
 
 MAX_LINE = 8 << 20
 """Longest upstream SSE line accepted: a bound on what one endless line can make the gateway buffer."""
@@ -140,6 +142,18 @@ async def relay_body(resp: Response, on_event: Callable[[bytes, bytes], None]) -
     if resp.complete:
         for event, data in split.end():
             on_event(event, data)
+
+
+async def relay(
+    resp: Response, on_event: Callable[[bytes, bytes], None], request: ChatRequest, pending: list[str]
+) -> AsyncIterator[str]:
+    """A provider's read of its upstream body: with ``request.sink`` set, ``relay_body`` (``on_event`` hands the
+    deltas to the sink as they arrive; nothing is yielded); without, ``pulled``."""
+    if request.sink is not None:
+        await relay_body(resp, on_event)
+        return
+    async for text in pulled(resp, on_event, pending):
+        yield text
 
 
 async def pulled(

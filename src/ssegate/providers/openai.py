@@ -9,7 +9,7 @@ import orjson
 
 from ..errors import UpstreamProtocolError, map_upstream_errors, upstream_status_error
 from .base import ChatRequest, Finish, ProviderEvent, Usage
-from .http import UpstreamSession, check_models, open_stream, pulled, relay_body
+from .http import UpstreamSession, check_models, open_stream, relay
 from .wire import Response
 
 __all__ = ["OpenAIProvider"]
@@ -57,11 +57,8 @@ class OpenAIProvider:
                     _error_message,
                 )
                 reader = _ChunkReader(resp, request.sink or pending.append)
-                if request.sink is not None:
-                    await relay_body(resp, reader.on_event)  # deltas go to the sink as they arrive
-                else:
-                    async for text in pulled(resp, reader.on_event, pending):
-                        yield text
+                async for text in relay(resp, reader.on_event, request, pending):
+                    yield text  # only when no sink takes the deltas as they arrive
                 if not reader.done and reader.reason is None:
                     raise UpstreamProtocolError("upstream stream ended without a finish")
                 yield Finish(reader.reason or "stop", reader.usage)
