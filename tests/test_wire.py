@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
+import trustme
 
 from ssegate.errors import UpstreamError, UpstreamProtocolError
 from ssegate.providers.wire import Pool
@@ -46,16 +48,16 @@ class Server:
             writer.close()
 
 
-Serve = Callable[[Handler], Awaitable[Server]]
+Serve = Callable[..., Awaitable[Server]]
 
 
 @pytest.fixture
 async def serve() -> AsyncIterator[Serve]:
     servers: list[asyncio.Server] = []
 
-    async def start(handler: Handler) -> Server:
+    async def start(handler: Handler, tls: ssl.SSLContext | None = None) -> Server:
         srv = Server(handler)
-        s = await asyncio.start_server(srv.serve, "127.0.0.1", 0)
+        s = await asyncio.start_server(srv.serve, "127.0.0.1", 0, ssl=tls)
         srv.port = s.sockets[0].getsockname()[1]
         servers.append(s)
         return srv
@@ -284,3 +286,26 @@ async def test_a_gzip_body_that_arrived_before_the_consumer_is_handed_over_decod
     assert b"".join(got) == b"data: early\n\n" * 20 + b"data: late\n\n"
     resp.close()
     await pool.aclose()
+
+
+async def test_https_verifies_the_upstream_certificate_and_keeps_the_connection(serve: Serve) -> None:
+    """TLS with the server name checked against the certificate; a certificate nobody trusts is refused."""
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_tls)
+    srv = await serve(fixed(b"secret"), server_tls)
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    pool = Pool(ssl_context=trusting)
+    for _ in range(2):
+        resp = await pool.request("GET", f"https://localhost:{srv.port}/v1/models", {})
+        assert await resp.read() == b"secret"
+        resp.close()
+    assert srv.connections == 1
+    assert srv.requests[0].startswith(b"GET /v1/models HTTP/1.1\r\nHost: localhost:")
+    await pool.aclose()
+    default = Pool()  # the system's trust store: this test CA is not in it
+    with pytest.raises(UpstreamError, match="cannot connect") as info:
+        await default.request("GET", f"https://localhost:{srv.port}/", {})
+    assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
+    await default.aclose()

@@ -336,13 +336,16 @@ class Response:
 class Pool:
     """Keep-alive connections to upstreams, created lazily inside the running loop."""
 
-    def __init__(self, *, limit: int = 0, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self, *, limit: int = 0, connect_timeout: float = 10.0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.limit = limit
         self.connect_timeout = connect_timeout
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._busy = 0
         self._queue: list[asyncio.Future[None]] = []
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context
+        """For ``https``: the system's trust store (made at the first use) unless one is given."""
         self._sweep: asyncio.TimerHandle | None = None
         self._closed = False
 
