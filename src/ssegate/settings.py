@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     upstream_connect_timeout_s: float = Field(10.0, gt=0)
     """Connect timeout for upstream requests."""
     max_upstream_connections: int = Field(0, ge=0)
-    """Size of the pooled upstream client; 0 = unlimited."""
+    """Most upstream requests in flight at once (more wait for a place); 0 = unlimited."""
 
     # --- the demo model ------------------------------------------------------------------------
     demo_ttft_s: float = Field(0.3, ge=0)
