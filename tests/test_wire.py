@@ -13,7 +13,11 @@ import pytest
 import trustme
 
 from ssegate.errors import UpstreamError, UpstreamProtocolError
+from ssegate.providers import ChatRequest, Finish
+from ssegate.providers.http import UpstreamSession
+from ssegate.providers.openai import OpenAIProvider
 from ssegate.providers.wire import Pool
+from tests.fakes import FakeUpstream, Script
 
 Handler = Callable[[bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
 """Answers one request (its head and body already read); returns whether the connection stays open."""
@@ -27,6 +31,9 @@ class Server:
     requests: list[bytes] = field(default_factory=list)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set each time a client's connection reaches its end (EOF or reset)."""
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -86,7 +93,7 @@ async def test_a_response_read_to_its_end_leaves_its_connection_for_the_next_req
     srv = await serve(fixed(b"hello"))
     pool = Pool()
     for _ in range(3):
-        resp = await pool.request("GET", f"http://127.0.0.1:{srv.port}/models", {})
+        resp = await pool.request("GET", srv.url("/models"), {})
         assert (resp.status, await resp.read()) == (200, b"hello")
         resp.close()
     assert srv.connections == 1
@@ -101,12 +108,12 @@ async def test_a_kept_connection_that_the_server_closed_is_retried_on_a_new_one(
 
     srv = await serve(once)
     pool = Pool()
-    first = await pool.request("GET", f"http://127.0.0.1:{srv.port}/", {})
+    first = await pool.request("GET", srv.url(), {})
     assert await first.read() == b"ok"
     first.close()
     assert pool.idle == 1
     await srv.closed.wait()
-    second = await pool.request("POST", f"http://127.0.0.1:{srv.port}/", {}, b"{}")
+    second = await pool.request("POST", srv.url(), {}, b"{}")
     assert await second.read() == b"ok"
     second.close()
     assert srv.connections == 2
@@ -130,7 +137,7 @@ async def test_a_chunked_body_is_pushed_to_the_consumer_as_each_piece_arrives(se
 
     srv = await serve(chunked)
     pool = Pool()
-    resp = await pool.request("GET", f"http://127.0.0.1:{srv.port}/", {})
+    resp = await pool.request("GET", srv.url(), {})
     got: list[bytes] = []
     arrived = asyncio.Event()
 
@@ -160,7 +167,7 @@ async def test_what_the_consumer_raises_fails_the_response_and_closes_its_connec
 
     srv = await serve(endless)
     pool = Pool()
-    resp = await pool.request("GET", f"http://127.0.0.1:{srv.port}/", {})
+    resp = await pool.request("GET", srv.url(), {})
 
     def on_body(piece: bytes) -> None:
         raise UpstreamProtocolError("bad chunk")
@@ -183,7 +190,7 @@ async def test_abort_ends_the_connection_while_the_body_is_still_coming(serve: S
 
     srv = await serve(endless)
     pool = Pool()
-    resp = await pool.request("GET", f"http://127.0.0.1:{srv.port}/", {})
+    resp = await pool.request("GET", srv.url(), {})
     waiting = asyncio.ensure_future(resp.finished())
     resp.abort()
     await asyncio.wait_for(srv.closed.wait(), 5)
@@ -200,7 +207,7 @@ async def test_gzip_and_read_until_close_bodies_are_decoded(serve: Serve) -> Non
 
     srv = await serve(zipped)
     pool = Pool()
-    resp = await pool.request("GET", f"http://127.0.0.1:{srv.port}/", {})
+    resp = await pool.request("GET", srv.url(), {})
     assert await asyncio.wait_for(resp.read(), 5) == payload
     assert resp.complete
     resp.close()
@@ -213,7 +220,7 @@ async def test_a_body_cut_short_is_an_upstream_error(serve: Serve) -> None:
 
     srv = await serve(cut)
     pool = Pool()
-    resp = await pool.request("GET", f"http://127.0.0.1:{srv.port}/", {})
+    resp = await pool.request("GET", srv.url(), {})
     got: list[bytes] = []
     resp.stream(got.append)
     with pytest.raises(UpstreamError, match="before the answer was complete"):
@@ -229,7 +236,7 @@ async def test_not_http_and_refused_connections_are_clear_upstream_errors(serve:
     srv = await serve(garbage)
     pool = Pool()
     with pytest.raises(UpstreamProtocolError, match="malformed HTTP"):
-        await pool.request("GET", f"http://127.0.0.1:{srv.port}/", {})
+        await pool.request("GET", srv.url(), {})
     port = (await serve(fixed(b""))).port
     with pytest.raises(UpstreamError, match="cannot connect"):
         await pool.request("GET", "http://127.0.0.1:1/", {})
@@ -242,8 +249,8 @@ async def test_not_http_and_refused_connections_are_clear_upstream_errors(serve:
 async def test_limit_holds_a_request_until_another_is_closed(serve: Serve) -> None:
     srv = await serve(fixed(b"x"))
     pool = Pool(limit=1)
-    first = await pool.request("GET", f"http://127.0.0.1:{srv.port}/", {})
-    second = asyncio.ensure_future(pool.request("GET", f"http://127.0.0.1:{srv.port}/", {}))
+    first = await pool.request("GET", srv.url(), {})
+    second = asyncio.ensure_future(pool.request("GET", srv.url(), {}))
     await asyncio.sleep(0)  # one loop pass: the second request runs until it has to wait
     assert pool.waiting == 1 and not second.done()
     await first.read()
@@ -272,7 +279,7 @@ async def test_a_gzip_body_that_arrived_before_the_consumer_is_handed_over_decod
 
     srv = await serve(zipped)
     pool = Pool()
-    resp = await pool.request("GET", f"http://127.0.0.1:{srv.port}/", {})
+    resp = await pool.request("GET", srv.url(), {})
 
     async def buffered() -> None:
         while not resp._body:  # the first piece arrived and nobody took it yet
@@ -309,3 +316,20 @@ async def test_https_verifies_the_upstream_certificate_and_keeps_the_connection(
         await default.request("GET", f"https://localhost:{srv.port}/", {})
     assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
     await default.aclose()
+
+
+async def test_a_provider_without_a_sink_yields_its_deltas(upstream: FakeUpstream) -> None:
+    """The gateway always sets ``ChatRequest.sink``; another caller of a built-in provider gets the deltas
+    yielded, in order, then the ``Finish``, from the same fake OpenAI upstream the end-to-end tests use."""
+    deltas = ["Hel", "lo\n", " wor", "ld"]
+    prompt = upstream.script(Script(deltas=deltas, delay=0.005))
+    session = UpstreamSession()
+    provider = OpenAIProvider(upstream.url, "key", session)
+    request = ChatRequest([{"role": "user", "content": prompt}], "fake-model")
+    try:
+        events = [ev async for ev in provider.stream(request)]
+    finally:
+        await session.aclose()
+    assert events[:-1] == deltas
+    assert isinstance(events[-1], Finish) and events[-1].reason == "stop"
+    assert request.abort is None

@@ -27,7 +27,7 @@ import orjson
 
 from ..errors import InvalidRequest, UpstreamError, UpstreamProtocolError, map_upstream_errors, upstream_status_error
 from .base import ChatRequest, Finish, ProviderEvent, Usage
-from .http import UpstreamSession, check_models, open_stream, relay
+from .http import UpstreamSession, check_models, open_stream, relay, unset_emit
 from .wire import Response
 
 __all__ = ["ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS", "AnthropicProvider", "messages_body"]
@@ -108,15 +108,14 @@ class AnthropicProvider:
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]:
         resp = None
-        pending: list[str] = []
         try:
             with map_upstream_errors():
                 resp = await open_stream(
                     self._session, self.base_url + "/messages", messages_body(request), self._headers, request,
                     _error_message,
                 )
-                reader = _EventReader(resp, request.sink or pending.append)
-                async for text in relay(resp, reader.on_event, request, pending):
+                reader = _EventReader(resp)
+                async for text in relay(resp, request, reader):
                     yield text  # only when no sink takes the deltas as they arrive
                 if not reader.stopped:
                     raise UpstreamProtocolError("upstream stream ended without message_stop")
@@ -140,9 +139,9 @@ class _EventReader:
 
     __slots__ = ("completion", "emit", "prompt", "reason", "reported", "resp", "stopped")
 
-    def __init__(self, resp: Response, emit: Callable[[str], None]) -> None:
+    def __init__(self, resp: Response) -> None:
         self.resp = resp
-        self.emit = emit
+        self.emit: Callable[[str], None] = unset_emit
         self.prompt = 0
         self.completion = 0
         self.reported = False

@@ -9,7 +9,7 @@ read of a body to the provider's parser inside the event loop's callback (no tas
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -21,7 +21,16 @@ if TYPE_CHECKING:
     import aiohttp
 
 __all__ = [
-    "MAX_LINE", "EventSplitter", "UpstreamSession", "check_models", "open_stream", "pulled", "relay", "relay_body",
+    "MAX_LINE",
+    "EventReader",
+    "EventSplitter",
+    "UpstreamSession",
+    "check_models",
+    "open_stream",
+    "pulled",
+    "relay",
+    "relay_body",
+    "unset_emit",
 ]
 
 MAX_LINE = 8 << 20
@@ -144,15 +153,29 @@ async def relay_body(resp: Response, on_event: Callable[[bytes, bytes], None]) -
             on_event(event, data)
 
 
-async def relay(
-    resp: Response, on_event: Callable[[bytes, bytes], None], request: ChatRequest, pending: list[str]
-) -> AsyncIterator[str]:
-    """A provider's read of its upstream body: with ``request.sink`` set, ``relay_body`` (``on_event`` hands the
-    deltas to the sink as they arrive; nothing is yielded); without, ``pulled``."""
+def unset_emit(text: str) -> None:
+    """An ``EventReader``'s ``emit`` until ``relay`` sets it."""
+    raise RuntimeError("relay() sets the reader's emit before any event")
+
+
+class EventReader(Protocol):
+    """A provider's parser of its upstream events: text deltas go to ``emit`` (set by ``relay``)."""
+
+    emit: Callable[[str], None]
+
+    def on_event(self, event: bytes, data: bytes) -> None: ...
+
+
+async def relay(resp: Response, request: ChatRequest, reader: EventReader) -> AsyncIterator[str]:
+    """A provider's read of its upstream body. With ``request.sink`` set, the reader's deltas go to the sink as
+    they arrive (``relay_body``) and nothing is yielded; without, they are yielded a network read at a time."""
     if request.sink is not None:
-        await relay_body(resp, on_event)
+        reader.emit = request.sink
+        await relay_body(resp, reader.on_event)
         return
-    async for text in pulled(resp, on_event, pending):
+    pending: list[str] = []
+    reader.emit = pending.append
+    async for text in pulled(resp, reader.on_event, pending):
         yield text
 
 

@@ -9,7 +9,7 @@ import orjson
 
 from ..errors import UpstreamProtocolError, map_upstream_errors, upstream_status_error
 from .base import ChatRequest, Finish, ProviderEvent, Usage
-from .http import UpstreamSession, check_models, open_stream, relay
+from .http import UpstreamSession, check_models, open_stream, relay, unset_emit
 from .wire import Response
 
 __all__ = ["OpenAIProvider"]
@@ -49,15 +49,14 @@ class OpenAIProvider:
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]:
         resp = None
-        pending: list[str] = []
         try:
             with map_upstream_errors():
                 resp = await open_stream(
                     self._session, self.base_url + "/chat/completions", self.body(request), self._headers, request,
                     _error_message,
                 )
-                reader = _ChunkReader(resp, request.sink or pending.append)
-                async for text in relay(resp, reader.on_event, request, pending):
+                reader = _ChunkReader(resp)
+                async for text in relay(resp, request, reader):
                     yield text  # only when no sink takes the deltas as they arrive
                 if not reader.done and reader.reason is None:
                     raise UpstreamProtocolError("upstream stream ended without a finish")
@@ -80,9 +79,9 @@ class _ChunkReader:
 
     __slots__ = ("done", "emit", "reason", "resp", "usage")
 
-    def __init__(self, resp: Response, emit: Callable[[str], None]) -> None:
+    def __init__(self, resp: Response) -> None:
         self.resp = resp
-        self.emit = emit
+        self.emit: Callable[[str], None] = unset_emit
         self.done = False
         self.reason: str | None = None
         self.usage: Usage | None = None
