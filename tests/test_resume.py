@@ -258,6 +258,59 @@ def test_after_the_detach_grace_the_upstream_is_closed(relay_gw: GatewayProcess,
     assert [e.id for e in events] == [f"{events[0].json()['stream_id']}:{i + 1}" for i in range(len(events))]
 
 
+# --- the resume grace a request asks for (CONTRACT §5) ------------------------------------------------------
+@pytest.fixture(scope="module")
+def no_grace_gw(upstream: FakeUpstream) -> Iterator[GatewayProcess]:
+    """The server default (no grace: a drop cancels), with a low cap on what a request may ask for."""
+    settings = {**COMMON, "provider": "openai", "upstream_url": upstream.url, "model": "m", "detach_grace_s": 0,
+                "resume_grace_max_s": 1.0}
+    with GatewayProcess(settings) as gw:
+        yield gw
+
+
+def test_a_request_without_a_grace_is_cancelled_when_its_client_drops(
+    no_grace_gw: GatewayProcess, upstream: FakeUpstream
+) -> None:
+    prompt = upstream.script(Script(deltas=words(500), delay=0.02))
+    start(no_grace_gw.url, prompt, n=3)
+    left_at = time.monotonic()
+    rec = upstream.wait_closed(prompt, timeout=10)
+    assert rec.closed_at is not None and not rec.finished
+    assert rec.closed_at - left_at < 0.5, f"closed {rec.closed_at - left_at:.3f}s after the client left"
+
+
+def test_a_requested_grace_keeps_the_generation_for_a_resume(no_grace_gw: GatewayProcess,
+                                                             upstream: FakeUpstream) -> None:
+    deltas = words(40)
+    prompt = upstream.script(Script(deltas=deltas, delay=0.02))
+    _, head = start(no_grace_gw.url, prompt, n=4, resume_grace_s=1.0)
+    _, rest = resume(no_grace_gw.url, head[-1].id or "")
+    assert_whole(head + rest, deltas)
+    assert len(upstream.records(prompt)) == 1
+
+
+def test_a_requested_grace_is_capped_by_resume_grace_max(no_grace_gw: GatewayProcess, upstream: FakeUpstream) -> None:
+    prompt = upstream.script(Script(deltas=words(2000), delay=0.02))
+    start(no_grace_gw.url, prompt, n=3, resume_grace_s=30)  # the cap is 1 s
+    left_at = time.monotonic()
+    rec = upstream.wait_closed(prompt, timeout=10)
+    assert rec.closed_at is not None and not rec.finished
+    waited = rec.closed_at - left_at
+    assert 1.0 - 0.05 <= waited < 1.0 + 2.0, f"closed {waited:.3f}s after the client left (cap 1.0s)"
+
+
+def test_a_grace_asked_on_get_chat_overrides_the_servers(memory_gw: GatewayProcess) -> None:
+    """``?grace=0`` on ``GET /chat`` against a server whose DETACH_GRACE_S is 10 s: the drop cancels at once."""
+    deltas = words(400)
+    resp, head = read("GET", memory_gw.url + "/chat", n=3, params={"q": script(deltas, delay=0.01), "grace": 0})
+    assert resp.status_code == 200
+    time.sleep(0.5)  # far longer than a cancel takes, far shorter than the server's own grace
+    _, rest = resume(memory_gw.url, head[-1].id or "")
+    events = head + rest
+    assert events[-1].event == "done" and events[-1].json()["finish_reason"] == "cancelled"
+    assert len(events) < 100
+
+
 def _body(prompt: str) -> bytes:
     return chat_body(prompt)
 

@@ -72,6 +72,8 @@ __all__ = [
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_GRACE_S = 30.0
+"""The resume grace this client asks for: a drop shorter than this resumes the same generation."""
 
 
 # --- what a stream yields ---------------------------------------------------------------------------
@@ -146,6 +148,7 @@ def chat_body(
     max_tokens: int | None,
     temperature: float | None,
     stop: str | Sequence[str] | None,
+    resume_grace_s: float | None = None,
 ) -> bytes:
     """The JSON of ``POST /v1/chat/stream``; a plain string is one user message."""
     if isinstance(messages, str):
@@ -153,7 +156,8 @@ def chat_body(
     else:
         msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
     body: dict[str, Any] = {"messages": msgs}
-    for key, value in (("model", model), ("max_tokens", max_tokens), ("temperature", temperature)):
+    for key, value in (("model", model), ("max_tokens", max_tokens), ("temperature", temperature),
+                       ("resume_grace_s", resume_grace_s)):
         if value is not None:
             body[key] = value
     if stop is not None:
@@ -456,9 +460,14 @@ class Client:
         max_tokens: int | None = None,
         temperature: float | None = None,
         stop: str | Sequence[str] | None = None,
+        resume_grace_s: float | None = DEFAULT_GRACE_S,
     ) -> Stream:
-        """Start a generation: a prompt (one user message) or a list of ``{"role", "content"}``."""
-        body = chat_body(messages, model, max_tokens, temperature, stop)
+        """Start a generation: a prompt (one user message) or a list of ``{"role", "content"}``.
+
+        ``resume_grace_s``: how long the server keeps generating after a dropped connection, so that this
+        stream resumes where it left off (CONTRACT §5); ``None`` leaves it to the server (cancel at once by
+        default). Closing the stream early without ``cancel()`` leaves the generation running for that long."""
+        body = chat_body(messages, model, max_tokens, temperature, stop, resume_grace_s)
         return Stream(self, _Protocol(self.base_url, body, None, 0, self._retry))
 
     def resume(self, stream_id: str, *, after: int = 0) -> Stream:
@@ -593,8 +602,9 @@ class AsyncClient:
         max_tokens: int | None = None,
         temperature: float | None = None,
         stop: str | Sequence[str] | None = None,
+        resume_grace_s: float | None = DEFAULT_GRACE_S,
     ) -> AsyncStream:
-        body = chat_body(messages, model, max_tokens, temperature, stop)
+        body = chat_body(messages, model, max_tokens, temperature, stop, resume_grace_s)
         return AsyncStream(self, _Protocol(self.base_url, body, None, 0, self._retry))
 
     def resume(self, stream_id: str, *, after: int = 0) -> AsyncStream:

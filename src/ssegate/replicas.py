@@ -207,7 +207,7 @@ class Replicas:
 
     async def left(self, remote: RemoteStream) -> None:
         sid = remote.log.stream_id
-        grace_ms = int(self.settings.detach_grace_s * 1000)
+        grace_ms = int(remote.log.grace_s * 1000)
         try:
             await self._presence_set(keys=[followers_key(sid)], args=[remote.member, grace_ms, self._ttl_ms])
             await self.link.redis.publish(ctl_channel(remote.origin), b"u:" + sid.encode())

@@ -69,7 +69,10 @@ class Settings(BaseSettings):
     request_read_timeout_s: float = Field(30.0, gt=0)
     """A client must send its whole request (line, headers, body) within this long of starting it (slowloris guard)."""
     detach_grace_s: float = Field(0.0, ge=0)
-    """After the last client leaves, generation goes on this long waiting for a resume; 0 = cancel at once."""
+    """After the last client leaves, generation goes on this long waiting for a resume; 0 = cancel at once. A
+    request may ask for its own grace (`?grace=`, `resume_grace_s`), up to RESUME_GRACE_MAX_S."""
+    resume_grace_max_s: float = Field(60.0, ge=0)
+    """The longest resume grace a request may ask for (`?grace=` on GET /chat, `resume_grace_s` in a POST body)."""
     shutdown_grace_s: float = Field(10.0, ge=0)
     """On SIGTERM, running streams get this long to finish before they end with `shutting_down`."""
     retry_ms: int = Field(2000, ge=0)

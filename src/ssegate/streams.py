@@ -99,6 +99,13 @@ class Generation:
         return self.log.stream_id
 
     @property
+    def grace_s(self) -> float:
+        """The resume grace of this stream: what the request asked for (capped), else ``DETACH_GRACE_S``."""
+        asked = self.request.resume_grace_s
+        s = self.hub.settings
+        return s.detach_grace_s if asked is None else min(asked, s.resume_grace_max_s)
+
+    @property
     def cancel_reason(self) -> str | None:
         return self._cancel_reason
 
@@ -133,7 +140,7 @@ class Generation:
         self.followers -= 1
         if self.followers > 0 or self.log.finished:
             return
-        grace = self.hub.settings.detach_grace_s
+        grace = self.grace_s
         if grace <= 0:
             self._unattended()
         elif self._grace_timer is None:
@@ -322,6 +329,7 @@ class StreamHub:
         stream_id = new_stream_id()
         log = self.eventlog.create(stream_id, owner, request.model)
         gen = Generation(self, log, self.providers, request)
+        log.grace_s = gen.grace_s
         self.live[stream_id] = gen
         self.metrics.stream_started()
         return gen

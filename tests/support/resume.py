@@ -38,9 +38,9 @@ def read(method: str, url: str, *, n: int | None = None, key: str = "k1", timeou
     return resp, events
 
 
-def start(base: str, prompt: str, *, n: int | None = None, key: str = "k1") -> tuple[httpx.Response,
-                                                                                     list[ServerSentEvent]]:
-    return read("POST", base + "/v1/chat/stream", n=n, key=key, content=chat_body(prompt),
+def start(base: str, prompt: str, *, n: int | None = None, key: str = "k1",
+          **fields: Any) -> tuple[httpx.Response, list[ServerSentEvent]]:
+    return read("POST", base + "/v1/chat/stream", n=n, key=key, content=chat_body(prompt, **fields),
                 headers={"content-type": "application/json"})
 
 

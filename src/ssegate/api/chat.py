@@ -34,11 +34,13 @@ class ChatStreamIn(BaseModel):
     max_tokens: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
     temperature: Annotated[float | None, Field(ge=0, le=2)] = None
     stop: str | Annotated[list[str], Field(max_length=16)] | None = None
+    resume_grace_s: Annotated[float | None, Field(ge=0, le=86400)] = None
+    """Keep generating this long after the client drops, for a resume (capped by RESUME_GRACE_MAX_S)."""
 
     def to_request(self, model: str) -> ChatRequest:
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
         messages: list[Message] = [{"role": m.role, "content": m.content} for m in self.messages]
-        return ChatRequest(messages, model, self.max_tokens, self.temperature, stop)
+        return ChatRequest(messages, model, self.max_tokens, self.temperature, stop, resume_grace_s=self.resume_grace_s)
 
 
 @router.get(
@@ -52,6 +54,7 @@ async def chat_get(
     request: Request,
     q: Annotated[str | None, Query(max_length=MAX_TEXT)] = None,
     model: Annotated[str | None, Query(max_length=256)] = None,
+    grace: Annotated[float | None, Query(ge=0, le=86400, description="resume grace in seconds")] = None,
 ) -> Response | EventStreamResponse:
     gw = gateway(request)
     owner = caller(request)
@@ -63,7 +66,7 @@ async def chat_get(
         return await gw.resume_response(parsed[0], parsed[1], owner)
     if not q:
         raise InvalidRequest("missing query parameter 'q'")
-    chat = ChatRequest([{"role": "user", "content": q}], gw.default_model(model))
+    chat = ChatRequest([{"role": "user", "content": q}], gw.default_model(model), resume_grace_s=grace)
     return gw.stream_response(chat, owner)
 
 

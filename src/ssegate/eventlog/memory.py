@@ -30,6 +30,7 @@ class StreamLog:
         "finished",
         "finished_at",
         "first_seq",
+        "grace_s",
         "max_bytes",
         "max_events",
         "model",
@@ -54,6 +55,8 @@ class StreamLog:
         self.finished_at = 0.0
         self.created_at = time.monotonic()
         self.terminal_delivered = False
+        self.grace_s = 0.0
+        """The stream's resume grace (kept with its events, so that followers on other replicas know it)."""
         self._waiters: list[asyncio.Future[None]] = []
         self._listeners: list[Callable[[], None]] = []
 

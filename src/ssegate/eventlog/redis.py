@@ -7,7 +7,7 @@ Keys (``S`` a stream id, ``R`` a replica id, random per process)::
                                 ``<seq of its first entry>-0``; fields ``n`` (how many entries), ``e`` (the entries,
                                 a JSON list of ``[kind, payload]``), ``t`` when it ends with the terminal entry,
                                 ``lost`` on a ``generation_lost`` tombstone written by another replica.
-    ssegate:stream:S:meta       hash: owner, model, replica (the generating replica's id).
+    ssegate:stream:S:meta       hash: owner, model, replica (the generating replica's id), grace (its resume grace, s).
     ssegate:stream:S:followers  sorted set: followers on other replicas, scored by when they stop counting (ms,
                                 Redis server time), for ``DETACH_GRACE_S`` across replicas.
     ssegate:replica:R           the lease of replica R, renewed every ``REDIS_LEASE_S / 3``. It covers every
@@ -425,7 +425,8 @@ class RedisEventLog(MemoryEventLog):
                 args += [f"{start + 1}-0", minid or "", len(entries), dumps(entries)]
                 continue
             if first_write:
-                pipe.hset(meta, mapping={"owner": log.owner, "model": log.model, "replica": self.replica})
+                pipe.hset(meta, mapping={"owner": log.owner, "model": log.model, "replica": self.replica,
+                                         "grace": repr(log.grace_s)})
                 n += 1
             fields: dict[FieldT, EncodableT] = {"n": len(entries), "e": dumps(entries)}
             if terminal:
@@ -562,6 +563,7 @@ class RedisEventLog(MemoryEventLog):
             return None
         log = StreamLog(stream_id, meta[b"owner"].decode(), meta[b"model"].decode(), self.max_events, self.max_bytes)
         log.first_seq = int(chunks[0][0].split(b"-", 1)[0])
+        log.grace_s = float(meta.get(b"grace") or 0.0)
         for chunk_id, fields in chunks:
             if not _apply(log, chunk_id, fields):
                 break

@@ -33,6 +33,9 @@ class ChatRequest:
     temperature: float | None = None
     stop: list[str] | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    resume_grace_s: float | None = None
+    """How long the generation goes on without a client, waiting for a resume (CONTRACT §5); None: the
+    server's ``DETACH_GRACE_S``."""
     abort: Callable[[], None] | None = field(default=None, repr=False, compare=False)
     """Set by a provider while it holds an upstream response: tears the connection down at once, without
     waiting for the generation's task to unwind (a disconnect storm closes every upstream promptly)."""
