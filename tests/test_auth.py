@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ssegate.auth import fingerprint, issue_token
+from ssegate.http.auth import fingerprint, issue_token
 from ssegate.settings import Settings
 from tests.conftest import FAST
 from tests.support.gateway import GatewayProcess, chat_body, collect_events, free_port, sse_events

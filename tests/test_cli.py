@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ssegate.providers.demo import compose_answer, tokenize
+from ssegate.upstream.demo import compose_answer, tokenize
 from tests.conftest import FAST
 from tests.fakes import FakeUpstream, Fault, Script
 from tests.support.gateway import ROOT, GatewayProcess, free_port

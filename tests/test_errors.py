@@ -9,10 +9,10 @@ from ssegate.errors import (
     UpstreamProtocolError,
     UpstreamRateLimited,
     UpstreamTimeout,
-    map_upstream_errors,
     parse_retry_after,
     upstream_status_error,
 )
+from ssegate.upstream.base import map_upstream_errors
 
 
 def test_regression_wrong_shape_chunk_is_an_internal_error() -> None:

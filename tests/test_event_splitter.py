@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ssegate.errors import UpstreamProtocolError
-from ssegate.providers.http import MAX_LINE, EventSplitter
+from ssegate.upstream.relay import MAX_LINE, EventSplitter
 
 BODY = (
     b": a comment\r\n"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from ssegate.eventlog.base import DELTA, DONE, START
-from ssegate.eventlog.memory import MemoryEventLog, StreamLog
+from ssegate.core.entries import DELTA, DONE, START
+from ssegate.core.log import MemoryEventLog, StreamLog
 
 
 def test_seq_numbering_and_since() -> None:

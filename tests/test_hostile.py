@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.generation.modes import GenerationMode
 
-from ssegate.app import create_app
+from ssegate.http.standalone import create_app
 from ssegate.settings import Settings
 from ssegate.sse import SSEDecoder, split_event_id
 from tests.support.gateway import GatewayProcess, chat_body
@@ -138,6 +138,22 @@ def test_huge_url_is_refused_without_buffering(open_gw: GatewayProcess, open_inv
             pass
         assert c.read_head() == 431
     open_inv.check()
+
+
+@pytest.mark.parametrize("raw", [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+                                 b"GET /chat?q=a\x01b HTTP/1.1\r\nHost: x\r\n\r\n",
+                                 b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n"],
+                         ids=["tls-hello", "control-char-in-target", "space-in-header-name"])
+@matrix("bytes that do not parse as HTTP/1.1 (a TLS hello, a control character in the target, a bad header name)",
+        "`400` with a JSON error body, the connection closed")
+def test_regression_unparseable_http_gets_a_plain_text_400(open_gw: GatewayProcess, raw: bytes) -> None:
+    """uvicorn answered these with its own ``text/plain`` "Invalid HTTP request received."; every error of the
+    gateway is a JSON error body (found by schemathesis with a 1 MB ``q`` full of control characters)."""
+    with RawStream(open_gw.port) as c:
+        c.send(raw)
+        assert c.read_head() == 400
+        c.read_all(5)
+        assert_json_error(400, c.headers["content-type"], c.body, openai=False)
 
 
 @pytest.mark.parametrize("size", [8_000, 60_000])
@@ -295,8 +311,8 @@ def test_regression_unicode_digit_retry_field_crashes_the_decoder() -> None:
 
 def test_regression_huge_request_head_is_buffered_whole(open_gw: GatewayProcess, open_inv: Invariants) -> None:
     """uvicorn's httptools protocol buffers a request line or header of any size: one 200 MiB header took the
-    process from 70 to 370 MiB of RSS, and it stayed there. ``server.BoundedRequestProtocol`` answers 431 once an
-    incomplete head passes ``MAX_BODY_BYTES``."""
+    process from 70 to 370 MiB of RSS, and it stayed there. ``BoundedRequestProtocol`` (http/uvicorn_glue.py)
+    answers 431 once an incomplete head passes ``MAX_BODY_BYTES``."""
     before = open_inv.snapshot().rss
     for _ in range(3):
         with RawStream(open_gw.port) as c:
@@ -313,7 +329,7 @@ def test_regression_huge_request_head_is_buffered_whole(open_gw: GatewayProcess,
 def test_regression_slowloris_holds_connections_forever(open_gw: GatewayProcess) -> None:
     """uvicorn closes an idle kept-alive connection, but not one that never completes its request: a client that
     sent half a head (or nothing) held its socket and its protocol object forever, so enough of them exhaust the
-    file descriptors. ``server.BoundedRequestProtocol`` closes them after ``REQUEST_READ_TIMEOUT_S``."""
+    file descriptors. ``BoundedRequestProtocol`` (http/uvicorn_glue.py) closes them after ``REQUEST_READ_TIMEOUT_S``."""
     s = socket.create_connection(("127.0.0.1", open_gw.port))
     s.sendall(b"GET /heal")
     s.settimeout(10)

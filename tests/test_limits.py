@@ -11,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ssegate.limits import TokenBucket
+from ssegate.core.limits import TokenBucket
 from ssegate.sse import ServerSentEvent
 from tests.conftest import FAST
 from tests.support.gateway import GatewayProcess, chat_body, sse_events

@@ -200,6 +200,6 @@ def test_the_reference_timeouts_agree_with_the_gateway_defaults() -> None:
     assert seconds("proxy_read_timeout", streams) > default["commit_timeout_s"]
     assert seconds("proxy_send_timeout", streams) > default["send_timeout_s"]
     assert seconds("send_timeout", streams) > default["send_timeout_s"]
-    assert seconds("keepalive_timeout", conf) < 75  # uvicorn's timeout_keep_alive in ssegate.server
+    assert seconds("keepalive_timeout", conf) < 75  # uvicorn's timeout_keep_alive in ssegate.serve
     body = re.search(r"client_max_body_size (\d+)m;", conf)
     assert body is not None and int(body.group(1)) * 1024 * 1024 == default["max_body_bytes"]

@@ -251,7 +251,7 @@ async def test_the_batched_xadd_script_answers_each_stream_on_its_own(redis_serv
     come back as Redis's own error text so that the writer resolves it like a refused ``XADD``."""
     from redis.asyncio import Redis
 
-    from ssegate.eventlog.redis import _XADD_BATCH
+    from ssegate.cluster.redis_log import _XADD_BATCH
 
     r = Redis.from_url(redis_server.url)
     try:

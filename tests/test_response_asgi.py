@@ -6,11 +6,11 @@ import asyncio
 import json
 from typing import Any
 
-from ssegate.eventlog.base import DONE
+from ssegate.core.entries import DONE
 from ssegate.gateway import Gateway
-from ssegate.providers import ChatRequest
 from ssegate.settings import Settings
 from ssegate.sse import NativeEncoder, SSEDecoder
+from ssegate.upstream import ChatRequest
 
 
 def make_gateway(**kw: Any) -> Gateway:

@@ -6,7 +6,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssegate.eventlog.base import DELTA, DONE, START
+from ssegate.core.entries import DELTA, DONE, START
 from ssegate.sse import PING, NativeEncoder, SSEDecoder, scrub_text, split_event_id
 
 

@@ -13,10 +13,10 @@ import pytest
 import trustme
 
 from ssegate.errors import UpstreamError, UpstreamProtocolError
-from ssegate.providers import ChatRequest, Finish
-from ssegate.providers.http import UpstreamSession
-from ssegate.providers.openai import OpenAIProvider
-from ssegate.providers.wire import Pool
+from ssegate.upstream import ChatRequest, Finish
+from ssegate.upstream.httpclient import Pool
+from ssegate.upstream.openai import OpenAIProvider
+from ssegate.upstream.relay import UpstreamSession
 from tests.fakes import FakeUpstream, Script
 
 Handler = Callable[[bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]

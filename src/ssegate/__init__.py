@@ -2,7 +2,6 @@
 typed errors, resumable streams."""
 
 from .__about__ import __version__
-from .app import create_app
 from .client import AsyncClient, Client
 from .errors import (
     ClientError,
@@ -21,9 +20,10 @@ from .errors import (
     UpstreamRefused,
     UpstreamTimeout,
 )
-from .providers import ChatRequest, Finish, Provider, Usage
+from .http.standalone import create_app
 from .settings import Settings
 from .sse import ServerSentEvent, SSEDecoder
+from .upstream import ChatRequest, Finish, Provider, Usage
 
 __all__ = [
     "AsyncClient",

@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "serve":
-        from .server import serve
+        from .serve import serve
 
         overrides = {
             k: v
@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         return serve(overrides)
     if args.command == "chat":
-        from .chat_cli import run_chat
+        from .client.chat_cli import run_chat
 
         code: int = run_chat(args)
         return code

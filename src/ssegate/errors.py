@@ -20,24 +20,17 @@ GatewayError                    code                 status  retryable
 ```
 
 Every error knows its ``code``, HTTP ``status`` and ``retryable``; ``body()`` is the JSON shape of
-CONTRACT §4 and ``openai_body()`` the OpenAI shape of §7. ``map_upstream_errors()`` turns aiohttp, asyncio
-and OS errors raised while talking to an upstream into ``UpstreamError``s; ``map_redis_errors()`` turns
-redis-py's connection errors and timeouts into ``EventLogUnavailable``.
+CONTRACT §4 and ``openai_body()`` the OpenAI shape of §7. This module imports no third-party library: the
+errors of lower libraries are translated where they are used, in one place each (``upstream.base.
+map_upstream_errors`` for the upstream client and parsers, ``cluster.redis_log.map_redis_errors`` for redis-py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, ClassVar
 
-import aiohttp
-import redis.exceptions
-
 __all__ = [
-    "REDIS_DOWN",
     "ClientError",
     "EventLogUnavailable",
     "GatewayError",
@@ -55,8 +48,6 @@ __all__ = [
     "UpstreamRefused",
     "UpstreamTimeout",
     "error_from_code",
-    "map_redis_errors",
-    "map_upstream_errors",
 ]
 
 
@@ -229,48 +220,3 @@ def upstream_status_error(status: int, detail: str, retry_after: str | None = No
     if status in (408, 504):
         return UpstreamTimeout(f"upstream timed out ({status}): {detail}")
     return UpstreamRefused(f"upstream answered {status}: {detail}", upstream_status=status, retry_after=after)
-
-
-@contextmanager
-def map_upstream_errors() -> Iterator[None]:
-    """Translate what aiohttp, asyncio and the OS raise while talking to an upstream.
-
-    Messages are written for the person reading them in a client; the library's own text is kept on
-    ``__cause__`` (and in the server log), not in the message.
-    """
-    try:
-        yield
-    except GatewayError:
-        raise
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise UpstreamTimeout("the upstream did not answer in time") from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise UpstreamError(f"cannot connect to the upstream at {exc.host}:{exc.port}") from exc
-    except (aiohttp.ClientPayloadError, asyncio.IncompleteReadError) as exc:
-        raise UpstreamError("the upstream connection broke before the answer was complete") from exc
-    except (aiohttp.ServerDisconnectedError, ConnectionError) as exc:
-        raise UpstreamError("the upstream closed the connection unexpectedly") from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamError(f"the upstream request failed ({type(exc).__name__})") from exc
-    except UnicodeDecodeError as exc:
-        raise UpstreamProtocolError("the upstream sent text that is not valid UTF-8") from exc
-    except ValueError as exc:
-        raise UpstreamProtocolError("the upstream sent malformed data (not the expected JSON)") from exc
-    except (TypeError, AttributeError, KeyError, IndexError) as exc:
-        # valid JSON of the wrong shape (e.g. ``"choices": 5``): the upstream's fault, said as such
-        raise UpstreamProtocolError("the upstream sent data of an unexpected shape") from exc
-
-
-REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, TimeoutError)
-"""What redis-py (or the socket under it) raises when Redis cannot be reached in time."""
-
-
-@contextmanager
-def map_redis_errors() -> Iterator[None]:
-    """Translate an unreachable Redis into ``EventLogUnavailable`` (503 ``overloaded``, retryable)."""
-    try:
-        yield
-    except REDIS_DOWN as exc:
-        raise EventLogUnavailable(
-            f"the event log (Redis) is unreachable: {exc or type(exc).__name__}", retry_after=1.0
-        ) from exc

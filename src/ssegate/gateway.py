@@ -14,18 +14,18 @@ from typing import Any
 
 from starlette.responses import Response
 
-from . import logs
+from .cluster.replicas import Replicas
+from .core.generation import Generation, StreamHub
+from .core.limits import Limits
+from .core.log import MemoryEventLog
 from .errors import InvalidRequest, NotFound, ShuttingDown
-from .eventlog.memory import MemoryEventLog
-from .limits import Limits
-from .metrics import Metrics
-from .providers import ChatRequest, Provider, build_providers
-from .providers.http import UpstreamSession
-from .replicas import Replicas
-from .response import EventStreamResponse, Follows, StreamEncoder
+from .http.response import EventStreamResponse, Follows, StreamEncoder
+from .obs import logs
+from .obs.metrics import Metrics
 from .settings import Settings
 from .sse import NativeEncoder
-from .streams import Generation, StreamHub
+from .upstream import ChatRequest, Provider, build_providers
+from .upstream.relay import UpstreamSession
 
 __all__ = ["Gateway"]
 

@@ -1,1 +1,0 @@
-"""FastAPI routers: ``chat.py`` (native streams), ``streams.py`` (resume, cancel), ``ops.py``."""

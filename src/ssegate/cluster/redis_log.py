@@ -1,0 +1,626 @@
+"""The Redis event log (``SSEGATE_REDIS_URL``): every stream mirrored to a Redis Stream, so that any replica
+can replay it, follow it live, and tell when the replica generating it died.
+
+Keys (``S`` a stream id, ``R`` a replica id, random per process)::
+
+    ssegate:stream:S:events     Redis Stream of chunks. A chunk is one or more consecutive entries: its id is
+                                ``<seq of its first entry>-0``; fields ``n`` (how many entries), ``e`` (the entries,
+                                a JSON list of ``[kind, payload]``), ``t`` when it ends with the terminal entry,
+                                ``lost`` on a ``generation_lost`` tombstone written by another replica.
+    ssegate:stream:S:meta       hash: owner, model, replica (the generating replica's id), grace (its resume grace, s).
+    ssegate:stream:S:followers  sorted set: followers on other replicas, scored by when they stop counting (ms,
+                                Redis server time), for ``DETACH_GRACE_S`` across replicas.
+    ssegate:replica:R           the lease of replica R, renewed every ``REDIS_LEASE_S / 3``. It covers every
+                                stream whose meta names R (one key per replica, not per stream, so renewing
+                                costs one command however many streams run).
+    ssegate:ctl:R               pub/sub channel of replica R: cancel and follower notices (``replicas.py``).
+
+Writing stays off the hot path. ``MirroredStreamLog.append`` is the in-process append plus, on the first append
+after a flush, putting the log on the writer's list. One writer task per process sends each listed log's new
+entries as one chunk (one ``XADD``, with ``MINID ~`` keeping about ``LOG_MAX_EVENTS`` entries), all logs in one
+round trip (the chunks between a stream's first and last in one ``_XADD_BATCH`` script call); entries appended
+while a round trip is in flight go in the next one, so a busy stream costs one command per round trip, not per
+token. Chunk ids are seqs, so a replayed write (after a reconnect) is refused by Redis instead of duplicated,
+and a ``generation_lost`` tombstone fences out a replica that comes back.
+
+Following a stream generated elsewhere: ``fetch`` copies it into a local ``StreamLog`` (which the ordinary
+``EventStreamResponse`` follows) and ``follow`` keeps appending to that copy with ``XREAD BLOCK``. When a
+blocking read times out with nothing new and the generating replica's lease is gone, a Lua script appends the
+tombstone (``error``, code ``generation_lost``, retryable) unless the stream already ended.
+
+Redis unreachable: ``RedisLink`` marks itself down and probes until Redis answers. Meanwhile this replica's
+streams go on in memory (their clients notice nothing; the writer keeps its place), followers here of other
+replicas' streams wait up to ``REDIS_LEASE_S`` and then have their responses closed without a terminal event (the
+stream is not over, so none is invented): the client resumes like after any drop, gets 503 ``overloaded`` until
+Redis is back, then the rest without a gap. When Redis answers again (perhaps restarted empty), each replica
+renews its lease, rewrites from memory the streams Redis lost and flushes its backlog before it admits new
+streams; for a moment after an outage a resume of a stream Redis does not have is 503, not 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis.exceptions
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.typing import EncodableT, FieldT
+
+from ..core.entries import ERROR, TERMINAL
+from ..core.log import MemoryEventLog, StreamLog
+from ..errors import EventLogUnavailable, GenerationLost, NotFound
+from ..sse import dumps
+
+__all__ = [
+    "REDIS_DOWN",
+    "MirroredStreamLog",
+    "RedisEventLog",
+    "RedisLink",
+    "RemoteCopy",
+    "ctl_channel",
+    "events_key",
+    "followers_key",
+    "map_redis_errors",
+    "meta_key",
+    "replica_key",
+]
+
+logger = logging.getLogger("ssegate.cluster.redis")
+
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, TimeoutError)
+"""What redis-py (or the socket under it) raises when Redis cannot be reached in time."""
+
+
+@contextmanager
+def map_redis_errors() -> Iterator[None]:
+    """Translate an unreachable Redis into ``EventLogUnavailable`` (503 ``overloaded``, retryable)."""
+    try:
+        yield
+    except REDIS_DOWN as exc:
+        raise EventLogUnavailable(
+            f"the event log (Redis) is unreachable: {exc or type(exc).__name__}", retry_after=1.0
+        ) from exc
+
+
+FLUSH_INTERVAL_S = 0.005
+"""The writer's pace: what other replicas see lags this process by at most this plus one round trip."""
+
+
+def events_key(stream_id: str) -> str:
+    return f"ssegate:stream:{stream_id}:events"
+
+
+def meta_key(stream_id: str) -> str:
+    return f"ssegate:stream:{stream_id}:meta"
+
+
+def followers_key(stream_id: str) -> str:
+    return f"ssegate:stream:{stream_id}:followers"
+
+
+def replica_key(replica: str) -> str:
+    return f"ssegate:replica:{replica}"
+
+
+def ctl_channel(replica: str) -> str:
+    return f"ssegate:ctl:{replica}"
+
+
+# KEYS: events, the generating replica's lease, meta, followers. ARGV: the tombstone chunk, who writes it, ttl ms.
+# 0: the replica is alive or the stream already ended; 1: tombstone written; -1: the stream is gone.
+_DECLARE_LOST = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #top == 0 then return -1 end
+local first = tonumber(string.match(top[1][1], '^%d+'))
+local f = top[1][2]
+local n = 0
+for i = 1, #f, 2 do
+  if f[i] == 't' then return 0 end
+  if f[i] == 'n' then n = tonumber(f[i + 1]) end
+end
+redis.call('XADD', KEYS[1], string.format('%d-0', first + n), 'n', '1', 't', '1', 'lost', ARGV[2], 'e', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+redis.call('PEXPIRE', KEYS[4], ARGV[3])
+return 1
+"""
+
+
+# KEYS: the events key of each stream. ARGV: per stream 4 values: chunk id, MINID ("" for none), n, entries.
+# One command for the whole batch (redis-py's cost is per command, far above Redis's own); per stream: 1 written,
+# or Redis's error text (a chunk id not above the last: a replay or a tombstone, resolved by the caller).
+_XADD_BATCH = """
+local out = {}
+for i = 1, #KEYS do
+  local a = (i - 1) * 4
+  local ok, err
+  if ARGV[a + 2] == '' then
+    ok, err = pcall(redis.call, 'XADD', KEYS[i], ARGV[a + 1], 'n', ARGV[a + 3], 'e', ARGV[a + 4])
+  else
+    ok, err = pcall(redis.call, 'XADD', KEYS[i], 'MINID', '~', ARGV[a + 2], ARGV[a + 1], 'n', ARGV[a + 3],
+                    'e', ARGV[a + 4])
+  end
+  if ok then out[i] = 1 else out[i] = tostring(err.err or err) end
+end
+return out
+"""
+
+
+class RedisLink:
+    """This process's Redis clients, and whether Redis answers right now.
+
+    Every command has a timeout (``op_timeout``; blocking reads get theirs on top), and a pooled connection
+    that died with a Redis restart is reconnected once; so a call fails fast instead of hanging. Whoever sees
+    a connection error calls ``down()``; a probe then pings with backoff and, when Redis answers, awaits the
+    ``before_up`` callbacks (which may fail: the probe goes on), sets ``healthy`` and runs the ``on_up`` ones.
+    """
+
+    def __init__(self, url: str, *, op_timeout: float = 1.0, block_s: float = 1.0) -> None:
+        retry = Retry(NoBackoff(), 1, (RedisConnectionError,))
+        self.redis: Redis = Redis.from_url(
+            url, socket_timeout=op_timeout, socket_connect_timeout=op_timeout, retry=retry
+        )
+        self.blocking: Redis = Redis.from_url(
+            url, socket_timeout=block_s + op_timeout, socket_connect_timeout=op_timeout, retry=retry
+        )
+        self.healthy = False
+        self.recovered_at: float | None = None
+        """Loop time at which Redis answered again after an outage (``None``: never lost)."""
+        self.before_up: list[Callable[[], Awaitable[None]]] = []
+        self.on_up: list[Callable[[], None]] = []
+        self._up = asyncio.Event()
+        self._probe: asyncio.Task[None] | None = None
+        self._was_up = False
+
+    async def start(self, wait_s: float) -> None:
+        """Probe Redis, waiting up to ``wait_s`` for an answer (startup goes on without one: 503 until then)."""
+        self._ensure_probe()
+        if not await self.wait_up(wait_s):
+            logger.warning("Redis is not reachable yet: new streams get 503 until it is")
+
+    def down(self, exc: BaseException) -> None:
+        self.recovered_at = None
+        if self.healthy:
+            logger.warning("Redis unreachable (%s): new streams get 503 until it is back", exc or type(exc).__name__)
+        self.healthy = False
+        self._up.clear()
+        self._ensure_probe()
+
+    def recovering(self, window_s: float) -> bool:
+        """Whether Redis came back from an outage less than ``window_s`` ago (it may have restarted empty, and
+        replicas may still be rewriting their streams into it)."""
+        at = self.recovered_at
+        return at is not None and asyncio.get_running_loop().time() - at < window_s
+
+    async def wait_up(self, within_s: float | None = None) -> bool:
+        """Whether Redis answers, waiting up to ``within_s`` (``None``: as long as it takes) for it to."""
+        if self.healthy:
+            return True
+        try:
+            async with asyncio.timeout(within_s):
+                await self._up.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def _ensure_probe(self) -> None:
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.get_running_loop().create_task(self._probe_loop(), name="ssegate-redis-probe")
+
+    async def _probe_loop(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                await self.redis.ping()
+                for prepare in self.before_up:
+                    await prepare()
+            except (*REDIS_DOWN, RedisError) as exc:
+                if not isinstance(exc, REDIS_DOWN):
+                    logger.error("Redis answers, but getting ready failed: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+                continue
+            if self._was_up:
+                self.recovered_at = asyncio.get_running_loop().time()
+            self._was_up = True
+            self.healthy = True
+            self._up.set()
+            logger.info("Redis is reachable")
+            for callback in self.on_up:
+                callback()
+            return
+
+    async def aclose(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+        await self.redis.aclose()
+        await self.blocking.aclose()
+
+
+class MirroredStreamLog(StreamLog):
+    """A ``StreamLog`` that the ``RedisEventLog``'s writer copies to Redis in the background."""
+
+    __slots__ = ("dirty", "mirrored", "orphaned", "renew_at", "sink")
+
+    def __init__(
+        self, stream_id: str, owner: str, model: str, max_events: int, max_bytes: int,
+        sink: Callable[[MirroredStreamLog], None],
+    ) -> None:
+        super().__init__(stream_id, owner, model, max_events, max_bytes)
+        self.mirrored = 0
+        """The last seq written to Redis."""
+        self.dirty = False
+        """Queued for the writer."""
+        self.orphaned = False
+        """No longer mirrored: another replica declared the stream lost, or Redis refused it."""
+        self.renew_at = 0.0
+        self.sink = sink
+
+    def append(self, kind: int, payload: Any) -> int:
+        seq = StreamLog.append(self, kind, payload)
+        if not self.dirty:
+            self.sink(self)
+        return seq
+
+
+@dataclass(slots=True)
+class RemoteCopy:
+    """A stream read back from Redis: who owns it, which replica generates it, and its entries so far."""
+
+    owner: str
+    origin: str
+    log: StreamLog
+
+
+def _apply(log: StreamLog, chunk_id: bytes, fields: dict[bytes, bytes]) -> bool:
+    """Append one chunk to ``log``; on a gap (entries trimmed before they were read) end it with an error."""
+    first = int(chunk_id.split(b"-", 1)[0])
+    if first != log.last_seq + 1:
+        err = NotFound("events were dropped before this replica read them; resume is not possible")
+        log.append(ERROR, err.body())
+        return False
+    for kind, payload in orjson.loads(fields[b"e"]):
+        log.append(kind, payload)
+    return True
+
+
+class RedisEventLog(MemoryEventLog):
+    """The in-process log of this replica's streams, mirrored to Redis; and reads of other replicas' streams."""
+
+    def __init__(
+        self,
+        link: RedisLink,
+        replica: str,
+        *,
+        lease_s: float = 3.0,
+        ttl_s: float = 600.0,
+        max_streams: int = 100_000,
+        max_events: int = 100_000,
+        max_bytes: int = 16 << 20,
+    ) -> None:
+        super().__init__(ttl_s=ttl_s, max_streams=max_streams, max_events=max_events, max_bytes=max_bytes)
+        self.link = link
+        self.replica = replica
+        self.lease_s = lease_s
+        self.lease_ms = int(lease_s * 1000)
+        self.block_ms = max(50, self.lease_ms // 3)
+        self.ttl_ms = max(1, int(ttl_s * 1000))
+        self.live_ttl_ms = max(self.ttl_ms, 4 * self.lease_ms)
+        """Expiry of a live stream's keys, renewed at half-life: if this replica dies, they still go away."""
+        self.on_lost: Callable[[str], None] = lambda stream_id: None
+        self.renewers: list[Callable[[Pipeline], None]] = []
+        """Called with the pipeline of each lease renewal, to add commands (follower presence)."""
+        self._dirty: list[MirroredStreamLog] = []
+        self._live: dict[str, MirroredStreamLog] = {}
+        self._wakeup: asyncio.Future[None] | None = None
+        self._drained = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._declare_lost = link.redis.register_script(_DECLARE_LOST)
+        link.before_up.append(self._resync)
+        link.on_up.append(self._wake)
+
+    # --- the registry (MemoryEventLog) ------------------------------------------------------------
+    def create(self, stream_id: str, owner: str, model: str) -> StreamLog:
+        if len(self._logs) >= self.max_streams:
+            self._evict()
+        log = MirroredStreamLog(stream_id, owner, model, self.max_events, self.max_bytes, self._enqueue)
+        self._logs[stream_id] = log
+        self._live[stream_id] = log
+        return log
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._write_loop(), name="ssegate-redis-writer"),
+            loop.create_task(self._renew_loop(), name="ssegate-redis-lease"),
+        ]
+
+    async def close(self, flush_s: float = 2.0) -> None:
+        """Flush what is pending (the terminal entries of streams ended at shutdown), give up the lease, stop."""
+        if self.link.healthy and (self._dirty or not self._drained.is_set()):
+            try:
+                async with asyncio.timeout(flush_s):
+                    await self._drained.wait()
+            except TimeoutError:
+                logger.warning("could not flush %d streams to Redis before stopping", len(self._dirty))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.link.healthy:
+            try:
+                await self.link.redis.delete(replica_key(self.replica))
+            except REDIS_DOWN:
+                pass
+
+    # --- the writer ---------------------------------------------------------------------------------
+    def _enqueue(self, log: MirroredStreamLog) -> None:
+        log.dirty = True
+        self._dirty.append(log)
+        self._drained.clear()
+        self._wake()
+
+    def _wake(self) -> None:
+        fut = self._wakeup
+        if fut is not None:
+            self._wakeup = None
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_flush = 0.0
+        while True:
+            if not self._dirty or not self.link.healthy:
+                if not self._dirty:
+                    self._drained.set()
+                self._wakeup = loop.create_future()
+                await self._wakeup
+                continue
+            # at most one flush per FLUSH_INTERVAL_S: more entries per chunk, fewer commands per event
+            wait = last_flush + FLUSH_INTERVAL_S - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            last_flush = loop.time()
+            batch, self._dirty = self._dirty, []
+            for log in batch:
+                log.dirty = False
+            try:
+                await self._flush(batch)
+            except REDIS_DOWN as exc:
+                self.link.down(exc)
+                self._requeue(batch)
+            except RedisError as exc:  # refused as a whole (e.g. out of memory): try again a little later
+                logger.error("Redis refused a write: %s", exc)
+                self._requeue(batch)
+                await asyncio.sleep(0.5)
+
+    def _requeue(self, batch: list[MirroredStreamLog]) -> None:
+        for log in batch:
+            if not log.dirty and not log.orphaned:
+                self._enqueue(log)
+
+    async def _flush(self, batch: list[MirroredStreamLog]) -> None:
+        """One round trip for the batch: the first and the last chunk of a stream with their ``HSET``/``PEXPIRE``
+        as commands of their own; every other chunk in one ``_XADD_BATCH`` script call."""
+        pipe = self.link.redis.pipeline(transaction=False)
+        # log, where its XADD's result is (>= 0: the pipeline's; < 0: -1 - its place in the script), last seq,
+        # terminal
+        plan: list[tuple[MirroredStreamLog, int, int, bool]] = []
+        n = 0
+        keys: list[str] = []
+        args: list[EncodableT] = []
+        renew_at = asyncio.get_running_loop().time() + self.live_ttl_ms / 2000
+        for log in batch:
+            if log.orphaned:
+                continue
+            start = log.mirrored
+            entries = log.since(start)
+            if entries is None:  # dropped from memory before Redis got them (a long outage): readers see a gap
+                start = log.first_seq - 1
+                entries = log.since(start) or []
+            if not entries:
+                continue
+            sid = log.stream_id
+            events, meta = events_key(sid), meta_key(sid)
+            first_write = log.mirrored == 0
+            last = start + len(entries)
+            terminal = entries[-1][0] in TERMINAL
+            minid = f"{last - self.max_events + 1}-0" if last > self.max_events else None
+            if not (first_write or terminal):
+                plan.append((log, -1 - len(keys), last, False))
+                keys.append(events)
+                args += [f"{start + 1}-0", minid or "", len(entries), dumps(entries)]
+                continue
+            if first_write:
+                pipe.hset(meta, mapping={"owner": log.owner, "model": log.model, "replica": self.replica,
+                                         "grace": repr(log.grace_s)})
+                n += 1
+            fields: dict[FieldT, EncodableT] = {"n": len(entries), "e": dumps(entries)}
+            if terminal:
+                fields["t"] = 1
+            pipe.xadd(events, fields, id=f"{start + 1}-0", minid=minid, approximate=True)
+            plan.append((log, n, last, terminal))
+            n += 1
+            if terminal:
+                for key in (events, meta, followers_key(sid)):
+                    pipe.pexpire(key, self.ttl_ms)
+                n += 3
+            else:
+                pipe.pexpire(events, self.live_ttl_ms)
+                pipe.pexpire(meta, self.live_ttl_ms)
+                n += 2
+                log.renew_at = renew_at
+        if not plan:
+            return
+        if keys:
+            pipe.eval(_XADD_BATCH, len(keys), *keys, *args)
+        results = await pipe.execute(raise_on_error=False)
+        scripted: Any = results[n] if keys else []
+        if isinstance(scripted, ResponseError):  # the script as a whole (e.g. out of memory): all of it again later
+            raise scripted
+        conflicts: list[MirroredStreamLog] = []
+        for log, index, last, terminal in plan:
+            res = results[index] if index >= 0 else scripted[-1 - index]
+            failed = isinstance(res, ResponseError) if index >= 0 else res != 1  # an XADD answers its id; the script 1
+            if failed:
+                text = res.decode(errors="replace") if isinstance(res, bytes) else str(res)
+                if "equal or smaller" in text:
+                    conflicts.append(log)
+                else:
+                    logger.error("Redis refused stream %s (%s): it is no longer mirrored", log.stream_id, text)
+                    self._orphan(log)
+                continue
+            log.mirrored = last
+            if terminal:
+                self._live.pop(log.stream_id, None)
+        if conflicts:
+            await self._resolve(conflicts)
+
+    async def _resolve(self, conflicts: list[MirroredStreamLog]) -> None:
+        """Chunks Redis already had: a replay after a reconnect (skip what is there), or a tombstone."""
+        pipe = self.link.redis.pipeline(transaction=False)
+        for log in conflicts:
+            pipe.xrevrange(events_key(log.stream_id), "+", "-", count=1)
+        tops = await pipe.execute()
+        for log, top in zip(conflicts, tops, strict=True):
+            if not top:
+                self._orphan(log)
+                continue
+            chunk_id, fields = top[0]
+            if b"lost" in fields:
+                logger.warning("stream %s was declared lost by replica %s: cancelling it here",
+                               log.stream_id, fields[b"lost"].decode(errors="replace"))
+                self._orphan(log)
+                self.on_lost(log.stream_id)
+                continue
+            log.mirrored = max(log.mirrored, int(chunk_id.split(b"-", 1)[0]) + int(fields[b"n"]) - 1)
+            if b"t" in fields:
+                self._live.pop(log.stream_id, None)
+            elif not log.dirty and log.mirrored < log.last_seq:
+                self._enqueue(log)
+
+    async def _resync(self) -> None:
+        """Redis answers again, perhaps restarted empty: before new streams are admitted, renew the lease,
+        rewrite the streams it lost (from memory, as far as memory still has them) and flush the backlog."""
+        await self._renew()
+        logs = [log for log in self._logs.values()
+                if isinstance(log, MirroredStreamLog) and log.mirrored and not log.orphaned]
+        if logs:
+            pipe = self.link.redis.pipeline(transaction=False)
+            for log in logs:
+                pipe.exists(meta_key(log.stream_id))
+            for log, exists in zip(logs, await pipe.execute(), strict=True):
+                if not exists:
+                    log.mirrored = 0
+                    self._live[log.stream_id] = log
+                    if not log.dirty:
+                        self._enqueue(log)
+        batch, self._dirty = self._dirty, []
+        for log in batch:
+            log.dirty = False
+        try:
+            await self._flush(batch)
+        except REDIS_DOWN:
+            self._requeue(batch)
+            raise
+
+    def _orphan(self, log: MirroredStreamLog) -> None:
+        log.orphaned = True
+        self._live.pop(log.stream_id, None)
+
+    # --- the lease ----------------------------------------------------------------------------------
+    async def _renew_loop(self) -> None:
+        period = self.lease_s / 3
+        while True:
+            await asyncio.sleep(period)
+            if not self.link.healthy:
+                await self.link.wait_up()  # the probe renews (``_resync``) before it reports Redis back
+                continue
+            try:
+                await self._renew()
+            except REDIS_DOWN as exc:
+                self.link.down(exc)
+            except RedisError as exc:
+                logger.error("Redis refused a lease renewal: %s", exc)
+
+    async def _renew(self) -> None:
+        """Renew this replica's lease, the expiry of its live streams' keys when due, and followers' presence."""
+        pipe = self.link.redis.pipeline(transaction=False)
+        pipe.set(replica_key(self.replica), b"1", px=self.lease_ms)
+        now = asyncio.get_running_loop().time()
+        for log in self._live.values():
+            if log.mirrored and now >= log.renew_at:
+                pipe.pexpire(events_key(log.stream_id), self.live_ttl_ms)
+                pipe.pexpire(meta_key(log.stream_id), self.live_ttl_ms)
+                log.renew_at = now + self.live_ttl_ms / 2000
+        for renew in self.renewers:
+            renew(pipe)
+        for res in await pipe.execute(raise_on_error=False):
+            if isinstance(res, ResponseError):
+                logger.error("Redis refused a lease renewal: %s", res)
+
+    # --- reading streams of other replicas ----------------------------------------------------------
+    async def fetch(self, stream_id: str) -> RemoteCopy | None:
+        """The stream as Redis has it, or ``None`` when Redis does not know it (never existed, or expired)."""
+        pipe = self.link.redis.pipeline(transaction=False)
+        pipe.hgetall(meta_key(stream_id))
+        pipe.xrange(events_key(stream_id), "-", "+")
+        meta, chunks = await pipe.execute()
+        if not meta or not chunks:
+            return None
+        log = StreamLog(stream_id, meta[b"owner"].decode(), meta[b"model"].decode(), self.max_events, self.max_bytes)
+        log.first_seq = int(chunks[0][0].split(b"-", 1)[0])
+        log.grace_s = float(meta.get(b"grace") or 0.0)
+        for chunk_id, fields in chunks:
+            if not _apply(log, chunk_id, fields):
+                break
+        return RemoteCopy(log.owner, meta[b"replica"].decode(), log)
+
+    async def follow(self, log: StreamLog, origin: str) -> None:
+        """Append to ``log`` what replica ``origin`` writes to Redis, until the terminal entry."""
+        sid = log.stream_id
+        key = events_key(sid)
+        loop = asyncio.get_running_loop()
+        down_since: float | None = None
+        while not log.finished:
+            try:
+                reply: Any = await self.link.blocking.xread({key: f"{log.last_seq}-0"}, count=1024, block=self.block_ms)
+                down_since = None
+                if not reply:  # quiet for a while: is the generating replica still there?
+                    lost = GenerationLost("the replica generating this stream stopped (its lease expired)").body()
+                    keys = [key, replica_key(origin), meta_key(sid), followers_key(sid)]
+                    args: list[EncodableT] = [dumps([[ERROR, lost]]), self.replica, self.ttl_ms]
+                    if await self._declare_lost(keys=keys, args=args) < 0:
+                        log.append(ERROR, lost)  # the stream's keys expired under us
+                    continue
+            except REDIS_DOWN as exc:
+                self.link.down(exc)
+                now = loop.time()
+                if down_since is None:
+                    down_since = now
+                left = down_since + self.lease_s - now
+                if left <= 0 or not await self.link.wait_up(left):
+                    # The stream goes on elsewhere: inventing a terminal event (or an id) here would lie. End
+                    # this copy without one, so the response closes like a dropped connection; the client's
+                    # resume gets 503 until Redis is back, then the rest without a gap.
+                    logger.warning("stream %s: no Redis for %.1fs, closing its followers here", sid, self.lease_s)
+                    log.finished = True
+                    log.wake()
+                    return
+                continue
+            for _key, chunks in reply:
+                for chunk_id, fields in chunks:
+                    if not _apply(log, chunk_id, fields):
+                        return

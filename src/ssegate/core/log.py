@@ -1,0 +1,206 @@
+"""The in-process event log (the default): every stream's entries in a list, bounded, expiring.
+
+``StreamLog`` is written on the hot path: ``append`` is a list append plus telling the followers: a
+waiter future is resolved, a listener (a live response) is called at once, so it can write the new event
+without a task switch. Followers read by seq. Per stream at most ``max_events`` entries and ``max_bytes``
+of text are kept (older ones are dropped and resuming before them is ``not_found``); at most
+``max_streams`` logs are kept in total (the oldest finished go first); a finished log expires ``ttl_s``
+after its terminal entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from .entries import DELTA, TERMINAL, Entry
+
+__all__ = ["MemoryEventLog", "StreamLog"]
+
+
+class StreamLog:
+    __slots__ = (
+        "_listeners",
+        "_waiters",
+        "created_at",
+        "entries",
+        "finished",
+        "finished_at",
+        "first_seq",
+        "grace_s",
+        "max_bytes",
+        "max_events",
+        "model",
+        "owner",
+        "size",
+        "stream_id",
+        "terminal_delivered",
+    )
+
+    def __init__(
+        self, stream_id: str, owner: str, model: str, max_events: int = 100_000, max_bytes: int = 16 << 20
+    ) -> None:
+        self.stream_id = stream_id
+        self.owner = owner
+        self.model = model
+        self.entries: list[Entry] = []
+        self.first_seq = 1
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.finished = False
+        self.finished_at = 0.0
+        self.created_at = time.monotonic()
+        self.terminal_delivered = False
+        self.grace_s = 0.0
+        """The stream's resume grace (kept with its events, so that followers on other replicas know it)."""
+        self._waiters: list[asyncio.Future[None]] = []
+        self._listeners: list[Callable[[], None]] = []
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + len(self.entries) - 1
+
+    @property
+    def has_delta(self) -> bool:
+        return self.last_seq >= 2
+
+    def append(self, kind: int, payload: Any) -> int:
+        entries = self.entries
+        entries.append((kind, payload))
+        if kind == DELTA:
+            self.size += len(payload)
+            if self.size > self.max_bytes:
+                self._trim_bytes()
+        if len(entries) > self.max_events:
+            drop = len(entries) - self.max_events
+            self.size -= sum(len(p) for k, p in entries[:drop] if k == DELTA)
+            del entries[:drop]
+            self.first_seq += drop
+        if kind in TERMINAL:
+            self.finished = True
+            self.finished_at = time.monotonic()
+        if self._waiters or self._listeners:
+            self.wake()
+        return self.first_seq + len(entries) - 1
+
+    def _trim_bytes(self) -> None:
+        """Drop the oldest entries until the text kept is under three quarters of ``max_bytes``."""
+        entries = self.entries
+        goal = self.max_bytes * 3 // 4
+        drop = 0
+        while self.size > goal and drop < len(entries) - 1:
+            kind, payload = entries[drop]
+            if kind == DELTA:
+                self.size -= len(payload)
+            drop += 1
+        del entries[:drop]
+        self.first_seq += drop
+
+    def wake(self) -> None:
+        """Tell every follower to look again (after an append, or when the stream's state changed)."""
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+        for listener in self._listeners:
+            listener()
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` at every ``wake`` until ``unlisten``; it runs inside the appender and must not block
+        or raise."""
+        self._listeners.append(listener)
+
+    def unlisten(self, listener: Callable[[], None]) -> None:
+        try:
+            self._listeners.remove(listener)
+        except ValueError:
+            pass
+
+    def waiter(self) -> asyncio.Future[None]:
+        """A future resolved at the next append (or ``wake``)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        return fut
+
+    def discard_waiter(self, fut: asyncio.Future[None]) -> None:
+        try:
+            self._waiters.remove(fut)
+        except ValueError:
+            pass
+
+    def since(self, after: int) -> list[Entry] | None:
+        """Entries with seq > ``after``; ``None`` when some of them were already dropped."""
+        if after + 1 < self.first_seq:
+            return None
+        return self.entries[after + 1 - self.first_seq :]
+
+    def text(self) -> str:
+        return "".join(p for k, p in self.entries if k == DELTA)
+
+    def terminal(self) -> Entry | None:
+        if self.finished and self.entries:
+            return self.entries[-1]
+        return None
+
+
+class MemoryEventLog:
+    """The registry of ``StreamLog``s of this process."""
+
+    def __init__(
+        self, *, ttl_s: float = 600.0, max_streams: int = 100_000, max_events: int = 100_000, max_bytes: int = 16 << 20
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.ttl_s = ttl_s
+        self.max_streams = max_streams
+        self.max_events = max_events
+        self._logs: OrderedDict[str, StreamLog] = OrderedDict()
+        self._expiry: dict[str, asyncio.TimerHandle] = {}
+
+    def __len__(self) -> int:
+        return len(self._logs)
+
+    def create(self, stream_id: str, owner: str, model: str) -> StreamLog:
+        if len(self._logs) >= self.max_streams:
+            self._evict()
+        log = StreamLog(stream_id, owner, model, self.max_events, self.max_bytes)
+        self._logs[stream_id] = log
+        return log
+
+    def get(self, stream_id: str) -> StreamLog | None:
+        log = self._logs.get(stream_id)
+        if log is not None and log.finished and time.monotonic() - log.finished_at > self.ttl_s:
+            self.remove(stream_id)
+            return None
+        return log
+
+    def finished(self, log: StreamLog) -> None:
+        """Start the expiry clock of a finished log."""
+        loop = asyncio.get_running_loop()
+        self._expiry[log.stream_id] = loop.call_later(self.ttl_s, self.remove, log.stream_id)
+
+    def remove(self, stream_id: str) -> None:
+        self._logs.pop(stream_id, None)
+        handle = self._expiry.pop(stream_id, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _evict(self) -> None:
+        for sid, log in self._logs.items():
+            if log.finished:
+                self.remove(sid)
+                return
+        # every log is live: the cap on live streams is enforced by admission control, so this is rare;
+        # drop the oldest anyway to keep memory bounded.
+        sid = next(iter(self._logs))
+        self.remove(sid)
+
+    def clear(self) -> None:
+        for handle in self._expiry.values():
+            handle.cancel()
+        self._expiry.clear()
+        self._logs.clear()

@@ -1,0 +1,356 @@
+"""The ASGI response that follows a stream's log: commit rule, heartbeats, send timeout, disconnect.
+
+Starlette's ``StreamingResponse`` never closes a body iterator whose client vanished; this response owns
+the lifecycle instead. Per connection it runs one small task that watches ``http.disconnect`` and one
+timer (heartbeat, commit deadline and send timeout in one, re-armed only when it fires). The main loop
+sends whatever the log holds beyond the client's cursor in one write (so a client that fell behind gets
+its backlog coalesced), then waits on the log. On disconnect it detaches from the generation at once,
+which cancels it (``DETACH_GRACE_S`` = 0) and so closes the upstream.
+
+The hot path skips even that loop: while the loop waits, the log calls the response back at each append,
+and a client that keeps up (nothing queued for it) gets the new event written to its socket right there,
+one write per token and no task switch. Anything else (a backlog, the terminal event, a heartbeat, a
+disconnect) wakes the loop, which owns the slow paths and the send timeout.
+
+Body messages go straight to the server's ``send`` (stashed in the scope by ``expose_server``), skipping
+the framework's per-message wrappers; the response start still goes through them (CORS headers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from ..core.entries import ERROR, TERMINAL, Entry
+from ..sse import PING
+from .uvicorn_glue import direct_transport, drop_if_unread, set_disconnect_hook
+
+if TYPE_CHECKING:
+    from ..core.generation import Generation
+    from ..core.log import StreamLog
+    from ..errors import GatewayError
+
+__all__ = ["EventStreamResponse", "Follows", "StreamEncoder", "expose_server", "json_error_response"]
+
+RAW_KEY = "ssegate.server"
+
+
+class Follows(Protocol):
+    """What a response attaches to while it follows a log: a ``Generation``, or a stream of another replica."""
+
+    def attach(self) -> None: ...
+
+    def detach(self) -> None: ...
+
+
+class StreamEncoder(Protocol):
+    """Turns log entries into bytes for one wire format (native SSE, OpenAI chunks)."""
+
+    def head(self) -> bytes: ...
+
+    def encode(self, seq: int, entries: list[Entry]) -> bytes: ...
+
+    def error_response(self, error: GatewayError | None, payload: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
+        """Status, JSON body and headers for a failure before the commit."""
+        ...
+
+
+def expose_server(app: Any) -> Any:
+    """Outermost ASGI wrapper: keep the server's own ``receive``/``send`` in the scope."""
+
+    async def wrapper(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[RAW_KEY] = (receive, send)
+        await app(scope, receive, send)
+
+    return wrapper
+
+
+STREAM_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+async def json_error_response(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class EventStreamResponse(Response):
+    """Follow ``log`` from seq ``after`` (exclusive). With ``gen`` given and ``commit`` true, apply the
+    commit rule first: hold the status until a text delta, a terminal entry, or the commit deadline."""
+
+    def __init__(
+        self,
+        log: StreamLog,
+        encoder: StreamEncoder,
+        *,
+        gen: Generation | None = None,
+        after: int = 0,
+        commit: bool = False,
+        heartbeat_s: float = 15.0,
+        send_timeout_s: float = 30.0,
+        on_discard: Any = None,
+        follows: Follows | None = None,
+    ) -> None:
+        # a Response only so that the framework passes it through; it never uses Response's body
+        self.status_code = 200
+        self.background = None
+        self.log = log
+        self.encoder = encoder
+        self.gen = gen
+        self.follows: Follows | None = gen if follows is None else follows
+        self.after = after
+        self.commit = commit
+        self.heartbeat_s = heartbeat_s
+        self.send_timeout_s = send_timeout_s
+        self.on_discard = on_discard
+        self.disconnected = False
+        self.dropped = False
+        self._fut: asyncio.Future[None] | None = None
+        self._in_send = False
+        self._send_started = 0.0
+        self._last_sent = 0.0
+        self._ping_due = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._send: Send | None = None
+        self._detached = False
+        self._cursor = after
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._direct: asyncio.WriteTransport | None = None
+        """The client's transport once the push path is known to be safe (see ``_direct_transport``)."""
+
+    # --- ASGI ---------------------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get(RAW_KEY)
+        raw_receive, raw_send = raw if raw is not None else (receive, send)
+        self._send = raw_send
+        loop = asyncio.get_running_loop()
+        if self.follows is not None:
+            self.follows.attach()
+        cycle = getattr(raw_send, "__self__", None)
+        hooked = set_disconnect_hook(cycle, self._on_disconnect)
+        watcher = loop.create_task(self._watch(raw_receive))
+        try:
+            if self.commit and self.gen is not None:
+                if not await self._await_commit(loop):
+                    return
+                failure = self._precommit_failure()
+                if failure is not None:
+                    status, body, headers = failure
+                    await json_error_response(send, status, body, headers)
+                    return
+            start_headers = [*STREAM_HEADERS, (b"x-stream-id", self.log.stream_id.encode())]
+            self._last_sent = loop.time()
+            self._timer = loop.call_at(self._last_sent + min(self.heartbeat_s, self.send_timeout_s), self._tick)
+            await self._timed_send(send, {"type": "http.response.start", "status": 200, "headers": start_headers})
+            await self._pump(loop, raw_send)
+        finally:
+            watcher.cancel()
+            if hooked:
+                set_disconnect_hook(cycle, None)
+            if self._timer is not None:
+                self._timer.cancel()
+            self._detach()
+            if not self.disconnected and not self.dropped:
+                drop_if_unread(raw_send, self.send_timeout_s)
+
+    def _detach(self) -> None:
+        if not self._detached:
+            self._detached = True
+            if self.follows is not None:
+                self.follows.detach()
+
+    async def _watch(self, receive: Receive) -> None:
+        while True:
+            message: Message = await receive()
+            if message["type"] == "http.disconnect":
+                self._on_disconnect()
+                return
+
+    def _on_disconnect(self) -> None:
+        if not self.disconnected:
+            self.disconnected = True
+            self._wake()
+            # detach right away: the upstream must close even if the pump is stuck in a send
+            self._detach()
+
+    def _wake(self) -> None:
+        fut = self._fut
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    # --- the commit rule ----------------------------------------------------------------------------
+    async def _await_commit(self, loop: asyncio.AbstractEventLoop) -> bool:
+        gen = self.gen
+        assert gen is not None
+        log = self.log
+        while log.last_seq < 2 and not self.disconnected:
+            if loop.time() >= gen.commit_deadline:
+                break
+            fut = self._fut = log.waiter()
+            handle = loop.call_at(gen.commit_deadline, self._wake)
+            try:
+                await fut
+            finally:
+                handle.cancel()
+                log.discard_waiter(fut)
+        self._fut = None
+        if self.disconnected:
+            return False
+        gen.committed = True
+        return True
+
+    def _precommit_failure(self) -> tuple[int, bytes, dict[str, str]] | None:
+        log = self.log
+        if log.last_seq != 2 or log.first_seq != 1:
+            return None
+        kind, payload = log.entries[1]
+        if kind != ERROR:
+            return None
+        gen = self.gen
+        assert gen is not None
+        if self.on_discard is not None:
+            self.on_discard(gen)
+        return self.encoder.error_response(gen.error, payload)
+
+    # --- the hot loop -------------------------------------------------------------------------------
+    async def _pump(self, loop: asyncio.AbstractEventLoop, send: Send) -> None:
+        log = self.log
+        self._loop = loop
+        log.listen(self._on_append)
+        try:
+            await self._pump_loop(loop, send)
+        finally:
+            log.unlisten(self._on_append)
+            self._direct = None
+
+    async def _pump_loop(self, loop: asyncio.AbstractEventLoop, send: Send) -> None:
+        log = self.log
+        encode = self.encoder.encode
+        head: bytes | None = self.encoder.head()
+        push_checked = False
+        while True:
+            cursor = self._cursor
+            entries = log.entries
+            first = log.first_seq
+            last = first + len(entries) - 1
+            if cursor < last:
+                start = cursor + 1 - first
+                if start < 0:
+                    # the client fell so far behind that its events were dropped: end it clearly
+                    from ..errors import NotFound
+
+                    err = NotFound("events were dropped before this client read them; resume is not possible")
+                    body = encode(last + 1, [(ERROR, err.body())])
+                    await self._timed_send(send, {"type": "http.response.body", "body": body, "more_body": False})
+                    return
+                batch = entries[start:]
+                body = encode(cursor + 1, batch)
+                self._cursor = last
+                if head:
+                    body = head + body
+                    head = None
+                # the hot path: the send is timed inline (no wrapper coroutine), and the terminal event
+                # goes out with the end of the body in one write
+                final = batch[-1][0] in TERMINAL
+                self._in_send = True
+                self._send_started = now = loop.time()
+                try:
+                    await send({"type": "http.response.body", "body": body, "more_body": not final})
+                finally:
+                    self._in_send = False
+                    self._last_sent = now
+                if final:
+                    log.terminal_delivered = True
+                    self._fut = None
+                    return
+                if self.disconnected or self.dropped:
+                    return
+                continue
+            if self.disconnected or self.dropped:
+                return
+            if self._ping_due:
+                self._ping_due = False
+                await self._timed_send(send, {"type": "http.response.body", "body": head + PING if head else PING,
+                                              "more_body": True})
+                head = None
+                continue
+            if log.finished:
+                break
+            if head is None and not push_checked:
+                push_checked = True
+                self._direct = direct_transport(send)
+            fut = self._fut = loop.create_future()
+            await fut
+        self._fut = None
+        await self._timed_send(send, {"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _on_append(self) -> None:
+        """The log's listener: while the pump waits, write new events to a client that keeps up, else wake it."""
+        fut = self._fut
+        if fut is None or fut.done():
+            return  # the pump is busy; it looks at the log again before it waits
+        transport = self._direct
+        if transport is not None and not self._ping_due and not self.disconnected and not self.dropped:
+            log = self.log
+            entries = log.entries
+            cursor = self._cursor
+            start = cursor + 1 - log.first_seq
+            if (0 <= start < len(entries) and entries[-1][0] not in TERMINAL
+                    and not transport.get_write_buffer_size() and not transport.is_closing()):
+                body = self.encoder.encode(cursor + 1, entries[start:])
+                self._cursor = log.first_seq + len(entries) - 1
+                transport.write(b"%x\r\n%s\r\n" % (len(body), body))
+                assert self._loop is not None
+                self._last_sent = self._loop.time()
+                return
+        fut.set_result(None)
+
+    async def _timed_send(self, send: Send, message: Message) -> None:
+        self._in_send = True
+        self._send_started = t = asyncio.get_running_loop().time()
+        try:
+            await send(message)
+        finally:
+            self._in_send = False
+            self._last_sent = t
+
+    def _tick(self) -> None:
+        """Heartbeat and send timeout, re-armed only when it fires."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._in_send:
+            if now - self._send_started >= self.send_timeout_s:
+                self._drop()
+                return
+            nxt = self._send_started + self.send_timeout_s
+        elif now - self._last_sent >= self.heartbeat_s:
+            self._ping_due = True
+            self._wake()
+            nxt = now + min(self.heartbeat_s, self.send_timeout_s)
+        else:
+            nxt = self._last_sent + self.heartbeat_s
+        self._timer = loop.call_at(nxt, self._tick)
+
+    def _drop(self) -> None:
+        """A client that accepted no bytes for ``send_timeout_s``: cancel its generation, cut it off."""
+        self.dropped = True
+        self._detach()
+        send = self._send
+        transport = getattr(getattr(send, "__self__", None), "transport", None)
+        if transport is not None:
+            transport.abort()
+        self._wake()
+
+
+def error_json(payload: dict[str, Any]) -> bytes:
+    return orjson.dumps(payload)

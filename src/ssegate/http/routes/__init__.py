@@ -1,0 +1,2 @@
+"""FastAPI routers: ``native`` (the native streams), ``streams`` (resume, cancel), ``openai_chat``, ``ops``,
+``tokens`` (stream tokens)."""

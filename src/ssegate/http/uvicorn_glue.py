@@ -1,0 +1,196 @@
+"""Everything that knows uvicorn's internals, in one module: nothing else imports uvicorn's private classes.
+
+- ``BoundedRequestProtocol``: uvicorn's httptools protocol with the request head bounded in size and the request
+  in time, a JSON body on the 400 it answers to unparseable HTTP, and a streaming response told of its client's
+  disconnect inside ``connection_lost`` (``DISCONNECT_HOOK``), not a task later.
+- ``direct_transport``: the client's transport when a body chunk may be written to it directly (uvicorn's
+  httptools protocol, chunked framing, not HEAD, still open), for the streaming fast path of ``response.py``.
+- ``drop_if_unread``: abort a connection whose client stopped reading a response that was written in one go.
+
+Every function here degrades to "not available" (None, False) under another server, so the responses fall
+back to the plain ASGI ``send``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+from starlette.types import Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from ..errors import InvalidRequest
+from ..settings import Settings
+from ..sse import dumps
+
+__all__ = [
+    "DISCONNECT_HOOK",
+    "BoundedRequestProtocol",
+    "direct_transport",
+    "drop_if_unread",
+    "head_limit",
+    "set_disconnect_hook",
+]
+
+DISCONNECT_HOOK = "ssegate_on_disconnect"
+"""Attribute a response sets on the server's request cycle (``send.__self__``): ``ssegate serve``'s protocol
+calls it from ``connection_lost``, so a vanished client stops its generation in that very callback, before
+any task runs (the watcher task covers other servers)."""
+
+
+MIN_HEAD_BYTES = 64 * 1024
+
+
+def head_limit(settings: Settings) -> int:
+    """Bytes of a request head (request line and headers) read before it is refused with 431: as much as a body
+    may be (``MAX_BODY_BYTES``, so that ``GET /chat?q=`` takes as long a prompt as a POST), at least 64 KiB."""
+    return max(MIN_HEAD_BYTES, settings.max_body_bytes)
+
+
+@functools.cache
+def _limits() -> tuple[float, int, bytes]:
+    """The read timeout, the head limit and the 431 answer, from this process's settings (every worker process
+    imports this module afresh and reads the same environment)."""
+    settings = Settings()
+    limit = head_limit(settings)
+    body = dumps(InvalidRequest(f"the request line and headers are over {limit} bytes").body())
+    refusal = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+               b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+    return settings.request_read_timeout_s, limit, refusal
+
+
+class BoundedRequestProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the request head bounded in size, and the request in time.
+
+    Plain uvicorn buffers a request line or headers of any size (one 200 MB header costs 200 MB of RSS, kept
+    after) and waits forever for a request that never completes (slowloris). Here a head still incomplete after
+    ``head_limit()`` bytes gets ``431`` and the connection is closed (so a head costs at most that plus one socket
+    read), and a connection whose request (head and body) is not complete ``REQUEST_READ_TIMEOUT_S`` after it
+    opened (or after the request began, on a kept-alive connection) is closed. A streaming response learns of
+    its client's disconnect inside ``connection_lost`` (``DISCONNECT_HOOK``), not a task later. A request that
+    does not parse as HTTP gets a JSON error body (``invalid_request``) like every other error, not uvicorn's
+    plain-text one."""
+
+    _in_head = False
+    _head_bytes = 0
+    _read_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_read_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_read_timer()
+        cycle = self.cycle
+        super().connection_lost(exc)
+        _client_gone(cycle)
+
+    def eof_received(self) -> None:
+        # uvicorn closes the connection at the client's EOF, and the loop reports connection_lost a pass later,
+        # behind whatever is queued (in a storm of disconnects: the unwinding of every stream cancelled so far)
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True  # as connection_lost will say: the app's receive() gets http.disconnect
+        _client_gone(cycle)
+        super().eof_received()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._in_head:  # all of this chunk went into a head that is still incomplete
+            self._head_bytes += len(data)
+            _, limit, refusal = _limits()
+            if self._head_bytes > limit and not self.transport.is_closing():
+                self._in_head = False
+                self.transport.write(refusal)
+                self.transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_bytes = 0
+        self._arm_read_timer()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm_read_timer()
+        super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        body = dumps(InvalidRequest(f"the request is not valid HTTP/1.1: {msg}").body())
+        self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+        self.transport.close()
+
+    def _arm_read_timer(self) -> None:
+        if self._read_timer is None:
+            self._read_timer = self.loop.call_later(_limits()[0], self._read_timed_out)
+
+    def _disarm_read_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _read_timed_out(self) -> None:
+        self._read_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def _client_gone(cycle: object) -> None:
+    """A streaming response's client closed: stop its generation now (``DISCONNECT_HOOK``)."""
+    hook = getattr(cycle, DISCONNECT_HOOK, None)
+    if hook is not None:
+        hook()
+
+
+
+def drop_if_unread(send: Send, timeout: float) -> None:
+    """After a response's last write, abort the connection if its client takes none of the bytes still queued
+    for it for ``timeout`` s (and again each ``timeout`` s while it takes some). uvicorn's ``send`` returns once
+    bytes are queued, so a client that stopped reading a response written in one go (a whole ``chat.completion``,
+    a final batch) would otherwise hold that memory and its socket for as long as it stays connected.
+    ``send`` is the server's own (see ``expose_server``)."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is None or transport.is_closing() or not transport.get_write_buffer_size():
+        return
+    loop = asyncio.get_running_loop()
+
+    def check(queued: int) -> None:
+        if transport.is_closing():
+            return
+        left = transport.get_write_buffer_size()
+        if left >= queued:
+            transport.abort()
+        elif left:
+            loop.call_later(timeout, check, left)
+
+    loop.call_later(timeout, check, transport.get_write_buffer_size())
+
+
+def set_disconnect_hook(cycle: Any, hook: Any) -> bool:
+    """Set (or clear, with None) ``DISCONNECT_HOOK`` on a server's request cycle; False where it cannot be set."""
+    if cycle is None:
+        return False
+    try:
+        setattr(cycle, DISCONNECT_HOOK, hook)
+    except AttributeError:
+        return False
+    return True
+
+
+def direct_transport(send: Send) -> asyncio.WriteTransport | None:
+    """The client's transport when body chunks may bypass the server's ``send``: uvicorn's httptools
+    protocol, a response it frames with chunked encoding, not a HEAD request, still open. ``send`` would then
+    do exactly this (frame the chunk, write it); anything else (another server or protocol, a HEAD, a closed
+    connection) gets None and every body message goes through ``send``."""
+    cycle = getattr(send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if (transport is None or getattr(cycle, "chunked_encoding", None) is not True
+            or getattr(cycle, "scope", {}).get("method") == "HEAD" or getattr(cycle, "response_complete", True)
+            or transport.is_closing()):
+        return None
+    return transport  # type: ignore[no-any-return]

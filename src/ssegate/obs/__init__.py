@@ -1,0 +1,1 @@
+"""Observability: Prometheus metrics (``metrics``) and structured logs (``logs``), written once per stream."""

@@ -1,0 +1,141 @@
+"""Structured logs: one JSON object per line on stderr, for the gateway's and the server's (uvicorn's) loggers.
+
+Every line has ``ts`` (UTC, ISO 8601), ``level``, ``logger``, ``msg``, and whatever the call passed as
+``extra``. Lines logged from inside a generation's task carry its ``stream_id`` without being told (the task is
+named after the stream). Each stream logs two lines at ``info``, once at its start and once at its end (never
+per token)::
+
+    {"ts": "...", "level": "info", "logger": "ssegate.stream", "msg": "stream started", "stream_id": "...",
+     "model": "...", "owner": "key:1f2e...", "messages": 1, "prompt_chars": 42}
+    {"ts": "...", "level": "info", "logger": "ssegate.stream", "msg": "stream ended", "stream_id": "...",
+     "outcome": "done", "tokens": 87, "ttft_ms": 312, "duration_ms": 2450, "upstream_attempts": 1}
+
+Prompt text is logged (``"prompt"``) only with ``SSEGATE_LOG_PROMPTS=1``. API keys are never logged: callers
+are named by a fingerprint (``auth.fingerprint``), and as a safety net every configured client and upstream key
+is replaced by ``[redacted]`` in any line that would contain it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .metrics import end_cause
+
+if TYPE_CHECKING:
+    from ..core.generation import Generation
+    from ..settings import Settings
+
+__all__ = ["JSONFormatter", "log_config", "stream_ended", "stream_started"]
+
+stream_log = logging.getLogger("ssegate.stream")
+
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "color_message"}
+_TASK_PREFIX = "ssegate-gen-"
+REDACTED = "[redacted]"
+
+
+def _secrets_from_env() -> list[str]:
+    """The keys that must never appear in a log line (read from the environment, as the settings are)."""
+    found: list[str] = []
+    for name in ("SSEGATE_API_KEYS", "SSEGATE_UPSTREAM_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY",
+                 "SSEGATE_TOKEN_SECRET"):
+        found += [k.strip() for k in os.environ.get(name, "").split(",") if len(k.strip()) >= 8]
+    return sorted(set(found), key=len, reverse=True)
+
+
+def _current_stream_id() -> str | None:
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return None
+    if task is None:
+        return None
+    name = task.get_name()
+    return name[len(_TASK_PREFIX) :] if name.startswith(_TASK_PREFIX) else None
+
+
+class JSONFormatter(logging.Formatter):
+    def __init__(self, redact: list[str] | None = None) -> None:
+        super().__init__()
+        self.redact = _secrets_from_env() if redact is None else redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                out[key] = value
+        if "stream_id" not in out:
+            sid = _current_stream_id()
+            if sid is not None:
+                out["stream_id"] = sid
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        line = orjson.dumps(out, default=str).decode()
+        for secret in self.redact:
+            if secret in line:
+                line = line.replace(secret, REDACTED)
+        return line
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """``logging.config.dictConfig`` for ``ssegate serve`` (uvicorn's ``log_config``): JSON lines on stderr."""
+    lvl = level.upper()
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JSONFormatter}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "loggers": {
+            "ssegate": {"handlers": ["stderr"], "level": lvl, "propagate": False},
+            "uvicorn": {"handlers": ["stderr"], "level": lvl, "propagate": False},
+            "uvicorn.error": {"level": lvl},
+            "uvicorn.access": {"handlers": ["stderr"], "level": lvl, "propagate": False},
+        },
+        "root": {"handlers": ["stderr"], "level": "WARNING"},
+    }
+
+
+def stream_started(gen: Generation, settings: Settings) -> None:
+    if not stream_log.isEnabledFor(logging.INFO):
+        return
+    request = gen.request
+    extra: dict[str, Any] = {
+        "stream_id": gen.stream_id,
+        "model": request.model,
+        "owner": gen.log.owner,
+        "messages": len(request.messages),
+        "prompt_chars": sum(len(m["content"]) for m in request.messages),
+    }
+    if settings.log_prompts:
+        extra["prompt"] = request.prompt_text
+    stream_log.info("stream started", extra=extra)
+
+
+def stream_ended(gen: Generation) -> None:
+    """``StreamHub.on_finished``."""
+    if not stream_log.isEnabledFor(logging.INFO):
+        return
+    loop = asyncio.get_running_loop()
+    extra: dict[str, Any] = {
+        "stream_id": gen.stream_id,
+        "outcome": end_cause(gen, gen.error),
+        "tokens": gen.deltas,
+        "duration_ms": round((loop.time() - gen.started_at) * 1000),
+        "upstream_attempts": gen.upstream_attempts,
+    }
+    if gen.deltas:
+        extra["ttft_ms"] = round((gen.first_token_at - gen.started_at) * 1000)
+    if gen.error is not None:
+        extra["error"] = gen.error.message
+    stream_log.info("stream ended", extra=extra)
