@@ -4,7 +4,7 @@ VENV      ?= .venv
 BIN       := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-js lint bench soak system-deps clean
+.PHONY: install run test test-js lint bench soak reliability system-deps clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -40,6 +40,10 @@ test: install system-deps lint test-js
 ## test-js: the chat page's parser and stream logic under node's test runner
 test-js:
 	node --test tests/js/
+
+## reliability: the whole suite, then docs/reliability.md regenerated from the fault-matrix tests that ran
+reliability: install system-deps
+	SSEGATE_WRITE_MATRIX=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## bench: the benchmark suite; writes docs/benchmarks.md
 bench: install system-deps

@@ -65,11 +65,11 @@ def test_native_stream_maps_text_usage_and_request(claude: GatewayProcess, anthr
     sent = rec.request_json
     assert sent["system"] == "You are terse.\n\nAnswer in French."
     assert sent["messages"] == [
-        {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Hello."},
-        {"role": "user", "content": f"Go. {prompt}"},
+        {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Hello."}]},
+        {"role": "user", "content": [{"type": "text", "text": f"Go. {prompt}"}]},
     ]
-    assert (sent["model"], sent["max_tokens"], sent["stream"]) == ("claude-test", 1024, True)
+    assert (sent["model"], sent["max_tokens"], sent["stream"]) == ("claude-test", 4096, True)
     assert rec.headers["x-api-key"] == KEY
     assert rec.headers["anthropic-version"] == "2023-06-01"
     assert "authorization" not in rec.headers
@@ -123,9 +123,11 @@ def test_rate_limit_is_429_with_retry_after(claude: GatewayProcess, anthropic_up
 
 
 def test_invalid_request_is_not_retried(claude: GatewayProcess, anthropic_upstream: FakeUpstream) -> None:
+    """The upstream's 400 is the request's fault: the client gets a 400 (not a 502) that says not to retry."""
     prompt = anthropic_upstream.script(Script(status=400))
     resp, _ = native(claude, prompt)
-    assert resp.status_code == 502
+    assert resp.status_code == 400 and resp.headers["x-should-retry"] == "false"
+    assert resp.json()["error"]["code"] == "invalid_request"
     assert resp.json()["error"]["retryable"] is False
     assert "invalid_request_error" in resp.json()["error"]["message"]
     assert len(anthropic_upstream.records(prompt)) == 1

@@ -303,9 +303,9 @@ async def test_async_cancel_closes_the_upstream(upstream: FakeUpstream, relay_gr
 # --- the protocol state machine (no I/O) -------------------------------------------------------------------
 def test_replayed_events_are_skipped_and_a_gap_is_refused() -> None:
     """What keeps a resume duplicate-free, and what a gateway breaking the no-gap promise gets."""
-    from ssegate.client import _Protocol, _Retry
+    from ssegate.client.protocol import Retry, StreamProtocol
 
-    proto = _Protocol("test", b"{}", None, 0, _Retry(3, 0.0))
+    proto = StreamProtocol("test", b"{}", None, 0, Retry(3, 0.0))
     proto.request()
     chunk = 'id: s:1\nevent: start\ndata: {"stream_id":"s","model":"m"}\n\nid: s:2\ndata: {"delta":"a"}\n\nid: s:3\nda'
     assert [e.seq for e in proto.feed(chunk)] == [1, 2]
@@ -320,9 +320,9 @@ def test_replayed_events_are_skipped_and_a_gap_is_refused() -> None:
 
 
 def test_resume_backoff_grows_and_is_bounded() -> None:
-    from ssegate.client import _Protocol, _Retry
+    from ssegate.client.protocol import Retry, StreamProtocol
 
-    proto = _Protocol("test", None, "s", 0, _Retry(4, 0.5, max_backoff_s=1.0))
+    proto = StreamProtocol("test", None, "s", 0, Retry(4, 0.5, max_backoff_s=1.0))
     assert [proto.dropped(None) for _ in range(4)] == [0.0, 0.5, 1.0, 1.0]
     with pytest.raises(GatewayUnreachable, match="after 4 attempts"):
         proto.dropped(None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ssegate.errors import UpstreamProtocolError
-from ssegate.upstream.relay import MAX_LINE, EventSplitter
+from ssegate.upstream.events import MAX_LINE, EventSplitter
 
 BODY = (
     b": a comment\r\n"

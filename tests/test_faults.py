@@ -112,9 +112,9 @@ def done(text: str) -> Callable[[httpx.Response, list[ServerSentEvent]], None]:
 
 
 UPSTREAM_FAULTS = [
-    pytest.param(Script(status=400), before_token(502, "upstream_error", False), 1,
-                 marks=matrix(UP, "400 before the first token", "HTTP 502 `upstream_error`, not retryable, no retry"),
-                 id="status-400"),
+    pytest.param(Script(status=400), before_token(400, "invalid_request", False), 1,
+                 marks=matrix(UP, "400 before the first token (the request's fault)",
+                              "HTTP 400 `invalid_request`, `x-should-retry: false`, no retry"), id="status-400"),
     pytest.param(Script(status=401), before_token(502, "upstream_error", False), 1,
                  marks=matrix(UP, "401 (bad upstream key) before the first token",
                               "HTTP 502 `upstream_error`, not retryable, no retry"), id="status-401"),

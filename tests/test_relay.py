@@ -55,6 +55,10 @@ def test_exact_text_relay_with_tokens_that_look_like_framing(gateway: GatewayPro
     assert sent["model"] == "fake-model"
 
 
+CLOSE_S = 1.0
+"""Generous (a loaded CI machine): the upstreams here would go on for seconds longer if nothing closed them."""
+
+
 def read_until_deltas(resp: httpx.Response, n: int) -> list[ServerSentEvent]:
     dec = SSEDecoder()
     events: list[ServerSentEvent] = []
@@ -65,14 +69,15 @@ def read_until_deltas(resp: httpx.Response, n: int) -> list[ServerSentEvent]:
     raise AssertionError(f"stream ended before {n} deltas: {events}")
 
 
-def test_disconnect_mid_stream_closes_the_upstream_within_50ms(gateway: GatewayProcess, upstream: FakeUpstream) -> None:
+def test_disconnect_mid_stream_closes_the_upstream(gateway: GatewayProcess, upstream: FakeUpstream) -> None:
+    """The upstream would stream for 10 s; only the disconnect can close it sooner (bench/ measures how soon)."""
     prompt = upstream.script(Script(deltas=[f"t{i} " for i in range(500)], delay=0.02))
     with httpx.stream("POST", gateway.url + "/v1/chat/stream", content=chat_body(prompt), timeout=30) as resp:
         read_until_deltas(resp, 3)
         closed_at_client = time.monotonic()
     rec = upstream.wait_closed(prompt, timeout=5)
     assert rec.closed_at is not None
-    assert rec.closed_at - closed_at_client < 0.05, f"upstream closed {rec.closed_at - closed_at_client:.3f}s later"
+    assert rec.closed_at - closed_at_client < CLOSE_S, f"upstream closed {rec.closed_at - closed_at_client:.3f}s later"
     assert rec.deltas_sent < 500 and not rec.finished
 
 
@@ -83,7 +88,7 @@ def test_disconnect_before_the_first_token_closes_the_upstream(gateway: GatewayP
         assert resp.status_code == 200  # committed after COMMIT_TIMEOUT_S (1 s) with start + heartbeats
         closed_at_client = time.monotonic()
     rec = upstream.wait_closed(prompt, timeout=5)
-    assert rec.closed_at is not None and rec.closed_at - closed_at_client < 0.05
+    assert rec.closed_at is not None and rec.closed_at - closed_at_client < CLOSE_S
 
 
 def test_disconnect_while_the_status_is_held_closes_the_upstream(upstream: FakeUpstream, make_gateway: Any) -> None:
@@ -98,7 +103,24 @@ def test_disconnect_while_the_status_is_held_closes_the_upstream(upstream: FakeU
     sock.close()
     closed_at_client = time.monotonic()
     rec = upstream.wait_closed(prompt, timeout=5)
-    assert rec.closed_at is not None and rec.closed_at - closed_at_client < 0.05
+    assert rec.closed_at is not None and rec.closed_at - closed_at_client < CLOSE_S
+
+
+def test_regression_a_grace_keeps_a_stream_nobody_can_resume(upstream: FakeUpstream, make_gateway: Any) -> None:
+    """A client that asked for a resume grace and left before the commit never learned the stream's id, so nobody
+    could resume or cancel it: the generation ran on for the whole grace (a page reloaded before its first token
+    left an orphan generating for 30 s). Before the commit a drop cancels at once, grace or not."""
+    gw = make_gateway({"provider": "openai", "upstream_url": upstream.url, "model": "m", "commit_timeout_s": 30})
+    prompt = upstream.script(Script(deltas=["never"], ttft=30))
+    sock = socket.create_connection(("127.0.0.1", gw.port))
+    body = chat_body(prompt, resume_grace_s=60)
+    sock.sendall(b"POST /v1/chat/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    upstream.wait_request(prompt, timeout=5)
+    sock.close()
+    closed_at_client = time.monotonic()
+    rec = upstream.wait_closed(prompt, timeout=10)
+    assert rec.closed_at is not None and rec.closed_at - closed_at_client < CLOSE_S
 
 
 def test_eight_streams_run_side_by_side(gateway: GatewayProcess, upstream: FakeUpstream) -> None:
@@ -117,7 +139,7 @@ def test_eight_streams_run_side_by_side(gateway: GatewayProcess, upstream: FakeU
 @pytest.mark.parametrize(
     ("status", "expected", "code"),
     [(500, 502, "upstream_error"), (401, 502, "upstream_error"), (429, 429, "rate_limited"),
-     (400, 502, "upstream_error")],
+     (400, 400, "invalid_request"), (413, 400, "invalid_request"), (422, 400, "invalid_request")],
 )
 def test_upstream_error_status_before_the_first_token(gateway: GatewayProcess, upstream: FakeUpstream,
                                                       status: int, expected: int, code: str) -> None:
@@ -131,6 +153,9 @@ def test_upstream_error_status_before_the_first_token(gateway: GatewayProcess, u
     if status == 429:
         assert resp.headers["retry-after"] == "7"
         assert body["error"]["retryable"] is True
+    if expected == 400 or status == 401:  # deterministic: the SDKs must not resend it
+        assert resp.headers["x-should-retry"] == "false" and body["error"]["retryable"] is False
+        assert len(upstream.records(prompt)) == 1
 
 
 def test_connection_refused_is_502(make_gateway: Any) -> None:

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ssegate.core.entries import DELTA, DONE, START
-from ssegate.sse import PING, NativeEncoder, SSEDecoder, scrub_text, split_event_id
+from ssegate.http.encoders import NativeEncoder
+from ssegate.sse import PING, SSEDecoder, scrub_text, split_event_id
 
 
 def decode(data: bytes | str, chunk: int = 0) -> list:

@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 import pytest
 import trustme
 
+from ssegate.core.request import ChatRequest
 from ssegate.errors import UpstreamError, UpstreamProtocolError
-from ssegate.upstream import ChatRequest, Finish
 from ssegate.upstream.httpclient import Pool
 from ssegate.upstream.openai import OpenAIProvider
-from ssegate.upstream.relay import UpstreamSession
 from tests.fakes import FakeUpstream, Script
 
 Handler = Callable[[bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
@@ -318,18 +317,37 @@ async def test_https_verifies_the_upstream_certificate_and_keeps_the_connection(
     await default.aclose()
 
 
-async def test_a_provider_without_a_sink_yields_its_deltas(upstream: FakeUpstream) -> None:
-    """The gateway always sets ``ChatRequest.sink``; another caller of a built-in provider gets the deltas
-    yielded, in order, then the ``Finish``, from the same fake OpenAI upstream the end-to-end tests use."""
+class RecordingSink:
+    """A ``Sink`` that keeps what a provider gives it (the gateway's is a ``Generation``)."""
+
+    def __init__(self) -> None:
+        self.parts: list[object] = []
+        self.reads = 0
+        self.aborts: list[object] = []
+
+    def emit(self, part: object) -> None:
+        self.parts.append(part)
+
+    def alive(self) -> None:
+        self.reads += 1
+
+    def holding(self, abort: object) -> None:
+        self.aborts.append(abort)
+
+
+async def test_a_provider_streams_into_any_sink(upstream: FakeUpstream) -> None:
+    """The provider protocol has one path: parts go to the caller's sink as they arrive, the ``Finish`` is
+    returned, the abort handle is held while the request is open and let go at the end."""
     deltas = ["Hel", "lo\n", " wor", "ld"]
     prompt = upstream.script(Script(deltas=deltas, delay=0.005))
-    session = UpstreamSession()
-    provider = OpenAIProvider(upstream.url, "key", session)
-    request = ChatRequest([{"role": "user", "content": prompt}], "fake-model")
+    pool = Pool()
+    provider = OpenAIProvider(upstream.url, "key", pool)
+    sink = RecordingSink()
     try:
-        events = [ev async for ev in provider.stream(request)]
+        finish = await provider.stream(ChatRequest([{"role": "user", "content": prompt}], "fake-model"), sink)
     finally:
-        await session.aclose()
-    assert events[:-1] == deltas
-    assert isinstance(events[-1], Finish) and events[-1].reason == "stop"
-    assert request.abort is None
+        await pool.aclose()
+    assert sink.parts == deltas
+    assert finish.reason == "stop" and finish.usage is not None
+    assert sink.reads >= len(deltas)
+    assert callable(sink.aborts[0]) and sink.aborts[-1] is None

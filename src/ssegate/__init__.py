@@ -1,8 +1,14 @@
-"""ssegate: a fast LLM streaming gateway. Tokens over Server-Sent Events, cancel on disconnect,
-typed errors, resumable streams."""
+"""ssegate: a fast LLM streaming gateway, and a library for your own FastAPI app (CONTRACT §10).
+
+Tokens over Server-Sent Events, cancel on disconnect, typed errors, resumable streams. The public names are
+listed in ``__all__``; they are imported on first use (PEP 562), so ``import ssegate.client`` stays light (no
+FastAPI, no Redis client, no server).
+"""
+
+import importlib as _importlib
+import typing as _typing
 
 from .__about__ import __version__
-from .client import AsyncClient, Client
 from .errors import (
     ClientError,
     GatewayError,
@@ -20,10 +26,29 @@ from .errors import (
     UpstreamRefused,
     UpstreamTimeout,
 )
-from .http.standalone import create_app
-from .settings import Settings
-from .sse import ServerSentEvent, SSEDecoder
-from .upstream import ChatRequest, Finish, Provider, Usage
+from .parts import Finish, Part, Reasoning, ToolCallDelta, ToolCallStart, Usage
+
+if _typing.TYPE_CHECKING:
+    from .client import AsyncClient, Client
+    from .core.request import ChatRequest
+    from .gateway import Gateway
+    from .http.standalone import create_app
+    from .settings import Settings
+    from .sse import ServerSentEvent, SSEDecoder
+    from .upstream.base import Provider, Sink
+
+_LAZY = {
+    "AsyncClient": "ssegate.client",
+    "ChatRequest": "ssegate.core.request",
+    "Client": "ssegate.client",
+    "Gateway": "ssegate.gateway",
+    "Provider": "ssegate.upstream.base",
+    "SSEDecoder": "ssegate.sse",
+    "ServerSentEvent": "ssegate.sse",
+    "Settings": "ssegate.settings",
+    "Sink": "ssegate.upstream.base",
+    "create_app": "ssegate.http.standalone",
+}
 
 __all__ = [
     "AsyncClient",
@@ -31,18 +56,24 @@ __all__ = [
     "Client",
     "ClientError",
     "Finish",
+    "Gateway",
     "GatewayError",
     "GenerationLost",
     "InvalidRequest",
     "NotFound",
     "Overloaded",
+    "Part",
     "PayloadTooLarge",
     "Provider",
     "RateLimited",
+    "Reasoning",
     "SSEDecoder",
     "ServerSentEvent",
     "Settings",
     "ShuttingDown",
+    "Sink",
+    "ToolCallDelta",
+    "ToolCallStart",
     "Unauthorized",
     "UpstreamError",
     "UpstreamProtocolError",
@@ -53,3 +84,16 @@ __all__ = [
     "__version__",
     "create_app",
 ]
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ssegate' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gateway", description="Run the gateway (settings: SSEGATE_*).")
     serve.add_argument("--host", help="bind address [127.0.0.1]")
     serve.add_argument("--port", type=int, help="port [8000]")
-    serve.add_argument("--provider", choices=["demo", "openai", "anthropic"], help="upstream kind [demo]")
+    serve.add_argument("--provider", help="upstream kind: demo, openai, anthropic or a plugin's name [demo]")
     serve.add_argument("--model", help="default model name")
     serve.add_argument("--upstream-url", help="upstream base URL, e.g. http://127.0.0.1:11434/v1")
     serve.add_argument("--workers", type=int, help="worker processes [1]")

@@ -4,9 +4,11 @@
 GatewayError                    code                 status  retryable
 ├── ClientError                 invalid_request      400     no
 │   ├── InvalidRequest          invalid_request      400/422 no
+│   │   └── UpstreamRejected    invalid_request      400     no   (the upstream's 400/413/422: the request's fault)
 │   ├── PayloadTooLarge         payload_too_large    413     no
 │   ├── Unauthorized            unauthorized         401     no
 │   ├── NotFound                not_found            404     no
+│   ├── ModelNotFound           model_not_found      404     no
 │   └── RateLimited             rate_limited         429     yes  (Retry-After)
 ├── UpstreamError               upstream_error       502     yes
 │   ├── UpstreamRefused         upstream_error       502     4xx: no, 5xx: yes
@@ -19,7 +21,9 @@ GatewayError                    code                 status  retryable
 └── GenerationLost              generation_lost      502     yes
 ```
 
-Every error knows its ``code``, HTTP ``status`` and ``retryable``; ``body()`` is the JSON shape of
+Every error knows its ``code``, HTTP ``status`` and ``retryable``; a response for one that is not retryable says
+``x-should-retry: false`` (the OpenAI and Anthropic SDKs then do not resend a deterministic failure), one with
+``retry_after`` says ``Retry-After``. ``body()`` is the JSON shape of
 CONTRACT §4 and ``openai_body()`` the OpenAI shape of §7. This module imports no third-party library: the
 errors of lower libraries are translated where they are used, in one place each (``upstream.base.
 map_upstream_errors`` for the upstream client and parsers, ``cluster.redis_log.map_redis_errors`` for redis-py).
@@ -36,6 +40,7 @@ __all__ = [
     "GatewayError",
     "GenerationLost",
     "InvalidRequest",
+    "ModelNotFound",
     "NotFound",
     "Overloaded",
     "PayloadTooLarge",
@@ -46,6 +51,7 @@ __all__ = [
     "UpstreamProtocolError",
     "UpstreamRateLimited",
     "UpstreamRefused",
+    "UpstreamRejected",
     "UpstreamTimeout",
     "error_from_code",
 ]
@@ -84,6 +90,8 @@ class GatewayError(Exception):
         return {"error": {"message": self.message, "type": kind, "code": self.code, "param": None}}
 
     def headers(self) -> dict[str, str]:
+        if not self.retryable:
+            return {"x-should-retry": "false"}
         if self.retry_after is None:
             return {}
         return {"Retry-After": str(max(1, round(self.retry_after)))}
@@ -98,6 +106,14 @@ class InvalidRequest(ClientError):
     code = "invalid_request"
 
 
+class UpstreamRejected(InvalidRequest):
+    """The upstream answered 400, 413 or 422: the request itself is at fault (a bad field, a context too long)."""
+
+    def __init__(self, message: str, *, upstream_status: int) -> None:
+        super().__init__(message)
+        self.upstream_status = upstream_status
+
+
 class PayloadTooLarge(ClientError):
     code = "payload_too_large"
     status = 413
@@ -110,6 +126,11 @@ class Unauthorized(ClientError):
 
 class NotFound(ClientError):
     code = "not_found"
+    status = 404
+
+
+class ModelNotFound(ClientError):
+    code = "model_not_found"
     status = 404
 
 
@@ -176,6 +197,7 @@ _BY_CODE: dict[str, type[GatewayError]] = {
         PayloadTooLarge,
         Unauthorized,
         NotFound,
+        ModelNotFound,
         RateLimited,
         UpstreamError,
         UpstreamTimeout,
@@ -212,9 +234,14 @@ def parse_retry_after(value: str | None) -> float | None:
     return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
 
 
-def upstream_status_error(status: int, detail: str, retry_after: str | None = None) -> UpstreamError:
-    """The error for an upstream that answered ``status`` instead of a stream."""
+def upstream_status_error(status: int, detail: str, retry_after: str | None = None) -> GatewayError:
+    """The error for an upstream that answered ``status`` instead of a stream: the client's own fault for a 400,
+    413 or 422 (or a 404 about the model), else the upstream's (502, retried when it is a 5xx)."""
     after = parse_retry_after(retry_after)
+    if status in (400, 413, 422):
+        return UpstreamRejected(f"the upstream refused the request ({status}): {detail}", upstream_status=status)
+    if status == 404 and "model" in detail.lower():
+        return ModelNotFound(f"the upstream does not serve this model: {detail}")
     if status == 429:
         return UpstreamRateLimited(f"upstream rate limit: {detail}", retry_after=after or 1.0)
     if status in (408, 504):

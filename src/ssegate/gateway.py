@@ -18,14 +18,16 @@ from .cluster.replicas import Replicas
 from .core.generation import Generation, StreamHub
 from .core.limits import Limits
 from .core.log import MemoryEventLog
+from .core.request import ChatRequest
 from .errors import InvalidRequest, NotFound, ShuttingDown
+from .http.encoders import NativeEncoder
 from .http.response import EventStreamResponse, Follows, StreamEncoder
-from .obs import logs
 from .obs.metrics import Metrics
+from .obs.stream_log import StreamLogger
 from .settings import Settings
-from .sse import NativeEncoder
-from .upstream import ChatRequest, Provider, build_providers
-from .upstream.relay import UpstreamSession
+from .upstream import Provider, make_provider
+from .upstream.chain import ProviderChain
+from .upstream.httpclient import Pool
 
 __all__ = ["Gateway"]
 
@@ -35,10 +37,12 @@ DEMO_MODEL = "ssegate-demo"
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.session = UpstreamSession(
-            limit=settings.max_upstream_connections, connect_timeout=settings.upstream_connect_timeout_s
-        )
-        self.providers: list[Provider] = build_providers(settings, self.session)
+        self.pool = Pool(limit=settings.max_upstream_connections, connect_timeout=settings.upstream_connect_timeout_s)
+        key = settings.resolved_api_key()
+        self.providers: list[Provider] = [
+            make_provider(settings.provider, settings, url, key, self.pool) for url in settings.upstream_urls or [""]
+        ]
+        self.chain = ProviderChain(self.providers, settings)
         self.metrics = Metrics()
         self.replicas = Replicas(settings) if settings.redis_url else None
         self.eventlog: MemoryEventLog = (
@@ -49,9 +53,9 @@ class Gateway:
                 max_bytes=settings.log_max_bytes
             )
         )
-        self.hub = StreamHub(settings, self.providers, self.eventlog, self.metrics)
-        self.limits = Limits(settings, self.metrics)
-        self.hub.on_finished += [self.limits.released, logs.stream_ended]
+        self.hub = StreamHub(settings, self.eventlog)
+        self.limits = Limits(settings, lambda code: self.metrics.rejected.labels(code).inc())
+        self.hub.observers += [self.limits, self.metrics, StreamLogger(settings.log_prompts)]
         if self.replicas is not None:
             self.replicas.bind(self.hub)
         self._shutdown_task: asyncio.Task[None] | None = None
@@ -96,7 +100,7 @@ class Gateway:
             await self.replicas.stop()
         for p in self.providers:
             await p.aclose()
-        await self.session.aclose()
+        await self.pool.aclose()
         self.eventlog.clear()
 
     # --- requests -----------------------------------------------------------------------------------
@@ -118,11 +122,10 @@ class Gateway:
         self.limits.admit(owner)
 
     def start_generation(self, request: ChatRequest, owner: str) -> Generation:
+        """Check the request against the upstream (a 400 naming a field it cannot honour), admit it, start it."""
+        self.providers[0].check_request(request)
         self.admit(owner)
-        gen = self.hub.start(request, owner)
-        self.limits.acquired(gen)  # released by the hub's on_finished
-        logs.stream_started(gen, self.settings)
-        return gen
+        return self.hub.start(request, owner, self.chain)
 
     def stream_response(self, request: ChatRequest, owner: str) -> EventStreamResponse:
         gen = self.start_generation(request, owner)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,8 +29,8 @@ class Settings(BaseSettings):
     """Worker processes (each a full gateway; use REDIS_URL so they share streams)."""
 
     # --- upstream ------------------------------------------------------------------------------
-    provider: Literal["demo", "openai", "anthropic"] = "demo"
-    """`demo` (embedded, offline), `openai` (any OpenAI-compatible server), `anthropic`."""
+    provider: str = "demo"
+    """`demo` (embedded, offline), `openai` (any OpenAI-compatible server), `anthropic`, or a plugin's name."""
     upstream_url: str = ""
     """Base URL of the upstream, e.g. `https://api.openai.com/v1`, `http://127.0.0.1:11434/v1`."""
     upstream_api_key: str = Field("", repr=False)
@@ -54,6 +53,8 @@ class Settings(BaseSettings):
     """Time to first token of the demo model."""
     demo_tokens_per_s: float = Field(40.0, gt=0)
     """Pace of the demo model."""
+    demo_scripts: bool = False
+    """Let a last user message `/script {json}` make the demo model play exactly that (for tests)."""
 
     # --- stream lifecycle ----------------------------------------------------------------------
     heartbeat_s: float = Field(15.0, gt=0)
@@ -117,6 +118,16 @@ class Settings(BaseSettings):
     """Include prompt text in logs."""
     log_level: str = "info"
     """Log level: debug, info, warning, error."""
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, v: str) -> str:
+        from .upstream import provider_names
+
+        names = provider_names()
+        if v not in names:
+            raise ValueError(f"expected one of {', '.join(names)}")
+        return v
 
     @field_validator("upstream_url", "fallback_urls")
     @classmethod

@@ -34,7 +34,8 @@ class GatewayProcess:
 
     def __init__(self, settings: dict[str, Any] | None = None, *, port: int | None = None) -> None:
         self.port = port or free_port()
-        self.settings = {"port": self.port, "log_level": "warning", **(settings or {})}
+        # the suite scripts the demo model (`/script`); a deployment never needs it
+        self.settings = {"port": self.port, "log_level": "warning", "demo_scripts": True, **(settings or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = Path(tempfile.mkstemp(prefix="ssegate-", suffix=".log")[1])
 

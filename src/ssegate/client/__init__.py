@@ -31,32 +31,28 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Generator, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 import httpx
-import orjson
 
-from ..errors import (
-    GatewayError,
-    GenerationLost,
-    InvalidRequest,
-    NotFound,
-    Overloaded,
-    PayloadTooLarge,
-    RateLimited,
-    Unauthorized,
-    UpstreamError,
-    UpstreamProtocolError,
-    UpstreamTimeout,
-    error_from_code,
-    parse_retry_after,
+from ..errors import GenerationLost, NotFound
+from ..parts import Usage
+from ..sse import ServerSentEvent
+from .events import (
+    Delta,
+    Done,
+    GatewayUnreachable,
+    Reasoning,
+    Start,
+    StreamEvent,
+    ToolCallDelta,
+    ToolCallStart,
+    assistant_message,
 )
-from ..sse import ServerSentEvent, SSEDecoder, split_event_id
-from ..upstream.base import Usage
+from .protocol import Messages, Refused, Retry, StreamProtocol, chat_body, http_error
 
 __all__ = [
     "DEFAULT_URL",
@@ -66,9 +62,13 @@ __all__ = [
     "Delta",
     "Done",
     "GatewayUnreachable",
+    "Reasoning",
     "Start",
     "Stream",
     "StreamEvent",
+    "ToolCallDelta",
+    "ToolCallStart",
+    "assistant_message",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -76,233 +76,10 @@ DEFAULT_GRACE_S = 30.0
 """The resume grace this client asks for: a drop shorter than this resumes the same generation."""
 
 
-# --- what a stream yields ---------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Event:
-    seq: int
-    raw: ServerSentEvent = field(repr=False, compare=False)
-    """The event as it came off the wire (``raw.id``, ``raw.event``, ``raw.data``)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Start(_Event):
-    stream_id: str
-    model: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Delta(_Event):
-    text: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Done(_Event):
-    finish_reason: str
-    usage: Usage
-
-
-StreamEvent = Start | Delta | Done
-
-
-class GatewayUnreachable(GatewayError):
-    """The gateway could not be reached, or the connection dropped and every attempt to resume failed."""
-
-    code = "unreachable"
-    status = 0
-    retryable = True
-
-
-class _Refused(Exception):
-    """A resume answered with a retryable error status: treated like a drop (retried with backoff)."""
-
-    def __init__(self, error: GatewayError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
-_BY_STATUS: dict[int, type[GatewayError]] = {
-    400: InvalidRequest, 401: Unauthorized, 404: NotFound, 413: PayloadTooLarge, 422: InvalidRequest,
-    429: RateLimited, 502: UpstreamError, 503: Overloaded, 504: UpstreamTimeout,
-}
-
-
-def http_error(status: int, headers: httpx.Headers, body: bytes) -> GatewayError:
-    """The typed error for a refused request: by the body's ``error.code``, else by the status."""
-    err: GatewayError | None = None
-    try:
-        info = orjson.loads(body)["error"]
-        err = error_from_code(str(info["code"]), str(info["message"]), info.get("retryable"))
-    except (ValueError, KeyError, TypeError):
-        pass
-    if err is None:
-        text = body[:200].decode("utf-8", "replace").strip() or httpx.codes.get_reason_phrase(status)
-        err = _BY_STATUS.get(status, GatewayError)(f"HTTP {status}: {text}")
-    err.status = status
-    err.retry_after = parse_retry_after(headers.get("retry-after"))
-    return err
-
-
-def chat_body(
-    messages: str | Sequence[Mapping[str, str]],
-    model: str | None,
-    max_tokens: int | None,
-    temperature: float | None,
-    stop: str | Sequence[str] | None,
-    resume_grace_s: float | None = None,
-) -> bytes:
-    """The JSON of ``POST /v1/chat/stream``; a plain string is one user message."""
-    if isinstance(messages, str):
-        msgs: list[dict[str, str]] = [{"role": "user", "content": messages}]
-    else:
-        msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
-    body: dict[str, Any] = {"messages": msgs}
-    for key, value in (("model", model), ("max_tokens", max_tokens), ("temperature", temperature),
-                       ("resume_grace_s", resume_grace_s)):
-        if value is not None:
-            body[key] = value
-    if stop is not None:
-        body["stop"] = stop if isinstance(stop, str) else list(stop)
-    return orjson.dumps(body)
-
-
-# --- the protocol, without I/O ------------------------------------------------------------------------
-@dataclass(slots=True)
-class _Retry:
-    max_retries: int
-    backoff_s: float
-    max_backoff_s: float = 8.0
-
-
-class _Protocol:
-    """One stream's state: the request to make next, the events seen, and what a drop means."""
-
-    def __init__(self, where: str, body: bytes | None, stream_id: str | None, after: int, retry: _Retry) -> None:
-        self.where = where
-        self.body = body
-        self.stream_id = stream_id
-        self.last_seq = after
-        self.model: str | None = None
-        self.parts: list[str] = []
-        self.finish_reason: str | None = None
-        self.usage: Usage | None = None
-        self.error: GatewayError | None = None
-        self.error_event: ServerSentEvent | None = None
-        self.finished = False
-        self.cancelled = False
-        self.resumes = 0
-        self._retry = retry
-        self._attempt = 0
-        self._decoder = SSEDecoder()
-
-    def request(self) -> tuple[str, str, dict[str, str], bytes | None]:
-        """Method, path, query and body of the next request: the chat itself, or a resume."""
-        self._decoder = SSEDecoder()
-        if self.stream_id is None:
-            return "POST", "/v1/chat/stream", {}, self.body
-        return "GET", f"/v1/streams/{self.stream_id}", {"after": str(self.last_seq)}, None
-
-    def accept(self, status: int, headers: httpx.Headers, body: bytes) -> None:
-        """Go on reading a ``200``; raise the typed error of anything else. After a drop, a stream that
-        is gone is ``GenerationLost`` and a retryable refusal is retried like a drop."""
-        if status == 200:
-            if self.stream_id is None:
-                self.stream_id = headers.get("x-stream-id")
-            return
-        resuming = self.resumes > 0  # after a drop, rather than a first request
-        if status == 204 and self.stream_id is not None:
-            if resuming:
-                raise GenerationLost(f"stream {self.stream_id} ended, but its terminal event never arrived")
-            self.finished = True  # resume() of a stream whose terminal event the caller already has
-            return
-        err = http_error(status, headers, body)
-        if resuming:
-            if isinstance(err, NotFound):
-                raise GenerationLost(f"stream {self.stream_id} can no longer be resumed: {err.message}") from err
-            if err.retryable:
-                raise _Refused(err)
-        raise err
-
-    def feed(self, chunk: str) -> list[StreamEvent]:
-        """The events completed by ``chunk``; stops at the terminal event (``finished``, maybe ``error``)."""
-        out: list[StreamEvent] = []
-        for sse in self._decoder.feed(chunk):
-            ev = self._event(sse)
-            if ev is not None:
-                out.append(ev)
-            if self.finished:
-                break
-        return out
-
-    def _event(self, sse: ServerSentEvent) -> StreamEvent | None:
-        parsed = split_event_id(sse.id or "")
-        if parsed is None:
-            raise UpstreamProtocolError(f"event without a valid id: {sse.id!r}")
-        sid, seq = parsed
-        if self.stream_id is None:
-            self.stream_id = sid
-        elif sid != self.stream_id:
-            raise UpstreamProtocolError(f"event of stream {sid!r} in stream {self.stream_id!r}")
-        if seq <= self.last_seq:
-            return None  # already seen (replayed): never twice
-        if seq != self.last_seq + 1:
-            raise GenerationLost(f"events {self.last_seq + 1}..{seq - 1} of stream {sid} are missing")
-        self.last_seq = seq
-        self._attempt = 0  # progress: the retry budget is per drop
-        try:
-            data = sse.json()
-            if sse.event == "message":
-                text = str(data["delta"])
-                self.parts.append(text)
-                return Delta(seq=seq, raw=sse, text=text)
-            if sse.event == "start":
-                self.model = str(data.get("model", ""))
-                return Start(seq=seq, raw=sse, stream_id=str(data.get("stream_id", sid)), model=self.model)
-            if sse.event == "done":
-                u = data.get("usage") or {}
-                self.usage = Usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0)),
-                                   bool(u.get("estimated", False)))
-                self.finish_reason = str(data.get("finish_reason", "stop"))
-                self.finished = True
-                return Done(seq=seq, raw=sse, finish_reason=self.finish_reason, usage=self.usage)
-            if sse.event == "error":
-                info = data["error"]
-                self.error = error_from_code(str(info["code"]), str(info["message"]), info.get("retryable"))
-                self.error_event = sse
-                self.finished = True
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise UpstreamProtocolError(f"malformed {sse.event!r} event: {sse.data[:200]!r}") from exc
-        return None  # an event kind this client does not know: skipped
-
-    def raise_error(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    def dropped(self, cause: Exception | None) -> float | None:
-        """The connection ended before the terminal event: seconds to wait before resuming, ``None`` to
-        stop (the stream was cancelled); raises when resuming is impossible or the budget is spent."""
-        if self.cancelled:
-            return None
-        refused = cause.error if isinstance(cause, _Refused) else None
-        why = f"{type(cause).__name__}: {cause}" if cause is not None else "the stream ended without a terminal event"
-        if self.stream_id is None:
-            raise GatewayUnreachable(f"cannot reach the gateway at {self.where} ({why})") from cause
-        if self._attempt >= self._retry.max_retries:
-            if refused is not None:
-                raise refused
-            raise GatewayUnreachable(
-                f"lost the connection to {self.where} and could not resume stream {self.stream_id} "
-                f"after {self._attempt} attempts ({why})"
-            ) from cause
-        n = self._attempt
-        delay = min(self._retry.max_backoff_s, self._retry.backoff_s * 2 ** (n - 1)) if n else 0.0
-        self._attempt += 1
-        self.resumes += 1
-        return delay
-
 
 # --- the shared surface of both stream classes ----------------------------------------------------------
 class _StreamState:
-    _proto: _Protocol
+    _proto: StreamProtocol
 
     @property
     def stream_id(self) -> str | None:
@@ -321,6 +98,20 @@ class _StreamState:
     def text(self) -> str:
         """The text received so far."""
         return "".join(self._proto.parts)
+
+    @property
+    def reasoning(self) -> str:
+        """The reasoning text received so far."""
+        return "".join(self._proto.reasoning)
+
+    @property
+    def done(self) -> Done | None:
+        """The ``Done`` event, once it arrived."""
+        return self._proto.done
+
+    def assistant_message(self) -> dict[str, Any]:
+        """The assistant message for the next turn (text, tool calls, reasoning, provider data)."""
+        return assistant_message(self.text, self._proto.done, self.reasoning)
 
     @property
     def finish_reason(self) -> str | None:
@@ -360,7 +151,7 @@ CANCEL_TIMEOUT_S = 5.0
 class Stream(_StreamState):
     """An iterator over one stream's events. Iterate it once."""
 
-    def __init__(self, client: Client, proto: _Protocol) -> None:
+    def __init__(self, client: Client, proto: StreamProtocol) -> None:
         self._client = client
         self._proto = proto
         self._gen: Generator[StreamEvent, None, None] | None = None
@@ -389,7 +180,7 @@ class Stream(_StreamState):
                             tail = events  # yielded once the connection is closed
                             break
                         yield from events
-            except (httpx.TransportError, _Refused) as exc:
+            except (httpx.TransportError, Refused) as exc:
                 cause = exc
             if proto.finished:
                 yield from tail
@@ -449,30 +240,39 @@ class Client:
         backoff_s: float = 0.25,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._retry = _Retry(max_retries, backoff_s)
+        self._retry = Retry(max_retries, backoff_s)
         self.http = httpx.Client(base_url=self.base_url, headers=_headers(api_key), timeout=_timeout(timeout))
 
     def stream(
         self,
-        messages: str | Sequence[Mapping[str, str]],
+        messages: Messages,
         *,
         model: str | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
         stop: str | Sequence[str] | None = None,
+        tools: Sequence[Any] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
+        parallel_tool_calls: bool | None = None,
+        response_format: dict[str, Any] | None = None,
+        reasoning_effort: str | None = None,
         resume_grace_s: float | None = DEFAULT_GRACE_S,
     ) -> Stream:
-        """Start a generation: a prompt (one user message) or a list of ``{"role", "content"}``.
+        """Start a generation: a prompt (one user message) or messages in OpenAI's shapes (tool calls, tool
+        results, image parts), with the request fields of CONTRACT §3.
 
         ``resume_grace_s``: how long the server keeps generating after a dropped connection, so that this
         stream resumes where it left off (CONTRACT §5); ``None`` leaves it to the server (cancel at once by
         default). Closing the stream early without ``cancel()`` leaves the generation running for that long."""
-        body = chat_body(messages, model, max_tokens, temperature, stop, resume_grace_s)
-        return Stream(self, _Protocol(self.base_url, body, None, 0, self._retry))
+        body = chat_body(messages, model=model, max_tokens=max_tokens, temperature=temperature, stop=stop,
+                         tools=tools, tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
+                         response_format=response_format, reasoning_effort=reasoning_effort,
+                         resume_grace_s=resume_grace_s)
+        return Stream(self, StreamProtocol(self.base_url, body, None, 0, self._retry))
 
     def resume(self, stream_id: str, *, after: int = 0) -> Stream:
         """Follow an existing stream from the event after ``after``."""
-        return Stream(self, _Protocol(self.base_url, None, stream_id, after, self._retry))
+        return Stream(self, StreamProtocol(self.base_url, None, stream_id, after, self._retry))
 
     def cancel(self, stream_id: str) -> None:
         """``POST /v1/streams/{id}/cancel``; the stream then ends with ``done``, ``finish_reason: cancelled``."""
@@ -497,7 +297,7 @@ class Client:
 class AsyncStream(_StreamState):
     """An async iterator over one stream's events. Iterate it once; use ``async with`` to stop early."""
 
-    def __init__(self, client: AsyncClient, proto: _Protocol) -> None:
+    def __init__(self, client: AsyncClient, proto: StreamProtocol) -> None:
         self._client = client
         self._proto = proto
         self._gen: AsyncGenerator[StreamEvent, None] | None = None
@@ -528,7 +328,7 @@ class AsyncStream(_StreamState):
                             break
                         for ev in events:
                             yield ev
-            except (httpx.TransportError, _Refused) as exc:
+            except (httpx.TransportError, Refused) as exc:
                 cause = exc
             if proto.finished:
                 for ev in tail:
@@ -591,24 +391,32 @@ class AsyncClient:
         backoff_s: float = 0.25,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._retry = _Retry(max_retries, backoff_s)
+        self._retry = Retry(max_retries, backoff_s)
         self.http = httpx.AsyncClient(base_url=self.base_url, headers=_headers(api_key), timeout=_timeout(timeout))
 
     def stream(
         self,
-        messages: str | Sequence[Mapping[str, str]],
+        messages: Messages,
         *,
         model: str | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
         stop: str | Sequence[str] | None = None,
+        tools: Sequence[Any] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
+        parallel_tool_calls: bool | None = None,
+        response_format: dict[str, Any] | None = None,
+        reasoning_effort: str | None = None,
         resume_grace_s: float | None = DEFAULT_GRACE_S,
     ) -> AsyncStream:
-        body = chat_body(messages, model, max_tokens, temperature, stop, resume_grace_s)
-        return AsyncStream(self, _Protocol(self.base_url, body, None, 0, self._retry))
+        body = chat_body(messages, model=model, max_tokens=max_tokens, temperature=temperature, stop=stop,
+                         tools=tools, tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
+                         response_format=response_format, reasoning_effort=reasoning_effort,
+                         resume_grace_s=resume_grace_s)
+        return AsyncStream(self, StreamProtocol(self.base_url, body, None, 0, self._retry))
 
     def resume(self, stream_id: str, *, after: int = 0) -> AsyncStream:
-        return AsyncStream(self, _Protocol(self.base_url, None, stream_id, after, self._retry))
+        return AsyncStream(self, StreamProtocol(self.base_url, None, stream_id, after, self._retry))
 
     async def cancel(self, stream_id: str) -> None:
         try:

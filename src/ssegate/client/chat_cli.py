@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import GatewayError
-from . import Client, Delta, Done, GatewayUnreachable, Stream, StreamEvent
+from . import Client, Delta, Done, GatewayUnreachable, Reasoning, Stream, StreamEvent
 
 __all__ = ["EXIT_CLIENT", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_UPSTREAM", "exit_code", "run_chat"]
 
@@ -55,16 +55,22 @@ class Output:
         self.rich = self.out.is_terminal and not json_lines
         self._t0 = 0.0
         self._t_first: float | None = None
+        self._thinking = False
+        self._wrote_text = False
 
     def begin(self) -> None:
         self._t0 = time.monotonic()
         self._t_first = None
+        self._thinking = False
+        self._wrote_text = False
 
     def event(self, ev: StreamEvent) -> None:
         if self.json:
             raw = ev.raw
             self._line({"id": raw.id, "event": raw.event, "data": orjson.loads(raw.data)})
         elif isinstance(ev, Delta):
+            self._end_thinking()
+            self._wrote_text = True
             if self._t_first is None:
                 self._t_first = time.monotonic()
             if self.rich:
@@ -72,9 +78,29 @@ class Output:
             else:
                 sys.stdout.write(ev.text)
                 sys.stdout.flush()
+        elif isinstance(ev, Reasoning):
+            if not self._thinking:
+                self._thinking = True
+                self._note("[dim italic]thinking: [/]", end="")
+            self._note(ev.text, end="", style="dim italic")
         elif isinstance(ev, Done):
-            self._newline()
+            self._end_thinking()
+            if self._wrote_text:
+                self._newline()
+            for call in ev.tool_calls:
+                fn, call_id = call["function"], escape(call["id"])
+                self._note(f"[cyan]→ tool call[/] {escape(fn['name'])}({escape(fn['arguments'])})  [dim]{call_id}[/]")
             self._summary(ev)
+
+    def _note(self, text: str, *, end: str = "\n", style: str | None = None) -> None:
+        """Reasoning and tool calls: dimmed on the terminal's stdout, else on stderr (stdout is the answer)."""
+        console = self.out if self.rich else self.err
+        console.print(text, end=end, style=style, markup=style is None, highlight=False)
+
+    def _end_thinking(self) -> None:
+        if self._thinking:
+            self._thinking = False
+            self._note("")
 
     def error(self, err: GatewayError, stream: Stream) -> None:
         if self.json:

@@ -40,6 +40,7 @@ from .redis_log import REDIS_DOWN, RedisEventLog, RedisLink, ctl_channel, follow
 if TYPE_CHECKING:
     from ..core.generation import Generation, StreamHub
     from ..core.log import StreamLog
+    from ..core.outcome import Outcome, Started
 
 __all__ = ["RemoteStream", "Replicas"]
 
@@ -145,8 +146,15 @@ class Replicas:
     def bind(self, hub: StreamHub) -> None:
         self.hub = hub
         hub.check_elsewhere = self.check_elsewhere
-        hub.on_finished.append(lambda gen: self.followed.discard(gen.stream_id))
+        hub.observers.append(self)
         self.eventlog.on_lost = self._lost_here
+
+    # --- core.outcome.Observer: forget who followed a stream once it ended ---------------------------
+    def started(self, started: Started) -> None:
+        return None
+
+    def ended(self, outcome: Outcome) -> None:
+        self.followed.discard(outcome.stream_id)
 
     async def start(self) -> None:
         await self.link.start(1.0)

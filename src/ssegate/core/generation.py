@@ -1,37 +1,51 @@
-"""The life of one generation: retries before the first token, timeouts, cancel, the terminal event.
+"""The life of one generation: its producer, timeouts, cancel, the assembled answer, the terminal event.
 
-A ``Generation`` is a task that reads one provider stream and appends entries to a ``StreamLog``; HTTP
+A ``Generation`` is a task that runs one *producer* and appends what it produces to a ``StreamLog``; HTTP
 responses follow the log (``http/response.py``), so a generation can outlive a dropped connection (resume,
-``DETACH_GRACE_S``) and any number of clients can follow it. Exactly one terminal entry ends every log:
+the stream's grace) and any number of clients can follow it. The producer is the gateway's upstream chain
+(``upstream/chain.py``: providers with retries and fallbacks) or an application's own async iterator of parts
+(``Gateway.stream``). Either way the parts arrive through this generation's sink methods (``emit``, ``alive``,
+``holding``: the ``upstream.base.Sink`` protocol), one plain call per part, from the upstream connection's read
+callback when the provider is remote.
 
-- the provider finished: ``done`` with its finish reason and usage;
-- it was cancelled (client gone, ``POST .../cancel``): ``done`` with ``finish_reason: "cancelled"`` and the
-  usage relayed so far, estimated;
-- it failed (``UpstreamError``, first-token or idle timeout, shutdown): ``error`` with the code.
+Exactly one terminal entry ends every log:
 
-Whoever opens an upstream closes it: the provider's generator is closed in this task's ``finally``.
-Timeouts cost nothing per token: one timer per generation re-arms itself only when it fires.
+- the producer finished: ``done`` with its finish reason, usage, every tool call assembled whole, and the
+  provider's opaque ``provider_data``;
+- it was cancelled (no client left, ``POST .../cancel``): ``done`` with ``finish_reason: "cancelled"`` and the
+  usage so far, estimated;
+- it failed (an ``UpstreamError``, the first-output or idle timeout, shutdown): ``error`` with the code; an
+  exception that is not a ``GatewayError`` is ``internal_error`` with no detail.
+
+Timeouts (CONTRACT §2) cost nothing per token (``Deadline``): until the first output the deadline is
+``FIRST_TOKEN_TIMEOUT_S`` after the start; from the first output (text, reasoning or a tool call) it is
+``IDLE_TIMEOUT_S`` after the last upstream byte (``alive``) or part. Cancel tears the upstream down at once
+through the abort handle the provider holds, before the task unwinds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..errors import GatewayError, GenerationLost, NotFound, ShuttingDown, UpstreamError, UpstreamTimeout
-from ..obs.metrics import Metrics
+from ..errors import GatewayError, GenerationLost, NotFound, ShuttingDown, UpstreamProtocolError, UpstreamTimeout
+from ..parts import Finish, Part, Reasoning, ToolCallDelta, ToolCallStart, Usage
 from ..settings import Settings
-from ..upstream.base import ChatRequest, Finish, Provider, Usage
-from .entries import DELTA, DONE, ERROR, START
+from .deadline import Deadline
+from .entries import DELTA, DONE, ERROR, REASONING, START, TOOL_ARGS, TOOL_CALL
 from .log import MemoryEventLog, StreamLog
+from .outcome import Observer, Outcome, Started
+from .request import ChatRequest
 
-__all__ = ["Generation", "StreamHub", "estimate_tokens", "new_stream_id"]
+__all__ = ["Generation", "Producer", "StreamHub", "estimate_tokens", "new_stream_id"]
 
 logger = logging.getLogger("ssegate.generation")
+
+Producer = Callable[["Generation"], Awaitable[Finish]]
+"""Produces a generation's parts into its sink methods and returns the ``Finish``."""
 
 
 def new_stream_id() -> str:
@@ -46,64 +60,67 @@ def estimate_tokens(text: str) -> int:
 
 class Generation:
     __slots__ = (
+        "_abort",
+        "_calls",
         "_cancel_reason",
         "_clock",
-        "_deadline_timer",
+        "_deadline",
         "_deferred",
         "_grace_timer",
-        "_last_delta",
+        "_idle",
         "_started",
         "_timed_out",
         "commit_deadline",
         "committed",
-        "deltas",
+        "deployment",
         "error",
-        "first_token_at",
+        "first_output_at",
         "followers",
         "hub",
         "log",
-        "providers",
+        "outputs",
+        "producer",
         "request",
         "started_at",
         "task",
         "upstream_attempts",
     )
 
-    def __init__(self, hub: StreamHub, log: StreamLog, providers: Sequence[Provider], request: ChatRequest) -> None:
+    def __init__(self, hub: StreamHub, log: StreamLog, request: ChatRequest, producer: Producer) -> None:
         loop = asyncio.get_running_loop()
+        s = hub.settings
         self.hub = hub
         self.log = log
-        self.providers = providers
         self.request = request
+        self.producer = producer
         self.followers = 0
-        self.deltas = 0
+        self.outputs = 0
+        """Parts relayed so far: text, reasoning, tool-call starts and argument pieces."""
         self.committed = False
         self.started_at = loop.time()
-        self.commit_deadline = self.started_at + hub.settings.commit_timeout_s
-        self.first_token_at = 0.0
+        self.commit_deadline = self.started_at + s.commit_timeout_s
+        self.first_output_at = 0.0
         self.upstream_attempts = 0
+        self.deployment = ""
+        """The label of the upstream being tried (set by the producer)."""
         self.error: GatewayError | None = None
         self._cancel_reason: str | None = None
         self._timed_out = False
         self._started = False
-        self._last_delta = self.started_at
+        self._abort: Callable[[], None] | None = None
         self._clock = loop.time
+        self._idle = s.idle_timeout_s
+        self._calls: dict[int, tuple[str, str, list[str]]] = {}
         self._grace_timer: asyncio.TimerHandle | None = None
         self._deferred = False
-        self._deadline_timer = loop.call_at(self.started_at + hub.settings.first_token_timeout_s, self._check_deadline)
+        self._deadline = Deadline(loop, self._timeout)
+        self._deadline.set(self.started_at + s.first_token_timeout_s)
         log.append(START, {"stream_id": log.stream_id, "model": log.model})
         self.task = loop.create_task(self._run(), name=f"ssegate-gen-{log.stream_id}")
 
     @property
     def stream_id(self) -> str:
         return self.log.stream_id
-
-    @property
-    def grace_s(self) -> float:
-        """The resume grace of this stream: what the request asked for (capped), else ``DETACH_GRACE_S``."""
-        asked = self.request.resume_grace_s
-        s = self.hub.settings
-        return s.detach_grace_s if asked is None else min(asked, s.resume_grace_max_s)
 
     @property
     def cancel_reason(self) -> str | None:
@@ -113,13 +130,72 @@ class Generation:
     def finished(self) -> bool:
         return self.log.finished
 
+    @property
+    def grace_s(self) -> float:
+        """The resume grace of this stream: what the request asked for (capped), else ``DETACH_GRACE_S``."""
+        asked = self.request.resume_grace_s
+        s = self.hub.settings
+        return s.detach_grace_s if asked is None else min(asked, s.resume_grace_max_s)
+
+    # --- the sink (upstream.base.Sink): called by the producer, often from a connection's callback ---------
+    def emit(self, part: Part) -> None:
+        """One part of the answer. Dropped once the stream ended (a read that raced the cancel)."""
+        log = self.log
+        if log.finished:
+            return
+        if type(part) is str:
+            if not part:
+                return
+            log.append(DELTA, part)
+        elif not self._append_part(part):
+            return
+        n = self.outputs = self.outputs + 1
+        now = self._clock()
+        if n == 1:
+            self.first_output_at = now
+        self._deadline.set(now + self._idle)
+
+    def _append_part(self, part: Part) -> bool:
+        kind = type(part)
+        if kind is Reasoning:
+            assert isinstance(part, Reasoning)
+            if not part.text:
+                return False
+            self.log.append(REASONING, part.text)
+        elif kind is ToolCallDelta:
+            assert isinstance(part, ToolCallDelta)
+            call = self._calls.get(part.index)
+            if call is None:
+                raise UpstreamProtocolError(f"arguments for tool call {part.index}, which was never started")
+            if not part.arguments:
+                return False
+            call[2].append(part.arguments)
+            self.log.append(TOOL_ARGS, {"index": part.index, "arguments": part.arguments})
+        elif kind is ToolCallStart:
+            assert isinstance(part, ToolCallStart)
+            if part.index in self._calls:
+                raise UpstreamProtocolError(f"tool call {part.index} was started twice")
+            self._calls[part.index] = (part.id, part.name, [])
+            self.log.append(TOOL_CALL, {"index": part.index, "id": part.id, "name": part.name})
+        else:
+            raise TypeError(f"not a part of an answer: {part!r}")
+        return True
+
+    def alive(self) -> None:
+        """Upstream bytes arrived: after the first output, the idle deadline starts again."""
+        if self.outputs:
+            self._deadline.set(self._clock() + self._idle)
+
+    def holding(self, abort: Callable[[], None] | None) -> None:
+        self._abort = abort
+
     # --- control ----------------------------------------------------------------------------------
     def cancel(self, reason: str = "request") -> bool:
         """Stop generating; the log ends with ``done``/``cancelled`` (or ``error`` for ``shutdown``)."""
         if self.log.finished or self._cancel_reason is not None:
             return False
         self._cancel_reason = reason
-        abort = self.request.abort
+        abort = self._abort
         if abort is not None:
             abort()
         if self._started:
@@ -136,11 +212,12 @@ class Generation:
             self._grace_timer = None
 
     def detach(self) -> None:
-        """A follower left. With no follower left, cancel now or after ``DETACH_GRACE_S``."""
+        """A follower left. With no follower left, cancel now or after the stream's grace. Before the commit the
+        client never learned the stream's id, so nobody can resume it: no grace then."""
         self.followers -= 1
         if self.followers > 0 or self.log.finished:
             return
-        grace = self.grace_s
+        grace = self.grace_s if self.committed else 0.0
         if grace <= 0:
             self._unattended()
         elif self._grace_timer is None:
@@ -179,33 +256,29 @@ class Generation:
             self._grace_timer = None
         self._unattended()
 
-    def _check_deadline(self) -> None:
+    def _timeout(self) -> None:
         if self.log.finished:
             return
-        s = self.hub.settings
-        loop = asyncio.get_running_loop()
-        deadline = self._last_delta + s.idle_timeout_s if self.deltas else self.started_at + s.first_token_timeout_s
-        if loop.time() >= deadline:
-            self._timed_out = True
-            if self._started:
-                self.task.cancel()
-        else:
-            self._deadline_timer = loop.call_at(deadline, self._check_deadline)
+        self._timed_out = True
+        abort = self._abort
+        if abort is not None:
+            abort()
+        if self._started:
+            self.task.cancel()
 
     # --- the task ---------------------------------------------------------------------------------
     async def _run(self) -> None:
         self._started = True
-        log = self.log
         finish: Finish | None = None
         error: GatewayError | None = None
         try:
             if self._cancel_reason is not None or self._timed_out:  # stopped before this task first ran
                 raise asyncio.CancelledError
-            finish = await self._relay()
+            finish = await self.producer(self)
         except asyncio.CancelledError:
             if self._timed_out:
-                what = "idle between tokens" if self.deltas else "waiting for the first token"
-                error = UpstreamTimeout(f"upstream timed out {what}")
+                what = "idle after its last output" if self.outputs else "waiting for its first output"
+                error = UpstreamTimeout(f"the upstream timed out {what}")
             elif self._cancel_reason == "shutdown":
                 error = ShuttingDown("the server is shutting down", retry_after=1.0)
             elif self._cancel_reason == "lost":  # Redis mode: another replica already ended it for its followers
@@ -215,20 +288,31 @@ class Generation:
                 raise
         except GatewayError as exc:
             error = exc
-        except Exception as exc:  # a bug, not an upstream condition: still end the stream cleanly
-            logger.exception("generation %s failed", log.stream_id)
-            error = UpstreamError(f"internal error: {type(exc).__name__}")
+        except Exception:  # a bug (ours or an application's source), not an upstream condition: end cleanly
+            logger.exception("generation %s failed", self.log.stream_id)
+            error = GatewayError("internal error")
         finally:
-            self.request.sink = None  # the request referred back to this generation: no cycle left for the GC
-            self._deadline_timer.cancel()
+            self._abort = None
+            self._deadline.close()
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
         if error is not None:
             self._end(ERROR, error.body(), error)
         elif finish is not None:
-            self._end(DONE, {"finish_reason": finish.reason, "usage": self._usage(finish.usage).as_dict()})
+            self._end(DONE, self._done(finish.reason, finish.usage, finish.provider_data))
         else:
-            self._end(DONE, {"finish_reason": "cancelled", "usage": self._usage(None).as_dict()})
+            self._end(DONE, self._done("cancelled", None, None))
+
+    def _done(self, reason: str, usage: Usage | None, provider_data: dict[str, Any] | None) -> dict[str, Any]:
+        payload: dict[str, Any] = {"finish_reason": reason, "usage": self._usage(usage).as_dict()}
+        if self._calls:
+            payload["tool_calls"] = [
+                {"id": call_id, "type": "function", "function": {"name": name, "arguments": "".join(pieces)}}
+                for _, (call_id, name, pieces) in sorted(self._calls.items())
+            ]
+        if provider_data:
+            payload["provider_data"] = provider_data
+        return payload
 
     def _end(self, kind: int, payload: dict[str, Any], error: GatewayError | None = None) -> None:
         self.error = error
@@ -240,98 +324,50 @@ class Generation:
         if reported is not None:
             return reported
         prompt = estimate_tokens(self.request.prompt_text) + 4 * len(self.request.messages)
-        return Usage(prompt, self.deltas, estimated=True)
+        return Usage(prompt, self.outputs, estimated=True)
 
-    def _on_delta(self, text: str) -> None:
-        """One text delta: yielded by the provider, or pushed by it (``ChatRequest.sink``) from its connection's
-        callback. After the stream ended (a read that raced the cancel) it is dropped."""
-        log = self.log
-        if log.finished:
-            return
-        log.append(DELTA, text)
-        self.deltas += 1
-        now = self._clock()
-        if self.deltas == 1:
-            self.first_token_at = now
-        self._last_delta = now
-
-    async def _relay(self) -> Finish:
-        """Try each provider (the upstream, then fallbacks) with retries, until one streams."""
-        s = self.hub.settings
-        last_error: UpstreamError | None = None
-        self.request.sink = self._on_delta
-        for provider in self.providers:
-            for attempt in range(s.retry_attempts):
-                self.upstream_attempts += 1
-                agen = provider.stream(self.request)
-                try:
-                    async for ev in agen:
-                        if type(ev) is str:
-                            self._on_delta(ev)
-                        elif isinstance(ev, Finish):
-                            return ev
-                    raise UpstreamError("upstream ended without a finish")
-                except UpstreamError as exc:
-                    if self.deltas or not exc.retryable:
-                        raise  # never once text went out: a retry would send it twice
-                    last_error = exc
-                finally:
-                    await agen.aclose()  # the failed attempt's connection is closed before the backoff
-                delay = self._backoff(attempt, last_error)
-                if delay is None:
-                    break  # on to the next fallback, if any
-                logger.info("retrying %s in %.2fs after: %s", provider.label, delay, last_error.message)
-                await asyncio.sleep(delay)
-        assert last_error is not None
-        raise last_error
-
-    def _backoff(self, attempt: int, exc: UpstreamError) -> float | None:
-        """Delay before the next try on this upstream, or None to move on to the next fallback (or give up).
-
-        Exponential from ``retry_backoff_s``, jittered 0.5x-1.5x, at least the upstream's ``Retry-After``.
-        Before the commit a retry must fit before the commit deadline, so that an upstream failing at once on
-        every try still gives the client a real HTTP status; after it, before the first-token deadline."""
-        s = self.hub.settings
-        if attempt + 1 >= s.retry_attempts:
-            return None
-        delay = s.retry_backoff_s * (2.0**attempt) * (0.5 + random.random())
-        if exc.retry_after:
-            delay = max(delay, float(exc.retry_after))
-        now = asyncio.get_running_loop().time()
-        if not self.committed and now + delay > self.commit_deadline:
-            return None  # keep the final failure a real HTTP status
-        if now + delay > self.started_at + s.first_token_timeout_s:
-            return None
-        return delay
+    def outcome(self) -> Outcome:
+        """This generation as its observers see it, once ended."""
+        terminal = self.log.terminal()
+        error = self.error
+        if error is not None:
+            cause = f"error:{error.code}"
+        elif terminal is not None and terminal[0] == ERROR:
+            cause = f"error:{terminal[1].get('error', {}).get('code', 'internal_error')}"
+        elif terminal is not None and terminal[1].get("finish_reason") == "cancelled":
+            cause = f"cancelled:{self._cancel_reason or 'request'}"
+        else:
+            cause = "done"
+        return Outcome(
+            stream_id=self.stream_id, owner=self.log.owner, model=self.log.model, deployment=self.deployment,
+            cause=cause, error=error.message if error is not None else None, outputs=self.outputs,
+            ttft_s=self.first_output_at - self.started_at if self.outputs else None,
+            duration_s=self._clock() - self.started_at, upstream_attempts=self.upstream_attempts,
+            max_tokens=self.request.max_tokens,
+        )
 
 
 class StreamHub:
     """The generations of this process: start, find, cancel, and end them all at shutdown."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        providers: Sequence[Provider],
-        eventlog: MemoryEventLog,
-        metrics: Metrics,
-    ) -> None:
+    def __init__(self, settings: Settings, eventlog: MemoryEventLog) -> None:
         self.settings = settings
-        self.providers = providers
         self.eventlog = eventlog
-        self.metrics = metrics
         self.live: dict[str, Generation] = {}
-        self.on_finished: list[Callable[[Generation], None]] = []
+        self.observers: list[Observer] = []
         self.check_elsewhere: Callable[[Generation], None] | None = None
-        """Redis mode: decides for a generation left without followers here (``replicas.py``)."""
+        """Redis mode: decides for a generation left without followers here (``cluster/replicas.py``)."""
         self.shutting_down = False
 
-    def start(self, request: ChatRequest, owner: str) -> Generation:
+    def start(self, request: ChatRequest, owner: str, producer: Producer) -> Generation:
         stream_id = new_stream_id()
         log = self.eventlog.create(stream_id, owner, request.model)
-        gen = Generation(self, log, self.providers, request)
+        gen = Generation(self, log, request, producer)
         log.grace_s = gen.grace_s
         self.live[stream_id] = gen
-        self.metrics.stream_started()
+        started = Started(stream_id, owner, request)
+        for observer in self.observers:
+            observer.started(started)
         return gen
 
     def get_log(self, stream_id: str, owner: str) -> StreamLog:
@@ -353,9 +389,10 @@ class StreamHub:
     def _finished(self, gen: Generation, error: GatewayError | None) -> None:
         self.live.pop(gen.stream_id, None)
         self.eventlog.finished(gen.log)
-        self.metrics.stream_ended(gen, error)
-        for cb in self.on_finished:
-            cb(gen)
+        if self.observers:
+            outcome = gen.outcome()
+            for observer in self.observers:
+                observer.ended(outcome)
 
     async def shutdown(self, grace_s: float) -> None:
         """Let running generations finish for ``grace_s``, then end the rest with ``shutting_down``."""

@@ -9,7 +9,7 @@
 The minute is a token bucket per key (``REQUESTS_PER_MINUTE`` tokens, refilled continuously), so a key may burst
 up to its whole minute's allowance and then goes on at the steady rate; ``Retry-After`` says when the next
 token is there. Only admitted requests take a token. A generation holds its key's concurrency slot from
-``acquired()`` (right after it starts) until ``released()`` (``StreamHub.on_finished``), so a stream counts
+its start until its end (it is an observer of the ``StreamHub``, ``core/outcome.py``), so a stream counts
 until its terminal event is written, whoever ends it.
 
 "Key" is the caller's identity (``auth.identity``): a key fingerprint, or ``anonymous`` when no keys are
@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from ..errors import Overloaded, RateLimited
 from ..settings import Settings
-
-if TYPE_CHECKING:
-    from ..obs.metrics import Metrics
-    from .generation import Generation
+from .outcome import Outcome, Started
 
 __all__ = ["Limits", "TokenBucket"]
 
@@ -67,11 +64,12 @@ class TokenBucket:
 
 
 class Limits:
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, on_refused: Callable[[str], None] = lambda code: None) -> None:
         self.max_streams = settings.max_streams
         self.per_key = settings.max_streams_per_key
         self.rpm = settings.requests_per_minute
-        self.metrics = metrics
+        self.on_refused = on_refused
+        """Told the code (``overloaded``, ``rate_limited``) of each refusal (the metrics count them)."""
         self.active: dict[str, int] = {}
         """Generations running now, by owner (owners with none are removed)."""
         self.total = 0
@@ -106,15 +104,14 @@ class Limits:
                 )
             bucket.take(now)
 
-    def acquired(self, gen: Generation) -> None:
-        """A generation of ``gen.log.owner`` started: it holds a slot until ``released``."""
-        owner = gen.log.owner
+    # --- core.outcome.Observer: a stream holds its key's slot from its start to its terminal entry ----------
+    def started(self, started: Started) -> None:
+        owner = started.owner
         self.active[owner] = self.active.get(owner, 0) + 1
         self.total += 1
 
-    def released(self, gen: Generation) -> None:
-        """``StreamHub.on_finished``: the generation wrote its terminal event."""
-        owner = gen.log.owner
+    def ended(self, outcome: Outcome) -> None:
+        owner = outcome.owner
         n = self.active.get(owner, 0) - 1
         if n > 0:
             self.active[owner] = n
@@ -123,7 +120,7 @@ class Limits:
         self.total = max(0, self.total - 1)
 
     def _refused(self, code: str) -> None:
-        self.metrics.rejected.labels(code).inc()
+        self.on_refused(code)
 
     def _prune(self, now: float) -> None:
         """Forget buckets that refilled completely (they behave exactly like new ones); bounds the dict."""

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from .entries import DELTA, TERMINAL, Entry
+from .entries import DELTA, OUTPUT, TERMINAL, Entry, entry_size
 
 __all__ = ["MemoryEventLog", "StreamLog"]
 
@@ -65,7 +65,8 @@ class StreamLog:
         return self.first_seq + len(self.entries) - 1
 
     @property
-    def has_delta(self) -> bool:
+    def has_output(self) -> bool:
+        """Something after ``start``: output, or the terminal entry."""
         return self.last_seq >= 2
 
     def append(self, kind: int, payload: Any) -> int:
@@ -73,11 +74,13 @@ class StreamLog:
         entries.append((kind, payload))
         if kind == DELTA:
             self.size += len(payload)
-            if self.size > self.max_bytes:
-                self._trim_bytes()
+        elif kind in OUTPUT:
+            self.size += entry_size(kind, payload)
+        if self.size > self.max_bytes:
+            self._trim_bytes()
         if len(entries) > self.max_events:
             drop = len(entries) - self.max_events
-            self.size -= sum(len(p) for k, p in entries[:drop] if k == DELTA)
+            self.size -= sum(entry_size(k, p) for k, p in entries[:drop])
             del entries[:drop]
             self.first_seq += drop
         if kind in TERMINAL:
@@ -94,8 +97,7 @@ class StreamLog:
         drop = 0
         while self.size > goal and drop < len(entries) - 1:
             kind, payload = entries[drop]
-            if kind == DELTA:
-                self.size -= len(payload)
+            self.size -= entry_size(kind, payload)
             drop += 1
         del entries[:drop]
         self.first_seq += drop

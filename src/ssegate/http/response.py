@@ -2,10 +2,11 @@
 
 Starlette's ``StreamingResponse`` never closes a body iterator whose client vanished; this response owns
 the lifecycle instead. Per connection it runs one small task that watches ``http.disconnect`` and one
-timer (heartbeat, commit deadline and send timeout in one, re-armed only when it fires). The main loop
-sends whatever the log holds beyond the client's cursor in one write (so a client that fell behind gets
-its backlog coalesced), then waits on the log. On disconnect it detaches from the generation at once,
-which cancels it (``DETACH_GRACE_S`` = 0) and so closes the upstream.
+``Deadline`` (the next heartbeat, or the end of a send in progress: a send that starts moves it earlier, so a
+client that stops reading is dropped ``SEND_TIMEOUT_S`` after its send began, whatever ``HEARTBEAT_S`` is). The
+main loop sends whatever the log holds beyond the client's cursor in one write (so a client that fell behind
+gets its backlog coalesced), then waits on the log. On disconnect it detaches from the generation at once,
+which cancels it unless the stream has a resume grace, and so closes the upstream.
 
 The hot path skips even that loop: while the loop waits, the log calls the response back at each append,
 and a client that keeps up (nothing queued for it) gets the new event written to its socket right there,
@@ -25,6 +26,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from ..core.deadline import Deadline
 from ..core.entries import ERROR, TERMINAL, Entry
 from ..sse import PING
 from .uvicorn_glue import direct_transport, drop_if_unread, set_disconnect_hook
@@ -120,7 +122,8 @@ class EventStreamResponse(Response):
         self._send_started = 0.0
         self._last_sent = 0.0
         self._ping_due = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Deadline | None = None
+        """Heartbeat and send timeout in one deadline: the next heartbeat, or the end of a send in progress."""
         self._send: Send | None = None
         self._detached = False
         self._cursor = after
@@ -150,7 +153,8 @@ class EventStreamResponse(Response):
                     return
             start_headers = [*STREAM_HEADERS, (b"x-stream-id", self.log.stream_id.encode())]
             self._last_sent = loop.time()
-            self._timer = loop.call_at(self._last_sent + min(self.heartbeat_s, self.send_timeout_s), self._tick)
+            self._timer = Deadline(loop, self._tick)
+            self._timer.set(self._last_sent + self.heartbeat_s)
             await self._timed_send(send, {"type": "http.response.start", "status": 200, "headers": start_headers})
             await self._pump(loop, raw_send)
         finally:
@@ -158,7 +162,8 @@ class EventStreamResponse(Response):
             if hooked:
                 set_disconnect_hook(cycle, None)
             if self._timer is not None:
-                self._timer.cancel()
+                self._timer.close()
+                self._timer = None
             self._detach()
             if not self.disconnected and not self.dropped:
                 drop_if_unread(raw_send, self.send_timeout_s)
@@ -264,6 +269,7 @@ class EventStreamResponse(Response):
                 final = batch[-1][0] in TERMINAL
                 self._in_send = True
                 self._send_started = now = loop.time()
+                self._send_deadline(now)
                 try:
                     await send({"type": "http.response.body", "body": body, "more_body": not final})
                 finally:
@@ -318,28 +324,37 @@ class EventStreamResponse(Response):
     async def _timed_send(self, send: Send, message: Message) -> None:
         self._in_send = True
         self._send_started = t = asyncio.get_running_loop().time()
+        self._send_deadline(t)
         try:
             await send(message)
         finally:
             self._in_send = False
             self._last_sent = t
 
+    def _send_deadline(self, started: float) -> None:
+        """A send began: it must end within ``send_timeout_s`` (earlier than the next heartbeat: re-armed)."""
+        timer = self._timer
+        if timer is not None:
+            end = started + self.send_timeout_s
+            if timer.at is None or end < timer.at:
+                timer.set(end)
+
     def _tick(self) -> None:
-        """Heartbeat and send timeout, re-armed only when it fires."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        """The deadline came: a send that took too long drops the client; else a heartbeat is due (or later)."""
+        timer = self._timer
+        assert timer is not None
+        now = asyncio.get_running_loop().time()
         if self._in_send:
             if now - self._send_started >= self.send_timeout_s:
                 self._drop()
                 return
-            nxt = self._send_started + self.send_timeout_s
+            timer.set(self._send_started + self.send_timeout_s)
         elif now - self._last_sent >= self.heartbeat_s:
             self._ping_due = True
             self._wake()
-            nxt = now + min(self.heartbeat_s, self.send_timeout_s)
+            timer.set(now + self.heartbeat_s)
         else:
-            nxt = self._last_sent + self.heartbeat_s
-        self._timer = loop.call_at(nxt, self._tick)
+            timer.set(self._last_sent + self.heartbeat_s)
 
     def _drop(self) -> None:
         """A client that accepted no bytes for ``send_timeout_s``: cancel its generation, cut it off."""

@@ -2,8 +2,8 @@
 
 Every line has ``ts`` (UTC, ISO 8601), ``level``, ``logger``, ``msg``, and whatever the call passed as
 ``extra``. Lines logged from inside a generation's task carry its ``stream_id`` without being told (the task is
-named after the stream). Each stream logs two lines at ``info``, once at its start and once at its end (never
-per token)::
+named after the stream). Each stream logs two lines at ``info`` (``stream_log.py``), once at its start and once at
+its end (never per token)::
 
     {"ts": "...", "level": "info", "logger": "ssegate.stream", "msg": "stream started", "stream_id": "...",
      "model": "...", "owner": "key:1f2e...", "messages": 1, "prompt_chars": 42}
@@ -21,19 +21,11 @@ import asyncio
 import logging
 import os
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from .metrics import end_cause
-
-if TYPE_CHECKING:
-    from ..core.generation import Generation
-    from ..settings import Settings
-
-__all__ = ["JSONFormatter", "log_config", "stream_ended", "stream_started"]
-
-stream_log = logging.getLogger("ssegate.stream")
+__all__ = ["JSONFormatter", "log_config"]
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "color_message"}
 _TASK_PREFIX = "ssegate-gen-"
@@ -104,38 +96,3 @@ def log_config(level: str) -> dict[str, Any]:
         },
         "root": {"handlers": ["stderr"], "level": "WARNING"},
     }
-
-
-def stream_started(gen: Generation, settings: Settings) -> None:
-    if not stream_log.isEnabledFor(logging.INFO):
-        return
-    request = gen.request
-    extra: dict[str, Any] = {
-        "stream_id": gen.stream_id,
-        "model": request.model,
-        "owner": gen.log.owner,
-        "messages": len(request.messages),
-        "prompt_chars": sum(len(m["content"]) for m in request.messages),
-    }
-    if settings.log_prompts:
-        extra["prompt"] = request.prompt_text
-    stream_log.info("stream started", extra=extra)
-
-
-def stream_ended(gen: Generation) -> None:
-    """``StreamHub.on_finished``."""
-    if not stream_log.isEnabledFor(logging.INFO):
-        return
-    loop = asyncio.get_running_loop()
-    extra: dict[str, Any] = {
-        "stream_id": gen.stream_id,
-        "outcome": end_cause(gen, gen.error),
-        "tokens": gen.deltas,
-        "duration_ms": round((loop.time() - gen.started_at) * 1000),
-        "upstream_attempts": gen.upstream_attempts,
-    }
-    if gen.deltas:
-        extra["ttft_ms"] = round((gen.first_token_at - gen.started_at) * 1000)
-    if gen.error is not None:
-        extra["error"] = gen.error.message
-    stream_log.info("stream ended", extra=extra)

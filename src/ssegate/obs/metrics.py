@@ -1,4 +1,4 @@
-"""Prometheus metrics (``GET /metrics``). Nothing here runs per token: counts are added once per stream.
+"""Prometheus metrics (``GET /metrics``), a ``core.outcome.Observer``: counts change once per stream, not per token.
 
 ==========================================  =======================================================================
 ``ssegate_active_streams``                  generations running now (gauge)
@@ -6,8 +6,8 @@
 ``ssegate_streams_ended_total{cause}``      generations ended: ``done``, ``cancelled:disconnect`` (the last client
                                             left), ``cancelled:request`` (``POST .../cancel``), ``error:<code>``
                                             (``error:shutting_down``, ``error:upstream_timeout``, ...)
-``ssegate_time_to_first_token_seconds``     from the start of a generation to its first text delta (histogram)
-``ssegate_tokens_relayed_total``            text deltas relayed
+``ssegate_time_to_first_token_seconds``     from the start of a generation to its first output (histogram)
+``ssegate_tokens_relayed_total``            parts relayed (text, reasoning, tool-call pieces)
 ``ssegate_tokens_saved_by_cancel_total``    estimate of completion tokens the upstream did not generate because the
                                             stream was cancelled: ``max_tokens`` (or 512) minus the tokens relayed
 ``ssegate_upstream_request_seconds``        duration of upstream generations, first request to end (histogram)
@@ -26,17 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from ..core.entries import ERROR
+from ..core.outcome import Outcome, Started
 
-if TYPE_CHECKING:
-    from ..core.generation import Generation
-    from ..errors import GatewayError
-
-__all__ = ["Metrics", "end_cause"]
+__all__ = ["Metrics"]
 
 _TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -49,8 +44,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.active = Gauge("ssegate_active_streams", "Generations running now", registry=r)
-        self.started = Counter("ssegate_streams_started", "Generations started", registry=r)
-        self.ended = Counter(
+        self.started_total = Counter("ssegate_streams_started", "Generations started", registry=r)
+        self.ended_total = Counter(
             "ssegate_streams_ended", "Generations ended, by cause", ["cause"], registry=r
         )
         self.ttft = Histogram(
@@ -76,22 +71,22 @@ class Metrics:
                             registry=r)
         self.blocks.set_function(sys.getallocatedblocks)
 
-    def stream_started(self) -> None:
-        self.started.inc()
+    # --- core.outcome.Observer --------------------------------------------------------------------------
+    def started(self, started: Started) -> None:
+        self.started_total.inc()
         self.active.inc()
 
-    def stream_ended(self, gen: Generation, error: GatewayError | None) -> None:
+    def ended(self, outcome: Outcome) -> None:
         self.active.dec()
-        self.tokens.inc(gen.deltas)
-        self.upstream_attempts.inc(gen.upstream_attempts)
-        if gen.deltas:
-            self.ttft.observe(gen.first_token_at - gen.started_at)
-        cause = end_cause(gen, error)
-        if cause.startswith("cancelled:"):
-            limit = gen.request.max_tokens or UNBOUNDED_ANSWER_TOKENS
-            self.saved.inc(max(0, limit - gen.deltas))
-        self.ended.labels(cause).inc()
-        self.upstream_seconds.observe(asyncio.get_running_loop().time() - gen.started_at)
+        self.tokens.inc(outcome.outputs)
+        self.upstream_attempts.inc(outcome.upstream_attempts)
+        if outcome.ttft_s is not None:
+            self.ttft.observe(outcome.ttft_s)
+        if outcome.cause.startswith("cancelled:"):
+            limit = outcome.max_tokens or UNBOUNDED_ANSWER_TOKENS
+            self.saved.inc(max(0, limit - outcome.outputs))
+        self.ended_total.labels(outcome.cause).inc()
+        self.upstream_seconds.observe(outcome.duration_s)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -102,15 +97,3 @@ def _task_count() -> float:
         return float(len(asyncio.all_tasks()))
     except RuntimeError:  # collected outside the server's loop
         return 0.0
-
-
-def end_cause(gen: Generation, error: GatewayError | None) -> str:
-    """How a generation ended: ``done``, ``cancelled:<reason>`` or ``error:<code>`` (the metric's label)."""
-    if error is not None:
-        return f"error:{error.code}"
-    terminal = gen.log.terminal()
-    if terminal is not None and terminal[0] == ERROR:
-        return f"error:{terminal[1].get('error', {}).get('code', 'internal_error')}"
-    if terminal is not None and terminal[1].get("finish_reason") == "cancelled":
-        return f"cancelled:{gen.cancel_reason or 'request'}"
-    return "done"

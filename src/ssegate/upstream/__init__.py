@@ -1,64 +1,74 @@
-"""Providers: the embedded ``demo`` model and remote upstreams, behind one protocol (``base.py``).
+"""Upstreams: the embedded ``demo`` model and remote providers behind one protocol (``base.py``).
 
-Built-in providers are registered in ``REGISTRY``; third-party packages add theirs through the
-``ssegate.providers`` entry point group (a callable ``(settings, base_url, session) -> Provider``).
+Built-in providers are registered in ``REGISTRY`` like any plugin: a third-party package adds its own through
+the ``ssegate.providers`` entry-point group, naming a factory ``(settings, base_url, api_key, pool) -> Provider``;
+``SSEGATE_PROVIDER`` (or a routing file's ``provider``) then accepts that name. Remote providers share the
+process's one keep-alive ``Pool`` (``httpclient.py``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
-from .base import ChatRequest, Finish, Message, Provider, ProviderEvent, Usage
+from .base import Provider, Sink
 
 if TYPE_CHECKING:
     from ..settings import Settings
-    from .relay import UpstreamSession
+    from .httpclient import Pool
 
-__all__ = [
-    "REGISTRY",
-    "ChatRequest",
-    "Finish",
-    "Message",
-    "Provider",
-    "ProviderEvent",
-    "Usage",
-    "build_providers",
-]
+__all__ = ["REGISTRY", "Factory", "Provider", "Sink", "make_provider", "provider_names"]
 
-Factory = Callable[["Settings", str, "UpstreamSession"], Provider]
+log = logging.getLogger("ssegate.upstream")
+
+Factory = Callable[["Settings", str, str, "Pool"], Provider]
+"""``(settings, base_url, api_key, pool) -> Provider``."""
 
 
-def _demo(settings: Settings, base_url: str, session: UpstreamSession) -> Provider:
+def _demo(settings: Settings, base_url: str, api_key: str, pool: Pool) -> Provider:
     from .demo import DemoProvider
 
-    return DemoProvider(ttft_s=settings.demo_ttft_s, tokens_per_s=settings.demo_tokens_per_s)
+    return DemoProvider(ttft_s=settings.demo_ttft_s, tokens_per_s=settings.demo_tokens_per_s,
+                        scripts=settings.demo_scripts)
 
 
-def _openai(settings: Settings, base_url: str, session: UpstreamSession) -> Provider:
+def _openai(settings: Settings, base_url: str, api_key: str, pool: Pool) -> Provider:
     from .openai import OpenAIProvider
 
-    return OpenAIProvider(base_url or "https://api.openai.com/v1", settings.resolved_api_key(), session)
+    return OpenAIProvider(base_url or "https://api.openai.com/v1", api_key, pool)
 
 
-def _anthropic(settings: Settings, base_url: str, session: UpstreamSession) -> Provider:
+def _anthropic(settings: Settings, base_url: str, api_key: str, pool: Pool) -> Provider:
     from .anthropic import AnthropicProvider
 
-    return AnthropicProvider(base_url or "https://api.anthropic.com/v1", settings.resolved_api_key(), session)
+    return AnthropicProvider(base_url or "https://api.anthropic.com/v1", api_key, pool)
 
 
 REGISTRY: dict[str, Factory] = {"demo": _demo, "openai": _openai, "anthropic": _anthropic}
+_plugins_loaded = False
 
 
 def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
     for ep in entry_points(group="ssegate.providers"):
-        REGISTRY.setdefault(ep.name, ep.load())
+        if ep.name in REGISTRY:
+            log.warning("provider plugin %r (%s) ignored: the name is taken", ep.name, ep.value)
+            continue
+        REGISTRY[ep.name] = ep.load()
 
 
-def build_providers(settings: Settings, session: UpstreamSession) -> list[Provider]:
-    """The primary upstream followed by the fallbacks, in the order they are tried."""
+def provider_names() -> list[str]:
+    """Every provider name this process knows: the built-in ones and the installed plugins'."""
     _load_plugins()
-    factory = REGISTRY[settings.provider]
-    urls = settings.upstream_urls or [""]
-    return [factory(settings, url, session) for url in urls]
+    return list(REGISTRY)
+
+
+def make_provider(kind: str, settings: Settings, base_url: str, api_key: str, pool: Pool) -> Provider:
+    """A provider of ``kind`` (a built-in or a plugin's name); ``KeyError`` for an unknown kind."""
+    _load_plugins()
+    return REGISTRY[kind](settings, base_url, api_key, pool)

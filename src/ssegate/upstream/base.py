@@ -1,93 +1,69 @@
-"""The Provider protocol: what every upstream (embedded or remote) looks like to the gateway.
+"""The Provider protocol: what every upstream (embedded, remote, or a plugin's) looks like to the gateway.
 
-A provider turns a ``ChatRequest`` into an async generator of ``ProviderEvent``s: ``str`` for a text
-delta (never empty: role-only or empty upstream chunks are not events), then one ``Finish``. Usage may
-arrive on the ``Finish``. A provider may instead hand text deltas to ``request.sink`` when the caller set
-one (the built-in remote providers do, from the connection's callback); it still ends with a ``Finish``.
-The generator owns its upstream request: ``aclose()`` on it (or cancelling the task that iterates it)
-tears the HTTP connection down, so the provider stops generating. Errors are raised as
-``ssegate.errors.UpstreamError`` subclasses.
+One path for every part of an answer: ``await provider.stream(request, sink)`` puts the parts of the answer
+(``ssegate.parts``: text as ``str``, ``Reasoning``, ``ToolCallStart``, ``ToolCallDelta``) into ``sink.emit`` as
+they arrive, and returns the ``Finish`` (reason, usage when known, ``provider_data`` for the next turn). A remote
+provider calls ``emit`` from its connection's read callback: no task switch and no object but the part itself per
+token. The demo model and plugins use the very same call, so every test exercises the production path.
+
+The sink is the caller's (a ``Generation``), never the request: a provider calls ``sink.alive()`` whenever upstream
+bytes arrive (so a long thinking phase with keep-alive pings is not an idle stall) and ``sink.holding(abort)``
+while it holds an upstream request (``abort`` tears the connection down at once, from a disconnect's callback,
+before the generation's task unwinds; ``holding(None)`` when it let go). Cancelling the task that awaits
+``stream()`` must close the upstream too (``finally``). Errors are ``ssegate.errors.UpstreamError`` subclasses.
+
+``check_request(request)`` runs before a stream starts: a provider raises ``InvalidRequest`` naming the first
+field it cannot honour (an image part for a text-only upstream, ``seed`` for Anthropic), so the client gets a 400
+instead of a field silently dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypedDict
+from typing import Protocol
 
-from ..errors import GatewayError, UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from ..core.request import ChatRequest
+from ..errors import GatewayError, InvalidRequest, UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from ..parts import Finish, Part
 
-__all__ = ["ChatRequest", "Finish", "Message", "Provider", "ProviderEvent", "Usage", "map_upstream_errors"]
-
-Role = Literal["system", "user", "assistant", "developer", "tool"]
-
-
-class Message(TypedDict):
-    role: str
-    content: str
+__all__ = ["Provider", "Sink", "map_upstream_errors", "refuse_field"]
 
 
-@dataclass(slots=True)
-class ChatRequest:
-    messages: list[Message]
-    model: str
-    max_tokens: int | None = None
-    temperature: float | None = None
-    stop: list[str] | None = None
-    extra: dict[str, object] = field(default_factory=dict)
-    resume_grace_s: float | None = None
-    """How long the generation goes on without a client, waiting for a resume (CONTRACT §5); None: the
-    server's ``DETACH_GRACE_S``."""
-    abort: Callable[[], None] | None = field(default=None, repr=False, compare=False)
-    """Set by a provider while it holds an upstream response: tears the connection down at once, without
-    waiting for the generation's task to unwind (a disconnect storm closes every upstream promptly)."""
-    sink: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
-    """Set by the caller (a generation): a provider may hand each text delta to it as it arrives, from the
-    connection's callback, instead of yielding it (no task switch per token). With no sink, deltas are
-    yielded."""
+class Sink(Protocol):
+    """Where a provider puts what its upstream sends, as it arrives."""
 
-    @property
-    def prompt_text(self) -> str:
-        return "\n".join(m["content"] for m in self.messages)
+    def emit(self, part: Part) -> None:
+        """One part of the answer. Empty text is ignored."""
 
+    def alive(self) -> None:
+        """Upstream bytes arrived (any: a ping too)."""
 
-@dataclass(slots=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-    estimated: bool = False
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "estimated": self.estimated,
-        }
-
-
-@dataclass(slots=True)
-class Finish:
-    reason: str = "stop"
-    usage: Usage | None = None
-
-
-ProviderEvent = str | Finish
+    def holding(self, abort: Callable[[], None] | None) -> None:
+        """The provider now holds an upstream request that ``abort()`` tears down at once (None: it let go)."""
 
 
 class Provider(Protocol):
-    """One upstream. ``name`` is the provider kind; ``label`` tells replicas or fallbacks apart."""
+    """One upstream. ``name`` is the provider kind; ``label`` tells deployments apart (never holds a key)."""
 
     name: str
     label: str
 
-    def stream(self, request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]: ...
+    def check_request(self, request: ChatRequest) -> None:
+        """Raise ``InvalidRequest`` naming the first field of ``request`` this upstream cannot honour."""
+
+    async def stream(self, request: ChatRequest, sink: Sink) -> Finish: ...
 
     async def check(self) -> None:
         """Raise an ``UpstreamError`` when the upstream cannot be reached (for ``/readyz``)."""
 
     async def aclose(self) -> None:
-        """Release pooled connections (at shutdown)."""
+        """Release what the provider holds (at shutdown)."""
+
+
+def refuse_field(provider: str, field: str, why: str = "") -> InvalidRequest:
+    """The 400 for a request field that ``provider`` cannot honour."""
+    return InvalidRequest(f"{field}: not supported by the {provider} upstream" + (f" ({why})" if why else ""))
 
 
 @contextmanager

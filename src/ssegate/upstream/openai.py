@@ -1,16 +1,38 @@
-"""Any OpenAI-compatible Chat Completions server (OpenAI, vLLM, llama.cpp, Ollama, LM Studio, ...)."""
+"""Any OpenAI-compatible Chat Completions server (OpenAI, vLLM, llama.cpp, Ollama, LM Studio, OpenRouter, ...).
+
+Request: the client's messages, tools, tool choice, response format and every field ssegate does not own go
+upstream exactly as sent (``ChatRequest.extra``); ``check_request`` refuses nothing, the upstream judges (its 4xx
+comes back as the client's 400, ``errors.upstream_status_error``). Two message fields are ssegate's own and are
+translated: an assistant message's ``reasoning`` goes back as ``reasoning_content`` when that message made tool
+calls (DeepSeek and vLLM require the reasoning of a tool turn back; other turns' reasoning is dropped, as those
+servers do themselves), and ``provider_data`` is not sent (this provider puts none in ``done``).
+
+Stream (``chat.completion.chunk`` events), normalised into parts:
+
+- ``delta.content`` → text; ``delta.reasoning_content``, or ``delta.reasoning``, or the text of
+  ``delta.reasoning_details`` items (OpenRouter), whichever the server sends first in a chunk → ``Reasoning``;
+- ``delta.tool_calls`` fragments → ``ToolCallStart`` / ``ToolCallDelta``, joined by ``index``, except that a new
+  ``id`` always starts a new call (Ollama and some servers put every parallel call at index 0) and a fragment
+  without ``index`` continues the last call (servers that omit it); calls are numbered 0, 1, ... in order of
+  appearance whatever the upstream's indices were;
+- the first ``finish_reason`` wins (OpenRouter repeats it); ``stop`` after tool calls is ``tool_calls`` (Gemini);
+- ``usage`` (we always ask ``stream_options.include_usage``) → the ``Finish``'s usage; ``[DONE]`` ends the body;
+- a ``data: {"error": ...}`` event mid-stream is an ``UpstreamError`` (429 → ``rate_limited``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
+from ..core.request import ChatRequest, Message
 from ..errors import UpstreamProtocolError, upstream_status_error
-from .base import ChatRequest, Finish, ProviderEvent, Usage, map_upstream_errors
-from .httpclient import Response
-from .relay import UpstreamSession, check_models, open_stream, relay, unset_emit
+from ..parts import Finish, Reasoning, ToolCallDelta, ToolCallStart, Usage
+from .base import Sink, map_upstream_errors
+from .events import check_models, post_stream, read_events
+from .httpclient import Pool, Response
 
 __all__ = ["OpenAIProvider"]
 
@@ -20,71 +42,85 @@ _FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter
            "function_call": "tool_calls", "eos": "stop", "end_turn": "stop"}
 
 
+def _outgoing(message: Message) -> Message:
+    """A message as an OpenAI-compatible server takes it: ssegate's own fields translated or left out."""
+    if "reasoning" not in message and "provider_data" not in message:
+        return message
+    out = {k: v for k, v in message.items() if k not in ("reasoning", "provider_data")}
+    if message.get("reasoning") and message.get("tool_calls"):
+        out["reasoning_content"] = message["reasoning"]
+    return out
+
+
 class OpenAIProvider:
     name = "openai"
 
-    def __init__(self, base_url: str, api_key: str, session: UpstreamSession) -> None:
+    def __init__(self, base_url: str, api_key: str, pool: Pool, *, label: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self.label = f"openai:{self.base_url}"
-        self._session = session
+        self.label = label or f"openai:{self.base_url}"
+        self._pool = pool
         self._headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
 
+    def check_request(self, request: ChatRequest) -> None:
+        return None  # everything is relayed as the client sent it; the upstream answers for what it cannot do
+
     def body(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": request.model,
-            "messages": request.messages,
+            "messages": [_outgoing(m) for m in request.messages],
             "stream": True,
             "stream_options": {"include_usage": True},
         }
         if request.max_tokens is not None:
-            body["max_tokens"] = request.max_tokens
+            body[request.max_tokens_field] = request.max_tokens
         if request.temperature is not None:
             body["temperature"] = request.temperature
         if request.stop:
             body["stop"] = request.stop
+        for key in ("tools", "tool_choice", "parallel_tool_calls", "response_format", "reasoning_effort"):
+            value = getattr(request, key)
+            if value is not None:
+                body[key] = value
         body.update(request.extra)
         return body
 
-    async def stream(self, request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]:
+    async def stream(self, request: ChatRequest, sink: Sink) -> Finish:
         resp = None
         try:
             with map_upstream_errors():
-                resp = await open_stream(
-                    self._session, self.base_url + "/chat/completions", self.body(request), self._headers, request,
-                    _error_message,
-                )
-                reader = _ChunkReader(resp)
-                async for text in relay(resp, request, reader):
-                    yield text  # only when no sink takes the deltas as they arrive
-                if not reader.done and reader.reason is None:
-                    raise UpstreamProtocolError("upstream stream ended without a finish")
-                yield Finish(reader.reason or "stop", reader.usage)
+                resp = await post_stream(self._pool, self.base_url + "/chat/completions", self.body(request),
+                                         self._headers, sink, _error_message)
+                reader = _ChunkReader(resp, sink.emit)
+                await read_events(resp, sink, reader.on_event)
+                return reader.finish()
         finally:
-            request.abort = None
+            sink.holding(None)
             if resp is not None:
                 resp.close()
 
     async def check(self) -> None:
-        await check_models(self._session, self.base_url + "/models", self._headers)
+        await check_models(self._pool, self.base_url + "/models", self._headers)
 
     async def aclose(self) -> None:
-        await self._session.aclose()
+        return None  # the pool is the gateway's
 
 
 class _ChunkReader:
-    """Reads ``chat.completion.chunk`` events as they arrive: text deltas to ``emit``, the finish reason and
-    usage kept; ``[DONE]`` stops the body."""
+    """Reads ``chat.completion.chunk`` events as they arrive (the mapping in the module's docstring)."""
 
-    __slots__ = ("done", "emit", "reason", "resp", "usage")
+    __slots__ = ("_by_id", "_by_index", "_last", "done", "emit", "reason", "resp", "usage")
 
-    def __init__(self, resp: Response) -> None:
+    def __init__(self, resp: Response, emit: Callable[[Any], None]) -> None:
         self.resp = resp
-        self.emit: Callable[[str], None] = unset_emit
+        self.emit = emit
         self.done = False
         self.reason: str | None = None
         self.usage: Usage | None = None
+        self._by_id: dict[str, int] = {}
+        self._by_index: dict[int, int] = {}
+        self._last: int | None = None
 
     def on_event(self, event: bytes, data: bytes) -> None:
         if self.done:
@@ -104,12 +140,64 @@ class _ChunkReader:
                 text = delta.get("content")
                 if text:
                     self.emit(text)
+                if len(delta) > 1 or text is None:
+                    self._other(delta)
             fr = choice.get("finish_reason")
-            if fr:
+            if fr and self.reason is None:
                 self.reason = _FINISH.get(fr, fr)
         u = chunk.get("usage")
         if u:
             self.usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+
+    def _other(self, delta: dict[str, Any]) -> None:
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            self.emit(Reasoning(reasoning))
+        elif isinstance(details := delta.get("reasoning_details"), list):
+            text = "".join(d.get("text") or d.get("summary") or "" for d in details if isinstance(d, dict))
+            if text:
+                self.emit(Reasoning(text))
+        calls = delta.get("tool_calls")
+        if calls:
+            for fragment in calls:
+                self._tool_fragment(fragment)
+
+    def _tool_fragment(self, fragment: dict[str, Any]) -> None:
+        index = fragment.get("index")
+        call_id = fragment.get("id") or None
+        function = fragment.get("function") or {}
+        ours: int | None
+        if call_id is not None:
+            ours = self._by_id.get(call_id)
+            if ours is None:  # a new call, even at an index already used (Ollama's parallel calls)
+                ours = len(self._by_id)
+                self._by_id[call_id] = ours
+                self.emit(ToolCallStart(ours, call_id, function.get("name") or ""))
+        elif index is not None:
+            ours = self._by_index.get(index)
+        else:
+            ours = self._last  # a server that omits ``index``: the call being streamed
+        if ours is None:
+            if not function.get("name"):
+                raise UpstreamProtocolError("the upstream sent tool-call arguments for a call it never started")
+            ours = len(self._by_id)  # a call started without an id: give it one
+            call_id = f"call_{ours}"
+            self._by_id[call_id] = ours
+            self.emit(ToolCallStart(ours, call_id, function["name"]))
+        if index is not None:
+            self._by_index[index] = ours
+        self._last = ours
+        arguments = function.get("arguments")
+        if arguments:
+            self.emit(ToolCallDelta(ours, arguments))
+
+    def finish(self) -> Finish:
+        if not self.done and self.reason is None:
+            raise UpstreamProtocolError("upstream stream ended without a finish")
+        reason = self.reason or "stop"
+        if reason == "stop" and self._by_id:
+            reason = "tool_calls"
+        return Finish(reason, self.usage)
 
 
 def _error_message(detail: str) -> str:

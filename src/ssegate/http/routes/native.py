@@ -2,45 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from ...core.request import ChatRequest
 from ...errors import InvalidRequest
 from ...sse import split_event_id
-from ...upstream import ChatRequest, Message
+from ..chat_body import MAX_TEXT, NativeChatIn, chat_request
 from ..response import EventStreamResponse
 from .deps import caller, gateway
 
-__all__ = ["ChatMessageIn", "ChatStreamIn", "router"]
+__all__ = ["router"]
 
 router = APIRouter(tags=["native"])
-
-MAX_TEXT = 1_000_000
-
-
-class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: Annotated[str, Field(max_length=MAX_TEXT)]
-
-
-class ChatStreamIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    messages: Annotated[list[ChatMessageIn], Field(min_length=1, max_length=2000)]
-    model: Annotated[str | None, Field(max_length=256)] = None
-    max_tokens: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
-    temperature: Annotated[float | None, Field(ge=0, le=2)] = None
-    stop: str | Annotated[list[str], Field(max_length=16)] | None = None
-    resume_grace_s: Annotated[float | None, Field(ge=0, le=86400)] = None
-    """Keep generating this long after the client drops, for a resume (capped by RESUME_GRACE_MAX_S)."""
-
-    def to_request(self, model: str) -> ChatRequest:
-        stop = [self.stop] if isinstance(self.stop, str) else self.stop
-        messages: list[Message] = [{"role": m.role, "content": m.content} for m in self.messages]
-        return ChatRequest(messages, model, self.max_tokens, self.temperature, stop, resume_grace_s=self.resume_grace_s)
 
 
 @router.get(
@@ -77,7 +53,8 @@ async def chat_get(
     response_model=None,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
-async def chat_stream(body: ChatStreamIn, request: Request) -> EventStreamResponse:
+async def chat_stream(body: NativeChatIn, request: Request) -> EventStreamResponse:
     gw = gateway(request)
     owner = caller(request)
-    return gw.stream_response(body.to_request(gw.default_model(body.model)), owner)
+    chat = chat_request(body, await request.json(), gw.default_model(body.model))
+    return gw.stream_response(chat, owner)
