@@ -625,7 +625,8 @@ PARTS_CHAT = {
          "tool_calls": [
              {"id": "call_1", "type": "function",
               "function": {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'}},
-             {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": '{"tz": "Asia/Tokyo"}'}},
+             {"id": "call_2", "type": "function",
+              "function": {"name": "get_time", "arguments": '{"tz": "Asia/Tokyo"}'}},
          ],
          "usage": {"completion_tokens": 41}, "streamId": "s1", "lastSeq": 9},
     ],

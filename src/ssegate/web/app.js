@@ -19,12 +19,15 @@
 // which gets the answer being generated a sentence at a time (and how it ended); Escape closes what is open,
 // else stops the answer; focus returns to the message box.
 
-import { cancelStream, streamChat } from "./stream.js";
-import { describeError } from "./errors.js";
 import * as A from "./answer.js";
-import { ChatStore } from "./store.js";
-import { MarkdownView, createMarkdown } from "./markdown.js";
+import { ChatList } from "./chatlist.js";
+import { setupControls } from "./controls.js";
+import { copyWithFeedback, h } from "./dom.js";
+import { createMarkdown } from "./markdown.js";
+import { Run } from "./run.js";
 import { Speaker } from "./speech.js";
+import { ChatStore } from "./store.js";
+import { createView, openEditor } from "./views.js";
 
 const RESUME_GRACE_S = 30;
 const SAVE_EVERY_MS = 250;
@@ -32,8 +35,6 @@ const KEYS = { apiKey: "ssegate.apiKey", model: "ssegate.model", theme: "ssegate
 
 const $ = (id) => document.getElementById(id);
 const el = {
-  app: document.querySelector(".app"),
-  sidebar: $("sidebar"),
   sidebarToggle: $("sidebar-toggle"),
   backdrop: $("backdrop"),
   chatList: $("chat-list"),
@@ -102,8 +103,6 @@ const state = {
 /** The phases the status line went through for the current chat, oldest first (for tests). */
 const phases = [];
 window.__ssegate = { state, phases };
-/** The page is going away: abort errors from its dying connections must not be saved as failures. */
-let unloading = false;
 
 /** @type {Map<string, object>} answers being generated, by chat id */
 const runs = new Map();
@@ -114,98 +113,20 @@ let chat = null;
 /** @type {Map<string, object>} the current chat's message views, by message id */
 let views = new Map();
 
-const apiKey = () => el.apiKey.value.trim();
+const controls = setupControls({ el, storage: local, keys: KEYS, focusList: () => chatList.focusCurrent() });
+const apiKey = () => controls.apiKey();
+const closeDrawer = () => controls.closeDrawer();
 
 function newChatObject() {
   return { id: A.newId(), title: "New chat", created: Date.now(), updated: 0, messages: [], saved: false, ui: null };
 }
 
 function persist(c) {
-  if (!c.saved || unloading) return;
+  if (!c.saved) return;
   if (!store.save(c)) console.warn("ssegate: this chat could not be saved (browser storage full or disabled)");
 }
 
-function schedulePersist(run) {
-  if (run.saveTimer) return;
-  run.saveTimer = setTimeout(() => {
-    run.saveTimer = 0;
-    persist(run.chat);
-  }, SAVE_EVERY_MS);
-}
-
-function persistRuns() {
-  for (const run of runs.values()) {
-    clearTimeout(run.saveTimer);
-    run.saveTimer = 0;
-    persist(run.chat);
-  }
-}
-
-// ---------------------------------------------------------------- small DOM helpers
-
-function h(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function button(label, action, { className = "act", aria } = {}) {
-  const b = h("button", className, label);
-  b.type = "button";
-  if (action) b.dataset.action = action;
-  if (aria) b.setAttribute("aria-label", aria);
-  return b;
-}
-
-const ICONS = {
-  rename: "M4 20h4L19 9l-4-4L4 16v4zM13.5 6.5l4 4",
-  delete: "M4 7h16M10 11v6M14 11v6M6 7l1 13h10l1-13M9 7V4h6v3",
-};
-function icon(name) {
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", "0 0 24 24");
-  svg.setAttribute("aria-hidden", "true");
-  svg.setAttribute("focusable", "false");
-  const path = document.createElementNS(ns, "path");
-  path.setAttribute("d", ICONS[name]);
-  svg.append(path);
-  return svg;
-}
-
-async function copyText(text) {
-  try {
-    await navigator.clipboard.writeText(text);
-    return true;
-  } catch {
-    // no clipboard API (plain http on another host): the old way
-  }
-  const ta = h("textarea");
-  ta.value = text;
-  ta.setAttribute("readonly", "");
-  ta.style.cssText = "position:fixed;top:0;left:0;opacity:0";
-  document.body.append(ta);
-  ta.select();
-  let ok = false;
-  try {
-    ok = document.execCommand("copy");
-  } catch {
-    ok = false;
-  }
-  ta.remove();
-  return ok;
-}
-
-async function copyWithFeedback(btn, text) {
-  const ok = await copyText(text);
-  const label = btn.dataset.label || btn.textContent;
-  btn.dataset.label = label;
-  btn.textContent = ok ? "Copied" : "Copy failed";
-  setTimeout(() => {
-    btn.textContent = label;
-  }, 1500);
-}
+// ---------------------------------------------------------------- announcements
 
 /** The live region: the answer being generated, a sentence at a time, and how it ended. */
 function announce(text) {
@@ -216,161 +137,20 @@ function announce(text) {
 
 // ---------------------------------------------------------------- message views
 
-function authorOf(msg) {
-  return msg.role === "user" ? "You said" : "ssegate answered";
-}
-
-function createView(msg) {
-  const root = h("article", `msg ${msg.role}`);
-  root.id = `m-${msg.id}`;
-  root.dataset.id = msg.id;
-  const author = h("h2", "sr-only", authorOf(msg));
-  author.id = `m-${msg.id}-author`;
-  root.setAttribute("aria-labelledby", author.id);
-  const bubble = h("div", "bubble");
-  const actions = h("div", "msg-actions");
-  root.append(author, bubble, actions);
-  if (msg.role === "user") {
-    const body = h("div", "content plain");
-    bubble.append(body);
-    const u = { root, msg, bubble, body, actions, signature: "" };
-    u.update = () => updateUser(u);
-    return u;
-  }
-  const reasoning = h("details", "reasoning");
-  reasoning.hidden = true;
-  const summary = h("summary", "", "Thinking…");
-  const reasoningText = h("div", "reasoning-text");
-  reasoningText.append(document.createTextNode(""));
-  reasoning.append(summary, reasoningText);
-  const body = h("div", "content md");
-  const tools = h("div", "tools");
-  const notice = h("div", "notice");
-  notice.hidden = true;
-  bubble.append(reasoning, body, tools, notice);
-  const v = {
-    root, msg, bubble, actions, body, reasoning, summary, reasoningText, tools, notice,
-    markdown: new MarkdownView(body, md),
-    signature: "",
-  };
-  v.update = () => updateAssistant(v);
-  return v;
-}
-
 const view = (msg) => views.get(msg.id);
-
-function updateUser(v) {
-  if (v.body.textContent !== v.msg.content) v.body.textContent = v.msg.content;
-  renderActions(v);
-}
-
-function updateAssistant(v) {
-  const msg = v.msg;
-  v.root.dataset.state = msg.state;
-  // reasoning: collapsed, its text appended as it grows
-  if (msg.reasoning) {
-    v.reasoning.hidden = false;
-    const label = A.reasoningLabel(msg);
-    if (v.summary.textContent !== label) v.summary.textContent = label;
-    const text = v.reasoningText.firstChild;
-    if (msg.reasoning.startsWith(text.data)) text.appendData(msg.reasoning.slice(text.data.length));
-    else text.data = msg.reasoning;
-  } else {
-    v.reasoning.hidden = true;
-  }
-  // the answer
-  v.markdown.set(msg.content);
-  v.markdown.flush();
-  // tool calls, as cards
-  const calls = msg.tool_calls || [];
-  const finished = msg.state !== "streaming";
-  calls.forEach((call, i) => {
-    let card = v.tools.children[i];
-    if (!card) {
-      card = h("div", "tool-call");
-      const head = h("div", "tool-head");
-      head.append(h("span", "tool-label", "Tool call"), h("code", "tool-name"));
-      const args = h("pre", "tool-args");
-      args.tabIndex = 0;
-      args.append(h("code"));
-      card.append(head, args, h("p", "tool-note", "Requested by the model; this page does not run tools."));
-      v.tools.append(card);
-    }
-    const name = call.function.name || "(unnamed)";
-    const nameNode = card.querySelector(".tool-name");
-    if (nameNode.textContent !== name) nameNode.textContent = name;
-    const args = finished ? A.formatArguments(call.function.arguments) : call.function.arguments;
-    const argsNode = card.querySelector(".tool-args code");
-    if (argsNode.textContent !== args) argsNode.textContent = args;
-  });
-  while (v.tools.children.length > calls.length) v.tools.lastElementChild.remove();
-  // how it ended, when not well
-  renderNotice(v);
-  renderActions(v);
-}
-
-function renderNotice(v) {
-  const msg = v.msg;
-  const key = `${msg.state}|${msg.error ? msg.error.code + msg.error.message : ""}`;
-  if (v.noticeKey === key) return;
-  v.noticeKey = key;
-  v.notice.replaceChildren();
-  v.notice.hidden = true;
-  if (msg.state === "error" || msg.state === "interrupted") {
-    const { title, detail } = describeError(msg.error || { code: "unknown" }, { resume: Boolean(msg.streamId) });
-    const line = h("p", "notice-title");
-    line.textContent = msg.state === "interrupted" ? `Interrupted: ${title}` : title;
-    v.notice.append(line);
-    if (detail) v.notice.append(h("p", "notice-detail", detail));
-    v.notice.hidden = false;
-  } else if (msg.state === "cancelled") {
-    v.notice.append(h("p", "notice-title", A.hasOutput(msg) ? "Stopped" : "Stopped before the answer started"));
-    v.notice.hidden = false;
-  }
-}
-
-function isLast(msg) {
-  return Boolean(chat) && chat.messages[chat.messages.length - 1] === msg;
-}
-
-function renderActions(v) {
-  const msg = v.msg;
-  const busy = Boolean(chat) && runs.has(chat.id);
-  const last = isLast(msg);
-  const meta = msg.role === "assistant" ? [msg.model || "", msg.usage?.completion_tokens ?? ""].join("|") : "";
-  const signature = [msg.state, last, busy, Boolean(msg.content), msg.resumable, meta].join("/");
-  if (v.signature === signature) return;
-  v.signature = signature;
-  const items = [];
-  if (msg.role === "user") {
-    items.push(button("Edit", "edit", { aria: "Edit this message" }));
-    if (busy) items[0].disabled = true;
-  } else if (msg.state === "error") {
-    items.push(button("Retry", "retry", { className: "act primary" }), button("Edit", "edit-previous", { aria: "Edit your message" }));
-  } else if (msg.state !== "streaming") {
-    if (msg.state === "interrupted") items.push(button("Retry", "retry", { className: "act primary" }));
-    if (last && msg.content && (msg.state === "interrupted" || msg.state === "cancelled")) {
-      items.push(button("Continue", "continue", { aria: "Continue this answer" }));
-    }
-    if (msg.content) items.push(button("Copy", "copy", { aria: "Copy this answer" }));
-    if (last && msg.state !== "interrupted") items.push(button("Regenerate", "regenerate", { aria: "Regenerate this answer" }));
-    const facts = [];
-    if (msg.model) facts.push(msg.model);
-    if (typeof msg.usage?.completion_tokens === "number") facts.push(`${msg.usage.completion_tokens} tokens`);
-    if (facts.length) items.push(h("span", "meta", facts.join(" · ")));
-  }
-  for (const item of items) if (item.tagName === "BUTTON" && busy && item.dataset.action !== "copy") item.disabled = true;
-  v.actions.replaceChildren(...items);
-  v.actions.hidden = items.length === 0;
-}
+const viewContext = {
+  md,
+  isLast: (msg) => Boolean(chat) && chat.messages[chat.messages.length - 1] === msg,
+  busy: () => busyHere(),
+};
 
 function refreshActions() {
-  for (const v of views.values()) renderActions(v);
+  for (const v of views.values()) v.renderActions();
 }
 
 function appendView(msg) {
   el.empty.hidden = true;
-  const v = createView(msg);
+  const v = createView(msg, viewContext);
   views.set(msg.id, v);
   el.messages.append(v.root);
   v.update();
@@ -457,12 +237,6 @@ function syncState(source) {
   });
 }
 
-function setPhase(run, phase, detail = "") {
-  run.phase = phase;
-  run.detail = detail;
-  if (chat && run.chat === chat) renderStatus();
-}
-
 // ---------------------------------------------------------------- running an answer
 
 function requestFor(messages, extra = []) {
@@ -476,139 +250,54 @@ function changed(run) {
   if (run.frame || run.chat !== chat) return;
   run.frame = requestAnimationFrame(() => {
     run.frame = 0;
-    if (run.chat !== chat) return;
+    if (run.chat !== chat || run.finished) return;
     view(run.msg)?.update();
-    if (!run.finished) announce(run.speaker.next(run.msg.content));
+    announce(run.speaker.next(run.msg.content));
     renderStatus();
     if (stick) scrollToBottom();
   });
 }
 
-function startRun(c, msg, { request, resume }) {
-  const run = {
-    chat: c, msg, controller: new AbortController(), phase: "connecting", detail: "",
-    sentAt: performance.now(), firstAt: null, count: 0, ttftMs: null, tps: null,
-    deltas: 0, heartbeats: 0, reconnects: 0, error: null,
-    speaker: new Speaker(msg.content.length), finished: false, stopping: false, frame: 0, saveTimer: 0,
-  };
+const runHooks = {
+  changed,
+  save: (run) => persist(run.chat),
+  phase: (run) => {
+    if (run.chat === chat) renderStatus();
+  },
+  reconnecting: (run) => {
+    if (run.chat === chat) announce("Connection lost, reconnecting.");
+  },
+  ended(run, ending) {
+    if (runs.get(run.chat.id) === run) runs.delete(run.chat.id);
+    if (run.frame) cancelAnimationFrame(run.frame);
+    run.chat.ui = run; // the status line keeps showing how this chat's last answer went
+    if (run.chat === chat) {
+      view(run.msg)?.update();
+      refreshActions();
+      announce(run.speaker.final(run.msg.content));
+      announce(ending);
+      renderStatus();
+      if (stick) scrollToBottom();
+    }
+    renderList();
+  },
+};
+
+function startRun(c, msg, { request, resume = false }) {
+  const run = new Run({
+    chat: c, msg, request, resume, apiKey: apiKey(), hooks: runHooks, streamOptions: { wake: window },
+    saveEveryMs: SAVE_EVERY_MS,
+  });
+  run.speaker = new Speaker(msg.content.length);
+  run.frame = 0;
   runs.set(c.id, run);
-  msg.state = "streaming";
-  delete msg.error;
-  delete msg.resumable;
-  if (request) {
-    msg.streamId = null;
-    msg.lastSeq = 0;
-  }
-  persist(c);
-  setPhase(run, resume ? "reconnecting" : "connecting");
+  run.start();
   if (c === chat) {
     view(msg)?.update();
     refreshActions();
   }
   renderList();
-
-  const output = () => {
-    const now = performance.now();
-    if (run.firstAt === null) {
-      run.firstAt = now;
-      if (!resume) run.ttftMs = now - run.sentAt;
-    }
-    run.count += 1;
-    run.deltas += 1;
-    if (run.count > 1 && now > run.firstAt) run.tps = ((run.count - 1) * 1000) / (now - run.firstAt);
-    if (run.phase !== "streaming") setPhase(run, "streaming");
-    changed(run);
-  };
-  const handlers = {
-    ...A.partHandlers(msg, { skip: () => run.finished, after: output }),
-    onStreamId(id) {
-      if (run.stopping) {
-        // Stop was pressed before the stream had an id: cancel it now that it has one
-        cancelStream({ streamId: id, apiKey: apiKey() });
-        run.controller.abort();
-        return;
-      }
-      if (run.finished) return;
-      msg.streamId = id;
-      schedulePersist(run);
-    },
-    onConnected() {
-      if (!run.finished) setPhase(run, "streaming");
-    },
-    onStart(data) {
-      if (!run.finished && data.model) msg.model = data.model;
-    },
-    onSeq(seq) {
-      if (run.finished) return;
-      msg.lastSeq = seq; // with the text it came with: a save is a consistent place to resume from
-      schedulePersist(run);
-    },
-    onHeartbeat() {
-      run.heartbeats += 1;
-    },
-    onReconnect({ attempt }) {
-      if (run.finished) return;
-      run.reconnects += 1;
-      if (run.phase !== "reconnecting" && run.chat === chat) announce("Connection lost, reconnecting.");
-      setPhase(run, "reconnecting", attempt > 1 ? `(attempt ${attempt})` : "");
-    },
-  };
-  streamChat({
-    request,
-    resume: resume ? { streamId: msg.streamId, lastSeq: msg.lastSeq || 0 } : undefined,
-    apiKey: apiKey(),
-    signal: run.controller.signal,
-    wake: window,
-    handlers,
-  }).then((result) => finishRun(run, result));
   return run;
-}
-
-function finishRun(run, result) {
-  if (run.finished || unloading) return;
-  run.finished = true;
-  if (runs.get(run.chat.id) === run) runs.delete(run.chat.id);
-  if (run.frame) cancelAnimationFrame(run.frame);
-  clearTimeout(run.saveTimer);
-  const msg = run.msg;
-  let phase;
-  let detail = "";
-  let ending = "";
-  if (result.outcome === "done") {
-    A.finishAnswer(msg, result);
-    phase = msg.state === "cancelled" ? "cancelled" : "done";
-    const parts = [];
-    if (result.finish_reason && !["stop", "cancelled", "ended"].includes(result.finish_reason)) {
-      parts.push(`(${result.finish_reason})`);
-    }
-    if (typeof result.usage?.completion_tokens === "number") parts.push(`· ${result.usage.completion_tokens} tokens`);
-    detail = parts.join(" ");
-    ending = phase === "cancelled" ? "Stopped." : "";
-  } else if (result.outcome === "aborted") {
-    A.stopAnswer(msg);
-    phase = "cancelled";
-    ending = "Stopped.";
-  } else {
-    const error = result.error;
-    run.error = error;
-    A.failAnswer(msg, error, { resumable: error.code === "connection_lost" && Boolean(msg.streamId) });
-    phase = "error";
-    const { title } = describeError(error, { resume: Boolean(result.resume), retryAfter: result.retryAfter });
-    ending = msg.state === "interrupted" ? `Interrupted: ${title}` : `Error: ${title}`;
-  }
-  run.phase = phase;
-  run.detail = detail;
-  run.chat.ui = run; // the status line keeps showing how this chat's last answer went
-  persist(run.chat);
-  if (run.chat === chat) {
-    view(msg)?.update();
-    refreshActions();
-    announce(run.speaker.final(msg.content));
-    announce(ending);
-    renderStatus();
-    if (stick) scrollToBottom();
-  }
-  renderList();
 }
 
 function busyHere() {
@@ -661,15 +350,7 @@ function send() {
 function stop() {
   const run = chat && runs.get(chat.id);
   if (!run) return;
-  if (run.msg.streamId) {
-    cancelStream({ streamId: run.msg.streamId, apiKey: apiKey() });
-    run.controller.abort();
-  } else {
-    // no stream id yet (the server holds its answer until the first output): cancel as soon as there is one
-    run.stopping = true;
-    setTimeout(() => run.controller.abort(), 15000);
-  }
-  finishRun(run, { outcome: "aborted" });
+  run.stop();
   el.prompt.focus();
 }
 
@@ -685,68 +366,28 @@ function retry(msg) {
 }
 
 function regenerate(msg) {
-  if (busyHere() || !isLast(msg)) return;
+  if (busyHere() || !viewContext.isLast(msg)) return;
   removeMessage(chat, msg);
   startAnswer(chat);
 }
 
 function continueAnswer(msg) {
-  if (busyHere() || !isLast(msg)) return;
+  if (busyHere() || !viewContext.isLast(msg)) return;
   const request = requestFor(chat.messages, [{ role: "user", content: A.CONTINUE_PROMPT }]);
   startRun(chat, msg, { request });
 }
 
 // ---------------------------------------------------------------- editing a sent message
 
-function openEditor(msg) {
-  if (busyHere()) return;
+function edit(msg) {
   const v = view(msg);
-  if (!v || v.editor) return;
-  const form = h("form", "editor");
-  const area = h("textarea");
-  area.value = msg.content;
-  area.setAttribute("aria-label", "Edit your message");
-  area.rows = Math.min(10, Math.max(2, msg.content.split("\n").length));
-  const row = h("div", "editor-actions");
-  const save = button("Send", null, { className: "act primary" });
-  save.type = "submit";
-  const cancel = button("Cancel", null);
-  row.append(cancel, save);
-  form.append(area, row);
-  v.editor = form;
-  v.bubble.hidden = true;
-  v.actions.hidden = true;
-  v.root.insertBefore(form, v.actions);
-  const close = () => {
-    form.remove();
-    v.editor = null;
-    v.bubble.hidden = false;
-    v.actions.hidden = v.actions.childElementCount === 0;
-  };
-  cancel.addEventListener("click", () => {
-    close();
-    el.prompt.focus();
+  if (!v || busyHere()) return;
+  openEditor(v, {
+    onSend: (content) => {
+      if (!busyHere()) resend(msg, content);
+    },
+    onClose: () => el.prompt.focus(),
   });
-  form.addEventListener("keydown", (e) => {
-    if (e.key === "Escape") {
-      e.preventDefault();
-      e.stopPropagation();
-      close();
-      el.prompt.focus();
-    } else if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
-      e.preventDefault();
-      form.requestSubmit();
-    }
-  });
-  form.addEventListener("submit", (e) => {
-    e.preventDefault();
-    const content = area.value;
-    if (!content.trim() || busyHere()) return;
-    close();
-    resend(msg, content);
-  });
-  area.focus();
-  area.setSelectionRange(area.value.length, area.value.length);
 }
 
 /** Replace a user message (and drop everything after it), then ask again. */
@@ -791,12 +432,12 @@ el.messages.addEventListener("click", (e) => {
       regenerate(msg);
       break;
     case "edit":
-      openEditor(msg);
+      edit(msg);
       break;
     case "edit-previous": {
       const i = chat.messages.indexOf(msg);
       const prev = chat.messages.slice(0, i).reverse().find((m) => m.role === "user");
-      if (prev) openEditor(prev);
+      if (prev) edit(prev);
       break;
     }
     default:
@@ -840,22 +481,21 @@ function loadChat(id) {
 function resumeIfNeeded(c) {
   if (runs.has(c.id)) return;
   const last = c.messages[c.messages.length - 1];
+  let failed = false;
   for (const m of c.messages) {
-    if (m.role === "assistant" && m.state === "streaming" && m !== last) {
+    if (m.role !== "assistant" || m.state !== "streaming") continue;
+    if (m === last && m.streamId) {
+      startRun(c, m, { resume: true });
+    } else {
+      // the page went away before the server committed the stream: there is nothing to resume
       A.failAnswer(m, { code: "interrupted", message: "", retryable: true });
+      failed = true;
     }
   }
-  if (!last || last.role !== "assistant" || last.state !== "streaming") return;
-  if (last.streamId) {
-    startRun(c, last, { resume: true });
-  } else {
-    // the page went away before the server committed the stream: there is nothing to resume
-    A.failAnswer(last, { code: "interrupted", message: "", retryable: true });
-    persist(c);
-    if (c === chat) {
-      view(last)?.update();
-      refreshActions();
-    }
+  if (!failed) return;
+  persist(c);
+  if (c === chat) {
+    for (const v of views.values()) v.update();
   }
 }
 
@@ -869,74 +509,10 @@ function newChat() {
   el.prompt.focus();
 }
 
-function renderList() {
-  const entries = store.list();
-  const items = entries.map((entry) => {
-    const li = h("li", "chat-item");
-    li.dataset.id = entry.id;
-    const current = chat && chat.id === entry.id;
-    if (current) li.classList.add("current");
-    const open = button("", "open", { className: "chat-open" });
-    open.append(h("span", "chat-title", entry.title));
-    if (runs.has(entry.id)) {
-      li.classList.add("running");
-      open.append(h("span", "sr-only", " (answering)"));
-    }
-    if (current) open.setAttribute("aria-current", "page");
-    const rename = button("", "rename", { className: "icon-btn", aria: `Rename “${entry.title}”` });
-    rename.append(icon("rename"));
-    const del = button("", "delete", { className: "icon-btn", aria: `Delete “${entry.title}”` });
-    del.append(icon("delete"));
-    li.append(open, rename, del);
-    return li;
-  });
-  el.chatList.replaceChildren(...items);
-  el.noChats.hidden = entries.length > 0;
-}
-
-function startRename(li) {
-  const id = li.dataset.id;
-  const c = loadChat(id);
-  if (!c) return;
-  const input = h("input", "rename-input");
-  input.value = c.title;
-  input.setAttribute("aria-label", "Chat title");
-  input.maxLength = 120;
-  li.replaceChildren(input);
-  let done = false;
-  const finish = (save) => {
-    if (done) return;
-    done = true;
-    const title = input.value.replace(/\s+/g, " ").trim();
-    if (save && title && title !== c.title) {
-      c.title = title;
-      store.rename(id, title);
-    }
-    renderList();
-    el.chatList.querySelector(`li[data-id="${CSS.escape(id)}"] .chat-open`)?.focus();
-  };
-  input.addEventListener("keydown", (e) => {
-    if (e.key === "Enter") {
-      e.preventDefault();
-      finish(true);
-    } else if (e.key === "Escape") {
-      e.preventDefault();
-      e.stopPropagation();
-      finish(false);
-    }
-  });
-  input.addEventListener("blur", () => finish(true));
-  input.focus();
-  input.select();
-}
-
 function deleteChat(id) {
-  const run = runs.get(id);
-  if (run) {
-    if (run.msg.streamId) cancelStream({ streamId: run.msg.streamId, apiKey: apiKey() });
-    run.controller.abort();
-    finishRun(run, { outcome: "aborted" });
-  }
+  runs.get(id)?.stop();
+  const c = chats.get(id);
+  if (c) c.saved = false; // nothing may save it again
   store.remove(id);
   chats.delete(id);
   if (chat && chat.id === id) {
@@ -948,13 +524,13 @@ function deleteChat(id) {
   }
 }
 
-el.chatList.addEventListener("click", (e) => {
-  const target = e.target instanceof Element ? e.target : null;
-  const btn = target && target.closest("button[data-action]");
-  const li = btn && btn.closest("li.chat-item");
-  if (!li) return;
-  const id = li.dataset.id;
-  if (btn.dataset.action === "open") {
+const chatList = new ChatList({
+  list: el.chatList,
+  empty: el.noChats,
+  store,
+  current: () => (chat ? chat.id : null),
+  running: (id) => runs.has(id),
+  onOpen(id) {
     if (!chat || chat.id !== id) {
       const c = loadChat(id);
       if (c) openChat(c);
@@ -962,30 +538,24 @@ el.chatList.addEventListener("click", (e) => {
     }
     closeDrawer();
     el.prompt.focus();
-  } else if (btn.dataset.action === "rename") {
-    startRename(li);
-  } else if (btn.dataset.action === "delete") {
-    if (btn.dataset.confirm === "1") {
-      deleteChat(id);
-      el.prompt.focus();
-      return;
-    }
-    // two steps: the first press asks, the second deletes
-    btn.dataset.confirm = "1";
-    btn.classList.add("confirm");
-    btn.replaceChildren(document.createTextNode("Delete?"));
-    const title = li.querySelector(".chat-title")?.textContent || "";
-    btn.setAttribute("aria-label", `Confirm: delete “${title}”`);
-    const revert = () => renderList();
-    btn.addEventListener("blur", revert, { once: true });
-  }
+  },
+  onRename(id, title) {
+    const c = chats.get(id);
+    if (c) c.title = title;
+    store.rename(id, title);
+  },
+  onDelete(id) {
+    deleteChat(id);
+    el.prompt.focus();
+  },
 });
+const renderList = () => chatList.render();
 
 el.newChat.addEventListener("click", newChat);
 
 // Another tab changed our storage: refresh the list, and the open chat when it is not busy here.
 window.addEventListener("storage", (e) => {
-  if (e.storageArea !== localStorage || (e.key !== null && !ChatStore.owns(e.key))) return;
+  if (e.storageArea !== local || (e.key !== null && !ChatStore.owns(e.key))) return;
   const id = ChatStore.chatIdOf(e.key);
   if (id && !runs.has(id)) {
     chats.delete(id);
@@ -1001,101 +571,14 @@ window.addEventListener("storage", (e) => {
   renderList();
 });
 
-// ---------------------------------------------------------------- drawer (narrow screens), settings, theme
-
-const narrow = window.matchMedia("(max-width: 800px)");
-
-function openDrawer() {
-  document.body.classList.add("drawer-open");
-  el.sidebarToggle.setAttribute("aria-expanded", "true");
-  el.backdrop.hidden = false;
-  (el.chatList.querySelector(".current .chat-open") || el.newChat).focus();
-}
-
-function closeDrawer() {
-  if (!document.body.classList.contains("drawer-open")) return false;
-  document.body.classList.remove("drawer-open");
-  el.sidebarToggle.setAttribute("aria-expanded", "false");
-  el.backdrop.hidden = true;
-  return true;
-}
-
-el.sidebarToggle.addEventListener("click", () => {
-  if (document.body.classList.contains("drawer-open")) closeDrawer();
-  else openDrawer();
-});
-el.backdrop.addEventListener("click", () => closeDrawer());
-narrow.addEventListener("change", () => closeDrawer());
-
-document.addEventListener("click", (e) => {
-  if (el.settings.open && !el.settings.contains(e.target)) el.settings.open = false;
-});
-el.settings.querySelector("form").addEventListener("submit", (e) => {
-  e.preventDefault();
-  el.settings.open = false;
-});
-
-const systemDark = window.matchMedia("(prefers-color-scheme: dark)");
-const theme = () => document.documentElement.dataset.theme || (systemDark.matches ? "dark" : "light");
-function renderTheme() {
-  el.theme.setAttribute("aria-pressed", String(theme() === "dark"));
-}
-el.theme.addEventListener("click", () => {
-  const next = theme() === "dark" ? "light" : "dark";
-  document.documentElement.dataset.theme = next;
-  local.setItem(KEYS.theme, next);
-  renderTheme();
-});
-systemDark.addEventListener("change", renderTheme);
-
-// Escape: close what is open (editor and rename handle their own), else stop the answer.
+// Escape: close what is open (the editor and a rename handle their own), else stop the answer.
 document.addEventListener("keydown", (e) => {
   if (e.key !== "Escape" || e.defaultPrevented) return;
-  if (el.settings.open) {
-    el.settings.open = false;
-    el.settings.querySelector("summary").focus();
-  } else if (closeDrawer()) {
-    el.sidebarToggle.focus();
-  } else if (busyHere()) {
+  if (controls.dismiss()) return;
+  if (busyHere()) {
     e.preventDefault();
     stop();
   }
-});
-
-// ---------------------------------------------------------------- models
-
-async function loadModels() {
-  let ids = [];
-  try {
-    const key = apiKey();
-    const response = await fetch("/v1/models", { headers: key ? { Authorization: `Bearer ${key}` } : {} });
-    if (response.ok) {
-      const body = await response.json();
-      ids = (Array.isArray(body?.data) ? body.data : []).map((m) => m && m.id).filter((id) => typeof id === "string" && id);
-    }
-  } catch {
-    // no list: the server's default model
-  }
-  const saved = local.getItem(KEYS.model) || "";
-  const options = ids.length ? ids : [""];
-  el.model.replaceChildren(...options.map((id) => {
-    const option = h("option", "", id || "Server default");
-    option.value = id;
-    return option;
-  }));
-  el.model.value = ids.includes(saved) ? saved : options[0];
-  el.model.disabled = ids.length < 2; // nothing to choose
-}
-
-el.model.addEventListener("change", () => local.setItem(KEYS.model, el.model.value));
-
-let modelsTimer = 0;
-el.apiKey.addEventListener("input", () => {
-  const v = apiKey();
-  if (v) local.setItem(KEYS.apiKey, v);
-  else local.removeItem(KEYS.apiKey);
-  clearTimeout(modelsTimer);
-  modelsTimer = setTimeout(loadModels, 400);
 });
 
 // ---------------------------------------------------------------- composer
@@ -1119,23 +602,22 @@ el.prompt.addEventListener("input", autosize);
 el.stop.addEventListener("click", stop);
 
 // Saved as the page goes away (reload, tab closed, phone app switch), so it resumes where it really was.
+// Aborted connections of a page going away are not failures: the runs save where they are and let go.
 window.addEventListener("pagehide", () => {
-  persistRuns();
-  unloading = true;
+  for (const run of runs.values()) run.detach();
+  runs.clear();
 });
-window.addEventListener("pageshow", () => {
-  unloading = false;
+window.addEventListener("pageshow", (e) => {
+  if (e.persisted && chat) resumeIfNeeded(chat); // back from the back/forward cache
 });
 document.addEventListener("visibilitychange", () => {
-  if (document.visibilityState === "hidden") persistRuns();
+  if (document.visibilityState === "hidden") for (const run of runs.values()) run.saveNow();
 });
 
 // ---------------------------------------------------------------- start up
 
 function boot() {
-  el.apiKey.value = local.getItem(KEYS.apiKey) || "";
-  renderTheme();
-  loadModels();
+  controls.start();
   const id = session.getItem(KEYS.current) || local.getItem(KEYS.current);
   const c = (id && loadChat(id)) || null;
   openChat(c || newChatObject());
