@@ -268,7 +268,9 @@ def test_a_reload_mid_answer_continues_the_same_generation(page: Any, upstream: 
     deltas = [f"d{i:02d} " for i in range(60)]
     full = "".join(deltas)
     prompt = upstream.script(Script(deltas=deltas, delay=0.05))
-    ask(page, prompt)
+    with page.expect_request("**/v1/chat/stream") as request:
+        ask(page, prompt)
+    assert request.value.post_data_json["resume_grace_s"] == 30  # what keeps the generation alive
     wait_source_longer_than(page, 4 * 10)  # ten deltas in
     before = page.evaluate("() => window.__ssegate.state")
     assert before["phase"] == "streaming" and before["lastSeq"] < len(deltas) + 2
@@ -396,11 +398,16 @@ def test_stop_cancels_the_upstream(page: Any, upstream: FakeUpstream) -> None:
     shot(page, "stopped")
 
 
-def test_escape_stops_the_answer(page: Any, upstream: FakeUpstream) -> None:
+def test_escape_closes_the_open_popover_then_stops_the_answer(page: Any, upstream: FakeUpstream) -> None:
     prompt = upstream.script(Script(deltas=[f"e{i} " for i in range(400)], delay=0.05))
     ask(page, prompt)
     wait_source_longer_than(page, 8)
-    page.keyboard.press("Escape")
+    page.click("#settings summary")
+    assert page.evaluate("() => document.getElementById('settings').open")
+    page.keyboard.press("Escape")  # first the popover
+    assert not page.evaluate("() => document.getElementById('settings').open")
+    assert page.evaluate("() => window.__ssegate.state.phase") == "streaming"
+    page.keyboard.press("Escape")  # then the answer
     upstream.wait_closed(prompt, 10)
     wait_answer_state(page, "cancelled")
     assert page.evaluate("() => document.activeElement.id") == "prompt"

@@ -396,7 +396,6 @@ function resend(msg, content) {
   if (i < 0) return;
   chat.messages = chat.messages.slice(0, i);
   chat.messages.push(A.userMessage(content));
-  if (i === 0) chat.title = A.titleFrom(content);
   renderChat();
   startAnswer(chat);
   renderList();
