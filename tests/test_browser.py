@@ -452,6 +452,45 @@ def test_conversations_survive_a_new_page(browsing: Any, site: GatewayProcess, u
     assert titles_of(again) == ["Renamed chat"]
 
 
+def test_an_answer_keeps_coming_while_another_chat_is_open(page: Any, upstream: FakeUpstream) -> None:
+    slow = [f"s{i:02d} " for i in range(40)]
+    p1 = upstream.script(Script(deltas=slow, delay=0.05))
+    ask(page, p1)
+    wait_source_longer_than(page, 8)
+    first_chat = page.evaluate("() => window.__ssegate.state.chatId")
+    page.click("#sidebar-toggle")
+    page.click("#new-chat")
+    p2 = upstream.script(Script(deltas=["Quick ", "answer."]))
+    ask(page, p2)  # a second chat answers while the first one is still being written
+    wait_answer_state(page, "done")
+    assert answer(page)["text"] == "Quick answer."
+    page.click("#sidebar-toggle")
+    page.click(f"#chat-list li[data-id={first_chat}] .chat-open")
+    wait_answer_state(page, "done")
+    assert answer(page)["source"] == "".join(slow)
+    assert len(upstream.records(p1)) == 1
+
+
+def test_a_reload_before_the_stream_started_leaves_a_retry_not_a_stuck_answer(
+    browsing: Any, make_gateway: Any, upstream: FakeUpstream
+) -> None:
+    """The server holds its response until the first output (or COMMIT_TIMEOUT_S): a page reloaded before
+    that never learned the stream id, so there is nothing to resume; it must say so and offer Retry."""
+    patient = make_gateway({"provider": "openai", "upstream_url": upstream.url, "model": "fake-model",
+                            "commit_timeout_s": 30, "first_token_timeout_s": 60})
+    page = browsing().open(patient.url + "/")
+    prompt = upstream.script(Script(deltas=["Eventually."], ttft=4))
+    ask(page, prompt)
+    upstream.wait_request(prompt, 10)
+    assert page.evaluate("() => window.__ssegate.state.phase") == "connecting"
+    page.reload()
+    wait_answer_state(page, "error")
+    assert "reloaded before the answer started" in page.text_content("#messages article.assistant .notice")
+    page.click("#messages article.assistant button[data-action=retry]")
+    wait_answer_state(page, "done")
+    assert articles(page) == [("user", ""), ("assistant", "done")]
+
+
 def test_regenerate_and_edit(page: Any, upstream: FakeUpstream) -> None:
     p1 = upstream.script(Script(deltas=["First ", "answer."]))
     ask(page, p1)
