@@ -4,7 +4,7 @@ VENV      ?= .venv
 BIN       := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-js lint bench soak reliability system-deps clean
+.PHONY: install run test test-js npm-deps lint bench soak reliability system-deps clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,8 +33,15 @@ lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
+## npm-deps: test-only npm packages (tests/npm: axe-core for the chat page's accessibility test)
+npm-deps: tests/npm/node_modules/.installed
+
+tests/npm/node_modules/.installed: tests/npm/package.json tests/npm/package-lock.json | system-deps
+	npm ci --prefix tests/npm --no-audit --no-fund
+	touch $@
+
 ## test: everything, from a fresh machine
-test: install system-deps lint test-js
+test: install system-deps npm-deps lint test-js
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## test-js: the chat page's parser and stream logic under node's test runner
@@ -54,4 +61,4 @@ soak: install
 	$(BIN)/python -m tests.soak --seconds $${SOAK_SECONDS:-600}
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tests/npm/node_modules

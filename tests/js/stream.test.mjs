@@ -225,3 +225,32 @@ test("aborting during the reconnect wait ends at once", async () => {
   assert.ok(Date.now() - t0 < 2000);
   assert.equal(calls.length, 1);
 });
+
+test("the network coming back (an `online` event) ends a reconnect wait at once", async () => {
+  const wake = new EventTarget();
+  const { fetch, calls } = script(sse([start(), delta(2, "a")], { breakOff: true }), sse([delta(3, "b"), done(4)]));
+  const c = collect();
+  c.handlers.onReconnect = () => setTimeout(() => wake.dispatchEvent(new Event("online")), 5);
+  const t0 = Date.now();
+  const result = await streamChat({ request, fetch, handlers: c.handlers, backoff: [60000], wake });
+  assert.equal(result.outcome, "done");
+  assert.equal(c.text(), "ab");
+  assert.ok(Date.now() - t0 < 5000);
+  assert.equal(calls[1].url, `/v1/streams/${SID}?after=2`);
+});
+
+test("the default backoff outlasts the 30 s resume grace the page asks for", async () => {
+  const { BACKOFF_MS } = await import("../../src/ssegate/web/stream.js");
+  const total = BACKOFF_MS.reduce((a, b) => a + b, 0);
+  assert.ok(total > 30000 && total < 60000, `${total} ms`);
+});
+
+test("done's tool_calls and provider_data reach the caller; absent ones are not invented", async () => {
+  const calls = [{ id: "c", type: "function", function: { name: "f", arguments: "{}" } }];
+  const withParts = script(sse([start(), ev(2, "done", { finish_reason: "tool_calls", usage: {}, tool_calls: calls, provider_data: { k: 1 } })]));
+  const r1 = await streamChat({ request, fetch: withParts.fetch });
+  assert.deepEqual(r1, { outcome: "done", finish_reason: "tool_calls", usage: {}, tool_calls: calls, provider_data: { k: 1 } });
+  const plain = script(sse([start(), done(2)]));
+  const r2 = await streamChat({ request, fetch: plain.fetch });
+  assert.deepEqual(Object.keys(r2).sort(), ["finish_reason", "outcome", "usage"]);
+});

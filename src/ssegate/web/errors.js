@@ -12,6 +12,8 @@ const TEXT = {
   overloaded: "The gateway is busy right now. Try again in a moment.",
   shutting_down: "The gateway is restarting. Try again in a moment.",
   generation_lost: "The answer was lost on the server before it finished.",
+  model_not_found: "The gateway does not serve this model. Pick another one.",
+  internal_error: "The gateway failed unexpectedly.",
   // made up by the page
   network_error: "Could not reach the gateway. Check your connection and try again.",
   connection_lost: "The connection dropped and the answer could not be resumed yet.",

@@ -1,18 +1,25 @@
 // One answer, over fetch: start it (POST /v1/chat/stream) or resume it (GET /v1/streams/{id}?after=seq),
-// read the event stream, and when the connection drops before the terminal event, reconnect with a short
-// backoff and carry on from the last seq seen. No DOM: the page passes handlers, tests pass a fake fetch.
+// read the event stream, and when the connection drops before the terminal event, reconnect with a backoff
+// long enough to outlast a short network outage (the page asks the server for a 30 s resume grace) and carry
+// on from the last seq seen. No DOM: the page passes handlers, tests pass a fake fetch.
 //
 // streamChat() resolves with how the answer ended, never rejects:
-//   {outcome: "done", finish_reason, usage}          the `done` event (or `ended` after a 204 on resume)
+//   {outcome: "done", finish_reason, usage, tool_calls?, provider_data?}   the `done` event (CONTRACT §3.1),
+//                                                    or finish_reason "ended" after a 204 on resume
 //   {outcome: "error", error: {code, message, retryable}, status?, retryAfter?, resume?}
 //   {outcome: "aborted"}                             the caller's AbortSignal fired
 // Events are delivered in seq order, each seq once: anything at or below the last seq seen is ignored,
-// which is what makes a resume gap-free and duplicate-free.
+// which is what makes a resume gap-free and duplicate-free. Besides text deltas, the parts of an answer are
+// passed on as they come: `reasoning` ({delta}), `tool_call` ({index, id, name}) and `tool_call_delta`
+// ({index, arguments}); events of a kind this page does not know are skipped (their seq still counts).
 
 import { SSEParser } from "./sse.js";
 
-/** Default reconnect delays (ms); one attempt per entry. */
-export const BACKOFF_MS = [250, 500, 1000, 2000, 4000];
+/**
+ * Default reconnect delays (ms); one attempt per entry. They add up to about 35 s, a little more than the
+ * resume grace the page asks for, so a network outage shorter than the grace never loses the answer.
+ */
+export const BACKOFF_MS = [250, 500, 1000, 2000, 3000, 4000, 4000, 4000, 4000, 4000, 4000, 4000];
 
 /** Status → error code, for error responses that carry no ssegate JSON body (e.g. from a proxy). */
 const STATUS_CODES = {
@@ -65,16 +72,19 @@ function retryAfterSeconds(response) {
   return Number.isNaN(t) ? undefined : Math.max(0, Math.round((t - Date.now()) / 1000));
 }
 
-function abortableSleep(ms, signal) {
+/** Sleep `ms`, cut short by `signal` aborting or by an "online" event on `wake` (the network is back). */
+function abortableSleep(ms, signal, wake) {
   return new Promise((resolve) => {
     if (signal?.aborted) return resolve();
     const timer = setTimeout(done, ms);
     function done() {
       clearTimeout(timer);
       signal?.removeEventListener("abort", done);
+      wake?.removeEventListener("online", done);
       resolve();
     }
     signal?.addEventListener("abort", done, { once: true });
+    wake?.addEventListener("online", done, { once: true });
   });
 }
 
@@ -94,9 +104,11 @@ function safeJSON(text) {
  * @param {string} [opts.apiKey] sent as "Authorization: Bearer <key>" when set
  * @param {string} [opts.baseUrl] "" for the page's own origin
  * @param {AbortSignal} [opts.signal]
- * @param {object} [opts.handlers] onStreamId(id), onStart(data, seq), onDelta(text, seq), onSeq(seq),
- *   onHeartbeat(text), onReconnect({attempt, delayMs}), onConnected({resumed})
+ * @param {object} [opts.handlers] onStreamId(id), onStart(data, seq), onDelta(text, seq),
+ *   onReasoning(text, seq), onToolCall({index, id, name}, seq), onToolCallDelta({index, arguments}, seq),
+ *   onSeq(seq), onHeartbeat(text), onReconnect({attempt, delayMs}), onConnected({resumed})
  * @param {number[]} [opts.backoff] reconnect delays in ms
+ * @param {EventTarget} [opts.wake] an "online" event on it ends a reconnect wait early (the page: window)
  * @param {typeof fetch} [opts.fetch]
  */
 export async function streamChat(opts) {
@@ -108,12 +120,16 @@ export async function streamChat(opts) {
     signal,
     handlers = {},
     backoff = BACKOFF_MS,
+    wake,
     fetch: fetchImpl = globalThis.fetch.bind(globalThis),
   } = opts;
   const h = {
     onStreamId() {},
     onStart() {},
     onDelta() {},
+    onReasoning() {},
+    onToolCall() {},
+    onToolCallDelta() {},
     onSeq() {},
     onHeartbeat() {},
     onReconnect() {},
@@ -145,8 +161,25 @@ export async function streamChat(opts) {
           h.onStart(data || {}, id.seq);
         } else if (event.type === "message") {
           if (data && typeof data.delta === "string") h.onDelta(data.delta, id.seq);
+        } else if (event.type === "reasoning") {
+          if (data && typeof data.delta === "string") h.onReasoning(data.delta, id.seq);
+        } else if (event.type === "tool_call") {
+          if (data && Number.isSafeInteger(data.index) && data.index >= 0) {
+            h.onToolCall(
+              { index: data.index, id: typeof data.id === "string" ? data.id : "", name: typeof data.name === "string" ? data.name : "" },
+              id.seq,
+            );
+          }
+        } else if (event.type === "tool_call_delta") {
+          if (data && Number.isSafeInteger(data.index) && data.index >= 0 && typeof data.arguments === "string") {
+            h.onToolCallDelta({ index: data.index, arguments: data.arguments }, id.seq);
+          }
         } else if (event.type === "done") {
           terminal = { outcome: "done", finish_reason: data?.finish_reason ?? "stop", usage: data?.usage ?? null };
+          if (Array.isArray(data?.tool_calls)) terminal.tool_calls = data.tool_calls;
+          if (data && data.provider_data !== undefined && data.provider_data !== null) {
+            terminal.provider_data = data.provider_data;
+          }
         } else if (event.type === "error") {
           const e = data?.error || {};
           terminal = {
@@ -227,7 +260,7 @@ export async function streamChat(opts) {
       }
       const delayMs = backoff[attempt++];
       h.onReconnect({ attempt, delayMs });
-      await abortableSleep(delayMs, signal);
+      await abortableSleep(delayMs, signal, wake);
       if (signal?.aborted) return { outcome: "aborted" };
     }
     immediate = false;
