@@ -1,4 +1,4 @@
-"""The fake upstreams themselves, driven by plain aiohttp/httpx clients over loopback."""
+"""The fake upstreams themselves, driven over loopback by plain aiohttp/httpx clients and the official openai SDK."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from tests.fakes import (
     HUGE_TEXT,
     FakeUpstream,
     Fault,
+    Part,
     Reasoning,
     RedactedThinking,
     Script,
@@ -27,7 +28,6 @@ from tests.fakes import (
     ToolCall,
     conversation,
 )
-from tests.fakes.parts import Part
 
 
 @pytest.fixture(scope="module")
@@ -546,6 +546,19 @@ def test_an_agent_loop_with_turns(up: FakeUpstream, sdk: openai.OpenAI) -> None:
     assert second.messages()[1]["tool_calls"][0]["function"] == {"name": "get_weather",
                                                                  "arguments": '{"city": "Paris"}'}
     assert [t["function"]["name"] for t in second.tools()] == ["get_weather", "get_time"]
+
+
+async def test_fail_attempts_count_per_turn(up: FakeUpstream, session: aiohttp.ClientSession) -> None:
+    prompt = up.script(Script(turns=[Script(deltas=["first"]), Script(deltas=["second"], fail_attempts=1)]))
+    history = [{"role": "user", "content": prompt}, {"role": "assistant", "content": "first"},
+               {"role": "user", "content": "more"}]  # the key is found in an earlier user message
+    statuses = []
+    for messages in ([history[0]], history, history):
+        async with session.post(up.url + "/chat/completions", json={"messages": messages}) as resp:
+            statuses.append((resp.status, (await resp.json())["choices"][0]["message"]["content"]
+                             if resp.status == 200 else None))
+    assert statuses == [(200, "first"), (503, None), (200, "second")]
+    assert [(r.attempt, r.turn) for r in up.records(prompt)] == [(1, 0), (2, 1), (3, 1)]
 
 
 async def test_validate_and_request_inspection(up: FakeUpstream, session: aiohttp.ClientSession) -> None:
