@@ -2,9 +2,11 @@
 
 A :class:`FakeUpstream` runs its own event loop in a background thread, so sync tests (the sync ``openai``
 SDK, ``httpx``) and async tests on any loop can use it. Each test registers a :class:`Script` and gets a
-unique prompt key back; a request whose last user message contains the key plays that script, and every
-request is recorded as a :class:`ConnRecord` (what was sent, when bytes went out, when and by whom the
-connection closed). Requests that match no script play :data:`DEFAULT_DELTAS`.
+unique prompt key back; a request plays the script whose key the latest user message that holds one carries
+(so a follow-up turn whose last user message is only a tool result still finds it), and every request is
+recorded as a :class:`ConnRecord` (what was sent, when bytes went out, when and by whom the connection
+closed). Requests that match no script play :data:`DEFAULT_DELTAS`. Scripts, parts and request checks are
+described in ``script.py``, ``parts.py`` and ``conversation.py``.
 
     with FakeUpstream() as up:
         prompt = up.script(Script(deltas=["Hel", "lo"], delay=0.01, fault=Fault.RESET, fault_after=1))
@@ -17,7 +19,6 @@ Timestamps are ``time.monotonic()`` floats, comparable with the test's own clock
 from __future__ import annotations
 
 import asyncio
-import enum
 import re
 import sys
 import threading
@@ -25,121 +26,47 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self
 
 import orjson
 
+from tests.fakes import conversation
 from tests.fakes.anthropic import AnthropicDialect
-from tests.fakes.http import ClosedBy, HttpConnection, HttpServer, Request
+from tests.fakes.conversation import Rejection
+from tests.fakes.http import HttpConnection, HttpServer, Request
 from tests.fakes.openai import OpenAIDialect
+from tests.fakes.parts import Event, Part, Text, events, resolve_ids
+from tests.fakes.script import DEFAULT_DELTAS, HUGE_TEXT, ConnRecord, Fault, Script
 
 __all__ = ["DEFAULT_DELTAS", "HUGE_TEXT", "ConnRecord", "FakeUpstream", "Fault", "Script"]
 
-DEFAULT_DELTAS = ["The ", "quick ", "brown ", "fox ", "jumps."]
-HUGE_TEXT = "0123456789abcdef" * 65536  # 1 MiB, the delta that Fault.HUGE_CHUNK inserts
 SLOW_DRIP_S = 5.0
 _KEY = re.compile(r"scn-[0-9a-f]{16}")
 
-
-class Fault(enum.Enum):
-    """What goes wrong, after ``Script.fault_after`` deltas (clamped to the number of deltas)."""
-
-    RESET = "reset"  # TCP RST mid-stream
-    STALL = "stall"  # stop sending; keep the connection open until the client closes it
-    MALFORMED_JSON = "malformed_json"  # a `data: {not json` event, then the rest of the script
-    INVALID_UTF8 = "invalid_utf8"  # an event with \xff\xfe inside the JSON string, then the rest
-    NO_DONE = "no_done"  # end the body cleanly without [DONE] / message_stop (before the finish if early)
-    EARLY_EOF = "early_eof"  # close the connection (FIN) mid-body: chunked encoding not terminated
-    DOUBLE_DONE = "double_done"  # [DONE] / message_stop twice (fault_after ignored)
-    HEADERS_THEN_SILENCE = "headers_then_silence"  # 200 headers, then nothing, connection open (fault_after ignored)
-    HUGE_CHUNK = "huge_chunk"  # one extra delta of HUGE_TEXT (1 MiB) inserted at fault_after
-    SLOW_DRIP = "slow_drip"  # from fault_after on, one delta every 5 s
-    ANTHROPIC_OVERLOADED = "anthropic_overloaded"  # a mid-stream error event, then the body ends cleanly
-
-
-# Faults that interrupt the stream: when one falls after the last delta, the usual pause comes before it.
+# Faults that interrupt the stream: when one falls after the last event, the usual pause comes before it.
 _STOPPING = {Fault.RESET, Fault.STALL, Fault.EARLY_EOF, Fault.MALFORMED_JSON, Fault.INVALID_UTF8,
              Fault.ANTHROPIC_OVERLOADED}
-
-
-@dataclass
-class Script:
-    """What the fake answers to a request carrying this script's key."""
-
-    deltas: list[str] = field(default_factory=lambda: list(DEFAULT_DELTAS))
-    ttft: float = 0.0  # seconds before the first delta (after the headers and the role chunk)
-    delay: float = 0.0  # seconds between deltas
-    role_chunk: bool = True  # OpenAI: a role-only chunk first, as real servers send
-    usage: bool | None = None  # OpenAI: None = a usage chunk only when stream_options.include_usage asks
-    prompt_tokens: int = 7
-    completion_tokens: int | None = None  # None = the number of deltas sent
-    finish_reason: str = "stop"  # Anthropic: stop → end_turn, length → max_tokens
-    status: int = 200  # non-200: an error answer (after ttft) instead of a stream
-    error_body: dict[str, Any] | None = None  # None = the provider's error shape for the status
-    headers: dict[str, str] = field(default_factory=dict)  # added to every answer, e.g. {"Retry-After": "1"}
-    fail_attempts: int = 0  # the first N attempts answer fail_status at once
-    fail_status: int = 503
-    fault: Fault | None = None
-    fault_after: int = 0
-
-
-@dataclass
-class ConnRecord:
-    """One request (attempt) for a script and the connection that served it."""
-
-    prompt_key: str | None  # None: matched no script (played the default one)
-    request_json: dict[str, Any]
-    headers: dict[str, str]  # lower-case names
-    opened_at: float
-    request_at: float
-    first_byte_at: float | None = None
-    closed_at: float | None = None
-    closed_by: ClosedBy | None = None
-    deltas_sent: int = 0
-    finished: bool = False
-    attempt: int = 1
-    method: str = "POST"
-    path: str = ""
-    request_body: bytes = b""
-    status: int | None = None  # the status the fake answered
-    conn_id: int = 0
 
 
 class Dialect(Protocol):
     endpoint: str
     content_type: str
     request_id_header: str
+    issued: list[tuple[str, str, str]]
 
-    def opening(self, role_chunk: bool, prompt_tokens: int) -> list[bytes]: ...
-    def delta(self, text: str) -> bytes: ...
+    def opening(self, role_chunk: bool, prompt_tokens: int, first: Event | None = None) -> list[bytes]: ...
+    def event(self, ev: Event) -> bytes: ...
+    def ping(self) -> bytes: ...
     def finish(self, finish_reason: str, prompt_tokens: int, completion_tokens: int) -> list[bytes]: ...
     def done(self) -> bytes: ...
     def malformed(self) -> bytes: ...
     def invalid_utf8(self) -> bytes: ...
     def overloaded(self) -> bytes: ...
-    def message(self, text: str, finish_reason: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]: ...
-    def error(self, status: int, message: str | None = None) -> dict[str, Any]: ...
+    def message(self, parts: list[Part], finish_reason: str, prompt_tokens: int,
+                completion_tokens: int) -> dict[str, Any]: ...
+    def error(self, status: int, message: str | None = None, param: str | None = None) -> dict[str, Any]: ...
     def models(self) -> dict[str, Any]: ...
-
-
-def _text_of(content: Any) -> str:
-    """A message's text: a string, or the text parts of a content list (OpenAI parts, Anthropic blocks)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
-
-
-def _last_user_text(body: dict[str, Any]) -> str:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return ""
-    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-    last = users[-1] if users else messages[-1]
-    return _text_of(last.get("content")) if isinstance(last, dict) else ""
 
 
 async def _pause(seconds: float) -> None:
@@ -165,11 +92,25 @@ class _Reply:
         payload = orjson.dumps(obj) if body is None else body
         await self.conn.respond(status, self._headers({"content-type": "application/json", **headers}), payload)
 
-    # Records are updated before the bytes go out, so that a client that has read them can rely on them.
+    # Records (and the signatures handed out) are updated before the bytes go out, so that a client that has
+    # read them can rely on them.
     async def event(self, data: bytes, *, delta: bool = False) -> None:
+        self.up._remember(self.dialect.issued)
         if delta:
             self.up._update(self.rec, deltas_sent=self.rec.deltas_sent + 1)
         await self.conn.send_chunk(data)
+
+    async def pause(self, seconds: float, pings_every: float) -> None:
+        """Wait ``seconds``, sending a keep-alive every ``pings_every`` seconds meanwhile when that is > 0."""
+        if pings_every <= 0:
+            await _pause(seconds)
+            return
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while end - loop.time() > pings_every:
+            await asyncio.sleep(pings_every)
+            await self.event(self.dialect.ping())
+        await _pause(end - loop.time())
 
     async def end(self, *, finished: bool = True) -> None:
         self.up._update(self.rec, finished=finished)
@@ -187,6 +128,7 @@ class FakeUpstream:
         self.errors: list[BaseException] = []  # bugs in the fake itself (also printed to stderr)
         self._scripts: dict[str, Script] = {}
         self._records: list[ConnRecord] = []
+        self._issued: set[tuple[str, str, str]] = set()  # thinking signatures and redacted data handed out
         self._cond = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -270,10 +212,21 @@ class FakeUpstream:
             return [r for r in self._records if prompt is None or r.prompt_key == prompt]
 
     def reset(self) -> None:
-        """Forget every script and record."""
+        """Forget every script, record and issued signature."""
         with self._cond:
             self._scripts.clear()
             self._records.clear()
+            self._issued.clear()
+
+    def issued_signatures(self) -> set[str]:
+        """Every thinking ``signature`` and ``redacted_thinking`` ``data`` the fake has sent (Anthropic)."""
+        with self._cond:
+            return {value for _, value, _ in self._issued}
+
+    def _remember(self, issued: list[tuple[str, str, str]]) -> None:
+        if issued:
+            with self._cond:
+                self._issued.update(issued)
 
     def open_connections(self) -> int:
         """TCP connections to the fake open right now (neither side has closed them)."""
@@ -329,14 +282,18 @@ class FakeUpstream:
                 setattr(rec, name, value)
             self._cond.notify_all()
 
-    def _record(self, conn: HttpConnection, request: Request, body: dict[str, Any]) -> tuple[ConnRecord, Script]:
-        text = _last_user_text(body)
+    def _record(self, conn: HttpConnection, request: Request, body: dict[str, Any]
+                ) -> tuple[ConnRecord, Script, Script, int]:
+        """Record the request; its record, its script, the turn that answers it and that turn's attempt."""
         with self._cond:
-            key = next((k for k in _KEY.findall(text) if k in self._scripts), None)
+            keys = (k for text in conversation.user_texts(body) for k in _KEY.findall(text))
+            key = next((k for k in keys if k in self._scripts), None)
             script = self._scripts[key] if key is not None else self.default
-            attempt = 1 + sum(r.prompt_key == key for r in self._records)
-            rec = ConnRecord(key, body, dict(request.headers), conn.opened_at, time.monotonic(), attempt=attempt,
-                             method=request.method, path=request.path, request_body=request.body, conn_id=conn.id)
+            turn = script.turn_for(body)
+            mine = [r for r in self._records if r.prompt_key == key]
+            rec = ConnRecord(key, body, dict(request.headers), conn.opened_at, time.monotonic(),
+                             attempt=1 + len(mine), method=request.method, path=request.path,
+                             request_body=request.body, conn_id=conn.id, turn=turn)
             self._records.append(rec)
             self._cond.notify_all()
 
@@ -344,11 +301,30 @@ class FakeUpstream:
             self._update(rec, closed_at=c.closed_at, closed_by=c.closed_by)
 
         conn.on_closed.append(closed)
-        return rec, script
+        played = script.turns[turn] if script.turns else script
+        return rec, script, played, 1 + sum(r.turn == turn for r in mine)
+
+    def _check(self, body: dict[str, Any], scripts: list[Script]) -> Rejection | None:
+        """The first refusal that the scripts' request checks make, if any."""
+        for script in scripts:
+            if script.require_tool_call_ids and (found := conversation.openai_tool_call_ids(body)) is not None:
+                return found
+            if script.require_signatures:
+                with self._cond:
+                    issued = set(self._issued)
+                if (found := conversation.anthropic_signatures(body, issued)) is not None:
+                    return found
+            verdict = script.validate(body) if script.validate is not None else None
+            if verdict is not None:
+                return Rejection(verdict) if isinstance(verdict, str) else verdict
+        return None
 
     # -- serving (in the fake's loop) -------------------------------------------------------------------
     def _dialect(self, body: dict[str, Any], script: Script) -> Dialect:
-        return AnthropicDialect(body, script.usage) if self.kind == "anthropic" else OpenAIDialect(body, script.usage)
+        if self.kind == "anthropic":
+            return AnthropicDialect(body, script.usage)
+        return OpenAIDialect(body, script.usage, reasoning_fields=script.reasoning_fields(),
+                             tool_index=script.tool_index(), repeat_finish=script.repeat_finish)
 
     async def _handle(self, request: Request, conn: HttpConnection) -> None:
         dialect = self._dialect({}, self.default)
@@ -366,12 +342,14 @@ class FakeUpstream:
         except orjson.JSONDecodeError:
             parsed = None
         body = parsed if isinstance(parsed, dict) else {}
-        rec, script = self._record(conn, request, body)
+        rec, outer, script, attempt = self._record(conn, request, body)
         reply = _Reply(self, conn, rec, self._dialect(body, script))
         if not isinstance(parsed, dict):
             await reply.json(400, reply.dialect.error(400, "the body is not a JSON object"), {})
-        elif rec.attempt <= script.fail_attempts:
+        elif attempt <= script.fail_attempts:
             await reply.json(script.fail_status, reply.dialect.error(script.fail_status), script.headers)
+        elif (refusal := self._check(body, [outer, script] if outer is not script else [script])) is not None:
+            await reply.json(400, reply.dialect.error(400, refusal.message, refusal.param), script.headers)
         elif script.status != 200:
             await _pause(script.ttft)
             await reply.json(script.status, script.error_body or reply.dialect.error(script.status), script.headers)
@@ -387,25 +365,25 @@ class FakeUpstream:
         if fault is Fault.HEADERS_THEN_SILENCE:
             await reply.conn.wait_closed()
             return
-        for frame in dialect.opening(script.role_chunk, script.prompt_tokens):
-            await reply.event(frame)
-        deltas = list(script.deltas)
-        at = min(script.fault_after, len(deltas))
+        evs = events(resolve_ids(script.play_parts(), self.kind), self.kind)
+        at = min(script.fault_after, len(evs))
         if fault is Fault.HUGE_CHUNK:
-            deltas.insert(at, HUGE_TEXT)
+            evs.insert(at, Text(HUGE_TEXT))
+        for frame in dialect.opening(script.role_chunk, script.prompt_tokens, evs[0] if evs else None):
+            await reply.event(frame)
         ttft, delay = script.ttft, script.delay
-        for i in range(len(deltas) + 1):
+        for i in range(len(evs) + 1):
             hit = fault if i == at else None
             if hit is Fault.SLOW_DRIP:
                 ttft = delay = SLOW_DRIP_S
-            if i < len(deltas) or hit in _STOPPING:
-                await _pause(ttft if i == 0 else delay)
-            if hit is not None and not await self._fault(reply, hit, early=i < len(deltas)):
+            if i < len(evs) or hit in _STOPPING:
+                await reply.pause(ttft if i == 0 else delay, script.pings_every)
+            if hit is not None and not await self._fault(reply, hit, early=i < len(evs)):
                 return
-            if i < len(deltas):
-                await reply.event(dialect.delta(deltas[i]), delta=True)
-        completion = len(deltas) if script.completion_tokens is None else script.completion_tokens
-        for frame in dialect.finish(script.finish_reason, script.prompt_tokens, completion):
+            if i < len(evs):
+                await reply.event(dialect.event(evs[i]), delta=True)
+        completion = len(evs) if script.completion_tokens is None else script.completion_tokens
+        for frame in dialect.finish(script.finish(), script.prompt_tokens, completion):
             await reply.event(frame)
         if fault is not Fault.NO_DONE:
             await reply.event(dialect.done())
@@ -442,11 +420,12 @@ class FakeUpstream:
         """A non-streaming answer: one chat.completion (OpenAI) or message (Anthropic) object after ttft."""
         await _pause(script.ttft)
         fault, conn = script.fault, reply.conn
-        deltas = list(script.deltas)
+        parts = resolve_ids(script.play_parts(), self.kind)
         if fault is Fault.HUGE_CHUNK:
-            deltas.insert(min(script.fault_after, len(deltas)), HUGE_TEXT)
-        completion = len(deltas) if script.completion_tokens is None else script.completion_tokens
-        obj = reply.dialect.message("".join(deltas), script.finish_reason, script.prompt_tokens, completion)
+            parts.insert(min(script.fault_after, len(parts)), Text(HUGE_TEXT))
+        sent = len(events(parts, self.kind))
+        completion = sent if script.completion_tokens is None else script.completion_tokens
+        obj = reply.dialect.message(parts, script.finish(), script.prompt_tokens, completion)
         payload = orjson.dumps(obj)
         if fault is Fault.RESET:
             conn.abort(rst=True)
@@ -463,11 +442,13 @@ class FakeUpstream:
         elif fault is Fault.MALFORMED_JSON:
             await reply.json(200, None, script.headers, body=b"{not json")
         elif fault is Fault.INVALID_UTF8:
-            bad = orjson.dumps(reply.dialect.message("@@BAD@@", script.finish_reason, script.prompt_tokens, completion))
+            bad = orjson.dumps(reply.dialect.message([Text("@@BAD@@")], script.finish(), script.prompt_tokens,
+                                                     completion))
             await reply.json(200, None, script.headers, body=bad.replace(b"@@BAD@@", b"bad\xff\xfebytes"))
         elif fault is Fault.ANTHROPIC_OVERLOADED:
             status = 529 if self.kind == "anthropic" else 503
             await reply.json(status, reply.dialect.error(status, "Overloaded"), script.headers)
         else:
-            self._update(reply.rec, deltas_sent=len(deltas), finished=True)
+            self._remember(reply.dialect.issued)
+            self._update(reply.rec, deltas_sent=sent, finished=True)
             await reply.json(200, obj, script.headers, body=payload)
