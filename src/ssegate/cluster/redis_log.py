@@ -28,6 +28,10 @@ Following a stream generated elsewhere: ``fetch`` copies it into a local ``Strea
 blocking read times out with nothing new and the generating replica's lease is gone, a Lua script appends the
 tombstone (``error``, code ``generation_lost``, retryable) unless the stream already ended.
 
+Background loops (the writer, the lease, the link's probe, and ``replicas.py``'s control listener) run under the
+link's ``Supervisor`` (``supervise.py``): one that fails on something it did not expect is logged, restarted with
+backoff, and reported as down meanwhile (``/readyz`` 503; new streams 503 while the writer or the lease is down).
+
 Redis unreachable: ``RedisLink`` marks itself down and probes until Redis answers. Meanwhile this replica's
 streams go on in memory (their clients notice nothing; the writer keeps its place), followers here of other
 replicas' streams wait up to ``REDIS_LEASE_S`` and then have their responses closed without a terminal event (the
@@ -45,6 +49,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import redis.exceptions
@@ -60,6 +65,7 @@ from ..core.entries import ERROR, TERMINAL
 from ..core.log import MemoryEventLog, StreamLog
 from ..errors import EventLogUnavailable, GenerationLost, NotFound
 from ..sse import dumps
+from .supervise import Supervisor
 
 __all__ = [
     "REDIS_DOWN",
@@ -164,6 +170,7 @@ class RedisLink:
     that died with a Redis restart is reconnected once; so a call fails fast instead of hanging. Whoever sees
     a connection error calls ``down()``; a probe then pings with backoff and, when Redis answers, awaits the
     ``before_up`` callbacks (which may fail: the probe goes on), sets ``healthy`` and runs the ``on_up`` ones.
+    Its ``supervisor`` runs every background loop of Redis mode, the probe included.
     """
 
     def __init__(self, url: str, *, op_timeout: float = 1.0, block_s: float = 1.0) -> None:
@@ -179,8 +186,11 @@ class RedisLink:
         """Loop time at which Redis answered again after an outage (``None``: never lost)."""
         self.before_up: list[Callable[[], Awaitable[None]]] = []
         self.on_up: list[Callable[[], None]] = []
+        self.supervisor = Supervisor()
+        self.address = _address(url)
+        """Where Redis is (``host:port``, or a socket's path), for operators: never the URL, which may hold a
+        password."""
         self._up = asyncio.Event()
-        self._probe: asyncio.Task[None] | None = None
         self._was_up = False
 
     async def start(self, wait_s: float) -> None:
@@ -215,8 +225,7 @@ class RedisLink:
         return True
 
     def _ensure_probe(self) -> None:
-        if self._probe is None or self._probe.done():
-            self._probe = asyncio.get_running_loop().create_task(self._probe_loop(), name="ssegate-redis-probe")
+        self.supervisor.spawn("probe", self._probe_loop)
 
     async def _probe_loop(self) -> None:
         delay = 0.05
@@ -242,10 +251,21 @@ class RedisLink:
             return
 
     async def aclose(self) -> None:
-        if self._probe is not None:
-            self._probe.cancel()
+        await self.supervisor.stop()
         await self.redis.aclose()
         await self.blocking.aclose()
+
+
+def _address(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        port = 6379
+    host = parts.hostname or "localhost"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class MirroredStreamLog(StreamLog):
@@ -325,7 +345,6 @@ class RedisEventLog(MemoryEventLog):
         self._live: dict[str, MirroredStreamLog] = {}
         self._wakeup: asyncio.Future[None] | None = None
         self._drained = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
         self._declare_lost = link.redis.register_script(_DECLARE_LOST)
         link.before_up.append(self._resync)
         link.on_up.append(self._wake)
@@ -341,11 +360,10 @@ class RedisEventLog(MemoryEventLog):
 
     # --- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._write_loop(), name="ssegate-redis-writer"),
-            loop.create_task(self._renew_loop(), name="ssegate-redis-lease"),
-        ]
+        supervisor = self.link.supervisor
+        supervisor.spawn("writer", self._write_loop)
+        # restarted within a renewal period: a lease outliving a failed renewal keeps this replica's streams alive
+        supervisor.spawn("lease", self._renew_loop, max_s=self.lease_s / 3)
 
     async def close(self, flush_s: float = 2.0) -> None:
         """Flush what is pending (the terminal entries of streams ended at shutdown), give up the lease, stop."""
@@ -355,9 +373,7 @@ class RedisEventLog(MemoryEventLog):
                     await self._drained.wait()
             except TimeoutError:
                 logger.warning("could not flush %d streams to Redis before stopping", len(self._dirty))
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.link.supervisor.stop("writer", "lease")
         if self.link.healthy:
             try:
                 await self.link.redis.delete(replica_key(self.replica))
@@ -381,6 +397,7 @@ class RedisEventLog(MemoryEventLog):
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
         last_flush = 0.0
+        self._requeue_unwritten()  # (re)started: a failure may have dropped a batch taken off the list
         while True:
             if not self._dirty or not self.link.healthy:
                 if not self._dirty:
@@ -405,6 +422,12 @@ class RedisEventLog(MemoryEventLog):
                 logger.error("Redis refused a write: %s", exc)
                 self._requeue(batch)
                 await asyncio.sleep(0.5)
+
+    def _requeue_unwritten(self) -> None:
+        """Put back on the writer's list every live stream with entries Redis has not acknowledged."""
+        for log in self._live.values():
+            if not log.dirty and not log.orphaned and log.mirrored < log.last_seq:
+                self._enqueue(log)
 
     def _requeue(self, batch: list[MirroredStreamLog]) -> None:
         for log in batch:
@@ -543,17 +566,17 @@ class RedisEventLog(MemoryEventLog):
     # --- the lease ----------------------------------------------------------------------------------
     async def _renew_loop(self) -> None:
         period = self.lease_s / 3
-        while True:
-            await asyncio.sleep(period)
+        while True:  # renews first: (re)started after a failure, the lease may be close to its end
             if not self.link.healthy:
                 await self.link.wait_up()  # the probe renews (``_resync``) before it reports Redis back
-                continue
-            try:
-                await self._renew()
-            except REDIS_DOWN as exc:
-                self.link.down(exc)
-            except RedisError as exc:
-                logger.error("Redis refused a lease renewal: %s", exc)
+            else:
+                try:
+                    await self._renew()
+                except REDIS_DOWN as exc:
+                    self.link.down(exc)
+                except RedisError as exc:
+                    logger.error("Redis refused a lease renewal: %s", exc)
+            await asyncio.sleep(period)
 
     async def _renew(self) -> None:
         """Renew this replica's lease, the expiry of its live streams' keys when due, and followers' presence."""

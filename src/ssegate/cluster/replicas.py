@@ -19,6 +19,11 @@
   follower elsewhere. Streams nobody followed from elsewhere never pay that round trip.
 - **Redis unreachable.** New streams, resumes and cancels that need Redis get 503 ``overloaded``; streams already
   running here go on from memory (and are written to Redis when it is back); see ``redis_log.py``.
+- **A background loop down.** The writer, the lease, the probe and the control listener run under the link's
+  ``Supervisor`` (``supervise.py``): one that fails unexpectedly is logged and restarted with backoff. Meanwhile
+  ``readiness()`` (``/readyz``) says which is down, and while the writer or the lease is down new streams get 503
+  ``overloaded`` (they could not be resumed elsewhere), as when Redis is unreachable; resumes and cancels of other
+  replicas' streams need neither, and go on.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ if TYPE_CHECKING:
     from ..core.log import StreamLog
     from ..core.outcome import Outcome, Started
 
-__all__ = ["RemoteStream", "Replicas"]
+__all__ = ["NEEDED_FOR_STREAMS", "RemoteStream", "Replicas"]
 
 logger = logging.getLogger("ssegate.cluster.replicas")
 
@@ -66,6 +71,10 @@ return math.max(0, tonumber(top[2]) - now)
 """
 
 _counter = itertools.count(1)
+
+NEEDED_FOR_STREAMS = frozenset({"writer", "lease"})
+"""The background loops without which a new stream cannot be resumed elsewhere: its events would not reach Redis,
+or its lease would lapse and followers elsewhere would declare it lost."""
 
 
 class RemoteStream:
@@ -129,19 +138,32 @@ class Replicas:
             max_streams=settings.log_max_streams, max_events=settings.log_max_events, max_bytes=settings.log_max_bytes,
         )
         self.hub: StreamHub | None = None
+        self.supervisor = self.link.supervisor
         self.remote: set[RemoteStream] = set()
         """Streams of other replicas followed here right now (their presence is renewed with the lease)."""
         self.followed: set[str] = set()
         """Streams of this replica that a follower elsewhere joined."""
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._listener: asyncio.Task[None] | None = None
         self._presence_set = self.link.redis.register_script(_PRESENCE_SET)
         self._presence_left = self.link.redis.register_script(_PRESENCE_LEFT)
         self.eventlog.renewers.append(self._renew_presence)
 
     @property
     def healthy(self) -> bool:
-        return self.link.healthy
+        """Whether this replica can take new streams: Redis answers, and the writer and the lease run."""
+        return self.link.healthy and not NEEDED_FOR_STREAMS & self.supervisor.down.keys()
+
+    def readiness(self) -> tuple[str, str]:
+        """The Redis side for ``/readyz``: ``"ok"``, ``"unreachable"`` or ``"down: <loops>"`` for anybody, and
+        the detail for operators (where Redis is, never its URL or password, and what each loop failed with)."""
+        down = self.supervisor.down
+        if down:
+            parts = sorted(down)
+            detail = ", ".join(f"{name} restarting after {down[name]}" for name in parts)
+            return "down: " + ", ".join(parts), f"{self.link.address}: {detail}"
+        if not self.link.healthy:
+            return "unreachable", f"{self.link.address}: unreachable"
+        return "ok", f"{self.link.address}: ok"
 
     def bind(self, hub: StreamHub) -> None:
         self.hub = hub
@@ -159,14 +181,13 @@ class Replicas:
     async def start(self) -> None:
         await self.link.start(1.0)
         await self.eventlog.start()
-        self._listener = asyncio.get_running_loop().create_task(self._listen(), name="ssegate-redis-ctl")
+        self.supervisor.spawn("listener", self._listen)
 
     async def stop(self) -> None:
         """After the hub ended every generation: flush their ends to Redis, then close."""
         self.release_followers()
         await self.eventlog.close()
-        if self._listener is not None:
-            self._listener.cancel()
+        await self.supervisor.stop("listener")
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -184,13 +205,19 @@ class Replicas:
         task.add_done_callback(self._tasks.discard)
 
     def require(self) -> None:
+        """Raise 503 ``overloaded`` unless a new stream can be taken (``healthy``)."""
+        self._require_link()
+        if NEEDED_FOR_STREAMS & self.supervisor.down.keys():
+            raise EventLogUnavailable("the event log (Redis) is not being written right now", retry_after=1.0)
+
+    def _require_link(self) -> None:
         if not self.link.healthy:
             raise EventLogUnavailable("the event log (Redis) is unreachable", retry_after=1.0)
 
     # --- resume and cancel of other replicas' streams ----------------------------------------------
     async def open(self, stream_id: str, owner: str) -> RemoteStream:
         """A local copy of a stream in Redis, to follow; ``NotFound`` for unknown, expired or others'."""
-        self.require()
+        self._require_link()
         with map_redis_errors():
             copy = await self.eventlog.fetch(stream_id)
         if copy is None and self.link.recovering(max(1.0, self.lease_s)):
@@ -200,7 +227,7 @@ class Replicas:
         return RemoteStream(self, copy.log, copy.origin)
 
     async def cancel(self, stream_id: str, owner: str) -> None:
-        self.require()
+        self._require_link()
         with map_redis_errors():
             meta: dict[bytes, bytes] = await self.link.redis.hgetall(meta_key(stream_id))  # type: ignore[assignment]
             if not meta or not secrets.compare_digest(meta[b"owner"].decode(), owner):
