@@ -46,7 +46,7 @@ import orjson
 from ..core.request import ChatRequest, Message
 from ..errors import GatewayError, InvalidRequest, UpstreamProtocolError, upstream_status_error
 from ..parts import Finish, Reasoning, ToolCallDelta, ToolCallStart, Usage
-from .base import Sink, map_upstream_errors, refuse_field
+from .base import Sink, map_upstream_errors, public_url, refuse_field
 from .events import check_models, post_stream, read_events
 from .httpclient import Pool, Response
 
@@ -279,7 +279,7 @@ class AnthropicProvider:
 
     def __init__(self, base_url: str, api_key: str, pool: Pool, *, label: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self.label = label or f"anthropic:{self.base_url}"
+        self.label = label or f"anthropic:{public_url(self.base_url)}"
         self._pool = pool
         self._headers = {
             "Accept": "text/event-stream",

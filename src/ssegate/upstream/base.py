@@ -22,12 +22,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from ..core.request import ChatRequest
 from ..errors import GatewayError, InvalidRequest, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from ..parts import Finish, Part
 
-__all__ = ["Provider", "Sink", "map_upstream_errors", "refuse_field"]
+__all__ = ["Provider", "Sink", "map_upstream_errors", "public_url", "refuse_field"]
 
 
 class Sink(Protocol):
@@ -59,6 +60,16 @@ class Provider(Protocol):
 
     async def aclose(self) -> None:
         """Release what the provider holds (at shutdown)."""
+
+
+def public_url(url: str) -> str:
+    """``url`` without its ``user:password@`` part: what a label, a log line or an error may show."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def refuse_field(provider: str, field: str, why: str = "") -> InvalidRequest:

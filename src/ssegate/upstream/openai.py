@@ -30,7 +30,7 @@ import orjson
 from ..core.request import ChatRequest, Message
 from ..errors import UpstreamProtocolError, upstream_status_error
 from ..parts import Finish, Reasoning, ToolCallDelta, ToolCallStart, Usage
-from .base import Sink, map_upstream_errors
+from .base import Sink, map_upstream_errors, public_url
 from .events import check_models, post_stream, read_events
 from .httpclient import Pool, Response
 
@@ -57,7 +57,7 @@ class OpenAIProvider:
 
     def __init__(self, base_url: str, api_key: str, pool: Pool, *, label: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self.label = label or f"openai:{self.base_url}"
+        self.label = label or f"openai:{public_url(self.base_url)}"
         self._pool = pool
         self._headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
         if api_key:
