@@ -1,0 +1,267 @@
+"""Parts of an answer relayed from real-format upstreams: an OpenAI-compatible server and Anthropic's Messages API.
+
+The fake upstreams speak the vendors' wire formats byte for byte (tests/fakes), including the quirks of real
+servers; the official ``openai`` SDK is the client. The upstream's own record shows what the gateway sent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from ssegate.sse import ServerSentEvent
+from tests.conftest import FAST
+from tests.fakes import FakeUpstream, Fault, Reasoning, RedactedThinking, Script, Text, ToolCall
+from tests.support.gateway import GatewayProcess, collect_events
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+TIME = {"type": "function", "function": {
+    "name": "get_time", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+PARALLEL = [Reasoning("They want two "), Reasoning("things."), Text("Checking."),
+            ToolCall("get_weather", ['{"ci', 'ty": "Pa', 'ris"}'], id="call_w"),
+            ToolCall("get_time", ['{"city"', ': "Tokyo"}'], id="call_t")]
+
+
+def user(text: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": text}]
+
+
+def native(gw: GatewayProcess, **body: Any) -> tuple[httpx.Response, list[ServerSentEvent]]:
+    with httpx.stream("POST", gw.url + "/v1/chat/stream", json=body, timeout=30) as resp:
+        if resp.status_code != 200:
+            resp.read()
+            return resp, []
+        return resp, collect_events(resp)
+
+
+@pytest.fixture(scope="module")
+def sdk(gateway: GatewayProcess) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0) as client:
+        yield client
+
+
+# --- OpenAI-compatible upstreams -------------------------------------------------------------------------------
+def test_sdk_assembles_parallel_tool_calls_and_reasoning(sdk: openai.OpenAI, upstream: FakeUpstream) -> None:
+    prompt = upstream.script(Script(parts=PARALLEL, delay=0.002))
+    with sdk.chat.completions.stream(model="fake-model", messages=user(prompt),  # type: ignore[arg-type]
+                                     tools=[WEATHER, TIME]) as stream:  # type: ignore[list-item]
+        chunks = list(stream)
+        final = stream.get_final_completion()
+    message = final.choices[0].message
+    assert final.choices[0].finish_reason == "tool_calls" and message.content == "Checking."
+    assert [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or []] == [
+        ("call_w", "get_weather", '{"city": "Paris"}'), ("call_t", "get_time", '{"city": "Tokyo"}')]
+    reasoning = "".join(
+        (getattr(c, "chunk", None) and (c.chunk.choices[0].delta.model_extra or {}).get("reasoning_content")) or ""
+        for c in chunks if getattr(c, "type", "") == "chunk" and c.chunk.choices)
+    assert reasoning == "They want two things."
+
+
+def test_non_streamed_message_has_tool_calls_and_reasoning(sdk: openai.OpenAI, upstream: FakeUpstream) -> None:
+    prompt = upstream.script(Script(parts=PARALLEL))
+    out = sdk.chat.completions.create(model="fake-model", messages=user(prompt), tools=[WEATHER, TIME])  # type: ignore
+    message = out.choices[0].message
+    assert [c.function.arguments for c in message.tool_calls or []] == ['{"city": "Paris"}', '{"city": "Tokyo"}']
+    assert (message.model_extra or {})["reasoning_content"] == "They want two things."
+    assert out.choices[0].finish_reason == "tool_calls"
+
+
+@pytest.mark.parametrize("quirk", [{"ollama_index_reuse": True}, {"omit_tool_index": True},
+                                   {"repeat_finish": True}, {"reasoning_field": "reasoning"},
+                                   {"reasoning_field": "reasoning_details"}])
+def test_upstream_quirks_are_normalised(gateway: GatewayProcess, upstream: FakeUpstream,
+                                        quirk: dict[str, Any]) -> None:
+    """Ollama's index reuse, servers without ``index``, OpenRouter's repeated finish, the other reasoning fields:
+    the client sees calls 0 and 1, whole, once, and the reasoning."""
+    prompt = upstream.script(Script(parts=PARALLEL, **quirk))
+    resp, events = native(gateway, messages=user(prompt), tools=[WEATHER, TIME])
+    assert resp.status_code == 200
+    kinds = [e.event for e in events]
+    assert kinds.count("tool_call") == 2 and kinds.count("done") == 1
+    assert "".join(e.json()["delta"] for e in events if e.event == "reasoning") == "They want two things."
+    done = events[-1].json()
+    assert [(c["id"], c["function"]["arguments"]) for c in done["tool_calls"]] == [
+        ("call_w", '{"city": "Paris"}'), ("call_t", '{"city": "Tokyo"}')]
+    assert done["finish_reason"] == "tool_calls"
+
+
+def test_every_field_reaches_the_upstream_unchanged(sdk: openai.OpenAI, upstream: FakeUpstream) -> None:
+    """Tools, tool choice, response format, image parts, tool-call ids and the fields ssegate does not own arrive
+    exactly as the client sent them."""
+    prompt = upstream.script(Script(deltas=["ok"], require_tool_call_ids=True))
+    call = {"id": "call_x", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Rome"}'}}
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}}
+    messages = [{"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "What is in this picture?"}, image]},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "call_x", "content": "sunny"},
+                {"role": "user", "content": prompt}]
+    fmt = {"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object"}, "strict": True}}
+    extra = {"seed": 7, "top_p": 0.5, "user": "u-1", "metadata": {"team": "a"}, "service_tier": "flex",
+             "logit_bias": {"50256": -100}, "frequency_penalty": 0.1}
+    out = sdk.chat.completions.create(
+        model="fake-model", messages=messages, tools=[WEATHER], tool_choice="required",  # type: ignore[arg-type]
+        parallel_tool_calls=False, response_format=fmt, max_completion_tokens=99, extra_body=extra)  # type: ignore
+    assert out.choices[0].message.content == "ok"
+    [rec] = upstream.records(prompt)
+    sent = rec.request_json
+    assert sent["messages"] == messages
+    assert sent["tools"] == [WEATHER] and sent["tool_choice"] == "required" and sent["parallel_tool_calls"] is False
+    assert sent["response_format"] == fmt and sent["max_completion_tokens"] == 99
+    for key, value in extra.items():
+        assert sent[key] == value, key
+
+
+def test_agent_loop_through_the_gateway(sdk: openai.OpenAI, upstream: FakeUpstream) -> None:
+    """Tool call, tool result, final answer, with an upstream that refuses a tool message it cannot match."""
+    prompt = upstream.script(Script(require_tool_call_ids=True, turns=[
+        Script(parts=[ToolCall("get_weather", ['{"city": ', '"Paris"}'])]),
+        Script(deltas=["It is ", "21 C in Paris."])]))
+    messages: list[Any] = user(prompt)
+    with sdk.chat.completions.stream(model="fake-model", messages=messages, tools=[WEATHER]) as stream:  # type: ignore
+        first = stream.get_final_completion().choices[0].message
+    [call] = first.tool_calls or []
+    messages += [{"role": "assistant", "content": first.content, "tool_calls": [call.model_dump()]},
+                 {"role": "tool", "tool_call_id": call.id, "content": "21 C"}]
+    answer = sdk.chat.completions.create(model="fake-model", messages=messages, tools=[WEATHER])  # type: ignore
+    assert answer.choices[0].message.content == "It is 21 C in Paris."
+    second = upstream.records(prompt)[-1]
+    assert second.status == 200 and second.tool_results() == [(call.id, "21 C")]
+
+
+def test_a_malformed_tool_call_fragment_is_a_typed_error(gateway: GatewayProcess, upstream: FakeUpstream) -> None:
+    prompt = upstream.script(Script(parts=[Text("a"), ToolCall("f", ["{}"])], fault=Fault.MALFORMED_JSON,
+                                    fault_after=2))
+    resp, events = native(gateway, messages=user(prompt))
+    assert resp.status_code == 200 and events[-1].event == "error"
+    assert events[-1].json()["error"]["code"] == "upstream_error"
+
+
+# --- Anthropic ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def claude(anthropic_upstream: FakeUpstream) -> Iterator[GatewayProcess]:
+    settings = {"provider": "anthropic", "upstream_url": anthropic_upstream.url, "model": "claude-test",
+                "upstream_api_key": "sk-ant", **FAST}
+    with GatewayProcess(settings) as gw:
+        yield gw
+
+
+def test_anthropic_thinking_tool_use_and_the_signature_round_trip(claude: GatewayProcess,
+                                                                  anthropic_upstream: FakeUpstream) -> None:
+    """Thinking streams as reasoning, tool_use as a tool call; the next turn carries the thinking blocks back
+    unchanged (signature included) from ``provider_data``, so an upstream that checks them accepts the turn."""
+    prompt = anthropic_upstream.script(Script(require_signatures=True, delay=0.002, turns=[
+        Script(parts=[Reasoning("Need the "), Reasoning("weather.", signature="sig-1"), RedactedThinking("r-9"),
+                      ToolCall("get_weather", ["", '{"city"', ': "Oslo"}']), ToolCall("get_time", [])]),
+        Script(deltas=["Cold in Oslo."])]))
+    messages: list[Any] = user(prompt)
+    resp, events = native(claude, messages=messages, tools=[WEATHER, TIME], reasoning_effort="low")
+    assert resp.status_code == 200
+    assert "".join(e.json()["delta"] for e in events if e.event == "reasoning") == "Need the weather."
+    done = events[-1].json()
+    assert done["finish_reason"] == "tool_calls"
+    assert [(c["function"]["name"], c["function"]["arguments"]) for c in done["tool_calls"]] == [
+        ("get_weather", '{"city": "Oslo"}'), ("get_time", "{}")]  # a tool with no input is "{}"
+    thinking = done["provider_data"]["anthropic"]["thinking"]
+    assert thinking == [{"type": "thinking", "thinking": "Need the weather.", "signature": "sig-1"},
+                        {"type": "redacted_thinking", "data": "r-9"}]
+    first = anthropic_upstream.records(prompt)[0].request_json
+    assert first["thinking"]["type"] == "enabled" and first["tools"][0]["input_schema"] == WEATHER["function"][
+        "parameters"]
+    messages += [{"role": "assistant", "content": None, "tool_calls": done["tool_calls"],
+                  "provider_data": done["provider_data"], "reasoning": "Need the weather."},
+                 {"role": "tool", "tool_call_id": done["tool_calls"][0]["id"], "content": "-2 C"},
+                 {"role": "tool", "tool_call_id": done["tool_calls"][1]["id"], "content": "09:00"}]
+    resp, events = native(claude, messages=messages, tools=[WEATHER, TIME], reasoning_effort="low")
+    assert resp.status_code == 200, resp.text
+    assert "".join(e.json()["delta"] for e in events if e.event == "message") == "Cold in Oslo."
+    second = anthropic_upstream.records(prompt)[-1].request_json["messages"]
+    assert second[1]["content"][:2] == thinking  # replayed first, unchanged
+    assert [b["type"] for b in second[2]["content"]] == ["tool_result", "tool_result"]
+
+
+def test_anthropic_without_the_signature_is_refused_by_the_upstream(claude: GatewayProcess,
+                                                                     anthropic_upstream: FakeUpstream) -> None:
+    """The control for the test above: the same second turn without provider_data is refused by the fake (as by
+    the real API), and the client gets that as a 400 (the request's fault), not a 502."""
+    prompt = anthropic_upstream.script(Script(require_signatures=True, turns=[
+        Script(parts=[Reasoning("hmm", signature="sig-2"), ToolCall("get_weather", ['{"city": "Rome"}'])]),
+        Script(deltas=["never"])]))
+    _, events = native(claude, messages=user(prompt), tools=[WEATHER], reasoning_effort="low")
+    calls = events[-1].json()["tool_calls"]
+    messages = [*user(prompt), {"role": "assistant", "content": None, "tool_calls": calls},
+                {"role": "tool", "tool_call_id": calls[0]["id"], "content": "warm"}]
+    resp, _ = native(claude, messages=messages, tools=[WEATHER], reasoning_effort="low")
+    assert resp.status_code == 400 and resp.headers["x-should-retry"] == "false"
+
+
+def test_anthropic_overloaded_mid_thinking_is_a_retryable_error_event(claude: GatewayProcess,
+                                                                       anthropic_upstream: FakeUpstream) -> None:
+    prompt = anthropic_upstream.script(Script(parts=[Reasoning("a"), Reasoning("b"), Text("c")],
+                                              fault=Fault.ANTHROPIC_OVERLOADED, fault_after=2))
+    resp, events = native(claude, messages=user(prompt))
+    assert resp.status_code == 200
+    assert [e.event for e in events] == ["start", "reasoning", "reasoning", "error"]
+    assert events[-1].json()["error"] == {"code": "upstream_error", "retryable": True,
+                                          "message": events[-1].json()["error"]["message"]}
+    assert "overloaded" in events[-1].json()["error"]["message"]
+
+
+def test_anthropic_pings_keep_a_long_thinking_phase_alive(anthropic_upstream: FakeUpstream,
+                                                          make_gateway: Any) -> None:
+    """After its first output the upstream only pings, for longer than IDLE_TIMEOUT_S (1 s here): its bytes prove it
+    alive (CONTRACT §2, §3.1), so the stream is not cut and the answer arrives."""
+    gw = make_gateway({"provider": "anthropic", "upstream_url": anthropic_upstream.url, "model": "c",
+                       "idle_timeout_s": 1.0, "first_token_timeout_s": 30.0})
+    prompt = anthropic_upstream.script(Script(parts=[Reasoning("thinking..."), Text("done")], delay=3.0,
+                                              pings_every=0.2))
+    resp, events = native(gw, messages=user(prompt))
+    assert resp.status_code == 200
+    assert [e.event for e in events] == ["start", "reasoning", "message", "done"]
+
+
+def test_anthropic_silence_after_the_first_output_is_cut_at_the_idle_timeout(anthropic_upstream: FakeUpstream,
+                                                                            make_gateway: Any) -> None:
+    """The control: the same pause without pings is silence, reported as upstream_timeout."""
+    gw = make_gateway({"provider": "anthropic", "upstream_url": anthropic_upstream.url, "model": "c",
+                       "idle_timeout_s": 1.0, "first_token_timeout_s": 30.0})
+    prompt = anthropic_upstream.script(Script(parts=[Reasoning("thinking..."), Text("done")], delay=3.0))
+    resp, events = native(gw, messages=user(prompt))
+    assert resp.status_code == 200 and [e.event for e in events] == ["start", "reasoning", "error"]
+    assert events[-1].json()["error"]["code"] == "upstream_timeout"
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"seed": 1}, "seed"), ({"logit_bias": {"1": 1}}, "logit_bias"),
+    ({"messages": [{"role": "user", "content": "hi", "name": "bob"}]}, "messages[0].name"),
+    ({"reasoning_effort": "high", "temperature": 0.2}, "temperature"),
+    ({"tools": [WEATHER], "response_format": {"type": "json_object"}}, "response_format"),
+])
+def test_anthropic_refuses_what_it_cannot_honour(claude: GatewayProcess, body: dict[str, Any], field: str) -> None:
+    with httpx.Client(timeout=10) as c:
+        resp = c.post(claude.url + "/v1/chat/completions", json={"messages": user("hi"), **body})
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["message"].startswith(field)
+
+
+def test_anthropic_json_response_format_via_a_forced_tool(claude: GatewayProcess,
+                                                          anthropic_upstream: FakeUpstream) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    prompt = anthropic_upstream.script(Script(parts=[ToolCall("json_response", ['{"n"', ": 3}"])]))
+    with httpx.Client(timeout=10) as c:
+        resp = c.post(claude.url + "/v1/chat/completions", json={
+            "messages": user(prompt), "response_format": {"type": "json_schema",
+                                                          "json_schema": {"name": "x", "schema": schema}}})
+    choice = resp.json()["choices"][0]
+    assert json.loads(choice["message"]["content"]) == {"n": 3} and choice["finish_reason"] == "stop"
+    sent = anthropic_upstream.records(prompt)[0].request_json
+    assert sent["tools"] == [{"name": "json_response", "description": "Answer with this JSON.",
+                              "input_schema": schema}]
+    assert sent["tool_choice"] == {"type": "tool", "name": "json_response"}
