@@ -4,6 +4,7 @@ starts, the banner and text logs on a terminal, JSON logs when piped, several wo
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pty
 import re
@@ -21,6 +22,7 @@ import pytest
 
 import ssegate
 from ssegate.errors import InvalidRequest
+from ssegate.obs.logs import JSONFormatter, TextFormatter
 from ssegate.settings import Settings, check_query
 from tests.support.gateway import ROOT, GatewayProcess, free_port
 from tests.support.rawclient import RawStream, raw_request
@@ -406,3 +408,19 @@ def test_check_query_refuses_a_long_q_with_414() -> None:
     with pytest.raises(InvalidRequest) as caught:
         check_query("é" * 4097, settings)
     assert caught.value.status == 414 and "SSEGATE_MAX_QUERY_BYTES" in caught.value.message
+
+
+# --- log lines ---------------------------------------------------------------------------------------------------
+def test_keys_are_redacted_in_both_formats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The safety net of obs/logs.py: a configured key or the token secret never appears in a line, text or JSON."""
+    monkeypatch.setenv("SSEGATE_API_KEYS", "sk-client-key-123456,sk-other-key-654321")
+    monkeypatch.setenv("SSEGATE_TOKEN_SECRET", GOOD_SECRET)
+    record = logging.LogRecord("ssegate.stream", logging.WARNING, __file__, 1, "saw %s", ("sk-client-key-123456",),
+                               None)
+    record.header = f"Bearer sk-other-key-654321 {GOOD_SECRET}"
+    record.stream_id = "abc"
+    text = TextFormatter().format(record)
+    assert re.fullmatch(r'\d\d:\d\d:\d\d WARNING saw \[redacted\] header="Bearer \[redacted\] \[redacted\]" id=abc',
+                        text), text
+    line = json.loads(JSONFormatter().format(record))
+    assert (line["msg"], line["header"]) == ("saw [redacted]", "Bearer [redacted] [redacted]")
