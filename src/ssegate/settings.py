@@ -133,7 +133,8 @@ class Settings(BaseSettings):
     stderr is a terminal, else json. `ssegate serve --log-format` too."""
     max_query_bytes: int = Field(64 * 1024, ge=MIN_QUERY_BYTES)
     """Largest request head (request line with its query string, and headers), so also the longest `q` of GET /chat:
-    431 beyond. Longer prompts go in the body of POST /v1/chat/stream (up to MAX_BODY_BYTES)."""
+    431 beyond. Longer prompts go in the body of POST /v1/chat/stream (up to MAX_BODY_BYTES). Above 64 KiB it only
+    allows more headers: the HTTP parser takes no URL over 65535 bytes."""
 
     @field_validator("upstream_url", "fallback_urls")
     @classmethod
