@@ -3,7 +3,7 @@
 # root: nginx runs deploy/nginx.conf with only its listen address and log paths changed. Ctrl-C stops all three.
 #
 #   deploy/run-local.sh                         # the demo model
-#   SSEGATE_API_KEYS=k1 SSEGATE_TOKEN_SECRET=s deploy/run-local.sh
+#   SSEGATE_API_KEYS=k1 SSEGATE_TOKEN_SECRET="$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')" deploy/run-local.sh
 #   NGINX_PORT=9000 deploy/run-local.sh
 #
 # Settings (SSEGATE_*) in the environment apply to both replicas; without SSEGATE_TOKEN_SECRET one is drawn for

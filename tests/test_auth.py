@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -35,7 +37,7 @@ def bearer(key: str) -> dict[str, str]:
 @dataclass
 class Gateways:
     keyed: GatewayProcess  # keys, a token secret, CORS, on a public address (allowed: it has keys)
-    twin: GatewayProcess  # another replica with the same token secret
+    twin: GatewayProcess  # another replica with the same token secret, info logs
     lone: GatewayProcess  # keys, no token secret (a random one), debug logs
     open: GatewayProcess  # no keys on a public address with ALLOW_OPEN=1, prompts logged
 
@@ -46,7 +48,7 @@ def gateways() -> Iterator[Gateways]:
     gws = Gateways(
         keyed=GatewayProcess({**keys, "token_secret": SECRET, "cors_origins": "https://app.example",
                               "host": "0.0.0.0"}),
-        twin=GatewayProcess({**keys, "token_secret": SECRET}),
+        twin=GatewayProcess({**keys, "token_secret": SECRET, "log_level": "info"}),
         lone=GatewayProcess({**keys, "log_level": "debug"}),
         open=GatewayProcess({**QUICK, "host": "0.0.0.0", "allow_open": "1", "log_prompts": "1", "log_level": "info"}),
     )
@@ -75,11 +77,15 @@ def get_chat(gw: GatewayProcess, **params: str) -> tuple[httpx.Response, list[An
         return resp, collect_events(resp)
 
 
-def token_for(gw: GatewayProcess, key: str = KEY) -> str:
-    resp = httpx.post(gw.url + "/v1/auth/token", headers=bearer(key), timeout=10)
+def token_for(gw: GatewayProcess, key: str = KEY, scope: str | None = "stream") -> str:
+    """A stream token; ``scope`` goes in the body (``None``: an empty body, the default scope)."""
+    body_in = None if scope is None else json.dumps({"scope": scope})
+    resp = httpx.post(gw.url + "/v1/auth/token", headers={**bearer(key), "content-type": "application/json"},
+                      content=body_in, timeout=10)
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["token_type"] == "stream" and body["expires_in"] == 300
+    assert body["scope"] == (scope or "resume")
     assert resp.headers["cache-control"] == "no-store"
     return str(body["token"])
 
@@ -159,10 +165,11 @@ def test_forged_expired_and_revoked_tokens_are_401(keyed: GatewayProcess) -> Non
     sig = good.rsplit(".", 1)[1]
     tampered = good[: -len(sig)] + ("A" if sig[0] != "A" else "B") + sig[1:]
     shared = Settings(token_secret=SECRET)
-    expired, _ = issue_token(fingerprint(KEY), shared, now=time.time() - shared.token_ttl_s - 1)
-    foreign, _ = issue_token(fingerprint(KEY), Settings(token_secret="another-secret-entirely"))
-    revoked, _ = issue_token(fingerprint("sk-a-key-that-was-removed"), shared)
-    valid, _ = issue_token(fingerprint(KEY), shared)
+    owner = fingerprint(KEY, shared)
+    expired, _ = issue_token(owner, shared, scope="stream", now=time.time() - shared.token_ttl_s - 1)
+    foreign, _ = issue_token(owner, Settings(token_secret="another-secret-entirely-and-long-enough"), scope="stream")
+    revoked, _ = issue_token(fingerprint("sk-a-key-that-was-removed", shared), shared, scope="stream")
+    valid, _ = issue_token(owner, shared, scope="stream")
     for bad in (tampered, expired, foreign, revoked, "v1.e30.", "garbage", good + "x"):
         assert_unauthorized(get_chat(keyed, q="hi", token=bad)[0])
     assert get_chat(keyed, q=script(["ok"]), token=valid)[0].status_code == 200
@@ -176,6 +183,55 @@ def test_replicas_accept_each_others_tokens_only_with_a_shared_secret(gateways: 
     # without a configured secret each process signs with its own random one
     assert get_chat(lone, q=script(["x"]), token=token_for(lone))[0].status_code == 200
     assert_unauthorized(get_chat(keyed, q=script(["x"]), token=token_for(lone))[0])
+
+
+def test_a_token_resumes_only_unless_minted_for_streams(keyed: GatewayProcess) -> None:
+    """A token from an empty POST resumes the caller's streams (GET /v1/streams/{id}, and GET /chat with
+    Last-Event-ID, as EventSource reconnects) but cannot start one: a token leaked from a URL spends nothing."""
+    resume_only = token_for(keyed, scope=None)
+    denied = get_chat(keyed, q=script(["no"]), token=resume_only)[0]
+    assert_unauthorized(denied)
+    assert '{"scope": "stream"}' in denied.json()["error"]["message"]
+
+    started = post_stream(keyed, script(["re", "sume"]), headers=bearer(KEY))
+    sid = started.headers["x-stream-id"]
+    with httpx.stream("GET", f"{keyed.url}/v1/streams/{sid}", params={"after": "1", "token": resume_only},
+                      timeout=15) as again:
+        assert again.status_code == 200
+        assert [e.json()["delta"] for e in collect_events(again)[:2]] == ["re", "sume"]
+    with httpx.stream("GET", keyed.url + "/chat", params={"token": resume_only},
+                      headers={"Last-Event-ID": f"{sid}:2"}, timeout=15) as reconnect:
+        assert reconnect.status_code in (200, 204)  # 204: the terminal event was delivered already
+    assert get_chat(keyed, q=script(["yes"]), token=token_for(keyed, scope="stream"))[0].status_code == 200
+    forged_scope, _ = issue_token(fingerprint(KEY, Settings(token_secret=SECRET)), Settings(token_secret=SECRET))
+    assert_unauthorized(get_chat(keyed, q=script(["no"]), token=forged_scope)[0])
+
+
+def test_a_token_scope_must_be_known(keyed: GatewayProcess) -> None:
+    for body in ({"scope": "admin"}, {"scope": "stream", "ttl": 99999}):
+        resp = httpx.post(keyed.url + "/v1/auth/token", headers=bearer(KEY), json=body, timeout=10)
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["error"]["code"] == "invalid_request"
+
+
+# --- fingerprints -------------------------------------------------------------------------------------------------
+def test_fingerprints_are_keyed_by_the_server_secret(gateways: Gateways) -> None:
+    """A stream's owner (logged, and kept in Redis) is an HMAC of the key under the server secret, not a bare hash:
+    whoever reads it cannot test guesses of the key offline. Replicas with one secret agree on it."""
+    bare = "key:" + hashlib.sha256(KEY.encode()).hexdigest()[:24]
+    shared = fingerprint(KEY, Settings(token_secret=SECRET))
+    assert shared != bare
+    assert shared == fingerprint(KEY, Settings(token_secret=SECRET))
+    assert shared != fingerprint(KEY, Settings(token_secret=SECRET + "-rotated"))
+    assert fingerprint(KEY, Settings()) != shared  # no secret: this process's random one
+
+    gw = gateways.twin
+    assert post_stream(gw, script(["fp"]), headers=bearer(KEY)).status_code == 200
+    deadline = time.monotonic() + 10
+    while '"stream started"' not in gw.log() and time.monotonic() < deadline:
+        time.sleep(0.02)  # the line is written as the stream starts; bounded polling
+    owners = {json.loads(line).get("owner") for line in gw.log().splitlines() if '"stream started"' in line}
+    assert owners == {shared}
 
 
 # --- CORS ---------------------------------------------------------------------------------------------------------

@@ -153,6 +153,7 @@ def test_exit_codes_for_client_errors(make_gateway: Any) -> None:
     gw = make_gateway({"api_keys": "secret", "demo_ttft_s": 0.01})
     denied = chat(gw.url, "hello")
     assert denied.returncode == 2 and "error unauthorized:" in denied.stderr
+    assert "--api-key" in denied.stderr and "SSEGATE_API_KEY" in denied.stderr  # what to do about it
     ok = chat(gw.url, script(deltas=["fine"]), "--api-key", "secret")
     assert (ok.returncode, ok.stdout) == (0, "fine\n")
     bad_script = chat(gw.url, "/script {not json", "--api-key", "secret")
@@ -163,6 +164,8 @@ def test_exit_code_when_the_gateway_cannot_be_reached() -> None:
     proc = chat(f"http://127.0.0.1:{free_port()}", "hello")
     assert proc.returncode == 4
     assert "cannot reach the gateway" in proc.stderr
+    assert "--url" in proc.stderr and "SSEGATE_URL" in proc.stderr  # what to do about it
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
 
 def test_json_prints_every_event(demo_gateway: GatewayProcess) -> None:
@@ -174,6 +177,46 @@ def test_json_prints_every_event(demo_gateway: GatewayProcess) -> None:
         (f"{sid}:1", "start"), (f"{sid}:2", "message"), (f"{sid}:3", "message"), (f"{sid}:4", "done")]
     assert [e["data"].get("delta") for e in lines[1:3]] == ["Hel", "lo"]
     assert lines[-1]["data"]["usage"]["completion_tokens"] == 2
+
+
+def test_ctrl_c_in_json_mode_ends_with_a_cancelled_line(upstream: FakeUpstream, relay_grace: GatewayProcess) -> None:
+    """A program reading ``--json`` lines learns why they stopped: the last line is ``"event": "cancelled"``."""
+    prompt = upstream.script(Script(deltas=[f"j{i} " for i in range(400)], delay=0.05))
+    with subprocess.Popen(
+        [sys.executable, "-m", "ssegate", "chat", prompt, "--json", "--url", relay_grace.url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd=ROOT,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        partial = read_some(proc.stdout.fileno(), '"j2 "')
+        proc.send_signal(signal.SIGINT)
+        assert upstream.wait_closed(prompt, 10).closed_at is not None  # cancelled on the server
+        assert proc.wait(HANG) == 130
+        lines = [json.loads(line) for line in (partial + proc.stdout.read().decode()).splitlines()]
+        assert "Traceback" not in proc.stderr.read().decode()
+    sid = lines[0]["data"]["stream_id"]
+    last_seq = max(int(e["id"].rsplit(":", 1)[1]) for e in lines if e["id"])
+    assert lines[-1] == {"id": None, "event": "cancelled",
+                         "data": {"stream_id": sid, "last_event_id": f"{sid}:{last_seq}", "acknowledged": True}}
+    assert all(e["event"] in ("start", "message") for e in lines[:-1])
+
+
+def test_regression_a_closed_pipe_printed_a_traceback(upstream: FakeUpstream, relay_grace: GatewayProcess) -> None:
+    """``ssegate chat "..." | head -c 10``: once ``head`` had its bytes and closed the pipe, the next write raised
+    BrokenPipeError: a traceback on stderr, exit status 1, and the generation went on for its resume grace. Now
+    the answer is cancelled on the server and the command exits 0, quietly."""
+    prompt = upstream.script(Script(deltas=[f"p{i} " for i in range(400)], delay=0.02))
+    with subprocess.Popen(
+        [sys.executable, "-m", "ssegate", "chat", prompt, "--url", relay_grace.url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(), cwd=ROOT,
+    ) as chat_proc:
+        assert chat_proc.stdout is not None and chat_proc.stderr is not None
+        head = subprocess.run(["head", "-c", "10"], stdin=chat_proc.stdout, capture_output=True, timeout=HANG)
+        chat_proc.stdout.close()  # only head reads the pipe: when it exits, the pipe has no reader
+        assert chat_proc.wait(HANG) == 0
+        err = chat_proc.stderr.read().decode()
+    assert head.stdout == b"p0 p1 p2 p"
+    assert err == ""
+    assert upstream.wait_closed(prompt, 10).closed_at is not None  # cancelled, not left to the grace
 
 
 def test_json_prints_the_error_event(demo_gateway: GatewayProcess) -> None:
@@ -198,6 +241,44 @@ def test_interactive_conversation_keeps_the_history(demo_gateway: GatewayProcess
 
     assert dones[0]["usage"]["prompt_tokens"] == prompt_tokens([first])
     assert dones[1]["usage"]["prompt_tokens"] == prompt_tokens([first, answer1, second])
+
+
+def test_a_terminal_gets_the_answer_and_nothing_else(demo_gateway: GatewayProcess) -> None:
+    """On a terminal stdout holds the answer as it streams (through ``rich``), no banner or note: the summary is
+    on stderr."""
+    prompt = "What is a gateway?"
+    master, slave = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-m", "ssegate", "chat", prompt, "--url", demo_gateway.url],
+        stdout=slave, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        env={**env(), "TERM": "xterm", "COLUMNS": "80"}, cwd=ROOT,
+    ) as proc:
+        os.close(slave)
+        out = read_terminal(master)
+        assert proc.wait(HANG) == 0
+        assert proc.stderr is not None
+        proc.stderr.read()
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07", "", out.decode()).replace("\r", "")
+    assert text == compose_answer(prompt) + "\n"
+
+
+def read_terminal(master: int) -> bytes:
+    """Everything written to a pseudo-terminal until its other side is closed."""
+    out = b""
+    deadline = time.monotonic() + HANG
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], deadline - time.monotonic())
+        if not ready:
+            continue
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return out
 
 
 def test_a_terminal_gets_the_answer_as_it_streams(demo_gateway: GatewayProcess) -> None:

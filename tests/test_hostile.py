@@ -108,7 +108,7 @@ def test_schemathesis_covers_every_operation() -> None:
 
 # --- heads and bodies ---------------------------------------------------------------------------------------------
 
-@matrix("a 200 MiB header, sent as a stream", "`431` with a JSON error once the head passes MAX_BODY_BYTES (1 MiB), "
+@matrix("a 200 MiB header, sent as a stream", "`431` with a JSON error once the head passes MAX_QUERY_BYTES (64 KiB), "
         "the connection closed; RSS does not grow")
 def test_huge_header_is_refused_without_buffering(open_gw: GatewayProcess, open_inv: Invariants) -> None:
     with RawStream(open_gw.port) as c:
@@ -127,7 +127,7 @@ def test_huge_header_is_refused_without_buffering(open_gw: GatewayProcess, open_
     open_inv.check()
 
 
-@matrix("a 100 MiB request line", "`431` once past MAX_BODY_BYTES (1 MiB); RSS does not grow")
+@matrix("a 100 MiB request line", "`431` once past MAX_QUERY_BYTES (64 KiB); RSS does not grow")
 def test_huge_url_is_refused_without_buffering(open_gw: GatewayProcess, open_inv: Invariants) -> None:
     with RawStream(open_gw.port) as c:
         c.send(b"GET /chat?q=")
@@ -312,7 +312,7 @@ def test_regression_unicode_digit_retry_field_crashes_the_decoder() -> None:
 def test_regression_huge_request_head_is_buffered_whole(open_gw: GatewayProcess, open_inv: Invariants) -> None:
     """uvicorn's httptools protocol buffers a request line or header of any size: one 200 MiB header took the
     process from 70 to 370 MiB of RSS, and it stayed there. ``BoundedRequestProtocol`` (http/uvicorn_glue.py)
-    answers 431 once an incomplete head passes ``MAX_BODY_BYTES``."""
+    answers 431 once an incomplete head passes ``MAX_QUERY_BYTES``."""
     before = open_inv.snapshot().rss
     for _ in range(3):
         with RawStream(open_gw.port) as c:

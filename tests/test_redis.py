@@ -31,6 +31,7 @@ COMMON: dict[str, Any] = {
     "send_timeout_s": 2.0,
     "heartbeat_s": 0.5,
     "api_keys": "k1,k2",
+    "token_secret": "one-secret-for-every-replica-0123456789",  # owners are key fingerprints under it
     "detach_grace_s": 1.0,
     "log_ttl_s": 30.0,
     "redis_lease_s": LEASE_S,

@@ -30,6 +30,7 @@ COMMON: dict[str, Any] = {
     "send_timeout_s": 2.0,
     "heartbeat_s": 1.0,
     "api_keys": "k1,k2",
+    "token_secret": "one-secret-for-every-replica-0123456789",  # owners are key fingerprints under it
     "detach_grace_s": 10.0,  # generous: a slow CI runner must not turn a resume into a cancelled stream
     "log_ttl_s": 60.0,
     "redis_lease_s": 1.0,

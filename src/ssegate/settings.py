@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "is_loopback_host"]
+from .errors import InvalidRequest
+
+__all__ = ["MIN_SECRET_BYTES", "Settings", "check_query", "is_loopback_host"]
+
+MIN_SECRET_BYTES = 32
+"""The shortest TOKEN_SECRET accepted (an HMAC key guessable offline is no secret)."""
+MIN_QUERY_BYTES = 8 * 1024
+"""MAX_QUERY_BYTES may not go below this: browsers send a few KiB of headers with every request."""
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical", "trace")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class Settings(BaseSettings):
@@ -111,13 +121,22 @@ class Settings(BaseSettings):
     cors_origins: str = ""
     """Comma-separated origins allowed to call the API from a browser."""
     token_secret: str = Field("", repr=False)
-    """Secret signing stream tokens (EventSource auth); random per process when empty: replicas need one shared."""
+    """Server secret, at least 32 bytes: it signs stream tokens (EventSource auth) and keys the fingerprints that name
+    API keys in logs and stream owners (kept in Redis). Random per process when empty, so replicas (and restarts that
+    must resume streams from Redis) need one shared: `python -c "import secrets; print(secrets.token_urlsafe(32))"`."""
     token_ttl_s: float = Field(300.0, gt=0, le=86400)
     """Lifetime of a stream token from `POST /v1/auth/token` (accepted as `?token=` on GET streams)."""
     log_prompts: bool = False
     """Include prompt text in logs."""
     log_level: str = "info"
     """Log level: debug, info, warning, error."""
+    log_format: Literal["auto", "text", "json"] = "auto"
+    """Log lines on stderr: `text` (one human line per event), `json` (one object per line), or `auto`: text when
+    stderr is a terminal, else json. `ssegate serve --log-format` too."""
+    max_query_bytes: int = Field(64 * 1024, ge=MIN_QUERY_BYTES)
+    """Largest request head (request line with its query string, and headers), so also the longest `q` of GET /chat:
+    431 beyond. Longer prompts go in the body of POST /v1/chat/stream (up to MAX_BODY_BYTES). Above 64 KiB it only
+    allows more headers: the HTTP parser takes no URL over 65535 bytes."""
 
     @field_validator("provider")
     @classmethod
@@ -133,6 +152,41 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, v: str) -> str:
         return ",".join(u.strip().rstrip("/") for u in v.split(",") if u.strip())
+
+    @field_validator("upstream_url", "fallback_urls", mode="after")
+    @classmethod
+    def _http_urls(cls, v: str) -> str:
+        for url in filter(None, v.split(",")):
+            if not url.startswith(("http://", "https://")):
+                raise ValueError("expected a URL that starts with http:// or https://, e.g. http://127.0.0.1:11434/v1")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        v = v.strip()
+        if v and not v.startswith(REDIS_SCHEMES):
+            raise ValueError("expected redis://HOST:PORT/DB (or rediss://, unix://)")
+        return v
+
+    @field_validator("token_secret")
+    @classmethod
+    def _long_secret(cls, v: str) -> str:
+        size = len(v.encode())
+        if 0 < size < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"is too short ({size} bytes): use at least {MIN_SECRET_BYTES} random bytes, e.g. "
+                f'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
+        return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, v: str) -> str:
+        level = v.strip().lower()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"expected one of {', '.join(LOG_LEVELS[:4])}")
+        return level
 
     @property
     def api_key_list(self) -> list[str]:
@@ -163,3 +217,17 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def check_query(q: str, settings: Settings) -> None:
+    """Refuse a ``q`` (GET /chat) longer than MAX_QUERY_BYTES in UTF-8, with 414 and what to do instead.
+
+    Under ``ssegate serve`` the request head is bounded by the same setting (431), so this catches what another
+    ASGI server let through."""
+    size = len(q.encode())
+    if size > settings.max_query_bytes:
+        raise InvalidRequest(
+            f"'q' is {size} bytes, over SSEGATE_MAX_QUERY_BYTES ({settings.max_query_bytes}): "
+            "send long prompts in the body of POST /v1/chat/stream",
+            status=414,
+        )

@@ -56,9 +56,10 @@ the first half of the run to the second (a leak keeps rising):
 
 ![soak RSS](img/soak-rss.png)
 
-Limits that keep a hostile client from holding memory or sockets: a request head still incomplete after
-`MAX_BODY_BYTES` is refused with 431; a request must arrive within `REQUEST_READ_TIMEOUT_S`; a client that takes
-no bytes for `SEND_TIMEOUT_S` is dropped, also after its response's last write; bodies over `MAX_BODY_BYTES` get 413.
+Limits that keep a hostile client from holding memory or sockets: a request head (request line and headers)
+over `MAX_QUERY_BYTES` is refused with 431, complete or not; a request must arrive within `REQUEST_READ_TIMEOUT_S`;
+a client that takes no bytes for `SEND_TIMEOUT_S` is dropped, also after its response's last write; bodies over
+`MAX_BODY_BYTES` get 413.
 """
 
 

@@ -6,7 +6,15 @@ as plain text otherwise, so ``ssegate chat "..." > answer.txt`` holds exactly th
 an interactive conversation: it reads one question per line from stdin and keeps the history.
 
 Ctrl-C cancels the generation on the server (``POST /v1/streams/{id}/cancel``, then the connection is
-closed) and exits 130; in an interactive conversation it cancels the answer and returns to the prompt.
+closed) and exits 130; in an interactive conversation it cancels the answer and returns to the prompt. With
+``--json`` the last line is then ``{"id": null, "event": "cancelled", "data": {"stream_id": ..., "last_event_id":
+..., "acknowledged": true|false}}`` (``acknowledged``: the server confirmed the cancel), so a program reading the
+lines knows why they stopped.
+
+stdout holds the answer and nothing else (notes, summaries and errors go to stderr). When its reader goes away
+(``ssegate chat "..." | head -c 10``) the generation is cancelled on the server and the command exits 0,
+quietly. An unreachable gateway names ``--url`` / ``SSEGATE_URL``, a 401 names ``--api-key`` /
+``SSEGATE_API_KEY``.
 
 Exit codes: 0 success, 2 client error (invalid_request, unauthorized, not_found, payload_too_large),
 3 upstream or server error (upstream_error, upstream_timeout, rate_limited, overloaded, shutting_down,
@@ -16,6 +24,7 @@ generation_lost, ...), 4 the gateway cannot be reached, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from contextlib import suppress
@@ -37,6 +46,15 @@ EXIT_UNREACHABLE = 4
 EXIT_INTERRUPTED = 130
 
 CLIENT_CODES = frozenset({"invalid_request", "unauthorized", "not_found", "payload_too_large"})
+HINTS = {
+    "unreachable": " (is it running? point at it with --url or SSEGATE_URL)",
+    "unauthorized": " (pass a key with --api-key or SSEGATE_API_KEY)",
+}
+"""What to do about an error, after its message on stderr."""
+
+
+class ReaderGone(Exception):
+    """stdout was closed by its reader (``| head``): stop, cancel the answer, exit quietly."""
 
 
 def exit_code(error: GatewayError) -> int:
@@ -112,10 +130,15 @@ class Output:
         elif stream.text:
             self._newline()
         retry = " (retryable)" if err.retryable else ""
-        self.err.print(f"[bold red]error[/] [red]{escape(err.code)}[/]: {escape(err.message)}{retry}")
+        hint = HINTS.get(err.code, "")
+        self.err.print(f"[bold red]error[/] [red]{escape(err.code)}[/]: {escape(err.message)}{retry}{hint}")
 
-    def interrupted(self, stream: Stream) -> None:
-        if not self.json and stream.text:
+    def interrupted(self, stream: Stream, acknowledged: bool) -> None:
+        if self.json:
+            last = f"{stream.stream_id}:{stream.last_seq}" if stream.stream_id and stream.last_seq else None
+            self._line({"id": None, "event": "cancelled",
+                        "data": {"stream_id": stream.stream_id, "last_event_id": last, "acknowledged": acknowledged}})
+        elif stream.text:
             self._newline()
         self.err.print("[yellow]cancelled[/]")
 
@@ -144,7 +167,8 @@ class Output:
 
 
 def turn(client: Client, messages: list[dict[str, str]], model: str | None, out: Output) -> tuple[int, str]:
-    """One answer, streamed: the exit code and the text received."""
+    """One answer, streamed: the exit code and the text received. Raises ``ReaderGone`` when stdout was closed
+    (after cancelling the answer: nobody reads it)."""
     out.begin()
     stream = client.stream(messages, model=model)
     try:
@@ -152,9 +176,13 @@ def turn(client: Client, messages: list[dict[str, str]], model: str | None, out:
             out.event(ev)
     except KeyboardInterrupt:
         with suppress(KeyboardInterrupt):
-            stream.cancel()
-            out.interrupted(stream)
+            acknowledged = stream.cancel()
+            out.interrupted(stream, acknowledged)
         return EXIT_INTERRUPTED, stream.text
+    except BrokenPipeError:
+        with suppress(KeyboardInterrupt):
+            stream.cancel()
+        raise ReaderGone from None
     except GatewayError as err:
         out.error(err, stream)
         return exit_code(err), stream.text
@@ -206,3 +234,15 @@ def run_chat(args: argparse.Namespace) -> int:
             return code
     except KeyboardInterrupt:  # outside a stream (nothing to cancel)
         return EXIT_INTERRUPTED
+    except (ReaderGone, BrokenPipeError):
+        _silence_stdout()
+        return EXIT_OK
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of what the closed pipe did not take
+    does not print an error at exit."""
+    with suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

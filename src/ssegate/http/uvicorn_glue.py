@@ -39,13 +39,10 @@ calls it from ``connection_lost``, so a vanished client stops its generation in 
 any task runs (the watcher task covers other servers)."""
 
 
-MIN_HEAD_BYTES = 64 * 1024
-
-
 def head_limit(settings: Settings) -> int:
-    """Bytes of a request head (request line and headers) read before it is refused with 431: as much as a body
-    may be (``MAX_BODY_BYTES``, so that ``GET /chat?q=`` takes as long a prompt as a POST), at least 64 KiB."""
-    return max(MIN_HEAD_BYTES, settings.max_body_bytes)
+    """Bytes of a request head (request line and headers) read before it is refused with 431: ``MAX_QUERY_BYTES``
+    (long prompts belong in a POST body, bounded by ``MAX_BODY_BYTES``)."""
+    return settings.max_query_bytes
 
 
 @functools.cache
@@ -54,10 +51,16 @@ def _limits() -> tuple[float, int, bytes]:
     imports this module afresh and reads the same environment)."""
     settings = Settings()
     limit = head_limit(settings)
-    body = dumps(InvalidRequest(f"the request line and headers are over {limit} bytes").body())
+    body = dumps(InvalidRequest(
+        f"the request line and headers are over {limit} bytes (SSEGATE_MAX_QUERY_BYTES): "
+        "send long prompts in the body of POST /v1/chat/stream").body())
     refusal = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
                b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
     return settings.request_read_timeout_s, limit, refusal
+
+
+class _HeadTooLarge(Exception):
+    """Raised in a parser callback to stop parsing a request whose head is over the limit."""
 
 
 class BoundedRequestProtocol(HttpToolsProtocol):
@@ -66,7 +69,8 @@ class BoundedRequestProtocol(HttpToolsProtocol):
     Plain uvicorn buffers a request line or headers of any size (one 200 MB header costs 200 MB of RSS, kept
     after) and waits forever for a request that never completes (slowloris). Here a head still incomplete after
     ``head_limit()`` bytes gets ``431`` and the connection is closed (so a head costs at most that plus one socket
-    read), and a connection whose request (head and body) is not complete ``REQUEST_READ_TIMEOUT_S`` after it
+    read); so does a complete head (request line and headers) over the limit that arrived in one read, before
+    the app sees it. A connection whose request (head and body) is not complete ``REQUEST_READ_TIMEOUT_S`` after it
     opened (or after the request began, on a kept-alive connection) is closed. A streaming response learns of
     its client's disconnect inside ``connection_lost`` (``DISCONNECT_HOOK``), not a task later. A request that
     does not parse as HTTP gets a JSON error body (``invalid_request``) like every other error, not uvicorn's
@@ -74,6 +78,7 @@ class BoundedRequestProtocol(HttpToolsProtocol):
 
     _in_head = False
     _head_bytes = 0
+    _head_refused = False
     _read_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -113,6 +118,10 @@ class BoundedRequestProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > _limits()[1]:
+            self._head_refused = True
+            raise _HeadTooLarge  # stops the parser; uvicorn then calls send_400_response, which answers 431
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -120,6 +129,10 @@ class BoundedRequestProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
+        if self._head_refused:
+            self.transport.write(_limits()[2])
+            self.transport.close()
+            return
         body = dumps(InvalidRequest(f"the request is not valid HTTP/1.1: {msg}").body())
         self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
                              b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))

@@ -1,6 +1,10 @@
-"""Structured logs: one JSON object per line on stderr, for the gateway's and the server's (uvicorn's) loggers.
+"""Logs on stderr, for the gateway's and the server's (uvicorn's) loggers: JSON lines, or human text on a terminal.
 
-Every line has ``ts`` (UTC, ISO 8601), ``level``, ``logger``, ``msg``, and whatever the call passed as
+``SSEGATE_LOG_FORMAT`` (``ssegate serve --log-format``) picks the format: ``json`` (one object per line, for log
+collectors), ``text`` (one short line per event, for people), or ``auto`` (the default): text when stderr is a
+terminal, else JSON. Both carry the same fields.
+
+A JSON line has ``ts`` (UTC, ISO 8601), ``level``, ``logger``, ``msg``, and whatever the call passed as
 ``extra``. Lines logged from inside a generation's task carry its ``stream_id`` without being told (the task is
 named after the stream). Each stream logs two lines at ``info`` (``stream_log.py``), once at its start and once at
 its end (never per token)::
@@ -10,9 +14,15 @@ its end (never per token)::
     {"ts": "...", "level": "info", "logger": "ssegate.stream", "msg": "stream ended", "stream_id": "...",
      "outcome": "done", "tokens": 87, "ttft_ms": 312, "duration_ms": 2450, "upstream_attempts": 1}
 
+The same two as text (local time; ``stream_id`` shortened to ``id``; values with spaces are JSON strings)::
+
+    12:00:01 INFO stream started id=... model=ssegate-demo owner=anonymous messages=1 prompt_chars=42
+    12:00:03 INFO stream ended id=... outcome=done tokens=87 duration_ms=2450 upstream_attempts=1 ttft_ms=312
+
 Prompt text is logged (``"prompt"``) only with ``SSEGATE_LOG_PROMPTS=1``. API keys are never logged: callers
-are named by a fingerprint (``auth.fingerprint``), and as a safety net every configured client and upstream key
-is replaced by ``[redacted]`` in any line that would contain it.
+are named by a fingerprint (``auth.fingerprint``, an HMAC under the server secret), and as a safety net every
+configured client and upstream key, and the token secret, is replaced by ``[redacted]`` in any line of either
+format that would contain it.
 """
 
 from __future__ import annotations
@@ -20,12 +30,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-__all__ = ["JSONFormatter", "log_config"]
+__all__ = ["JSONFormatter", "TextFormatter", "log_config"]
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "color_message"}
 _TASK_PREFIX = "ssegate-gen-"
@@ -35,9 +46,11 @@ REDACTED = "[redacted]"
 def _secrets_from_env() -> list[str]:
     """The keys that must never appear in a log line (read from the environment, as the settings are)."""
     found: list[str] = []
-    for name in ("SSEGATE_API_KEYS", "SSEGATE_UPSTREAM_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY",
-                 "SSEGATE_TOKEN_SECRET"):
+    for name in ("SSEGATE_API_KEYS", "SSEGATE_UPSTREAM_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
         found += [k.strip() for k in os.environ.get(name, "").split(",") if len(k.strip()) >= 8]
+    secret = os.environ.get("SSEGATE_TOKEN_SECRET", "")
+    if len(secret) >= 8:
+        found.append(secret)
     return sorted(set(found), key=len, reverse=True)
 
 
@@ -52,6 +65,23 @@ def _current_stream_id() -> str | None:
     return name[len(_TASK_PREFIX) :] if name.startswith(_TASK_PREFIX) else None
 
 
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    """What the call passed as ``extra``, and the ``stream_id`` of the generation it runs in."""
+    out = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
+    if "stream_id" not in out:
+        sid = _current_stream_id()
+        if sid is not None:
+            out["stream_id"] = sid
+    return out
+
+
+def _redact(line: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret in line:
+            line = line.replace(secret, REDACTED)
+    return line
+
+
 class JSONFormatter(logging.Formatter):
     def __init__(self, redact: list[str] | None = None) -> None:
         super().__init__()
@@ -64,30 +94,59 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                out[key] = value
-        if "stream_id" not in out:
-            sid = _current_stream_id()
-            if sid is not None:
-                out["stream_id"] = sid
+        out.update(_fields(record))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        line = orjson.dumps(out, default=str).decode()
-        for secret in self.redact:
-            if secret in line:
-                line = line.replace(secret, REDACTED)
-        return line
+        return _redact(orjson.dumps(out, default=str).decode(), self.redact)
 
 
-def log_config(level: str) -> dict[str, Any]:
-    """``logging.config.dictConfig`` for ``ssegate serve`` (uvicorn's ``log_config``): JSON lines on stderr."""
+_LEVEL_COLORS = {"DEBUG": "\x1b[2m", "WARNING": "\x1b[33m", "ERROR": "\x1b[31m", "CRITICAL": "\x1b[1;31m"}
+_RESET = "\x1b[0m"
+
+
+def _text_value(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return orjson.dumps(value).decode()
+    if isinstance(value, int | float):
+        return str(value)
+    text = value if isinstance(value, str) else str(value)
+    if text and not any(c.isspace() or c in '"=\\' for c in text) and text.isprintable():
+        return text
+    return orjson.dumps(text).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """``12:00:01 INFO stream ended id=... outcome=done tokens=87 ttft_ms=312``: local time, level, message, then
+    the fields as ``key=value``; the level in colour when ``colors``."""
+
+    def __init__(self, redact: list[str] | None = None, colors: bool = False) -> None:
+        super().__init__()
+        self.redact = _secrets_from_env() if redact is None else redact
+        self.colors = colors
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = record.levelname
+        if self.colors and level in _LEVEL_COLORS:
+            level = _LEVEL_COLORS[level] + level + _RESET
+        parts = [time.strftime("%H:%M:%S", time.localtime(record.created)), level, record.getMessage()]
+        for key, value in _fields(record).items():
+            parts.append(f"{'id' if key == 'stream_id' else key}={_text_value(value)}")
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return _redact(line, self.redact)
+
+
+def log_config(level: str, fmt: str = "json", *, colors: bool = False) -> dict[str, Any]:
+    """``logging.config.dictConfig`` for ``ssegate serve`` (uvicorn's ``log_config``): ``fmt`` ``json`` or ``text``
+    (resolved from ``auto`` by the caller, who knows whether stderr is a terminal) on stderr."""
     lvl = level.upper()
+    formatter: dict[str, Any] = {"()": JSONFormatter} if fmt == "json" else {"()": TextFormatter, "colors": colors}
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": JSONFormatter}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "formatters": {"main": formatter},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "main", "stream": "ext://sys.stderr"}},
         "loggers": {
             "ssegate": {"handlers": ["stderr"], "level": lvl, "propagate": False},
             "uvicorn": {"handlers": ["stderr"], "level": lvl, "propagate": False},
