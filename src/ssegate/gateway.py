@@ -1,7 +1,19 @@
-"""The gateway's state for one process: settings, providers, the event log, live generations, metrics.
+"""``Gateway``: ssegate as one object: what ``ssegate serve`` runs, and what an application mounts (CONTRACT §10).
 
-Routers ask it for responses: ``stream_response`` starts a generation and follows it under the commit
-rule; ``resume_response`` follows an existing stream from a seq. Admission control lives here.
+```python
+gate = ssegate.Gateway()                          # Settings from SSEGATE_* unless one is passed
+app = FastAPI(lifespan=gate.lifespan)             # starts and stops the gateway with the app
+app.include_router(gate.router, prefix="/llm")    # the endpoints of §3, §5, §7, §11
+return gate.stream(request, my_parts())           # an app's own async iterator of parts, as the §3 stream
+async for part in gate.complete(messages): ...    # one upstream call, with retries and fallbacks
+```
+
+It holds the process's state (providers, the upstream connection pool, the event log, live generations, limits,
+metrics, the Redis replicas when configured) and the operations the routes call: ``start_generation`` (check the
+request against the upstream, admit it, start it), ``follow`` (a response that applies the commit rule),
+``resume_response``, ``cancel``. ``router`` and ``ops_router`` bind ssegate's route modules to this gateway (a
+dependency puts it in each request's scope), and every route answers its own errors (``http/routing.py``), so
+they behave the same in ``ssegate serve`` and under an application's own middleware and exception handlers.
 """
 
 from __future__ import annotations
@@ -9,21 +21,31 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from types import FrameType
 from typing import Any
 
+from fastapi import APIRouter, Depends
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from .cluster.replicas import Replicas
+from .core.entries import DELTA, DONE, ERROR, REASONING, TOOL_ARGS, TOOL_CALL
 from .core.generation import Generation, StreamHub
 from .core.limits import Limits
 from .core.log import MemoryEventLog
 from .core.request import ChatRequest
-from .errors import InvalidRequest, NotFound, ShuttingDown
+from .core.source import SourceProducer
+from .errors import InvalidRequest, NotFound, ShuttingDown, error_from_code
+from .http.auth import identity
+from .http.chat_body import ChatCompletionIn, chat_request
 from .http.encoders import NativeEncoder
 from .http.response import EventStreamResponse, Follows, StreamEncoder
+from .http.routes.deps import SCOPE_KEY
 from .obs.metrics import Metrics
 from .obs.stream_log import StreamLogger
+from .parts import Finish, Part, Reasoning, ToolCallDelta, ToolCallStart, Usage
 from .settings import Settings
 from .upstream import Provider, make_provider
 from .upstream.chain import ProviderChain
@@ -34,8 +56,13 @@ __all__ = ["Gateway"]
 DEMO_MODEL = "ssegate-demo"
 
 
+APP_OWNER = "app"
+"""The owner of streams an application starts with ``complete()`` (no client request to name one)."""
+
+
 class Gateway:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings | None = None) -> None:
+        settings = settings if settings is not None else Settings()
         self.settings = settings
         self.pool = Pool(limit=settings.max_upstream_connections, connect_timeout=settings.upstream_connect_timeout_s)
         key = settings.resolved_api_key()
@@ -59,6 +86,102 @@ class Gateway:
         if self.replicas is not None:
             self.replicas.bind(self.hub)
         self._shutdown_task: asyncio.Task[None] | None = None
+        self._router: APIRouter | None = None
+        self._ops_router: APIRouter | None = None
+
+    # --- the public surface (CONTRACT §10) -----------------------------------------------------------
+    @asynccontextmanager
+    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+        """``FastAPI(lifespan=gate.lifespan)``: start the gateway with the app, stop it (streams ended) after."""
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    def _bind(self, request: HTTPConnection) -> None:
+        request.scope[SCOPE_KEY] = self
+
+    @property
+    def router(self) -> APIRouter:
+        """The endpoints of CONTRACT §3 (native streams), §5 (resume, cancel), §7 (OpenAI), §11 and stream tokens,
+        bound to this gateway: ``app.include_router(gate.router, prefix="/llm")``."""
+        if self._router is None:
+            from .http.routes import native, openai_chat, streams, tokens
+
+            router = APIRouter(dependencies=[Depends(self._bind)])
+            for module in (native, streams, openai_chat, tokens):
+                router.include_router(module.router)
+            self._router = router
+        return self._router
+
+    @property
+    def ops_router(self) -> APIRouter:
+        """``/healthz``, ``/readyz``, ``/metrics`` and the chat page at ``/`` (CONTRACT §8), bound to this gateway."""
+        if self._ops_router is None:
+            from .http.routes import ops
+
+            router = APIRouter(dependencies=[Depends(self._bind)])
+            router.include_router(ops.router)
+            self._ops_router = router
+        return self._ops_router
+
+    def stream(self, request: Request, source: AsyncIterator[Part | Finish], *,
+               resume_grace_s: float | None = None, model: str = "app") -> EventStreamResponse:
+        """The native stream (CONTRACT §3-§5) of an application's own async iterator of parts: ids, the commit rule,
+        heartbeats, the event log, resume and cancel through ``router``'s endpoints, exactly one terminal event.
+        A disconnect (without a grace) or a cancel closes ``source``; a ``GatewayError`` it raises is its typed
+        error, any other exception ``internal_error`` with no detail."""
+        owner = identity(request, self.settings)
+        self.admit(owner)
+        chat = ChatRequest([], model, resume_grace_s=resume_grace_s)
+        gen = self.hub.start(chat, owner, SourceProducer(source))
+        return self.follow(gen, NativeEncoder(gen.stream_id, self.settings.retry_ms))
+
+    async def complete(self, messages: Iterable[Mapping[str, Any]], *, model: str | None = None,
+                       **fields: Any) -> AsyncIterator[Part | Finish]:
+        """One upstream call through this gateway's models, with retries and fallbacks: its parts as they arrive
+        (``str`` text, ``Reasoning``, ``ToolCallStart``, ``ToolCallDelta``), then one ``Finish``. ``fields`` are
+        those of OpenAI's chat request (``tools``, ``response_format``, ``max_tokens``, ...). Closing the iterator
+        (or breaking out of the loop) cancels the upstream. Failures raise ``ssegate.GatewayError`` subclasses."""
+        raw = {**fields, "messages": [dict(m) for m in messages]}
+        if model is not None:
+            raw["model"] = model
+        body = ChatCompletionIn.model_validate(raw)
+        gen = self.start_generation(chat_request(body, raw, self.default_model(model)), APP_OWNER)
+        gen.committed = True  # no HTTP status to hold: retries may use the first-token deadline
+        log = gen.log
+        cursor = 1
+        try:
+            while True:
+                for kind, payload in log.since(cursor) or []:
+                    if kind == DELTA:
+                        yield payload
+                    elif kind == REASONING:
+                        yield Reasoning(payload)
+                    elif kind == TOOL_CALL:
+                        yield ToolCallStart(payload["index"], payload["id"], payload["name"])
+                    elif kind == TOOL_ARGS:
+                        yield ToolCallDelta(payload["index"], payload["arguments"])
+                    elif kind == DONE:
+                        u = payload["usage"]
+                        yield Finish(payload["finish_reason"],
+                                     Usage(u["prompt_tokens"], u["completion_tokens"], u["estimated"]),
+                                     payload.get("provider_data"))
+                        return
+                    elif kind == ERROR:
+                        if gen.error is not None:
+                            raise gen.error
+                        e = payload["error"]
+                        raise error_from_code(e["code"], e["message"], e["retryable"])
+                cursor = log.last_seq
+                fut = log.waiter()
+                try:
+                    await fut
+                finally:
+                    log.discard_waiter(fut)
+        finally:
+            gen.cancel("request")
 
     # --- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:

@@ -29,18 +29,16 @@ server too.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncGenerator, Generator, Sequence
 from contextlib import suppress
 from types import TracebackType
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from ..errors import GenerationLost, NotFound
 from ..parts import Usage
 from ..sse import ServerSentEvent
+from ._lazy import httpx
 from .events import (
     Delta,
     Done,
@@ -53,6 +51,9 @@ from .events import (
     assistant_message,
 )
 from .protocol import Messages, Refused, Retry, StreamProtocol, chat_body, http_error
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "DEFAULT_URL",
@@ -137,6 +138,12 @@ def _headers(api_key: str | None) -> dict[str, str]:
     if api_key:
         headers["authorization"] = f"Bearer {api_key}"
     return headers
+
+
+async def _sleep(seconds: float) -> None:
+    import asyncio  # here: the sync client and ``ssegate chat`` never load asyncio for it
+
+    await asyncio.sleep(seconds)
 
 
 def _timeout(timeout: float | httpx.Timeout) -> httpx.Timeout:
@@ -339,7 +346,7 @@ class AsyncStream(_StreamState):
             if delay is None:
                 return
             if delay:
-                await asyncio.sleep(delay)
+                await _sleep(delay)
 
     async def read_text(self) -> str:
         """Consume the rest of the stream; the whole text (raises the stream's error, if any)."""

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 
 from ..errors import (
@@ -31,7 +30,11 @@ from ..errors import (
 )
 from ..parts import Usage
 from ..sse import ServerSentEvent, SSEDecoder, split_event_id
+from ._lazy import httpx
 from .events import Delta, Done, GatewayUnreachable, Reasoning, Start, StreamEvent, ToolCallDelta, ToolCallStart
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["Messages", "Refused", "Retry", "StreamProtocol", "chat_body", "http_error"]
 

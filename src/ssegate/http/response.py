@@ -29,7 +29,7 @@ from starlette.types import Message, Receive, Scope, Send
 from ..core.deadline import Deadline
 from ..core.entries import ERROR, TERMINAL, Entry
 from ..sse import PING
-from .uvicorn_glue import direct_transport, drop_if_unread, set_disconnect_hook
+from .uvicorn_glue import abort_connection, direct_transport, drop_if_unread, set_disconnect_hook
 
 if TYPE_CHECKING:
     from ..core.generation import Generation
@@ -130,6 +130,9 @@ class EventStreamResponse(Response):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._direct: asyncio.WriteTransport | None = None
         """The client's transport once the push path is known to be safe (see ``_direct_transport``)."""
+        self._task: asyncio.Task[Any] | None = None
+        self._send_cancelled = False
+        """A send that blocked past the send timeout was cancelled (no transport to abort: a wrapped ``send``)."""
 
     # --- ASGI ---------------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -139,9 +142,9 @@ class EventStreamResponse(Response):
         loop = asyncio.get_running_loop()
         if self.follows is not None:
             self.follows.attach()
-        cycle = getattr(raw_send, "__self__", None)
-        hooked = set_disconnect_hook(cycle, self._on_disconnect)
+        hooked = set_disconnect_hook(raw_send, self._on_disconnect)
         watcher = loop.create_task(self._watch(raw_receive))
+        self._task = asyncio.current_task()
         try:
             if self.commit and self.gen is not None:
                 if not await self._await_commit(loop):
@@ -157,10 +160,14 @@ class EventStreamResponse(Response):
             self._timer.set(self._last_sent + self.heartbeat_s)
             await self._timed_send(send, {"type": "http.response.start", "status": 200, "headers": start_headers})
             await self._pump(loop, raw_send)
+        except asyncio.CancelledError:
+            if not self._send_cancelled or self._task is None:
+                raise
+            self._task.uncancel()  # our own cancel of a blocked send: the response ends, the server closes it
         finally:
             watcher.cancel()
             if hooked:
-                set_disconnect_hook(cycle, None)
+                set_disconnect_hook(raw_send, None)
             if self._timer is not None:
                 self._timer.close()
                 self._timer = None
@@ -360,10 +367,10 @@ class EventStreamResponse(Response):
         """A client that accepted no bytes for ``send_timeout_s``: cancel its generation, cut it off."""
         self.dropped = True
         self._detach()
-        send = self._send
-        transport = getattr(getattr(send, "__self__", None), "transport", None)
-        if transport is not None:
-            transport.abort()
+        if not abort_connection(self._send) and self._in_send and self._task is not None:
+            # a send wrapped by an application's middleware: no transport to abort, so stop waiting on it
+            self._send_cancelled = True
+            self._task.cancel()
         self._wake()
 
 

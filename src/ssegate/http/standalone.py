@@ -1,10 +1,15 @@
-"""The ASGI application: routers, error handlers, limits, and the lifespan that owns the gateway."""
+"""The application ``ssegate serve`` runs: one ``Gateway`` (its ``router`` and ``ops_router`` at the root, its
+``lifespan``), the chat page's static files, a body limit, CORS when configured, and the exception handlers for
+what no route answers (404 for an unknown path, a crash outside a route).
+
+This is the one place where the streaming fast path is switched on: ``SSEGateApp`` keeps the server's own
+``receive``/``send`` in the scope (``response.RAW_KEY``), so stream bodies skip the framework's per-message
+wrappers and may be written to the transport directly. That is provably safe only here, where the middleware
+stack is known (the body limit wraps ``receive`` only; CORS adds headers to the response start, which still goes
+through it). Mounted in another application, ``Gateway.router`` uses the plain ASGI ``send`` it is given.
+"""
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,8 +25,8 @@ from ..gateway import Gateway
 from ..settings import Settings
 from ..sse import dumps
 from .response import RAW_KEY, json_error_response
-from .routes import native, openai_chat, ops, streams, tokens
 from .routes.ops import WEB_DIR
+from .routing import validation_error
 
 __all__ = ["SSEGateApp", "create_app"]
 
@@ -32,12 +37,22 @@ def uses_openai_errors(path: str) -> bool:
     return path.startswith(OPENAI_PATHS)
 
 
+SAFE_MIDDLEWARE = ("BodyLimit", "CORSMiddleware")
+"""Middleware known to leave body messages alone: with no other, stream bodies may skip the stack."""
+
+
 class SSEGateApp(FastAPI):
-    """FastAPI, plus the server's own ``receive``/``send`` kept in the scope (see ``response.py``)."""
+    """FastAPI, plus the server's own ``receive``/``send`` kept in the scope (see ``response.py``) while every
+    middleware of the app is one of ``SAFE_MIDDLEWARE``; add any other and the fast path switches itself off."""
+
+    _fast: bool | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            scope[RAW_KEY] = (receive, send)
+            if self._fast is None:
+                self._fast = all(getattr(m.cls, "__name__", "") in SAFE_MIDDLEWARE for m in self.user_middleware)
+            if self._fast:
+                scope[RAW_KEY] = (receive, send)
         await super().__call__(scope, receive, send)
 
 
@@ -80,14 +95,6 @@ def error_response(request: Request, err: GatewayError) -> JSONResponse:
     return JSONResponse(body, status_code=err.status, headers=err.headers())
 
 
-def _describe(errors: Any) -> str:
-    parts = []
-    for e in errors[:5]:
-        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
-        parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
-    return "; ".join(parts) or "invalid request"
-
-
 def install_error_handlers(app: FastAPI) -> None:
     async def on_gateway_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, GatewayError)
@@ -95,14 +102,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        errors = exc.errors()
-        bad_json = any(e.get("type") == "json_invalid" for e in errors)
-        status = 400 if bad_json else 422
-        msg = "request body is not valid JSON" if bad_json else _describe(errors)
-        ctype = request.headers.get("content-type", "")
-        if request.method == "POST" and ctype and "json" not in ctype:
-            msg = f"send the body as JSON with 'Content-Type: application/json' (got {ctype!r}): {msg}"
-        return error_response(request, InvalidRequest(msg, status=status))
+        return error_response(request, validation_error(request, exc))
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -130,31 +130,19 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def create_app(settings: Settings | None = None) -> SSEGateApp:
     settings = settings or Settings()
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        gw = Gateway(settings)
-        app.state.gateway = gw
-        await gw.start()
-        try:
-            yield
-        finally:
-            await gw.stop()
-
+    gate = Gateway(settings)
     app = SSEGateApp(
         title="ssegate",
         version=__version__,
         description="LLM streaming gateway: tokens over Server-Sent Events.",
-        lifespan=lifespan,
+        lifespan=gate.lifespan,
         strict_content_type=False,
     )
     app.state.settings = settings
+    app.state.gateway = gate
     install_error_handlers(app)
-    app.include_router(native.router)
-    app.include_router(streams.router)
-    app.include_router(openai_chat.router)
-    app.include_router(ops.router)
-    app.include_router(tokens.router)
+    app.include_router(gate.router)
+    app.include_router(gate.ops_router)
     if WEB_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     if settings.cors_origin_list:

@@ -18,7 +18,7 @@ import functools
 from typing import Any
 
 from starlette.types import Send
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from ..errors import InvalidRequest
 from ..settings import Settings
@@ -167,7 +167,8 @@ def drop_if_unread(send: Send, timeout: float) -> None:
     bytes are queued, so a client that stopped reading a response written in one go (a whole ``chat.completion``,
     a final batch) would otherwise hold that memory and its socket for as long as it stays connected.
     ``send`` is the server's own (see ``expose_server``)."""
-    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    cycle = server_cycle(send)
+    transport = cycle.transport if cycle is not None else None
     if transport is None or transport.is_closing() or not transport.get_write_buffer_size():
         return
     loop = asyncio.get_running_loop()
@@ -184,14 +185,29 @@ def drop_if_unread(send: Send, timeout: float) -> None:
     loop.call_later(timeout, check, transport.get_write_buffer_size())
 
 
-def set_disconnect_hook(cycle: Any, hook: Any) -> bool:
-    """Set (or clear, with None) ``DISCONNECT_HOOK`` on a server's request cycle; False where it cannot be set."""
+def server_cycle(send: Any) -> RequestResponseCycle | None:
+    """uvicorn's request cycle when ``send`` is its own ``send`` (``ssegate serve``, nothing wrapped around it);
+    None for anything else: another server, or a ``send`` an application's middleware wrapped."""
+    cycle = getattr(send, "__self__", None)
+    return cycle if isinstance(cycle, RequestResponseCycle) else None
+
+
+def set_disconnect_hook(send: Any, hook: Any) -> bool:
+    """Set (or clear, with None) ``DISCONNECT_HOOK`` on the request cycle behind ``send``; False where there is
+    none (the response then learns of a disconnect from ``receive()``)."""
+    cycle = server_cycle(send)
     if cycle is None:
         return False
-    try:
-        setattr(cycle, DISCONNECT_HOOK, hook)
-    except AttributeError:
+    setattr(cycle, DISCONNECT_HOOK, hook)
+    return True
+
+
+def abort_connection(send: Any) -> bool:
+    """Tear down the connection behind ``send`` now (a client that stopped reading); False where it cannot."""
+    cycle = server_cycle(send)
+    if cycle is None:
         return False
+    cycle.transport.abort()
     return True
 
 
@@ -200,10 +216,8 @@ def direct_transport(send: Send) -> asyncio.WriteTransport | None:
     protocol, a response it frames with chunked encoding, not a HEAD request, still open. ``send`` would then
     do exactly this (frame the chunk, write it); anything else (another server or protocol, a HEAD, a closed
     connection) gets None and every body message goes through ``send``."""
-    cycle = getattr(send, "__self__", None)
-    transport = getattr(cycle, "transport", None)
-    if (transport is None or getattr(cycle, "chunked_encoding", None) is not True
-            or getattr(cycle, "scope", {}).get("method") == "HEAD" or getattr(cycle, "response_complete", True)
-            or transport.is_closing()):
+    cycle = server_cycle(send)
+    if (cycle is None or cycle.chunked_encoding is not True or cycle.scope.get("method") == "HEAD"
+            or cycle.response_complete or cycle.transport.is_closing()):
         return None
-    return transport  # type: ignore[no-any-return]
+    return cycle.transport

@@ -9,14 +9,16 @@ from starlette.responses import Response
 
 from ...core.request import ChatRequest
 from ...errors import InvalidRequest
+from ...settings import check_query
 from ...sse import split_event_id
 from ..chat_body import MAX_TEXT, NativeChatIn, chat_request
 from ..response import EventStreamResponse
+from ..routing import GatewayRoute
 from .deps import caller, gateway
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["native"])
+router = APIRouter(tags=["native"], route_class=GatewayRoute)
 
 
 @router.get(
@@ -42,6 +44,7 @@ async def chat_get(
         return await gw.resume_response(parsed[0], parsed[1], owner)
     if not q:
         raise InvalidRequest("missing query parameter 'q'")
+    check_query(q, gw.settings)
     chat = ChatRequest([{"role": "user", "content": q}], gw.default_model(model), resume_grace_s=grace)
     return gw.stream_response(chat, owner)
 

@@ -27,6 +27,7 @@ from ...sse import dumps
 from ..chat_body import ChatCompletionIn, chat_request
 from ..encoders import Answer, OpenAIChunkEncoder, as_error, finish_reason, openai_usage
 from ..response import RAW_KEY, json_error_response
+from ..routing import OpenAIRoute
 from ..uvicorn_glue import drop_if_unread
 from .deps import caller, gateway
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CompletionResponse", "router"]
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], route_class=OpenAIRoute)
 
 
 class CompletionResponse(Response):

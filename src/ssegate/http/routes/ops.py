@@ -36,6 +36,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from ...errors import GatewayError, UpstreamError, UpstreamRefused, UpstreamTimeout
 from ..auth import ANONYMOUS, identity
+from ..routing import GatewayRoute
 from .deps import gateway
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = ["READY_CACHE_S", "UPSTREAM_CHECK_TIMEOUT_S", "WEB_DIR", "UpstreamCheck", "router"]
 
-router = APIRouter(tags=["ops"])
+router = APIRouter(tags=["ops"], route_class=GatewayRoute)
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 logger = logging.getLogger("ssegate.ready")
 

@@ -10,11 +10,12 @@ from starlette.responses import Response
 from ...errors import InvalidRequest
 from ...sse import split_event_id
 from ..response import EventStreamResponse
+from ..routing import GatewayRoute
 from .deps import caller, gateway
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["streams"])
+router = APIRouter(tags=["streams"], route_class=GatewayRoute)
 
 StreamId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
 

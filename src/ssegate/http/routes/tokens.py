@@ -7,11 +7,12 @@ from pydantic import BaseModel, ConfigDict
 from starlette.responses import JSONResponse
 
 from ..auth import Scope, issue_token
+from ..routing import GatewayRoute
 from .deps import caller, gateway
 
 __all__ = ["TokenIn", "router"]
 
-router = APIRouter(tags=["auth"])
+router = APIRouter(tags=["auth"], route_class=GatewayRoute)
 
 
 class TokenIn(BaseModel):

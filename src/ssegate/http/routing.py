@@ -1,0 +1,75 @@
+"""Routes that answer their own errors, so that ssegate's endpoints behave the same inside anybody's FastAPI app.
+
+FastAPI's exception handlers belong to the application, and ``Gateway.router`` is mounted in applications ssegate
+does not own. ``GatewayRoute`` (the ``route_class`` of every ssegate router) therefore turns what its endpoint
+raises into the contract's JSON error answer itself (CONTRACT §4): a ``GatewayError`` by its code, status and
+headers (``Retry-After``, ``x-should-retry``), a validation error as ``invalid_request`` (400 for a body that is
+not JSON, 422 for a wrong field, with the fields named). ``OpenAIRoute`` answers in OpenAI's error shape (§7).
+Errors raised while a stream is running are the stream's business (``event: error``), not this module's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..errors import GatewayError, InvalidRequest
+
+__all__ = ["GatewayRoute", "OpenAIRoute", "describe_validation", "error_body", "validation_error"]
+
+
+def error_body(err: GatewayError, openai: bool) -> dict[str, Any]:
+    return err.openai_body() if openai else err.body()
+
+
+def describe_validation(errors: Any) -> str:
+    """The first few validation errors, each as ``field.path: what is wrong``."""
+    parts = []
+    for e in errors[:5]:
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+        parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
+    return "; ".join(parts) or "invalid request"
+
+
+def validation_error(request: Request, exc: RequestValidationError) -> InvalidRequest:
+    errors = exc.errors()
+    bad_json = any(e.get("type") == "json_invalid" for e in errors)
+    msg = "request body is not valid JSON" if bad_json else describe_validation(errors)
+    ctype = request.headers.get("content-type", "")
+    if request.method == "POST" and ctype and "json" not in ctype:
+        msg = f"send the body as JSON with 'Content-Type: application/json' (got {ctype!r}): {msg}"
+    return InvalidRequest(msg, status=400 if bad_json else 422)
+
+
+class GatewayRoute(APIRoute):
+    openai_errors = False
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        inner = super().get_route_handler()
+        openai = self.openai_errors
+
+        async def handler(request: Request) -> Response:
+            try:
+                return await inner(request)
+            except GatewayError as err:
+                return JSONResponse(error_body(err, openai), status_code=err.status, headers=err.headers())
+            except RequestValidationError as exc:
+                invalid = validation_error(request, exc)
+                return JSONResponse(error_body(invalid, openai), status_code=invalid.status, headers=invalid.headers())
+            except HTTPException as exc:  # FastAPI's wrapper of a failed body read (e.g. the body limit)
+                cause = exc.__cause__
+                if not isinstance(cause, GatewayError):
+                    raise
+                return JSONResponse(error_body(cause, openai), status_code=cause.status, headers=cause.headers())
+
+        return handler
+
+
+class OpenAIRoute(GatewayRoute):
+    openai_errors = True
