@@ -141,7 +141,7 @@ class Settings(BaseSettings):
     @field_validator("provider")
     @classmethod
     def _known_provider(cls, v: str) -> str:
-        from .upstream import provider_names
+        from .plugins import provider_names
 
         names = provider_names()
         if v not in names:

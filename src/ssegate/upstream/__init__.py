@@ -8,20 +8,17 @@ process's one keep-alive ``Pool`` (``httpclient.py``).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
+from ..plugins import plugin_entry_points
 from .base import Provider, Sink
 
 if TYPE_CHECKING:
     from ..settings import Settings
     from .httpclient import Pool
 
-__all__ = ["REGISTRY", "Factory", "Provider", "Sink", "make_provider", "provider_names"]
-
-log = logging.getLogger("ssegate.upstream")
+__all__ = ["REGISTRY", "Factory", "Provider", "Sink", "make_provider"]
 
 Factory = Callable[["Settings", str, str, "Pool"], Provider]
 """``(settings, base_url, api_key, pool) -> Provider``."""
@@ -55,17 +52,8 @@ def _load_plugins() -> None:
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    for ep in entry_points(group="ssegate.providers"):
-        if ep.name in REGISTRY:
-            log.warning("provider plugin %r (%s) ignored: the name is taken", ep.name, ep.value)
-            continue
+    for ep in plugin_entry_points():
         REGISTRY[ep.name] = ep.load()
-
-
-def provider_names() -> list[str]:
-    """Every provider name this process knows: the built-in ones and the installed plugins'."""
-    _load_plugins()
-    return list(REGISTRY)
 
 
 def make_provider(kind: str, settings: Settings, base_url: str, api_key: str, pool: Pool) -> Provider:
