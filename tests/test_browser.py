@@ -538,7 +538,9 @@ def test_an_error_before_the_first_token_leaves_no_debris(page: Any, upstream: F
 
 def test_a_failure_mid_answer_keeps_the_partial_answer(page: Any, upstream: FakeUpstream) -> None:
     deltas = ["The ", "answer ", "starts ", "and ", "then ", "breaks"]
-    prompt = upstream.script(Script(deltas=deltas, delay=0.05, fault=Fault.RESET, fault_after=3))
+    # the second turn (the hidden "Continue" request carries one assistant message) plays the rest
+    prompt = upstream.script(Script(turns=[Script(deltas=deltas, delay=0.05, fault=Fault.RESET, fault_after=3),
+                                           Script(deltas=DEFAULT_DELTAS)]))
     ask(page, prompt)
     wait_answer_state(page, "interrupted")
     assert answer(page)["text"] == "The answer starts"
@@ -552,7 +554,6 @@ def test_a_failure_mid_answer_keeps_the_partial_answer(page: Any, upstream: Fake
     last.locator("button[data-action=continue]").click()
     wait_answer_state(page, "done")
     assert answer(page)["source"] == "The answer starts " + "".join(DEFAULT_DELTAS)
-    # the fake plays its default answer to a request without a script key: the hidden "Continue" turn
     continued = next(r.request_json["messages"] for r in reversed(upstream.records())
                      if r.request_json["messages"][0]["content"] == prompt and len(r.request_json["messages"]) == 3)
     assert continued[:2] == [{"role": "user", "content": prompt},

@@ -99,7 +99,8 @@ async def test_readyz_tells_anonymous_callers_no_url_password_or_upstream_text()
         admin.config_set("requirepass", PASSWORD)
         admin.close()
         redis_url = f"redis://:{PASSWORD}@127.0.0.1:{server.port}/0"
-        gw = await serve({"upstream_url": up.url(f"alice:{PASSWORD}@"), "redis_url": redis_url, "api_keys": "k1"})
+        gw = await serve({"upstream_url": up.url(f"alice:{PASSWORD}@"), "redis_url": redis_url, "api_keys": "k1",
+                          "token_secret": "t" * 32})
         try:
             async with httpx.AsyncClient(timeout=30) as client:
                 anonymous = await client.get(gw.url + "/readyz")

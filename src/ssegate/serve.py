@@ -47,6 +47,7 @@ from .__about__ import __version__
 from .http.uvicorn_glue import BoundedRequestProtocol
 from .obs.logs import log_config
 from .settings import Settings, is_loopback_host
+from .upstream.base import public_url
 
 __all__ = [
     "EXIT_REFUSED",
@@ -167,7 +168,7 @@ def startup_warning(settings: Settings) -> str | None:
     """One line about an upstream that will probably refuse every request; ``None`` when nothing looks wrong."""
     if settings.provider not in KEY_VARIABLES or settings.resolved_api_key():
         return None
-    url = settings.upstream_url or DEFAULT_URLS[settings.provider]
+    url = public_url(settings.upstream_url or DEFAULT_URLS[settings.provider])
     host = url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
     if host == "localhost" or is_loopback_host(host):
         return None  # a local server (Ollama, vLLM, llama.cpp) usually needs no key
@@ -220,8 +221,8 @@ def upstreams(settings: Settings) -> list[Upstream]:
     if settings.provider == "demo":
         return [(settings.model or DEMO_MODEL, "demo", "embedded, offline")]
     model = settings.model or "(named by each request)"
-    urls = settings.upstream_urls or [DEFAULT_URLS[settings.provider]]
-    return [(model, settings.provider, " then ".join(urls))]
+    urls = settings.upstream_urls or [DEFAULT_URLS.get(settings.provider, "(the plugin's own)")]
+    return [(model, settings.provider, " then ".join(public_url(u) for u in urls))]
 
 
 def banner(url: str, lines: Sequence[Upstream], *, workers: int = 1, listening: str = "") -> str:
