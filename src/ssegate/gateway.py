@@ -99,7 +99,8 @@ class Gateway:
         finally:
             await self.stop()
 
-    def _bind(self, request: HTTPConnection) -> None:
+    async def _bind(self, request: HTTPConnection) -> None:
+        """The routers' dependency: this gateway serves the request (async: FastAPI runs sync ones in a thread)."""
         request.scope[SCOPE_KEY] = self
 
     @property
