@@ -13,7 +13,7 @@ import pytest
 from ssegate.sse import ServerSentEvent
 from tests.conftest import FAST
 from tests.fakes import FakeUpstream, Fault, Script
-from tests.support.gateway import GatewayProcess, collect_events
+from tests.support.gateway import GatewayProcess, post_events, text_of
 
 DELTAS = ["Bon", "jour", ", ", "wörld", " ✓", "\n\nevent: forged\n"]
 TEXT = "".join(DELTAS)
@@ -39,16 +39,7 @@ def conversation(prompt: str) -> list[dict[str, str]]:
 
 
 def native(gw: GatewayProcess, prompt: str, **extra: Any) -> tuple[httpx.Response, list[ServerSentEvent]]:
-    with httpx.stream("POST", gw.url + "/v1/chat/stream", json={"messages": conversation(prompt), **extra},
-                      timeout=15) as resp:
-        if resp.status_code != 200:
-            resp.read()
-            return resp, []
-        return resp, collect_events(resp)
-
-
-def text_of(events: list[ServerSentEvent]) -> str:
-    return "".join(e.json()["delta"] for e in events if e.event == "message")
+    return post_events(gw.url, {"messages": conversation(prompt), **extra})
 
 
 # --- the native stream ---------------------------------------------------------------------------------

@@ -17,14 +17,15 @@ import psutil
 import pytest
 
 from ssegate.sse import ServerSentEvent
+from tests.conftest import FAST
 from tests.fakes import HUGE_TEXT, FakeUpstream, Fault, Script
-from tests.support.gateway import GatewayProcess, chat_body, collect_events, free_port
+from tests.support.gateway import GatewayProcess, chat_body, free_port, post_events, text_of
 from tests.support.invariants import Invariants, stream_violations
 from tests.support.rawclient import RawStream, raw_request
 
 # Short timeouts, so that every failure path ends within a couple of seconds.
 SETTINGS: dict[str, Any] = {
-    "provider": "openai", "model": "fake-model", "commit_timeout_s": 0.5, "first_token_timeout_s": 1.5,
+    **FAST, "provider": "openai", "model": "fake-model", "commit_timeout_s": 0.5, "first_token_timeout_s": 1.5,
     "idle_timeout_s": 1.0, "send_timeout_s": 1.0, "heartbeat_s": 0.5, "retry_backoff_s": 0.02, "log_ttl_s": 30,
 }
 ABCDE = ["a", "b", "c", "d", "e"]
@@ -59,15 +60,7 @@ def inv(gw: GatewayProcess, up: FakeUpstream) -> Iterator[Invariants]:
 def stream(gw: GatewayProcess, prompt: str, path: str = "/v1/chat/stream", **extra: Any
            ) -> tuple[httpx.Response, list[ServerSentEvent]]:
     """POST a prompt, read the whole answer (events when 200, the JSON error otherwise)."""
-    with httpx.stream("POST", gw.url + path, content=chat_body(prompt, **extra), timeout=30) as resp:
-        if resp.status_code != 200:
-            resp.read()
-            return resp, []
-        return resp, collect_events(resp)
-
-
-def text_of(events: list[ServerSentEvent]) -> str:
-    return "".join(e.json()["delta"] for e in events if e.event == "message")
+    return post_events(gw.url, prompt, path=path, **extra)
 
 
 def matrix(group: str, scenario: str, expected: str) -> pytest.MarkDecorator:

@@ -9,15 +9,11 @@ import httpx
 import pytest
 
 from ssegate.sse import ServerSentEvent
-from tests.support.gateway import GatewayProcess, chat_body, collect_events
+from tests.support.gateway import GatewayProcess, chat_body, post_events
 
 
 def stream(gw: GatewayProcess, content: str, **extra: Any) -> tuple[httpx.Response, list[ServerSentEvent]]:
-    with httpx.stream("POST", gw.url + "/v1/chat/stream", content=chat_body(content, **extra),
-                      headers={"content-type": "application/json"}, timeout=30) as resp:
-        events = collect_events(resp) if resp.status_code == 200 else []
-        resp.read() if resp.status_code != 200 else None
-        return resp, events
+    return post_events(gw.url, content, **extra)
 
 
 def script(**spec: Any) -> str:

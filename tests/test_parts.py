@@ -17,7 +17,7 @@ import pytest
 
 from ssegate.client import Client, Done, Reasoning, ToolCallDelta, ToolCallStart
 from ssegate.sse import ServerSentEvent
-from tests.support.gateway import GatewayProcess, collect_events
+from tests.support.gateway import GatewayProcess, post_events
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The current weather in a city",
@@ -30,11 +30,7 @@ TIME = {"type": "function", "function": {
 
 
 def post(gw: GatewayProcess, **body: Any) -> tuple[httpx.Response, list[ServerSentEvent]]:
-    with httpx.stream("POST", gw.url + "/v1/chat/stream", json=body, timeout=30) as resp:
-        if resp.status_code != 200:
-            resp.read()
-            return resp, []
-        return resp, collect_events(resp)
+    return post_events(gw.url, body)
 
 
 def user(text: str) -> list[dict[str, Any]]:

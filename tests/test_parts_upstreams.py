@@ -17,7 +17,7 @@ import pytest
 from ssegate.sse import ServerSentEvent
 from tests.conftest import FAST
 from tests.fakes import FakeUpstream, Fault, Reasoning, RedactedThinking, Script, Text, ToolCall
-from tests.support.gateway import GatewayProcess, collect_events
+from tests.support.gateway import GatewayProcess, post_events
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city",
@@ -34,11 +34,7 @@ def user(text: str) -> list[dict[str, Any]]:
 
 
 def native(gw: GatewayProcess, **body: Any) -> tuple[httpx.Response, list[ServerSentEvent]]:
-    with httpx.stream("POST", gw.url + "/v1/chat/stream", json=body, timeout=30) as resp:
-        if resp.status_code != 200:
-            resp.read()
-            return resp, []
-        return resp, collect_events(resp)
+    return post_events(gw.url, body)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from ssegate.sse import ServerSentEvent
+from tests.conftest import FAST
 from tests.fakes import FakeUpstream, Script
 from tests.support.gateway import GatewayProcess, chat_body, free_port, sse_events
 from tests.support.redis import RedisServer
@@ -25,6 +26,7 @@ from tests.support.resume import assert_whole, auth, read, resume, script, start
 
 LEASE_S = 1.0
 COMMON: dict[str, Any] = {
+    **FAST,
     "commit_timeout_s": 1.0,
     "first_token_timeout_s": 5.0,
     "idle_timeout_s": 5.0,

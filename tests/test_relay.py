@@ -13,21 +13,11 @@ import pytest
 
 from ssegate.sse import ServerSentEvent, SSEDecoder
 from tests.fakes import FakeUpstream, Fault, Script
-from tests.support.gateway import GatewayProcess, chat_body, free_port
+from tests.support.gateway import GatewayProcess, chat_body, free_port, post_events, text_of
 
 
 def run_stream(gw: GatewayProcess, prompt: str, **extra: Any) -> tuple[httpx.Response, list[ServerSentEvent]]:
-    with httpx.stream("POST", gw.url + "/v1/chat/stream", content=chat_body(prompt, **extra), timeout=30) as resp:
-        if resp.status_code != 200:
-            resp.read()
-            return resp, []
-        dec = SSEDecoder()
-        events = [ev for chunk in resp.iter_text() for ev in dec.feed(chunk)]
-        return resp, events
-
-
-def text_of(events: list[ServerSentEvent]) -> str:
-    return "".join(e.json()["delta"] for e in events if e.event == "message")
+    return post_events(gw.url, prompt, **extra)
 
 
 def check_frame(events: list[ServerSentEvent]) -> None:

@@ -18,12 +18,14 @@ import httpx
 import pytest
 
 from ssegate.sse import ServerSentEvent
+from tests.conftest import FAST
 from tests.fakes import FakeUpstream, Script
 from tests.support.gateway import GatewayProcess, chat_body, sse_events
 from tests.support.redis import RedisServer
 from tests.support.resume import assert_whole, auth, read, resume, script, start
 
 COMMON: dict[str, Any] = {
+    **FAST,
     "commit_timeout_s": 1.0,
     "first_token_timeout_s": 5.0,
     "idle_timeout_s": 5.0,

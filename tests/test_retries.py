@@ -14,7 +14,7 @@ import pytest
 from ssegate.sse import ServerSentEvent
 from tests.conftest import FAST
 from tests.fakes import ConnRecord, FakeUpstream, Fault, Script
-from tests.support.gateway import GatewayProcess, chat_body, collect_events, free_port
+from tests.support.gateway import GatewayProcess, free_port, post_events
 from tests.support.resume import assert_whole
 
 DELTAS = ["one", " two", " three", " four", " five"]
@@ -22,12 +22,7 @@ MakeGateway = Callable[..., GatewayProcess]
 
 
 def stream(gw: GatewayProcess, prompt: str) -> tuple[httpx.Response, list[ServerSentEvent]]:
-    with httpx.stream("POST", gw.url + "/v1/chat/stream", content=chat_body(f"Count. {prompt}"),
-                      headers={"content-type": "application/json"}, timeout=20) as resp:
-        if resp.status_code != 200:
-            resp.read()
-            return resp, []
-        return resp, collect_events(resp)
+    return post_events(gw.url, f"Count. {prompt}")
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import orjson
 
 from ssegate.sse import ServerSentEvent, SSEDecoder
 
-__all__ = ["GatewayProcess", "collect_events", "free_port", "sse_events"]
+__all__ = ["GatewayProcess", "chat_body", "collect_events", "free_port", "post_events", "sse_events", "text_of"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -116,3 +116,22 @@ def collect_events(resp: httpx.Response) -> list[ServerSentEvent]:
 
 def chat_body(content: str, **extra: Any) -> bytes:
     return orjson.dumps({"messages": [{"role": "user", "content": content}], **extra})
+
+
+def post_events(url: str, body: str | dict[str, Any], *, path: str = "/v1/chat/stream",
+                headers: dict[str, str] | None = None, timeout: float = 30.0,
+                **fields: Any) -> tuple[httpx.Response, list[ServerSentEvent]]:
+    """POST a chat request (a prompt string, one user message, or a whole JSON body) to a gateway's ``url`` and read
+    the whole answer: its events when the status is 200, else the read error response and no events."""
+    content = chat_body(body, **fields) if isinstance(body, str) else orjson.dumps({**body, **fields})
+    with httpx.stream("POST", url + path, content=content, timeout=timeout,
+                      headers={"content-type": "application/json", **(headers or {})}) as resp:
+        if resp.status_code != 200:
+            resp.read()
+            return resp, []
+        return resp, collect_events(resp)
+
+
+def text_of(events: list[ServerSentEvent], kind: str = "message") -> str:
+    """The text of a stream's ``message`` (or ``reasoning``) events."""
+    return "".join(e.json()["delta"] for e in events if e.event == kind)
