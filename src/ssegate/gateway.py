@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+from functools import cached_property
 from types import FrameType
 from typing import Any
 
@@ -20,6 +21,7 @@ from .core.limits import Limits
 from .core.log import MemoryEventLog
 from .core.request import ChatRequest
 from .errors import InvalidRequest, NotFound, ShuttingDown
+from .http.aisdk.chats import ChatStreams
 from .http.encoders import NativeEncoder
 from .http.response import EventStreamResponse, Follows, StreamEncoder
 from .obs.metrics import Metrics
@@ -162,6 +164,11 @@ class Gateway:
             log, NativeEncoder(stream_id, s.retry_ms), follows=follows, after=after,
             heartbeat_s=s.heartbeat_s, send_timeout_s=s.send_timeout_s,
         )
+
+    @cached_property
+    def chats(self) -> ChatStreams:
+        """The AI SDK's chats: which stream answers each chat id now (``http/aisdk/chats.py``)."""
+        return ChatStreams(self.hub, self.replicas)
 
     async def cancel(self, stream_id: str, owner: str) -> dict[str, Any]:
         """Cancel a stream here, or (Redis mode) on the replica generating it."""

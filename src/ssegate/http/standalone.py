@@ -19,6 +19,7 @@ from ..errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge
 from ..gateway import Gateway
 from ..settings import Settings
 from ..sse import dumps
+from . import aisdk
 from .response import RAW_KEY, json_error_response
 from .routes import native, openai_chat, ops, streams, tokens
 from .routes.ops import WEB_DIR
@@ -155,6 +156,7 @@ def create_app(settings: Settings | None = None) -> SSEGateApp:
     app.include_router(openai_chat.router)
     app.include_router(ops.router)
     app.include_router(tokens.router)
+    app.include_router(aisdk.router)
     if WEB_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     if settings.cors_origin_list:
@@ -162,7 +164,7 @@ def create_app(settings: Settings | None = None) -> SSEGateApp:
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-AI-SDK-Version"],
             expose_headers=["X-Stream-Id", "Retry-After"],
         )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
