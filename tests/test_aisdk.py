@@ -85,6 +85,7 @@ def demo() -> Iterator[GatewayProcess]:
 
 
 # --- the real AI SDK ----------------------------------------------------------------------------------------
+@pytest.mark.timeout(300)
 def test_the_real_ai_sdk_reads_api_chat(demo: GatewayProcess) -> None:
     """``node --test tests/npm/aisdk/``: ai@5.0.0, the newest 5.x and 6.x send with ``DefaultChatTransport`` and
     assemble with ``readUIMessageStream`` and ``Chat``: text, reasoning and tool parts, a client-side tool loop,
@@ -144,6 +145,21 @@ def test_every_part_in_order_with_provider_data_on_the_last_closing_chunk(demo: 
          "providerMetadata": {"ssegate": {"provider_data": pd}}},
         {"type": "finish-step"}, {"type": "finish"}, "[DONE]",
     ]
+
+
+def test_a_call_s_input_is_available_at_the_end_whatever_follows_it(demo: GatewayProcess) -> None:
+    """Text after a call (or pieces of two calls interleaved) cannot cut a call's input short: it is parsed whole,
+    at the end."""
+    parts = [{"tool_call": {"id": "c1", "name": "f"}}, {"arguments": '{"a":'},
+             {"tool_call": {"id": "c2", "name": "g"}}, {"arguments": '{"b": 2}', "index": 1},
+             {"arguments": " 1}", "index": 0}, "Calling."]
+    resp, chunks = post(demo, body([user(scripted(parts=parts, finish_reason="tool_calls"))]))
+    assert resp.status_code == 200
+    assert types(chunks)[2:] == ["tool-input-start", "tool-input-delta", "tool-input-start", "tool-input-delta",
+                                 "tool-input-delta", "text-start", "text-delta", "text-end", "tool-input-available",
+                                 "tool-input-available", "finish-step", "finish", "[DONE]"]
+    assert [c["input"] for c in chunks if isinstance(c, dict) and c["type"] == "tool-input-available"] == [
+        {"a": 1}, {"b": 2}]
 
 
 @pytest.mark.parametrize(("version", "finish", "bad_input"), [

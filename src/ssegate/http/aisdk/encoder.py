@@ -14,8 +14,9 @@ resumes by chat id, replaying from the start), ``: ping`` comments as keep-alive
     ERROR       error {errorText: "<code>: <message>"}, [DONE]
 
 A block is open until something else starts, so every ``*-start`` precedes its deltas and every block is closed
-before the finish. A tool call's ``tool-input-available`` goes out once its input is complete: when the answer
-moves on to text or reasoning, or at the end (calls may interleave their argument pieces, so not at the next call).
+before the finish. A tool call's ``tool-input-available`` goes out at the end, when its input is known to be
+complete (calls may interleave their argument pieces, and a call ends the model's turn anyway), so that the
+client's ``onToolCall`` gets the whole input, parsed.
 The ``done`` entry's ``provider_data`` (e.g. Anthropic thinking signatures) rides on the last closing chunk as
 ``providerMetadata: {"ssegate": {"provider_data": ...}}``, so it lands on that part of the assembled message and
 comes back with it on the next request (``messages.py`` reads it there).
@@ -125,7 +126,7 @@ class UIMessageStreamEncoder:
         self._delta_pre = b""
         """``data: {"type":"text-delta","id":"<id>","delta":`` of the open block (the hot path)."""
         self._calls: dict[int, _Call] = {}
-        """Tool calls whose input is not yet available, by index."""
+        """The answer's tool calls, by index, until the end makes their input available."""
 
     def head(self) -> bytes:
         return b""
@@ -147,10 +148,10 @@ class UIMessageStreamEncoder:
                 self._calls[int(payload["index"])] = call
                 out.append(_chunk({"type": "tool-input-start", "toolCallId": call.id, "toolName": call.name}))
             elif kind == TOOL_ARGS:
-                pending = self._calls.get(int(payload["index"]))
-                if pending is not None:
-                    pending.pieces.append(payload["arguments"])
-                    out.append(_chunk({"type": "tool-input-delta", "toolCallId": pending.id,
+                started = self._calls.get(int(payload["index"]))
+                if started is not None:  # (the generation refuses pieces of a call never started)
+                    started.pieces.append(payload["arguments"])
+                    out.append(_chunk({"type": "tool-input-delta", "toolCallId": started.id,
                                        "inputTextDelta": payload["arguments"]}))
             elif kind == START:
                 out.append(_chunk({"type": "start", "messageId": self._message_id}))
@@ -167,9 +168,8 @@ class UIMessageStreamEncoder:
 
     # --- blocks -----------------------------------------------------------------------------------------
     def _open(self, out: list[bytes], block: str) -> None:
-        """End what is open (a block, or tool calls whose input is now complete) and start a ``block``."""
+        """End the open block and start a ``block``."""
         self._close_block(out)
-        out += [_chunk(c) for c in self._available()]
         self._parts += 1
         part_id = f"{block}-{self._parts}"
         self._block = block
@@ -189,7 +189,7 @@ class UIMessageStreamEncoder:
         return {"type": f"{block}-end", "id": f"{block}-{self._parts}"}
 
     def _available(self) -> list[dict[str, Any]]:
-        """``tool-input-available`` (or ``tool-input-error``) for every call in progress, in index order."""
+        """``tool-input-available`` (or ``tool-input-error``) for every call, in index order."""
         chunks = []
         for index in sorted(self._calls):
             call = self._calls[index]
