@@ -132,6 +132,8 @@ class UIMessageStreamEncoder:
         return b""
 
     def encode(self, seq: int, entries: list[Entry]) -> bytes:
+        if len(entries) == 1 and entries[0][0] == DELTA and self._block == "text":  # the hot path: one more token
+            return self._delta_pre + dumps(entries[0][1]) + b"}\n\n"
         out: list[bytes] = []
         for kind, payload in entries:
             if kind == DELTA:
