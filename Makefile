@@ -33,7 +33,7 @@ lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
-## npm-deps: test-only npm packages (tests/npm: axe-core for the chat page's accessibility test)
+## npm-deps: test-only npm packages (tests/npm: axe-core for the chat page's accessibility test; the AI SDK, ai 5.0.0 / 5.x / 6.x, for /api/chat)
 npm-deps: tests/npm/node_modules/.installed
 
 tests/npm/node_modules/.installed: tests/npm/package.json tests/npm/package-lock.json | system-deps

@@ -23,6 +23,7 @@ import signal
 import threading
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
+from functools import cached_property
 from types import FrameType
 from typing import Any
 
@@ -38,6 +39,7 @@ from .core.log import MemoryEventLog
 from .core.request import ChatRequest
 from .core.source import SourceProducer
 from .errors import InvalidRequest, NotFound, ShuttingDown, error_from_code
+from .http.aisdk.chats import ChatStreams
 from .http.auth import identity
 from .http.chat_body import ChatCompletionIn, chat_request
 from .http.encoders import NativeEncoder
@@ -108,10 +110,11 @@ class Gateway:
         """The endpoints of CONTRACT §3 (native streams), §5 (resume, cancel), §7 (OpenAI), §11 and stream tokens,
         bound to this gateway: ``app.include_router(gate.router, prefix="/llm")``."""
         if self._router is None:
+            from .http import aisdk
             from .http.routes import native, openai_chat, streams, tokens
 
             router = APIRouter(dependencies=[Depends(self._bind)])
-            for module in (native, streams, openai_chat, tokens):
+            for module in (native, streams, openai_chat, tokens, aisdk):
                 router.include_router(module.router)
             self._router = router
         return self._router
@@ -286,6 +289,11 @@ class Gateway:
             log, NativeEncoder(stream_id, s.retry_ms), follows=follows, after=after,
             heartbeat_s=s.heartbeat_s, send_timeout_s=s.send_timeout_s,
         )
+
+    @cached_property
+    def chats(self) -> ChatStreams:
+        """The AI SDK's chats: which stream answers each chat id now (``http/aisdk/chats.py``)."""
+        return ChatStreams(self.hub, self.replicas)
 
     async def cancel(self, stream_id: str, owner: str) -> dict[str, Any]:
         """Cancel a stream here, or (Redis mode) on the replica generating it."""

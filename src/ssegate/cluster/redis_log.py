@@ -14,6 +14,8 @@ Keys (``S`` a stream id, ``R`` a replica id, random per process)::
                                 stream whose meta names R (one key per replica, not per stream, so renewing
                                 costs one command however many streams run).
     ssegate:ctl:R               pub/sub channel of replica R: cancel and follower notices (``replicas.py``).
+    ssegate:chat:O:C            the stream answering chat C of owner O (a hash of the owner) right now, for the
+                                AI SDK's resume by chat id (``Replicas.set_chat``); expires like a live stream's keys.
 
 Writing stays off the hot path. ``MirroredStreamLog.append`` is the in-process append plus, on the first append
 after a flush, putting the log on the writer's list. One writer task per process sends each listed log's new
@@ -44,6 +46,7 @@ streams; for a moment after an outage a resume of a stream Redis does not have i
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -73,6 +76,7 @@ __all__ = [
     "RedisEventLog",
     "RedisLink",
     "RemoteCopy",
+    "chat_key",
     "ctl_channel",
     "events_key",
     "followers_key",
@@ -120,6 +124,12 @@ def replica_key(replica: str) -> str:
 
 def ctl_channel(replica: str) -> str:
     return f"ssegate:ctl:{replica}"
+
+
+def chat_key(owner: str, chat_id: str) -> str:
+    """The key of a chat's running stream: the owner as a hash (owners are key fingerprints; keep them out of key
+    names), the chat id as the client chose it."""
+    return f"ssegate:chat:{hashlib.sha256(owner.encode()).hexdigest()[:24]}:{chat_id}"
 
 
 # KEYS: events, the generating replica's lease, meta, followers. ARGV: the tombstone chunk, who writes it, ttl ms.

@@ -40,7 +40,16 @@ from redis.exceptions import RedisError
 
 from ..errors import EventLogUnavailable, NotFound
 from ..settings import Settings
-from .redis_log import REDIS_DOWN, RedisEventLog, RedisLink, ctl_channel, followers_key, map_redis_errors, meta_key
+from .redis_log import (
+    REDIS_DOWN,
+    RedisEventLog,
+    RedisLink,
+    chat_key,
+    ctl_channel,
+    followers_key,
+    map_redis_errors,
+    meta_key,
+)
 
 if TYPE_CHECKING:
     from ..core.generation import Generation, StreamHub
@@ -233,6 +242,20 @@ class Replicas:
             if not meta or not secrets.compare_digest(meta[b"owner"].decode(), owner):
                 raise NotFound("unknown or expired stream")
             await self.link.redis.publish(ctl_channel(meta[b"replica"].decode()), b"c:" + stream_id.encode())
+
+    # --- chats: the AI SDK resumes by chat id --------------------------------------------------------
+    async def set_chat(self, owner: str, chat_id: str, value: bytes) -> None:
+        """Record what answers ``chat_id`` of ``owner`` now, readable by every replica for as long as a live
+        stream's keys last."""
+        self._require_link()
+        with map_redis_errors():
+            await self.link.redis.set(chat_key(owner, chat_id), value, px=self.eventlog.live_ttl_ms)
+
+    async def get_chat(self, owner: str, chat_id: str) -> bytes | None:
+        self._require_link()
+        with map_redis_errors():
+            value = await self.link.redis.get(chat_key(owner, chat_id))
+        return value if isinstance(value, bytes | None) else value.encode()
 
     # --- presence of followers on other replicas ---------------------------------------------------
     async def joined(self, remote: RemoteStream) -> None:

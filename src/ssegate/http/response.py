@@ -80,8 +80,11 @@ STREAM_HEADERS = [
 
 
 async def json_error_response(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    """A whole response in one write: JSON unless ``headers`` name another ``content-type``."""
+    raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    if not any(name == b"content-type" for name, _ in raw):
+        raw.insert(0, (b"content-type", b"application/json"))
+    raw.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
@@ -115,6 +118,8 @@ class EventStreamResponse(Response):
         self.heartbeat_s = heartbeat_s
         self.send_timeout_s = send_timeout_s
         self.on_discard = on_discard
+        self.extra_headers: list[tuple[bytes, bytes]] = []
+        """Headers added to the ``200`` (a protocol's own, e.g. the AI SDK's ``x-vercel-ai-ui-message-stream``)."""
         self.disconnected = False
         self.dropped = False
         self._fut: asyncio.Future[None] | None = None
@@ -154,7 +159,7 @@ class EventStreamResponse(Response):
                     status, body, headers = failure
                     await json_error_response(send, status, body, headers)
                     return
-            start_headers = [*STREAM_HEADERS, (b"x-stream-id", self.log.stream_id.encode())]
+            start_headers = [*STREAM_HEADERS, (b"x-stream-id", self.log.stream_id.encode()), *self.extra_headers]
             self._last_sent = loop.time()
             self._timer = Deadline(loop, self._tick)
             self._timer.set(self._last_sent + self.heartbeat_s)

@@ -150,7 +150,7 @@ def create_app(settings: Settings | None = None) -> SSEGateApp:
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-AI-SDK-Version"],
             expose_headers=["X-Stream-Id", "Retry-After"],
         )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
