@@ -465,7 +465,7 @@ def test_an_answer_keeps_coming_while_another_chat_is_open(page: Any, upstream: 
     wait_answer_state(page, "done")
     assert answer(page)["text"] == "Quick answer."
     page.click("#sidebar-toggle")
-    page.click(f"#chat-list li[data-id={first_chat}] .chat-open")
+    page.click(f"#chat-list li[data-id=\"{first_chat}\"] .chat-open")
     wait_answer_state(page, "done")
     assert answer(page)["source"] == "".join(slow)
     assert len(upstream.records(p1)) == 1
@@ -692,7 +692,7 @@ def store_chat(page: Any, chat: dict[str, Any]) -> None:
 def open_chat(page: Any, chat_id: str) -> None:
     if page.is_visible("#sidebar-toggle"):
         page.click("#sidebar-toggle")
-    page.click(f"#chat-list li[data-id={chat_id}] .chat-open")
+    page.click(f"#chat-list li[data-id=\"{chat_id}\"] .chat-open")
     page.wait_for_function("id => window.__ssegate.state.chatId === id", arg=chat_id)
 
 
