@@ -253,7 +253,7 @@ class EventStreamResponse(Response):
     async def _pump_loop(self, loop: asyncio.AbstractEventLoop, send: Send) -> None:
         log = self.log
         encode = self.encoder.encode
-        head: bytes | None = self.encoder.head()
+        head: bytes | None = self.encoder.head() or None  # None: nothing left to send before the events
         push_checked = False
         while True:
             cursor = self._cursor
