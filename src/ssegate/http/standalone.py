@@ -19,13 +19,14 @@ from ..errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge
 from ..gateway import Gateway
 from ..settings import Settings
 from ..sse import dumps
+from . import responses
 from .response import RAW_KEY, json_error_response
 from .routes import native, openai_chat, ops, streams, tokens
 from .routes.ops import WEB_DIR
 
 __all__ = ["SSEGateApp", "create_app"]
 
-OPENAI_PATHS = ("/v1/chat/completions", "/v1/models", "/v1/completions")
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/models", "/v1/completions", "/v1/responses")
 
 
 def uses_openai_errors(path: str) -> bool:
@@ -153,6 +154,7 @@ def create_app(settings: Settings | None = None) -> SSEGateApp:
     app.include_router(native.router)
     app.include_router(streams.router)
     app.include_router(openai_chat.router)
+    app.include_router(responses.router)
     app.include_router(ops.router)
     app.include_router(tokens.router)
     if WEB_DIR.is_dir():
