@@ -134,6 +134,22 @@ class ResponseState:
     def finished(self) -> bool:
         return self.status not in ("queued", "in_progress")
 
+    @classmethod
+    def resume(cls, stream_id: str, entries: list[Entry], after: int) -> tuple[ResponseState, int]:
+        """Where a stream that resumes after event ``after`` starts: a state that read the entries before the first
+        entry with a later event (and writes no event up to ``after``), and that entry's index in ``entries`` (its
+        seq minus one; ``len(entries)`` when no entry has a later event yet)."""
+        probe = cls(stream_id)
+        first = len(entries)
+        for i, (kind, payload) in enumerate(entries):
+            probe.feed(kind, payload)
+            if probe.seq - 1 > after:
+                first = i
+                break
+        state = cls(stream_id, skip=after)
+        state.feed_all(entries[:first])
+        return state, first
+
     # --- the object ------------------------------------------------------------------------------------------
     def response(self, *, with_output: bool = True) -> dict[str, Any]:
         """The response object now (``output`` as far as it goes: open items are ``in_progress``)."""
@@ -387,7 +403,10 @@ class ResponsesEncoder:
     def encode(self, seq: int, entries: list[Entry]) -> bytes:
         state = self.state
         if seq != state.fed + 1:
-            raise RuntimeError(f"entries from {seq}, but the state read up to {state.fed}")
+            # only the follower's own "events were dropped" error may skip entries (the log outran a slow client)
+            if seq <= state.fed or len(entries) != 1 or entries[0][0] != ERROR:
+                raise RuntimeError(f"entries from {seq}, but the state read up to {state.fed}")
+            state.fed = seq - 1
         out: list[bytes] = []
         state.out = out
         try:

@@ -233,19 +233,10 @@ async def retrieve_response(
         return JSONResponse(_state(log).response(), headers={"X-Stream-Id": log.stream_id})
     entries = _entries(log)
     after = -1 if starting_after is None else starting_after
-    # the stream starts at the first entry with an event numbered after `after`; the state reads those before it
-    probe = ResponseState(log.stream_id)
-    first = len(entries)
-    for i, (kind, payload) in enumerate(entries):
-        probe.feed(kind, payload)
-        if probe.seq - 1 > after:
-            first = i
-            break
+    state, first = ResponseState.resume(log.stream_id, entries, after)
     lagging = remote and not log.finished  # a copy may not have the events its replica already sent
-    if first == len(entries) and after > probe.seq - 1 and not lagging:
-        raise NotFound(f"no event {after} in this response: its last is {probe.seq - 1}")
-    state = ResponseState(log.stream_id, skip=after)
-    state.feed_all(entries[:first])
+    if first == len(entries) and after >= state.seq and not lagging:
+        raise NotFound(f"no event {after} in this response: its last is {state.seq - 1}")
     # a background response goes on whoever follows it; another replica's is read while somebody follows it
     live = follows if remote or not state.echo.get("background") else None
     s = gw.settings
