@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from tests.fakes import FakeUpstream, Fault, Reasoning, Script, Text, ToolCall
+from tests.fakes import FakeUpstream, Fault, Reasoning, RedactedThinking, Script, Text, ToolCall
 from tests.support.gateway import GatewayProcess
 from tests.support.redis import RedisServer
 from tests.support.responses import normalized, raw_events, violations
@@ -247,6 +247,31 @@ def test_function_call_output_reaches_the_upstream_as_a_tool_message(up_gw: Gate
         {"id": "call_7", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]
     assert sent[1].get("reasoning_content") == "Need the weather."  # a tool turn's reasoning goes back upstream
     assert sent[2] == {"role": "tool", "tool_call_id": "call_7", "content": "-3 C"}
+
+
+def test_anthropic_thinking_round_trips_as_encrypted_content(anthropic_upstream: FakeUpstream, sdk: Any) -> None:
+    """The upstream refuses a tool turn without its thinking blocks as it sent them: they ride on the reasoning item
+    as ``encrypted_content`` and come back when the output is sent back as input."""
+    prompt = anthropic_upstream.script(Script(require_signatures=True, turns=[
+        Script(parts=[Reasoning("Need the weather."), RedactedThinking(), ToolCall("get_weather", '{"city": "Oslo"}')]),
+        Script(deltas=["It is -3 C."])]))
+    settings = {**UPSTREAM, "provider": "anthropic", "upstream_url": anthropic_upstream.url, "model": "claude-t"}
+    with GatewayProcess(settings) as gw:
+        client = sdk(gw)
+        question: list[Any] = [{"role": "user", "content": prompt}]
+        first = client.responses.create(model="claude-t", input=question, tools=[WEATHER],
+                                        reasoning={"effort": "low"}, include=["reasoning.encrypted_content"])
+        reasoning, call = first.output
+        assert reasoning.type == "reasoning" and reasoning.encrypted_content
+        assert call.type == "function_call"
+        following = [*question, *[o.to_dict() for o in first.output],
+                     {"type": "function_call_output", "call_id": call.call_id, "output": "-3 C"}]
+        second = client.responses.create(model="claude-t", input=following, tools=[WEATHER])
+        without = [{k: v for k, v in item.items() if k != "encrypted_content"} for item in following]
+        with pytest.raises(openai.BadRequestError):  # what the upstream says when the thinking does not come back
+            client.responses.create(model="claude-t", input=without, tools=[WEATHER])
+    assert second.output_text == "It is -3 C."
+    assert anthropic_upstream.records(prompt)[-1].turn == 1
 
 
 # --- refusals -----------------------------------------------------------------------------------------------------
