@@ -20,6 +20,7 @@ import pytest
 
 from tests.fakes import FakeUpstream, Fault, Reasoning, RedactedThinking, Script, Text, ToolCall
 from tests.support.gateway import GatewayProcess
+from tests.support.invariants import Invariants
 from tests.support.redis import RedisServer
 from tests.support.responses import normalized, raw_events, violations
 
@@ -81,6 +82,22 @@ def up() -> Iterator[FakeUpstream]:
 def up_gw(up: FakeUpstream) -> Iterator[GatewayProcess]:
     with GatewayProcess({**UPSTREAM, "upstream_url": up.url}) as gw:
         yield gw
+
+
+@pytest.fixture(scope="module")
+def inv(up_gw: GatewayProcess, up: FakeUpstream) -> Iterator[Invariants]:
+    """The invariants of the upstream gateway (one terminal per stream, nothing left open, no task or memory left
+    behind), baselined after a warm-up."""
+    for _ in range(3):
+        post_raw(up_gw, {"input": up.script(Script(deltas=["a", "b"])), "stream": True})
+    invariants = Invariants(up_gw, up)
+    invariants.rebase()
+    yield invariants
+    invariants.close()
+
+
+def matrix(scenario: str, expected: str) -> pytest.MarkDecorator:
+    return pytest.mark.fault_matrix(group="Upstream faults", scenario=f"Responses API: {scenario}", expected=expected)
 
 
 @pytest.fixture
@@ -411,13 +428,23 @@ def test_native_start_event_does_not_carry_the_responses_echo(memory_gw: Gateway
 
 
 # --- upstream faults and disconnects ------------------------------------------------------------------------------
+FAILED_AS_OPENAI = ("the 3 text deltas, the message item done `incomplete`, an `error` event with the code (the "
+                    "SDK raises `APIError`), then `response.failed` with `error.code` `server_error`")
+
+
 @pytest.mark.parametrize(("fault", "code"), [
-    (Script(deltas=words(6), delay=0.01, fault=Fault.RESET, fault_after=3), "upstream_error"),
-    (Script(deltas=words(6), delay=0.01, fault=Fault.STALL, fault_after=3), "upstream_timeout"),
-    (Script(deltas=words(6), delay=0.01, fault=Fault.MALFORMED_JSON, fault_after=3), "upstream_error"),
-], ids=["reset", "stall", "malformed"])
+    pytest.param(Script(deltas=words(6), delay=0.01, fault=Fault.RESET, fault_after=3), "upstream_error",
+                 marks=matrix("TCP reset after 3 tokens", FAILED_AS_OPENAI + "; code `upstream_error`"), id="reset"),
+    pytest.param(Script(deltas=words(6), delay=0.01, fault=Fault.STALL, fault_after=3), "upstream_timeout",
+                 marks=matrix("upstream stalls after 3 tokens", FAILED_AS_OPENAI + " after IDLE_TIMEOUT_S; code "
+                              "`upstream_timeout`"), id="stall"),
+    pytest.param(Script(deltas=words(6), delay=0.01, fault=Fault.MALFORMED_JSON, fault_after=3), "upstream_error",
+                 marks=matrix("malformed JSON after 3 tokens", FAILED_AS_OPENAI + "; code `upstream_error`"),
+                 id="malformed"),
+])
 def test_upstream_fault_mid_stream_ends_with_error_and_response_failed(up_gw: GatewayProcess, up: FakeUpstream,
-                                                                       sdk: Any, fault: Script, code: str) -> None:
+                                                                       inv: Invariants, sdk: Any, fault: Script,
+                                                                       code: str) -> None:
     prompt = up.script(fault)
     resp, events = post_raw(up_gw, {"input": prompt, "stream": True})
     assert resp.status_code == 200 and violations(events) == []
@@ -432,17 +459,24 @@ def test_upstream_fault_mid_stream_ends_with_error_and_response_failed(up_gw: Ga
     with pytest.raises(openai.APIError) as info:
         list(sdk(up_gw).responses.create(model="fake-model", input=prompt, stream=True))
     assert info.value.code == code
+    inv.check()
 
 
+@matrix("500 before the first token", "retried, then HTTP 502 with OpenAI's error body (the SDK raises "
+        "`InternalServerError`, code `upstream_error`)")
 def test_upstream_failure_before_the_first_token_is_an_http_error(up_gw: GatewayProcess, up: FakeUpstream,
-                                                                  sdk: Any) -> None:
+                                                                  inv: Invariants, sdk: Any) -> None:
     prompt = up.script(Script(status=500))
     with pytest.raises(openai.InternalServerError) as info:
         list(sdk(up_gw).responses.create(model="fake-model", input=prompt, stream=True))
     assert info.value.status_code == 502 and info.value.code == "upstream_error"
+    inv.check()
 
 
-def test_disconnect_of_a_stream_closes_the_upstream(up_gw: GatewayProcess, up: FakeUpstream) -> None:
+@pytest.mark.fault_matrix(group="Client faults", scenario="Responses API: a stream's client disconnects mid-answer",
+                          expected="the upstream request is closed (the generation is cancelled)")
+def test_disconnect_of_a_stream_closes_the_upstream(up_gw: GatewayProcess, up: FakeUpstream,
+                                                    inv: Invariants) -> None:
     prompt = up.script(Script(deltas=words(200), delay=0.05))
     with httpx.stream("POST", up_gw.url + "/v1/responses", json={"input": prompt, "stream": True},
                       timeout=10) as resp:
@@ -450,10 +484,14 @@ def test_disconnect_of_a_stream_closes_the_upstream(up_gw: GatewayProcess, up: F
     assert [e["sequence_number"] for e in events] == list(range(5))
     rec = up.wait_closed(prompt, CLOSE_BOUND_S)
     assert not rec.finished
+    inv.check()
 
 
+@pytest.mark.fault_matrix(group="Client faults",
+                          scenario="Responses API: a background stream's client disconnects mid-answer",
+                          expected="the generation goes on to its end; the response is retrievable, completed")
 def test_disconnect_of_a_background_stream_does_not_stop_it(up_gw: GatewayProcess, up: FakeUpstream,
-                                                            sdk: Any) -> None:
+                                                            inv: Invariants, sdk: Any) -> None:
     prompt = up.script(Script(deltas=words(20), delay=0.02))
     with httpx.stream("POST", up_gw.url + "/v1/responses",
                       json={"input": prompt, "stream": True, "background": True}, timeout=10) as resp:
@@ -465,3 +503,4 @@ def test_disconnect_of_a_background_stream_does_not_stop_it(up_gw: GatewayProces
     assert up.records(prompt)[0].finished  # the upstream answered to its end
     got = sdk(up_gw).responses.retrieve(rid)
     assert got.status == "completed" and got.output_text == "".join(words(20))
+    inv.check()

@@ -161,6 +161,8 @@ def test_a_provider_refusal_names_the_field_as_the_client_sent_it() -> None:
     ({"input": "x", "tool_choice": "required"}, "tool_choice"),
     ({"input": "x", "metadata": {"k": 1}}, "metadata"),
     ({"input": "x", "stream_options": {"include_usage": True}}, "stream_options.include_usage"),
+    ({"input": [{"type": "function_call_output", "call_id": "c", "output": [
+        {"type": "input_image", "image_url": "https://x/a.png"}]}]}, "input[0].output[0]"),
 ])
 def test_bad_requests_name_the_field(body: dict[str, Any], named: str) -> None:
     with pytest.raises(InvalidRequest) as info:

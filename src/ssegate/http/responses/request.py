@@ -193,8 +193,8 @@ def _part(part: Any, where: str, *, assistant: bool) -> dict[str, Any]:
     kind = part.get("type")
     if kind in ("input_text", "output_text", "text"):
         return {"type": "text", "text": _str(part.get("text"), f"{where}.text")}
-    if kind == "refusal" and assistant:
-        return {"type": "refusal", "refusal": _str(part.get("refusal"), f"{where}.refusal")}
+    if kind == "refusal" and assistant:  # what the assistant said, as text (chat content has no refusal parts)
+        return {"type": "text", "text": _str(part.get("refusal"), f"{where}.refusal")}
     if assistant:
         raise InvalidRequest(f"{where}.type: {kind!r} parts are not accepted in assistant messages")
     if kind == "input_image":
@@ -213,7 +213,10 @@ def _part(part: Any, where: str, *, assistant: bool) -> dict[str, Any]:
             raise InvalidRequest(f"{where}: an input_file needs file_data or file_id")
         return {"type": "file", "file": file}
     if kind == "input_audio":
-        return {"type": "input_audio", "input_audio": part.get("input_audio")}
+        audio = part.get("input_audio")
+        if not isinstance(audio, dict) or not isinstance(audio.get("data"), str):
+            raise InvalidRequest(f"{where}.input_audio: expected {{'data', 'format'}}")
+        return {"type": "input_audio", "input_audio": audio}
     raise InvalidRequest(f"{where}.type: {kind!r} content parts are not supported")
 
 
@@ -225,6 +228,19 @@ def _content(content: Any, where: str, *, assistant: bool = False) -> str | list
     if len(content) > MAX_PARTS:
         raise InvalidRequest(f"{where}: more than {MAX_PARTS} parts")
     return [_part(p, f"{where}[{j}]", assistant=assistant) for j, p in enumerate(content)]
+
+
+def _tool_output(output: Any, where: str) -> str:
+    """A function's output: text, or text parts (a tool message carries text only)."""
+    if not isinstance(output, list):
+        return _str(output, where)
+    parts = [_part(p, f"{where}[{j}]", assistant=False) for j, p in enumerate(output[:MAX_PARTS + 1])]
+    if len(parts) > MAX_PARTS:
+        raise InvalidRequest(f"{where}: more than {MAX_PARTS} parts")
+    for j, part in enumerate(parts):
+        if part["type"] != "text":
+            raise InvalidRequest(f"{where}[{j}]: a function's output is text (input_text parts) through ssegate")
+    return _joined(parts)
 
 
 def _joined(content: str | list[dict[str, Any]]) -> str:
@@ -265,11 +281,8 @@ class _Messages:
             self._function_call(item, where)
         elif kind == "function_call_output":
             self.flush()
-            output = item.get("output")
-            content = _content(output, f"{where}.output") if isinstance(output, list) else _str(output,
-                                                                                                  f"{where}.output")
             self.add({"role": "tool", "tool_call_id": _str(item.get("call_id"), f"{where}.call_id"),
-                      "content": _joined(content)}, where)
+                      "content": _tool_output(item.get("output"), f"{where}.output")}, where)
         elif kind == "reasoning":
             self._reasoning(item, where)
         elif kind == "item_reference":
