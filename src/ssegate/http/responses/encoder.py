@@ -254,10 +254,11 @@ class ResponseState:
         if item is None or item.kind != MESSAGE:
             item = self._begin(MESSAGE)
         item.pieces.append(text)
-        n = self._next()
-        if n is not None:
-            assert self.out is not None
-            self.out.append(item.delta_pre + dumps(text) + b',"logprobs":[],"sequence_number":%d}\n\n' % n)
+        n = self.seq  # the hot path: _next, inline
+        self.seq = n + 1
+        out = self.out
+        if out is not None and n > self.skip:
+            out.append(item.delta_pre + dumps(text) + b',"logprobs":[],"sequence_number":%d}\n\n' % n)
 
     def _reasoning(self, text: str) -> None:
         item = self._open
@@ -414,7 +415,7 @@ class ResponsesEncoder:
                 state.feed(kind, payload)
         finally:
             state.out = None
-        return b"".join(out)
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def error_response(self, error: GatewayError | None, payload: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
         err = as_error(error, payload)
