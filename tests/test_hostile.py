@@ -96,14 +96,15 @@ def test_schemathesis(open_gw: GatewayProcess, operation: Any, mode: GenerationM
     assert resp.status_code < 500, (case.method, case.path, resp.status_code, resp.text[:300])
     if resp.status_code >= 400:
         ctype = resp.headers.get("content-type") or [""]  # schemathesis: a list of values per header
-        openai = case.path.startswith(("/v1/chat/completions", "/v1/models"))
+        openai = case.path.startswith(("/v1/chat/completions", "/v1/models", "/v1/responses"))
         assert_json_error(resp.status_code, ctype[0] if isinstance(ctype, list) else ctype, resp.content, openai)
 
 
 def test_schemathesis_covers_every_operation() -> None:
     labels = {op.label for op in OPERATIONS}
     assert {"GET /chat", "POST /v1/chat/stream", "GET /v1/streams/{stream_id}", "POST /v1/streams/{stream_id}/cancel",
-            "POST /v1/chat/completions", "GET /healthz"} <= labels
+            "POST /v1/chat/completions", "GET /healthz", "POST /v1/responses", "GET /v1/responses/{response_id}",
+            "POST /v1/responses/{response_id}/cancel"} <= labels
 
 
 # --- heads and bodies ---------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from ..response import RAW_KEY, EventStreamResponse, Follows, json_error_respons
 from ..routes.deps import caller, gateway
 from ..uvicorn_glue import drop_if_unread
 from .encoder import ResponsesEncoder, ResponseState, stream_id_of
-from .request import ECHO_API, parse_body, responses_request
+from .request import ECHO_API, ResponsesIn, parse_body, responses_request
 
 if TYPE_CHECKING:
     from ...core.generation import Generation
@@ -157,6 +157,9 @@ async def _body(request: Request) -> Any:
     response_class=Response,
     response_model=None,
     responses={200: {"content": {"text/event-stream": {}, "application/json": {}}}},
+    # the body is read by hand (every problem a 400 naming the field, as OpenAI answers); its schema for the docs
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": ResponsesIn.model_json_schema()}}}},
 )
 async def create_response(request: Request) -> Response:
     gw = gateway(request)
