@@ -103,14 +103,15 @@ def test_schemathesis(open_gw: GatewayProcess, operation: Any, mode: GenerationM
             # the AI SDK's transport shows the body text as the error: `<code>: <message>` (docs/protocols.md)
             assert ctype.startswith("text/plain") and re.fullmatch(r"[a-z_]+: .+", resp.text, re.S), resp.text
             return
-        openai = case.path.startswith(("/v1/chat/completions", "/v1/models"))
+        openai = case.path.startswith(("/v1/chat/completions", "/v1/models", "/v1/responses"))
         assert_json_error(resp.status_code, ctype, resp.content, openai)
 
 
 def test_schemathesis_covers_every_operation() -> None:
     labels = {op.label for op in OPERATIONS}
     assert {"GET /chat", "POST /v1/chat/stream", "GET /v1/streams/{stream_id}", "POST /v1/streams/{stream_id}/cancel",
-            "POST /v1/chat/completions", "GET /healthz"} <= labels
+            "POST /v1/chat/completions", "GET /healthz", "POST /v1/responses", "GET /v1/responses/{response_id}",
+            "POST /v1/responses/{response_id}/cancel"} <= labels
 
 
 # --- heads and bodies ---------------------------------------------------------------------------------------------

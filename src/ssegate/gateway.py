@@ -110,11 +110,11 @@ class Gateway:
         """The endpoints of CONTRACT §3 (native streams), §5 (resume, cancel), §7 (OpenAI), §11 and stream tokens,
         bound to this gateway: ``app.include_router(gate.router, prefix="/llm")``."""
         if self._router is None:
-            from .http import aisdk
+            from .http import aisdk, responses
             from .http.routes import native, openai_chat, streams, tokens
 
             router = APIRouter(dependencies=[Depends(self._bind)])
-            for module in (native, streams, openai_chat, tokens, aisdk):
+            for module in (native, streams, openai_chat, responses, tokens, aisdk):
                 router.include_router(module.router)
             self._router = router
         return self._router

@@ -6,7 +6,7 @@ so that the native encoder is one ``dumps`` and the Redis mirror stores plain JS
 =============  =====================================================  =======================
 kind           payload                                                native event
 =============  =====================================================  =======================
-``START``      ``{"stream_id", "model"}``                             ``start``
+``START``      ``{"stream_id", "model", "echo"?}``                    ``start`` (without ``echo``)
 ``DELTA``      the text (a ``str``; the event is ``{"delta": ...}``)  (unnamed) ``message``
 ``REASONING``  the reasoning text (a ``str``, ``{"delta": ...}``)     ``reasoning``
 ``TOOL_CALL``  ``{"index", "id", "name"}``                            ``tool_call``

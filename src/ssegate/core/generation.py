@@ -115,7 +115,10 @@ class Generation:
         self._deferred = False
         self._deadline = Deadline(loop, self._timeout)
         self._deadline.set(self.started_at + s.first_token_timeout_s)
-        log.append(START, {"stream_id": log.stream_id, "model": log.model})
+        start: dict[str, Any] = {"stream_id": log.stream_id, "model": log.model}
+        if request.echo is not None:
+            start["echo"] = request.echo
+        log.append(START, start)
         self.task = loop.create_task(self._run(), name=f"ssegate-gen-{log.stream_id}")
 
     @property

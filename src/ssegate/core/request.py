@@ -48,6 +48,10 @@ class ChatRequest:
     resume_grace_s: float | None = None
     """How long the generation goes on without a client, waiting for a resume (CONTRACT §5); None: the server's
     ``DETACH_GRACE_S``."""
+    echo: dict[str, Any] | None = None
+    """What a client protocol repeats of its request in every answer it builds from the log (the Responses API's
+    ``instructions``, ``tools``, ``metadata``, ``created_at``, ...). Kept in the log's ``start`` entry, so that
+    every replica and every resume has it; never sent upstream."""
 
     @property
     def prompt_text(self) -> str:

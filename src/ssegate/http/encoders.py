@@ -74,6 +74,8 @@ class NativeEncoder:
     def _other(self, seq: int, kind: int, payload: Any) -> bytes:
         if kind == REASONING:
             return encode(self._prefix, seq, b"reasoning", dumps({"delta": payload}))
+        if kind == START and "echo" in payload:  # another protocol's copy of its request: not part of `start`
+            payload = {k: v for k, v in payload.items() if k != "echo"}
         return encode(self._prefix, seq, _NAMES[kind], dumps(payload))
 
     def error_response(self, error: GatewayError | None, payload: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:

@@ -327,9 +327,10 @@ class EventStreamResponse(Response):
                     and not transport.get_write_buffer_size() and not transport.is_closing()):
                 body = self.encoder.encode(cursor + 1, entries[start:])
                 self._cursor = log.first_seq + len(entries) - 1
-                transport.write(b"%x\r\n%s\r\n" % (len(body), body))
-                assert self._loop is not None
-                self._last_sent = self._loop.time()
+                if body:  # an encoder may have nothing to say for an entry; an empty chunk would end the body
+                    transport.write(b"%x\r\n%s\r\n" % (len(body), body))
+                    assert self._loop is not None
+                    self._last_sent = self._loop.time()
                 return
         fut.set_result(None)
 

@@ -30,7 +30,7 @@ from .routing import validation_error
 
 __all__ = ["SSEGateApp", "create_app"]
 
-OPENAI_PATHS = ("/v1/chat/completions", "/v1/models", "/v1/completions")
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/models", "/v1/completions", "/v1/responses")
 
 
 def uses_openai_errors(path: str) -> bool:

@@ -1,0 +1,281 @@
+"""OpenAI's Responses API (CONTRACT §11): create, retrieve (and resume), cancel, over the same generations and log.
+
+``POST /v1/responses`` translates the request (``request.py``) and starts a generation like every other endpoint
+(admission, retries, timeouts, the commit rule); ``encoder.py`` writes its log as Responses events.
+
+- ``stream: true``: the event stream. A failure before the first output is a plain HTTP error in OpenAI's shape
+  (the commit rule); after it, ``error`` + ``response.failed``. Closing the stream cancels the generation (after
+  ``DETACH_GRACE_S``, as for every OpenAI-compatible client, which cannot ask for a grace of its own).
+- ``stream`` false: the whole response object once the generation ends (the HTTP error for a failure); leaving
+  meanwhile cancels it.
+- ``background: true``: the generation belongs to nobody's connection. It runs to its end (or its timeouts, a
+  cancel, shutdown) whatever its clients do; only a client that leaves before the stream is committed (before it
+  could learn the response's id) stops it. Not streamed, the answer is the ``queued`` object at once.
+
+``GET /v1/responses/{id}`` rebuilds the object from the log (``queued``/``in_progress`` while it runs);
+``?stream=true[&starting_after=N]`` replays the events after N (all of them without it: what the SDK's
+``responses.stream(response_id=...)`` asks for) and follows the rest live, on any replica (Redis mode reads the
+log there, as ``GET /v1/streams/{id}`` does). ``POST /v1/responses/{id}/cancel`` is the generation's cancel; it
+waits (a few seconds at most) for the log's end and answers the object, ``cancelled``, or as it ended when it had
+already ended. Any response can be cancelled (OpenAI allows it only in background mode; a superset). Ids are
+``resp_<stream id>``; only the key that created a response sees it; a response is kept ``LOG_TTL_S`` after its
+end; ``store: false`` makes it unknown to retrieve and cancel at once (its events still serve the open stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Message, Receive, Scope, Send
+
+from ...core.entries import ERROR, START, Entry
+from ...errors import InvalidRequest, NotFound
+from ...sse import dumps
+from ..encoders import as_error
+from ..response import RAW_KEY, EventStreamResponse, Follows, json_error_response
+from ..routes.deps import caller, gateway
+from ..routing import OpenAIRoute
+from ..uvicorn_glue import drop_if_unread
+from .encoder import ResponsesEncoder, ResponseState, stream_id_of
+from .request import ECHO_API, ResponsesIn, parse_body, responses_request
+
+if TYPE_CHECKING:
+    from ...core.generation import Generation
+    from ...core.log import StreamLog
+    from ...gateway import Gateway
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["responses"], route_class=OpenAIRoute)
+
+ResponseId = Annotated[str, Path(min_length=6, max_length=140, pattern=r"^resp_[A-Za-z0-9_-]+$")]
+
+CANCEL_WAIT_S = 5.0
+"""How long a cancel waits for the generation's end before it answers the object as it is."""
+
+
+class _Background:
+    """What a background response's stream follows instead of its generation: leaving does not stop it, unless
+    the client left before the commit (it never learned the id, so nobody could ever read the rest)."""
+
+    __slots__ = ("gen",)
+
+    def __init__(self, gen: Generation) -> None:
+        self.gen = gen
+
+    def attach(self) -> None:
+        return None
+
+    def detach(self) -> None:
+        if not self.gen.committed:
+            self.gen.cancel("disconnect")
+
+
+class ResponseObjectResponse(Response):
+    """``stream`` false: follow the generation to its end, then answer the response object (or the error).
+    The client's disconnect is watched meanwhile: it detaches from the generation, which cancels it."""
+
+    def __init__(self, gen: Generation, on_discard: Any, send_timeout_s: float) -> None:
+        self.status_code = 200
+        self.background = None
+        self.gen = gen
+        self.on_discard = on_discard
+        self.send_timeout_s = send_timeout_s
+        self.disconnected = False
+        self._fut: asyncio.Future[None] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get(RAW_KEY)
+        gen = self.gen
+        gen.attach()
+        watcher = asyncio.get_running_loop().create_task(self._watch(raw[0] if raw is not None else receive))
+        detached = False
+        try:
+            state = await self._collect()
+            if state is None:
+                return
+            gen.detach()
+            detached = True
+            terminal = gen.log.terminal()
+            assert terminal is not None
+            if terminal[0] == ERROR:
+                self.on_discard(gen)
+                err = as_error(gen.error, terminal[1])
+                await json_error_response(send, err.status, dumps(err.openai_body()), err.headers())
+                return
+            await json_error_response(send, 200, dumps(state.response()), {"X-Stream-Id": gen.stream_id})
+            if raw is not None:
+                drop_if_unread(raw[1], self.send_timeout_s)  # the whole answer went out in one write
+        finally:
+            watcher.cancel()
+            if not detached:
+                gen.detach()
+
+    async def _watch(self, receive: Receive) -> None:
+        while True:
+            message: Message = await receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected = True
+                fut = self._fut
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+                return
+
+    async def _collect(self) -> ResponseState | None:
+        """The state fed every entry as it is appended (so no bound on the log's length cuts it); ``None`` when
+        the client left first."""
+        log = self.gen.log
+        state = ResponseState(self.gen.stream_id)
+        while not self.disconnected:
+            new = log.since(state.fed)
+            if new is None:  # pragma: no cover - this follower reads every append as it happens
+                raise NotFound("the answer outgrew the event log")
+            state.feed_all(new)
+            if log.finished:
+                return state
+            fut = self._fut = log.waiter()
+            try:
+                await fut
+            finally:
+                log.discard_waiter(fut)
+                self._fut = None
+        return None
+
+
+async def _body(request: Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError:
+        raise InvalidRequest("request body is not valid JSON") from None
+
+
+@router.post(
+    "/v1/responses",
+    summary="OpenAI Responses API: create a response (streamed, or not, or in the background)",
+    response_class=Response,
+    response_model=None,
+    responses={200: {"content": {"text/event-stream": {}, "application/json": {}}}},
+    # the body is read by hand (every problem a 400 naming the field, as OpenAI answers); its schema for the docs
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": ResponsesIn.model_json_schema()}}}},
+)
+async def create_response(request: Request) -> Response:
+    gw = gateway(request)
+    owner = caller(request)
+    body = parse_body(await _body(request))
+    chat, origins = responses_request(body, gw.default_model(body.model))
+    try:
+        gen = gw.start_generation(chat, owner)
+    except InvalidRequest as exc:  # a field the upstream cannot honour: named as the client sent it
+        raise InvalidRequest(origins.translate(exc.message), status=exc.status) from exc
+    s = gw.settings
+    if body.stream:
+        encoder = ResponsesEncoder(ResponseState(gen.stream_id))
+        if not body.background:
+            return gw.follow(gen, encoder)
+        return EventStreamResponse(gen.log, encoder, gen=gen, commit=True, follows=_Background(gen),
+                                   heartbeat_s=s.heartbeat_s, send_timeout_s=s.send_timeout_s,
+                                   on_discard=gw.hub.discard)
+    # no commit rule without a stream: the status goes out at the end (or, in the background, at once)
+    gen.committed = True
+    if body.background:
+        state = ResponseState(gen.stream_id)
+        state.feed_all(gen.log.entries)
+        return JSONResponse(state.response(), headers={"X-Stream-Id": gen.stream_id})
+    return ResponseObjectResponse(gen, gw.hub.discard, s.send_timeout_s)
+
+
+async def _open(gw: Gateway, rid: str, owner: str) -> tuple[StreamLog, Follows | None, bool]:
+    """The log of a response: here, or (Redis mode) a copy of another replica's; what a follower attaches to (the
+    generation here, the reader of a copy); whether the log is a copy that may lag behind its replica."""
+    sid = stream_id_of(rid)
+    if sid is None:
+        raise NotFound("no such response")
+    if gw.replicas is not None and gw.eventlog.get(sid) is None:
+        remote = await gw.replicas.open(sid, owner)
+        return remote.log, remote, True
+    return gw.hub.get_log(sid, owner), gw.hub.live.get(sid), False
+
+
+def _entries(log: StreamLog) -> list[Entry]:
+    """Every entry of a stored response's log; ``NotFound`` for a stream that is not one (another protocol's,
+    ``store: false``) and for one whose first events were dropped (longer than the log keeps)."""
+    entries = log.since(0)
+    if not entries or entries[0][0] != START:
+        raise NotFound("this response's first events have expired")
+    echo = entries[0][1].get("echo") or {}
+    if echo.get("api") != ECHO_API or not echo.get("store", True):
+        raise NotFound("no such response")
+    return entries
+
+
+def _state(log: StreamLog) -> ResponseState:
+    state = ResponseState(log.stream_id)
+    state.feed_all(_entries(log))
+    return state
+
+
+@router.get(
+    "/v1/responses/{response_id}",
+    summary="Retrieve a response; with stream=true, replay its events after starting_after and follow it",
+    response_class=Response,
+    response_model=None,
+    responses={200: {"content": {"text/event-stream": {}, "application/json": {}}}},
+)
+async def retrieve_response(
+    response_id: ResponseId,
+    request: Request,
+    stream: bool = False,
+    starting_after: Annotated[int | None, Query(ge=0, le=10**12)] = None,
+) -> Response:
+    gw = gateway(request)
+    log, follows, remote = await _open(gw, response_id, caller(request))
+    if not stream:
+        return JSONResponse(_state(log).response(), headers={"X-Stream-Id": log.stream_id})
+    entries = _entries(log)
+    after = -1 if starting_after is None else starting_after
+    state, first = ResponseState.resume(log.stream_id, entries, after)
+    lagging = remote and not log.finished  # a copy may not have the events its replica already sent
+    if first == len(entries) and after >= state.seq and not lagging:
+        raise NotFound(f"no event {after} in this response: its last is {state.seq - 1}")
+    # a background response goes on whoever follows it; another replica's is read while somebody follows it
+    live = follows if remote or not state.echo.get("background") else None
+    s = gw.settings
+    return EventStreamResponse(log, ResponsesEncoder(state), follows=live, after=first,
+                               heartbeat_s=s.heartbeat_s, send_timeout_s=s.send_timeout_s)
+
+
+@router.post("/v1/responses/{response_id}/cancel", summary="Cancel a response (its generation stops)",
+             response_model=None)
+async def cancel_response(response_id: ResponseId, request: Request) -> JSONResponse:
+    gw = gateway(request)
+    owner = caller(request)
+    log, follows, remote = await _open(gw, response_id, owner)
+    _entries(log)  # a stored response of this owner
+    if not log.finished:
+        await gw.cancel(log.stream_id, owner)
+        await _until_finished(log, follows if remote else None)
+    return JSONResponse(_state(log).response(), headers={"X-Stream-Id": log.stream_id})
+
+
+async def _until_finished(log: StreamLog, reader: Follows | None) -> None:
+    """Wait (``CANCEL_WAIT_S`` at most) for the log's terminal entry; ``reader`` keeps a copy of another
+    replica's log up to date meanwhile."""
+    if reader is not None:
+        reader.attach()
+    try:
+        async with asyncio.timeout(CANCEL_WAIT_S):
+            while not log.finished:
+                fut = log.waiter()
+                try:
+                    await fut
+                finally:
+                    log.discard_waiter(fut)
+    except TimeoutError:
+        pass
+    finally:
+        if reader is not None:
+            reader.detach()
