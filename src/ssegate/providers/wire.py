@@ -360,11 +360,15 @@ class Response:
             self._fail(exc)
 
     def _message_done(self) -> None:
-        if self._decoder is not None:
-            rest = self._decoder.flush()
+        decoder = self._decoder
+        if decoder is not None:
             self._decoder = None
+            rest = decoder.flush()
             if rest:
-                self._deliver(rest)
+                self._hand(rest)
+            if not decoder.eof:
+                self._fail(UpstreamProtocolError("the upstream's compressed body ended before its end"))
+                return
         self.complete = True
         self._wake()
         if self._drain is not None:  # closed after stop(): the message ended in time
