@@ -79,7 +79,8 @@ class Proxies:
 
     def __init__(self) -> None:
         self._env = urllib.request.getproxies_environment()
-        self._routes: dict[tuple[str, str, int], Proxy | UpstreamError | None] = {}
+        self._routes: dict[tuple[str, str, int], Proxy | str | None] = {}
+        """Each origin's proxy, None (direct), or why its proxy URL cannot be used."""
 
     def __repr__(self) -> str:
         return f"Proxies({sorted(k for k in self._env if k != 'no')})"
@@ -90,11 +91,11 @@ class Proxies:
         if key not in self._routes:
             self._routes[key] = self._decide(scheme, host, port)
         route = self._routes[key]
-        if isinstance(route, UpstreamError):
-            raise route
+        if isinstance(route, str):
+            raise UpstreamError(route, retryable=False)
         return route
 
-    def _decide(self, scheme: str, host: str, port: int) -> Proxy | UpstreamError | None:
+    def _decide(self, scheme: str, host: str, port: int) -> Proxy | str | None:
         kind = scheme if scheme in self._env else "all"
         url = self._env.get(kind)
         if not url:
@@ -109,13 +110,11 @@ class Proxies:
             parts = urlsplit(url)
             proxy_host, proxy_port = parts.hostname, parts.port or 80
         except ValueError:
-            return UpstreamError(f"{variable} is not a proxy URL: set it to http://host:port", retryable=False)
+            return f"{variable} is not a proxy URL: set it to http://host:port"
         if parts.scheme.lower() != "http" or not proxy_host:
             shown = f"{parts.scheme}://{proxy_host}" + (f":{parts.port}" if parts.port else "")
-            return UpstreamError(
-                f"the proxy {shown} ({variable}) is not supported: ssegate speaks to http:// proxies only "
-                f"(or list {host} in NO_PROXY to reach it directly)", retryable=False,
-            )
+            return (f"the proxy {shown} ({variable}) is not supported: ssegate speaks to http:// proxies only "
+                    f"(or list {host} in NO_PROXY to reach it directly)")
         authorization = None
         if parts.username is not None:
             secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
@@ -200,6 +199,7 @@ async def _attempt(loop: asyncio.AbstractEventLoop, info: tuple[Any, ...]) -> so
     sock = socket.socket(family, type_, proto)
     try:
         sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         await loop.sock_connect(sock, address)
     except BaseException:
         sock.close()

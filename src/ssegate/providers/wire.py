@@ -4,39 +4,32 @@ The gateway's hot path is an upstream body read: one network read carries one mo
 client (aiohttp, httpx) hands each read through a buffer object, a future and a task switch before the
 provider sees it; here the connection's ``data_received`` parses the chunk (llhttp, in C) and hands the body
 bytes straight to the consumer's callback, in that same callback of the event loop. That is the whole reason
-for this module; everything else is what an upstream client must do besides:
+for this module; the rest is what an upstream client must do besides:
 
-- ``Pool``: keep-alive connections per origin, at most ``limit`` requests at once (0 = no limit; waiters are
-  served first come, first served, and a place given up passes straight to the next waiter, also when the
-  waiter it was given to is cancelled in the same instant); a request that waits longer than the connect
-  timeout for a place is an ``UpstreamTimeout``. The TLS context (the system's trust store) is made with the
-  pool, not at the first ``https`` request.
-- Connections (``dial.py``): happy eyeballs across the host's addresses; ``HTTPS_PROXY``, ``HTTP_PROXY``,
-  ``ALL_PROXY`` and ``NO_PROXY`` from the environment. An ``https`` upstream behind a proxy is reached through
-  a ``CONNECT`` tunnel made on the socket before this module's protocol is attached, so a proxied stream runs
-  through exactly the same per-token code as a direct one; an ``http`` upstream behind a proxy gets
-  absolute-form request lines and ``Proxy-Authorization``. Connect (TCP, tunnel and TLS handshake) is
-  bounded by ``connect_timeout``.
-- ``Pool.request()`` sends one request and returns the ``Response`` once its head arrived. Interim answers
-  (``100 Continue``, ``103 Early Hints``) are skipped. The head is bounded (``MAX_HEAD``, interim heads
-  included) on the bytes as they arrive, so an endless header line is refused after 64 KiB instead of being
-  buffered. ``head_timeout`` bounds the wait for the head when a caller asks for it; a streaming caller owns
-  that wait (the generation's first-token timeout) and passes none. A kept connection found closed is sent the
-  request again, once, on a new connection, only when that cannot have been seen by the upstream twice: the
-  connection was idle in the pool, it closed before any byte of an answer, and the request was not aborted.
+- ``Pool``: keep-alive connections per origin; at most ``limit`` requests at once (0 = no limit), waiters served
+  in order, a place given up passing straight to the next waiter (also when that one is cancelled in the same
+  instant), a wait longer than ``connect_timeout`` an ``UpstreamTimeout``; the TLS context made with the pool.
+- Connections (``dial.py``): happy eyeballs; proxies from ``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY`` and
+  ``NO_PROXY``. An ``https`` upstream behind a proxy is reached through a ``CONNECT`` tunnel made on the socket
+  before this protocol is attached, so a proxied stream runs through the same per-token code as a direct one;
+  an ``http`` one gets absolute-form request lines and ``Proxy-Authorization``.
+- ``Pool.request()`` returns the ``Response`` once its head arrived; interim answers (``100``, ``103``) are
+  skipped; the head is bounded (``MAX_HEAD``) on the bytes as they arrive, so an endless header line is
+  refused at 64 KiB, not buffered. ``head_timeout`` bounds the wait for the head when a caller asks; a
+  streaming caller owns that wait (the generation's first-token timeout). A request is sent again, once, on a
+  new connection only when the upstream cannot have seen it: its connection had been idle in the pool and
+  closed before any byte of an answer, and the request was not aborted.
 - ``Response.read()`` reads a short body (error details, ``/models``), each wait bounded by ``read_timeout``;
-  ``Response.stream(on_body)`` pushes body bytes to ``on_body`` as they arrive and ``await finished()`` waits
-  for the end of the body (or raises the failure, including one raised by ``on_body``). There is no timer per
-  read on the streaming path: the generation bounds the silence between tokens.
-- ``Response.stop()``: the consumer saw its end marker (``[DONE]``, ``message_stop``). ``close()`` then keeps
-  reading the rest of the message (dropped): the connection returns to the pool when the message ends within
-  ``DRAIN_S`` and ``DRAIN_BYTES``, whether or not the final chunk came in the same read as the marker, and
-  is closed otherwise. ``Response.close()`` returns a fully read connection to the pool, else closes it;
-  ``Response.abort()`` shuts the socket down at once (the upstream sees the FIN before anything else runs),
-  for cancel and disconnect.
-- Idle connections expire after ``KEEPALIVE_S``, under the 5 s that uvicorn and Node keep theirs, and a
-  second before the ``timeout`` of a server's ``Keep-Alive`` header, so a request is not written into a
-  connection the server is closing.
+  ``Response.stream(on_body)`` pushes body bytes as they arrive and ``await finished()`` waits for the end (or
+  raises the failure, including one raised by ``on_body``). No timer per read on the streaming path: the
+  generation bounds the silence between tokens.
+- ``Response.stop()``: the consumer saw its end marker (``[DONE]``). ``close()`` then drains the rest of the
+  message, and the connection returns to the pool when it ends within ``DRAIN_S``/``DRAIN_BYTES``, whether or
+  not the final chunk came in the same read as the marker. ``close()`` of any other unfinished response closes
+  the connection; ``abort()`` shuts the socket down at once (the upstream sees the FIN before anything else
+  runs), for cancel and disconnect.
+- Idle connections expire after ``KEEPALIVE_S`` (under the 5 s of uvicorn and Node), or a second before the
+  ``timeout`` of the server's ``Keep-Alive`` header: no request is written into a connection being closed.
 
 gzip/deflate bodies are decoded (we ask for ``identity``, but a server may not listen); no HTTP/2, no
 redirects: an upstream is a configured base URL, and a redirect is an error worth seeing.
@@ -138,8 +131,7 @@ class Response:
         """The whole body arrived."""
         self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._head: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._heading = True
-        """The final head has not arrived yet: bytes are counted against ``MAX_HEAD`` as they come."""
+        self._heading = True  # until the final head: bytes are counted against MAX_HEAD as they come
         self._head_bytes = 0
         self._interim = False
         self._waiter: asyncio.Future[None] | None = None
@@ -149,19 +141,15 @@ class Response:
         self._decoder: Any = None
         self._until_eof = False
         self._raw_headers: list[tuple[bytes, bytes]] = []
-        self._seen = False
-        """Some of the response arrived."""
-        self._stale = False
-        """The connection closed before any byte of an answer (the request may not have been read)."""
+        self._seen = False  # some of the answer arrived
+        self._stale = False  # the connection closed before any byte of an answer
         self._stopped = False
         self._aborted = False
         self._keep_alive = False
-        self._keep_s: float | None = None
-        """The ``timeout`` of the server's ``Keep-Alive`` header."""
+        self._keep_s: float | None = None  # the timeout of the server's Keep-Alive header
         self._drain: asyncio.TimerHandle | None = None
         self._dropped = 0
-        self._slot = False
-        """This response holds one of the pool's ``limit`` places (given back at ``close``)."""
+        self._slot = False  # this response holds one of the pool's places under limit (given back at close)
 
     # --- what a provider calls ----------------------------------------------------------------------
     async def read(self, limit: int = 1 << 20) -> bytes:
@@ -509,11 +497,8 @@ class Pool:
         origin = (scheme, host, port)
         proxy = self.proxies.for_origin(scheme, host, port)
         forward = proxy if scheme == "http" else None  # https goes through a tunnel: the request is as direct
-        if forward is not None:
-            raw = _encode_request(method, f"http://{authority}{target}", authority, headers, body,
-                                  forward.authorization)
-        else:
-            raw = _encode_request(method, target, authority, headers, body)
+        raw = _encode_request(method, f"http://{authority}{target}" if forward else target, authority, headers, body,
+                              forward.authorization if forward else None)
         timeout = self.head_timeout if head_timeout is None else head_timeout
         await self._admit()
         try:
