@@ -25,8 +25,10 @@ URLs fail each request with an error that names the variable.
   proxy's answer head; after a ``2xx`` the socket is a byte pipe to the upstream, and ``wire.py`` starts TLS on
   it with the upstream's name (the certificate is checked against the upstream host, never the proxy's).
 
-A proxy that refuses (``407``, ``403``, ``502`` ...) is an ``UpstreamError`` that names the proxy by
-``host:port`` and the variable it came from, and says what it answered. The user and password of a proxy URL
+A proxy that refuses a tunnel (``407``, ``403``, ``502`` ...: any answer but ``2xx`` to ``CONNECT``) is an
+``UpstreamError`` that names the proxy by ``host:port`` and the variable it came from, and says what it answered.
+For an ``http`` upstream the proxy's answer is the response itself: ``407`` is taken as the proxy's refusal, any
+other status (a proxy's ``502`` too) reaches the provider as the upstream's, which may send the same. The user and password of a proxy URL
 are kept apart from everything printable: they appear in no message, log line or ``repr``.
 """
 
