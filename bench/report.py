@@ -469,8 +469,9 @@ def write_report(res: dict[str, Any]) -> Path:
         "Through an HTTP proxy", "proxy", _proxy,
         "The CPU-per-event measurement above at 50 streams, for the gateway direct and for a second gateway "
         "started with `HTTP_PROXY` pointing at a loopback tinyproxy (its upstream requests then go through the "
-        f"proxy), {c('cpu', 'cpu_reps')} repetitions of each, alternating, median (min–max). The proxy's own CPU "
-        "per event is in the last column; the gateway's per-token path is the same on both routes.", None))
+        f"proxy), {c('cpu', 'cpu_reps')} repetitions of each, alternating (and which goes first), median "
+        "(min–max). The proxy's own CPU per event is in the last column; the gateway's per-token path is the same "
+        "on both routes.", None))
     for title, key, fn, text, chart in sections:
         body = fn(res)
         if not body:

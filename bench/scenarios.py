@@ -409,7 +409,8 @@ PROXY_STREAMS = 50
 async def proxy(rt: Running, up: Upstream, cfg: Config) -> dict[str, Any]:
     """The gateway's CPU per relayed event at 50 streams, direct (``rt``) and with its upstream requests going
     through a loopback HTTP proxy (a second gateway, ``HTTP_PROXY`` pointing at tinyproxy), repetitions of the two
-    alternating so that both see the same machine. The proxy's own CPU per event is reported apart."""
+    alternating (and which goes first) so that both see the same machine. The proxy's own CPU per event is
+    reported apart."""
     if rt.target.kind != "ssegate":
         raise Unavailable("the proxy scenario measures ssegate")
     log: list[str] = []
@@ -424,9 +425,12 @@ async def proxy(rt: Running, up: Upstream, cfg: Config) -> dict[str, Any]:
         await warmup(via, up)
         direct: list[dict[str, Any]] = []
         proxied: list[dict[str, Any]] = []
-        for _ in range(cfg.cpu_reps):
-            direct.append(await _cpu_run(rt, up, cfg, PROXY_STREAMS))
-            proxied.append(await _cpu_run(via, up, cfg, PROXY_STREAMS, tinyproxy))
+        for rep in range(cfg.cpu_reps):
+            for route in ("direct", "proxy") if rep % 2 == 0 else ("proxy", "direct"):  # neither always first
+                if route == "direct":
+                    direct.append(await _cpu_run(rt, up, cfg, PROXY_STREAMS))
+                else:
+                    proxied.append(await _cpu_run(via, up, cfg, PROXY_STREAMS, tinyproxy))
     finally:
         if via is not None:
             await asyncio.to_thread(via.stop)
