@@ -28,8 +28,10 @@ URLs fail each request with an error that names the variable.
 A proxy that refuses a tunnel (``407``, ``403``, ``502`` ...: any answer but ``2xx`` to ``CONNECT``) is an
 ``UpstreamError`` that names the proxy by ``host:port`` and the variable it came from, and says what it answered.
 For an ``http`` upstream the proxy's answer is the response itself: ``407`` is taken as the proxy's refusal, any
-other status (a proxy's ``502`` too) reaches the provider as the upstream's, which may send the same. The user and password of a proxy URL
-are kept apart from everything printable: they appear in no message, log line or ``repr``.
+other status (a proxy's ``502`` too) reaches the provider as the upstream's, which may send the same.
+
+The user and password of a proxy URL are kept apart from everything printable: they appear in no message, log
+line or ``repr``.
 """
 
 from __future__ import annotations
