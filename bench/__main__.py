@@ -29,7 +29,7 @@ from .targets import LITELLM_VENV, ROOT, TARGETS, Running, Unavailable, start_ta
 
 PLAN: dict[str, tuple[str, ...]] = {
     "direct": ("cpu", "ttft", "cancel", "capacity"),
-    "ssegate": ("memory", "cpu", "ttft", "cancel", "capacity"),
+    "ssegate": ("memory", "cpu", "ttft", "cancel", "capacity", "proxy"),
     "ssegate-openai": ("cpu", "ttft"),
     "ssegate+redis": ("cpu",),
     "httpx_relay": ("memory", "cpu", "ttft", "cancel", "capacity"),
@@ -238,6 +238,9 @@ def _brief(s: str, r: Any) -> str:
         return f"capacity {r['capacity']}"
     if s == "memory":
         return f"{r['mb_per_1000']} MB/1000 streams"
+    if s == "proxy":
+        return ", ".join(f"{k}: {r[k].get('gateway_us')} µs/ev ({r[k].get('delivered_pct')}% delivered)"
+                         for k in ("direct", "proxy")) + f", proxy process {r['proxy'].get('proxy_us')} µs/ev"
     if s == "cancel":
         return (f"close p50 {r['p50_ms']} p99 {r['p99_ms']} max {r['max_ms']} ms, not closed {r['not_closed']}"
                )

@@ -259,6 +259,23 @@ def _cancel(res: dict[str, Any]) -> str:
                            "left some open counts as the wait, a lower bound)") + "\n")
 
 
+def _proxy(res: dict[str, Any]) -> str:
+    rows = []
+    for n in _targets_with(res, "proxy"):
+        d = _sc(res, n, "proxy") or {}
+        for route in ("direct", "proxy"):
+            x = d.get(route) or {}
+            cell = _f(x.get("gateway_us"))
+            if x.get("gateway_us_min") is not None and x.get("gateway_us_min") != x.get("gateway_us_max"):
+                cell += f" ({_f(x['gateway_us_min'])}–{_f(x['gateway_us_max'])})"
+            what = "direct" if route == "direct" else f"`HTTP_PROXY` → {d.get('proxy_server', 'proxy')}"
+            rows.append([f"`{n}`", what, cell, _f(x.get("delivered_pct"), 0, "%"), _f(x.get("proxy_us"))])
+    if not rows:
+        return ""
+    return _table(["target", "upstream route", "gateway µs/event", "delivered", "proxy process µs/event"],
+                  rows) + "\n"
+
+
 # --- charts -------------------------------------------------------------------------------------
 def _charts(res: dict[str, Any]) -> list[str]:
     import matplotlib
@@ -448,6 +465,13 @@ def write_report(res: dict[str, Any]) -> Path:
          "started closing. Tokens written after the disconnect = tokens the upstream wrote for those streams "
          "after that moment.", None),
     ]
+    sections.append((
+        "Through an HTTP proxy", "proxy", _proxy,
+        "The CPU-per-event measurement above at 50 streams, for the gateway direct and for a second gateway "
+        "started with `HTTP_PROXY` pointing at a loopback tinyproxy (its upstream requests then go through the "
+        f"proxy), {c('cpu', 'cpu_reps')} repetitions of each, alternating (and which goes first), median "
+        "(min–max). The proxy's own CPU per event is in the last column; the gateway's per-token path is the same "
+        "on both routes.", None))
     for title, key, fn, text, chart in sections:
         body = fn(res)
         if not body:
@@ -459,7 +483,8 @@ def write_report(res: dict[str, Any]) -> Path:
     noise = [(n, res["targets"][n].get("other_cpu_pct", {})) for n in ORDER if res["targets"].get(n, {}).get(
         "other_cpu_pct")]
     if noise:
-        scen_names = [x for x in ("memory", "cpu", "ttft", "cancel", "capacity") if any(x in d for _, d in noise)]
+        scen_names = [x for x in ("memory", "cpu", "ttft", "cancel", "capacity", "proxy")
+                      if any(x in d for _, d in noise)]
         peak = max(v for _, d in noise for v in d.values())
         parts += ["## Other load on the machine", "",
                   "CPU used by processes outside the bench while each scenario ran (system busy time minus the "

@@ -5,7 +5,9 @@
 - ``capacity``: most concurrent 40 tokens/s streams with p99 added inter-token delay < 20 ms;
 - ``memory``: RSS growth per 1000 open streams waiting for a slow first token;
 - ``cancel``: 1000 streams disconnected at once: time until the upstream sees each connection closed,
-  and tokens the upstream wrote after the disconnect.
+  and tokens the upstream wrote after the disconnect;
+- ``proxy``: the ``cpu`` measurement at 50 streams for the gateway as started and for a second one whose
+  upstream requests go through a loopback HTTP proxy (``HTTP_PROXY`` → tinyproxy), alternating.
 
 Every wait is bounded; a repetition that hits its deadline ends the repetitions of that measurement.
 """
@@ -21,12 +23,12 @@ import httpx
 import numpy as np
 
 from .loadgen import Fleet, build_request, gaps_in_window
-from .proc import tree_cpu
-from .targets import Running
+from .proc import Proc, tree_cpu
+from .targets import Running, Unavailable, start_target, start_tinyproxy
 
 __all__ = ["SCENARIOS", "Config", "Upstream"]
 
-SCENARIOS = ("memory", "cpu", "ttft", "cancel", "capacity")
+SCENARIOS = ("memory", "cpu", "ttft", "cancel", "capacity", "proxy")
 
 
 @dataclass
@@ -154,43 +156,63 @@ async def cpu(rt: Running, up: Upstream, cfg: Config) -> dict[str, Any]:
     spent in a window by the tokens the clients received in that window. Connection setup is left out
     (TTFT and capacity cover it); a saturated gateway shows as a delivered rate below 100%."""
     out: dict[str, Any] = {}
-    interval = 0.01
     for conc in cfg.cpu_conc:
         runs = []
         for _ in range(cfg.cpu_reps):
-            await up.reset()
-            tokens = int((cfg.cpu_settle_s + cfg.cpu_window_s + 10) / interval)
-            fleet = _fleet(rt, conc, tokens, interval, 0.0, spread=conc)
-            fleet.open()
-            flowing = await fleet.wait_until("t_first", conc, timeout=cfg.cpu_settle_s, stall_s=min(2.0, cfg.stall_s))
-            await asyncio.sleep(0.3)
-            g0, r0, u0, l0, w0 = rt.cpu(), rt.redis_cpu(), up.cpu(), time.process_time(), time.monotonic()
-            await asyncio.sleep(cfg.cpu_window_s)
-            g1, r1, u1, l1, w1 = rt.cpu(), rt.redis_cpu(), up.cpu(), time.process_time(), time.monotonic()
-            fleet.close_all()
-            wall = w1 - w0
-            events = sum(c for s in fleet.streams for t, c in zip(s.times, s.counts, strict=True) if w0 <= t <= w1)
-            st = fleet.stats()
-            await fleet.aclose()
-            per = _per_event(events)
-            runs.append({
-                "events": events, "flowing": flowing, "window_s": round(wall, 3),
-                "delivered_pct": round(events / (conc * wall / interval) * 100, 1),
-                "gateway_us": per(g1 - g0) if rt.proc else None, "redis_us": per(r1 - r0) if rt.redis else None,
-                "upstream_us": per(u1 - u0), "loadgen_us": per(l1 - l0),
-                "gateway_cpu_pct": round((g1 - g0) / wall * 100, 1) if rt.proc else None,
-                "loadgen_cpu_pct": round((l1 - l0) / wall * 100, 1), "errors": st.errors,
-            })
-            await up.reset()
-            await asyncio.sleep(0.5)
+            runs.append(await _cpu_run(rt, up, cfg, conc))
             if runs[-1]["delivered_pct"] < 50:
                 break  # saturated: another repetition would tell the same at the same cost
-        out[str(conc)] = {"runs": runs, **_summary(runs, ("gateway_us", "redis_us", "upstream_us", "loadgen_us",
-                                                           "delivered_pct", "gateway_cpu_pct", "loadgen_cpu_pct"))}
-        out[str(conc)]["flowing"] = min(r["flowing"] for r in runs)
-        out[str(conc)]["streams"] = conc
+        out[str(conc)] = _cpu_summary(runs, conc)
     await up.reset()
     return out
+
+
+_CPU_KEYS = ("gateway_us", "redis_us", "upstream_us", "loadgen_us", "delivered_pct", "gateway_cpu_pct",
+             "loadgen_cpu_pct")
+
+
+def _cpu_summary(runs: list[dict[str, Any]], conc: int, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    out = {"runs": runs, **_summary(runs, _CPU_KEYS + extra)}
+    out["flowing"] = min(r["flowing"] for r in runs)
+    out["streams"] = conc
+    return out
+
+
+async def _cpu_run(rt: Running, up: Upstream, cfg: Config, conc: int, proxy: Proc | None = None) -> dict[str, Any]:
+    """One repetition of the ``cpu`` measurement at ``conc`` streams (and the CPU of ``proxy``, if given)."""
+    interval = 0.01
+    await up.reset()
+    tokens = int((cfg.cpu_settle_s + cfg.cpu_window_s + 10) / interval)
+    fleet = _fleet(rt, conc, tokens, interval, 0.0, spread=conc)
+    fleet.open()
+    flowing = await fleet.wait_until("t_first", conc, timeout=cfg.cpu_settle_s, stall_s=min(2.0, cfg.stall_s))
+    await asyncio.sleep(0.3)
+
+    def proxy_cpu() -> float:
+        return tree_cpu(proxy.ps) if proxy is not None else 0.0
+
+    g0, r0, u0, l0, p0, w0 = rt.cpu(), rt.redis_cpu(), up.cpu(), time.process_time(), proxy_cpu(), time.monotonic()
+    await asyncio.sleep(cfg.cpu_window_s)
+    g1, r1, u1, l1, p1, w1 = rt.cpu(), rt.redis_cpu(), up.cpu(), time.process_time(), proxy_cpu(), time.monotonic()
+    fleet.close_all()
+    wall = w1 - w0
+    events = sum(c for s in fleet.streams for t, c in zip(s.times, s.counts, strict=True) if w0 <= t <= w1)
+    st = fleet.stats()
+    await fleet.aclose()
+    per = _per_event(events)
+    run = {
+        "events": events, "flowing": flowing, "window_s": round(wall, 3),
+        "delivered_pct": round(events / (conc * wall / interval) * 100, 1),
+        "gateway_us": per(g1 - g0) if rt.proc else None, "redis_us": per(r1 - r0) if rt.redis else None,
+        "upstream_us": per(u1 - u0), "loadgen_us": per(l1 - l0),
+        "gateway_cpu_pct": round((g1 - g0) / wall * 100, 1) if rt.proc else None,
+        "loadgen_cpu_pct": round((l1 - l0) / wall * 100, 1), "errors": st.errors,
+    }
+    if proxy is not None:
+        run["proxy_us"] = per(p1 - p0)
+    await up.reset()
+    await asyncio.sleep(0.5)
+    return run
 
 
 def _per_event(events: int) -> Any:
@@ -380,4 +402,42 @@ async def cancel(rt: Running, up: Upstream, cfg: Config) -> dict[str, Any]:
     }
 
 
-RUNNERS = {"cpu": cpu, "ttft": ttft, "capacity": capacity, "memory": memory, "cancel": cancel}
+# --- proxy --------------------------------------------------------------------------------------
+PROXY_STREAMS = 50
+
+
+async def proxy(rt: Running, up: Upstream, cfg: Config) -> dict[str, Any]:
+    """The gateway's CPU per relayed event at 50 streams, direct (``rt``) and with its upstream requests going
+    through a loopback HTTP proxy (a second gateway, ``HTTP_PROXY`` pointing at tinyproxy), repetitions of the two
+    alternating (and which goes first) so that both see the same machine. The proxy's own CPU per event is
+    reported apart."""
+    if rt.target.kind != "ssegate":
+        raise Unavailable("the proxy scenario measures ssegate")
+    log: list[str] = []
+    tinyproxy = await asyncio.to_thread(start_tinyproxy)
+    via: Running | None = None
+    try:
+        via = await asyncio.to_thread(start_target, rt.target, up.port, log,
+                                      {"HTTP_PROXY": f"http://127.0.0.1:{tinyproxy.port}"})
+        why = await probe(via)
+        if why:
+            raise Unavailable(f"through the proxy: {why}")
+        await warmup(via, up)
+        direct: list[dict[str, Any]] = []
+        proxied: list[dict[str, Any]] = []
+        for rep in range(cfg.cpu_reps):
+            for route in ("direct", "proxy") if rep % 2 == 0 else ("proxy", "direct"):  # neither always first
+                if route == "direct":
+                    direct.append(await _cpu_run(rt, up, cfg, PROXY_STREAMS))
+                else:
+                    proxied.append(await _cpu_run(via, up, cfg, PROXY_STREAMS, tinyproxy))
+    finally:
+        if via is not None:
+            await asyncio.to_thread(via.stop)
+        tinyproxy.stop(grace=2.0)
+    await up.reset()
+    return {"direct": _cpu_summary(direct, PROXY_STREAMS),
+            "proxy": _cpu_summary(proxied, PROXY_STREAMS, ("proxy_us",)), "proxy_server": "tinyproxy"}
+
+
+RUNNERS = {"cpu": cpu, "ttft": ttft, "capacity": capacity, "memory": memory, "cancel": cancel, "proxy": proxy}

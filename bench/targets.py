@@ -15,7 +15,7 @@ import psutil
 
 from .proc import RESULTS, Proc, free_port, start, tree_cpu, tree_rss, wait_http, wait_tcp
 
-__all__ = ["LITELLM_PIN", "TARGETS", "Running", "Target", "Unavailable", "start_target"]
+__all__ = ["LITELLM_PIN", "TARGETS", "Running", "Target", "Unavailable", "start_target", "start_tinyproxy"]
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -124,8 +124,35 @@ def litellm_ready(log: list[str], install_timeout: float = 600.0) -> Path:
     return exe
 
 
-def start_target(target: Target, upstream_port: int, log: list[str]) -> Running:
-    """Start the target's processes and wait until they answer; raise :class:`Unavailable` if they cannot."""
+NO_PROXY_ENV = {"NO_PROXY": "*", "no_proxy": "*"}
+"""For the gateways: the machine's proxy variables (if any) do not route the bench's loopback traffic."""
+
+
+def proxy_env(url: str) -> dict[str, str]:
+    """For a gateway whose upstream requests go through the proxy at ``url`` (lower-case names win)."""
+    return {"HTTP_PROXY": url, "http_proxy": url, "NO_PROXY": "", "no_proxy": ""}
+
+
+def start_tinyproxy() -> Proc:
+    """A tinyproxy on a free loopback port (``make system-deps`` installs it)."""
+    exe = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
+    if not os.path.exists(exe):
+        raise Unavailable("tinyproxy is not installed (make system-deps)")
+    port = free_port()
+    conf = RESULTS / "tinyproxy.conf"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(f"Port {port}\nListen 127.0.0.1\nAllow 127.0.0.1\nTimeout 600\nMaxClients 20000\n"
+                    "LogLevel Warning\nDisableViaHeader Yes\n")
+    proc = start("tinyproxy", [exe, "-d", "-c", str(conf)], port)
+    if not wait_tcp(port, 10):
+        proc.stop()
+        raise Unavailable(f"tinyproxy did not start: {proc.log_tail(3)}")
+    return proc
+
+
+def start_target(target: Target, upstream_port: int, log: list[str], env: dict[str, str] | None = None) -> Running:
+    """Start the target's processes and wait until they answer; raise :class:`Unavailable` if they cannot.
+    ``env`` adds to a gateway's environment (``HTTP_PROXY``: its upstream requests through that proxy)."""
     upstream = f"http://127.0.0.1:{upstream_port}/v1"
     if target.kind == "direct":
         return Running(target, upstream_port)
@@ -134,7 +161,9 @@ def start_target(target: Target, upstream_port: int, log: list[str]) -> Running:
         exe = ssegate_bin()
         if exe is None:
             raise Unavailable("`ssegate` is not installed in the venv")
-        env = {"SSEGATE_UPSTREAM_API_KEY": "bench", "SSEGATE_MODEL": "bench", "SSEGATE_SHUTDOWN_GRACE_S": "1"}
+        proxy = (env or {}).get("HTTP_PROXY")
+        env = {"SSEGATE_UPSTREAM_API_KEY": "bench", "SSEGATE_MODEL": "bench", "SSEGATE_SHUTDOWN_GRACE_S": "1",
+               **(proxy_env(proxy) if proxy else NO_PROXY_ENV)}
         redis = None
         if target.redis:
             redis_bin = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -148,8 +177,8 @@ def start_target(target: Target, upstream_port: int, log: list[str]) -> Running:
                 redis.stop()
                 raise Unavailable(f"redis-server did not start: {redis.log_tail(3)}")
             env["SSEGATE_REDIS_URL"] = f"redis://127.0.0.1:{rport}/0"
-        proc = start(target.name, [str(exe), "serve", "--provider", "openai", "--upstream-url", upstream,
-                                   "--port", str(port)], port, env=env)
+        proc = start(target.name + ("+proxy" if proxy else ""), [
+            str(exe), "serve", "--provider", "openai", "--upstream-url", upstream, "--port", str(port)], port, env=env)
         running = Running(target, port, proc, redis)
         health = "/healthz"
         timeout = 30.0

@@ -1,4 +1,4 @@
-"""The upstream HTTP client (``providers/wire.py``) against a real loopback server that scripts each answer."""
+"""The upstream HTTP client (``upstream/httpclient.py``) against a real loopback server that scripts each answer."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import asyncio
 import gzip
 import ssl
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 
 import pytest
 import trustme
@@ -17,76 +16,13 @@ from ssegate.errors import UpstreamError, UpstreamProtocolError
 from ssegate.upstream.httpclient import Pool
 from ssegate.upstream.openai import OpenAIProvider
 from tests.fakes import FakeUpstream, Script
-
-Handler = Callable[[bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
-"""Answers one request (its head and body already read); returns whether the connection stays open."""
-
-
-@dataclass
-class Server:
-    handler: Handler
-    port: int = 0
-    connections: int = 0
-    requests: list[bytes] = field(default_factory=list)
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set each time a client's connection reaches its end (EOF or reset)."""
-
-    def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                request = head + (await reader.readexactly(length) if length else b"")
-                self.requests.append(request)
-                if not await self.handler(request, reader, writer):
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            self.closed.set()
-            writer.close()
-
-
-Serve = Callable[..., Awaitable[Server]]
+from tests.support.scripted import Serve, fixed, raw, servers
 
 
 @pytest.fixture
 async def serve() -> AsyncIterator[Serve]:
-    servers: list[asyncio.Server] = []
-
-    async def start(handler: Handler, tls: ssl.SSLContext | None = None) -> Server:
-        srv = Server(handler)
-        s = await asyncio.start_server(srv.serve, "127.0.0.1", 0, ssl=tls)
-        srv.port = s.sockets[0].getsockname()[1]
-        servers.append(s)
-        return srv
-
-    yield start
-    for s in servers:
-        s.close()
-
-
-def raw(answer: bytes, *, keep: bool = True) -> Handler:
-    """Answer every request with these bytes; then keep the connection open or close it."""
-
-    async def handler(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        writer.write(answer)
-        await writer.drain()
-        return keep
-
-    return handler
-
-
-def fixed(body: bytes) -> Handler:
-    return raw(b"HTTP/1.1 200 X\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-
+    async with servers() as start:
+        yield start
 
 async def test_a_response_read_to_its_end_leaves_its_connection_for_the_next_request(serve: Serve) -> None:
     srv = await serve(fixed(b"hello"))

@@ -4,20 +4,35 @@ The gateway's hot path is an upstream body read: one network read carries one mo
 client (aiohttp, httpx) hands each read through a buffer object, a future and a task switch before the
 provider sees it; here the connection's ``data_received`` parses the chunk (llhttp, in C) and hands the body
 bytes straight to the consumer's callback, in that same callback of the event loop. That is the whole reason
-for this module; everything else is the least an upstream client must do:
+for this module; the rest is what an upstream client must do besides:
 
-- ``Pool``: keep-alive connections per origin (a response read to its end goes back to the pool), TLS with the
-  system's trust store, a connect timeout, at most ``limit`` requests at once (0 = no limit);
-- ``Pool.request()`` sends one request and returns the ``Response`` once its head arrived (a reused connection
-  that the server had closed meanwhile is retried once on a new one);
-- ``Response.read()`` reads a short body (error details, ``/models``); ``Response.stream(on_body)`` pushes body
-  bytes to ``on_body`` as they arrive and ``await Response.finished()`` waits for the end of the body (or
-  raises the failure, including one raised by ``on_body``);
-- ``Response.close()`` returns a fully read connection to the pool, else closes it; ``Response.abort()`` shuts
-  the socket down at once (the upstream sees the FIN before anything else runs), for cancel and disconnect.
+- ``Pool``: keep-alive connections per origin; at most ``limit`` requests at once (0 = no limit), waiters served
+  in order, a place given up passing straight to the next waiter (also when that one is cancelled in the same
+  instant), a wait longer than ``connect_timeout`` an ``UpstreamTimeout``; the TLS context made with the pool.
+- Connections (``dial.py``): happy eyeballs; proxies from ``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY`` and
+  ``NO_PROXY``. An ``https`` upstream behind a proxy is reached through a ``CONNECT`` tunnel made on the socket
+  before this protocol is attached, so a proxied stream runs through the same per-token code as a direct one;
+  an ``http`` one gets absolute-form request lines and ``Proxy-Authorization``.
+- ``Pool.request()`` returns the ``Response`` once its head arrived; interim answers (``100``, ``103``) are
+  skipped; the head is bounded (``MAX_HEAD``) on the bytes as they arrive, so an endless header line is
+  refused at 64 KiB, not buffered. ``head_timeout`` bounds the wait for the head when a caller asks; a
+  streaming caller owns that wait (the generation's first-token timeout). A request is sent again, once, on a
+  new connection only when the upstream cannot have seen it: its connection had been idle in the pool and
+  closed before any byte of an answer, and the request was not aborted.
+- ``Response.read()`` reads a short body (error details, ``/models``), each wait bounded by ``read_timeout``;
+  ``Response.stream(on_body)`` pushes body bytes as they arrive and ``await finished()`` waits for the end (or
+  raises the failure, including one raised by ``on_body``). No timer per read on the streaming path: the
+  generation bounds the silence between tokens.
+- ``Response.stop()``: the consumer saw its end marker (``[DONE]``). ``close()`` then drains the rest of the
+  message, and the connection returns to the pool when it ends within ``DRAIN_S``/``DRAIN_BYTES``, whether or
+  not the final chunk came in the same read as the marker. ``close()`` of any other unfinished response closes
+  the connection; ``abort()`` shuts the socket down at once (the upstream sees the FIN before anything else
+  runs), for cancel and disconnect.
+- Idle connections expire after ``KEEPALIVE_S`` (under the 5 s of uvicorn and Node), or a second before the
+  ``timeout`` of the server's ``Keep-Alive`` header: no request is written into a connection being closed.
 
-gzip/deflate bodies are decoded (we ask for ``identity``, but a server may not listen); no proxies, no HTTP/2,
-no redirects: an upstream is a configured base URL, and a redirect is an error worth seeing.
+gzip/deflate bodies are decoded (we ask for ``identity``, but a server may not listen); no HTTP/2, no
+redirects: an upstream is a configured base URL, and a redirect is an error worth seeing.
 """
 
 from __future__ import annotations
@@ -28,6 +43,7 @@ import os
 import socket
 import ssl
 import zlib
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,29 +52,38 @@ import httptools
 
 from ..__about__ import __version__
 from ..errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from .dial import Proxies, Proxy, connect, refusal
 
 __all__ = ["Pool", "Response"]
 
 USER_AGENT = f"ssegate/{__version__}"
 MAX_HEAD = 64 << 10
-"""Largest response head accepted (status line and headers)."""
+"""Largest response head accepted (status lines and headers, interim answers included)."""
 MAX_IDLE_PER_ORIGIN = 256
-KEEPALIVE_S = 15.0
-"""An idle connection is closed after this long (servers drop theirs after 5-75 s)."""
+KEEPALIVE_S = 4.0
+"""An idle connection is closed after this long: under the 5 s of uvicorn and Node (others keep theirs longer)."""
+DRAIN_S = 1.0
+"""After ``stop()`` and ``close()``, how long the rest of the message may take to arrive."""
+DRAIN_BYTES = 16 << 10
+"""After ``stop()``, how much more body may arrive before the connection is given up."""
+READ_TIMEOUT_S = 30.0
+"""``Response.read()``: the longest wait for more of a short body."""
+
+Origin = tuple[str, str, int]
 
 
 class _Connection(asyncio.Protocol):
     """One upstream TCP connection; it carries one response at a time."""
 
-    __slots__ = ("idle_since", "origin", "pool", "response", "reused", "transport")
+    __slots__ = ("expires", "origin", "pool", "response", "reused", "transport")
 
-    def __init__(self, pool: Pool, origin: tuple[str, str, int]) -> None:
+    def __init__(self, pool: Pool, origin: Origin) -> None:
         self.pool = pool
         self.origin = origin
         self.transport: asyncio.Transport | None = None
         self.response: Response | None = None
         self.reused = False
-        self.idle_since = 0.0
+        self.expires = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -93,24 +118,9 @@ class Response:
     returns it; the body is read with ``read()`` or pushed with ``stream()``. Whoever got it closes it."""
 
     __slots__ = (
-        "_body",
-        "_conn",
-        "_decoder",
-        "_error",
-        "_head",
-        "_header_bytes",
-        "_keep_alive",
-        "_parser",
-        "_raw_headers",
-        "_seen",
-        "_sink",
-        "_slot",
-        "_stopped",
-        "_until_eof",
-        "_waiter",
-        "complete",
-        "headers",
-        "status",
+        "_aborted", "_body", "_conn", "_decoder", "_drain", "_dropped", "_error", "_head", "_head_bytes", "_heading",
+        "_interim", "_keep_alive", "_keep_s", "_parser", "_raw_headers", "_seen", "_sink", "_slot", "_stale",
+        "_stopped", "_until_eof", "_waiter", "complete", "headers", "status",
     )
 
     def __init__(self, conn: _Connection) -> None:
@@ -121,6 +131,9 @@ class Response:
         """The whole body arrived."""
         self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._head: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._heading = True  # until the final head: bytes are counted against MAX_HEAD as they come
+        self._head_bytes = 0
+        self._interim = False
         self._waiter: asyncio.Future[None] | None = None
         self._body: list[bytes] = []
         self._sink: Callable[[bytes], None] | None = None
@@ -128,19 +141,27 @@ class Response:
         self._decoder: Any = None
         self._until_eof = False
         self._raw_headers: list[tuple[bytes, bytes]] = []
-        self._header_bytes = 0
-        self._seen = False
-        """Some of the response arrived."""
+        self._seen = False  # some of the answer arrived
+        self._stale = False  # the connection closed before any byte of an answer
         self._stopped = False
+        self._aborted = False
         self._keep_alive = False
-        self._slot = False
-        """This response holds one of the pool's ``limit`` places (given back at ``close``)."""
+        self._keep_s: float | None = None  # the timeout of the server's Keep-Alive header
+        self._drain: asyncio.TimerHandle | None = None
+        self._dropped = 0
+        self._slot = False  # this response holds one of the pool's places under limit (given back at close)
 
     # --- what a provider calls ----------------------------------------------------------------------
     async def read(self, limit: int = 1 << 20) -> bytes:
-        """The body (at most ``limit`` bytes of it: reading stops there)."""
+        """The body (at most ``limit`` bytes of it: reading stops there); what arrived when the body ends
+        early, the error when nothing did. Waiting ``Pool.read_timeout`` for more is an ``UpstreamTimeout``."""
+        bound = self._conn.pool.read_timeout
         while not self.complete and self._error is None and sum(map(len, self._body)) < limit:
-            await self._wait()
+            try:
+                async with asyncio.timeout(bound):
+                    await self._wait()
+            except TimeoutError:
+                self._fail(UpstreamTimeout(f"the upstream sent no more of its answer for {bound:g} s"))
         if self._error is not None and not self._body:
             raise self._error
         return b"".join(self._body)[:limit]
@@ -173,26 +194,35 @@ class Response:
             raise self._error
 
     def stop(self) -> None:
-        """The consumer has all it wants (an end marker in the body): ``finished`` returns now."""
+        """The consumer has all it wants (an end marker in the body): ``finished`` returns now, and what else
+        arrives is dropped (``close`` keeps the connection if the message ends soon)."""
         self._stopped = True
         self._sink = None
         self._wake()
 
     def close(self) -> None:
-        """Give the connection back to the pool when the body was read to its end, else close it."""
+        """Give the connection back to the pool when the body was read to its end. After ``stop``, the rest of
+        the message is drained first: the connection goes back when it ends within ``DRAIN_S`` (and
+        ``DRAIN_BYTES``), else it is closed. Any other unfinished response closes its connection."""
         self._sink = None
-        self._parser = None  # it calls this response back: a cycle the GC would have to find
         conn = self._conn
-        if conn.response is not self:
-            return
-        conn.response = None
-        pool = conn.pool
         if self._slot:
             self._slot = False
-            pool._leave()
-        if self.complete and self._error is None and self._keep_alive and conn.usable:
-            pool._keep(conn)
-        elif conn.transport is not None:
+            conn.pool._leave()
+        if conn.response is not self or self._drain is not None:
+            return
+        if self._error is None and conn.usable:
+            if self.complete:
+                self._release()
+                return
+            if self._stopped and not self._heading and not self._until_eof:
+                self._drain = asyncio.get_running_loop().call_later(DRAIN_S, self._fail, UpstreamError(
+                    "the upstream did not end its body after the end marker"))
+                conn.pool._draining.add(conn)
+                return
+        self._parser = None  # it calls this response back: a cycle the GC would have to find
+        conn.response = None
+        if conn.transport is not None:
             conn.transport.abort()
 
     def abort(self) -> None:
@@ -201,9 +231,10 @@ class Response:
         behind the unwinding of every other generation that a storm of disconnects cancelled at once)."""
         self._sink = None
         self._stopped = True  # never sent again
+        self._aborted = True
         transport = self._conn.transport
         sock = transport.get_extra_info("socket") if transport is not None else None
-        if sock is not None:
+        if sock is not None and self._conn.response is self:
             with contextlib.suppress(OSError), socket.socket(fileno=os.dup(sock.fileno())) as dup:
                 dup.shutdown(socket.SHUT_RDWR)
         if self._error is None:
@@ -225,12 +256,40 @@ class Response:
 
     def _feed(self, data: bytes) -> None:
         parser = self._parser
-        if self._error is not None or parser is None:
+        if parser is None or self._error is not None:
             return
-        self._seen = True
-        try:
+        if self._heading:
+            self._feed_head(parser, data)
+            return
+        try:  # the hot path: a read of the body, through the parser to ``on_body``
             parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:  # our own callback failed: keep what it raised
+            self._fail(exc.__context__ or exc)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._fail(UpstreamProtocolError(f"the upstream sent a malformed HTTP response ({exc})"))
+
+    def _feed_head(self, parser: httptools.HttpResponseParser, data: bytes) -> None:
+        """Bytes before the final head: counted as they arrive, so a head is refused the moment it passes
+        ``MAX_HEAD`` (the parser would otherwise buffer a header line of any length until it ends)."""
+        self._seen = True
+        room = MAX_HEAD - self._head_bytes
+        if len(data) <= room:
+            self._head_bytes += len(data)
+            self._parse(parser, data)
+            return
+        self._head_bytes = MAX_HEAD
+        self._parse(parser, data[:room])
+        if self._error is not None or self._parser is None:
+            return
+        if self._heading:
+            self._fail(UpstreamProtocolError(f"the upstream sent a response head over {MAX_HEAD >> 10} KiB"))
+            return
+        self._parse(parser, data[room:])  # the head ended in time: the rest is body
+
+    def _parse(self, parser: httptools.HttpResponseParser, data: bytes) -> None:
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
             self._fail(exc.__context__ or exc)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._fail(UpstreamProtocolError(f"the upstream sent a malformed HTTP response ({exc})"))
@@ -238,13 +297,14 @@ class Response:
     def _eof(self, exc: Exception | None = None) -> None:
         if self.complete or self._error is not None:
             return
-        if self._until_eof and self._head.done() and exc is None:
+        if self._until_eof and not self._heading and exc is None:
             self._message_done()  # a body without length or chunking ends with the connection
             return
-        what = "before answering" if not self._head.done() else "before the answer was complete"
+        what = "before answering" if self._heading else "before the answer was complete"
         err = UpstreamError(f"the upstream closed the connection {what}")
         if exc is not None:
             err.__cause__ = exc
+        self._stale = not self._seen
         self._fail(err)
 
     def _fail(self, exc: BaseException) -> None:
@@ -252,9 +312,13 @@ class Response:
             return
         self._error = exc
         self._sink = None
-        transport = self._conn.transport
-        if transport is not None:
-            transport.abort()
+        conn = self._conn
+        if self._drain is not None:
+            self._drain.cancel()
+            self._drain = None
+            conn.pool._draining.discard(conn)
+        if conn.transport is not None:
+            conn.transport.abort()
         if not self._head.done():
             self._head.set_exception(exc)
             self._head.exception()  # retrieved: whoever waits sees it; nobody waiting is fine too
@@ -270,6 +334,11 @@ class Response:
     def _hand(self, piece: bytes) -> None:
         sink = self._sink
         if sink is None:
+            if self._stopped:  # after the end marker: dropped, and bounded
+                self._dropped += len(piece)
+                if self._dropped > DRAIN_BYTES:
+                    self._fail(UpstreamProtocolError("the upstream went on sending after the end marker"))
+                return
             self._body.append(piece)
             self._wake()
             return
@@ -279,28 +348,46 @@ class Response:
             self._fail(exc)
 
     def _message_done(self) -> None:
-        if self._decoder is not None:
-            rest = self._decoder.flush()
+        decoder = self._decoder
+        if decoder is not None:
             self._decoder = None
+            rest = decoder.flush()
             if rest:
-                self._deliver(rest)
+                self._hand(rest)
+            if not decoder.eof:
+                self._fail(UpstreamProtocolError("the upstream's compressed body ended before its end"))
+                return
         self.complete = True
         self._wake()
+        if self._drain is not None:  # closed after stop(): the message ended in time
+            self._release()
+
+    def _release(self) -> None:
+        """The message ended and nobody reads it any more: keep the connection for the next request."""
+        conn = self._conn
+        if self._drain is not None:
+            self._drain.cancel()
+            self._drain = None
+            conn.pool._draining.discard(conn)
+        self._parser = None
+        conn.response = None
+        if self._keep_alive and conn.usable:
+            conn.pool._keep(conn, self._keep_s)
+        elif conn.transport is not None:
+            conn.transport.close()
 
     # --- httptools callbacks ------------------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value)
-        if self._header_bytes > MAX_HEAD:
-            raise UpstreamProtocolError("the upstream sent a response head over 64 KiB")
-        if name:
-            self._raw_headers.append((name, value))
-        elif self._raw_headers:  # a header value split across reads
-            n, v = self._raw_headers[-1]
-            self._raw_headers[-1] = (n, v + value)
+        self._raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         assert self._parser is not None
-        self.status = self._parser.get_status_code()
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+            self._raw_headers = []
+            self._interim = True
+            return
+        self.status = status
         headers = self.headers
         for name, value in self._raw_headers:
             key = name.decode("latin-1").lower()
@@ -313,7 +400,10 @@ class Response:
         elif encoding not in ("identity", ""):
             raise UpstreamProtocolError(f"the upstream answered in an encoding it was not asked for: {encoding}")
         chunked = "chunked" in headers.get("transfer-encoding", "").lower()
-        self._until_eof = not chunked and "content-length" not in headers and self.status not in (204, 304)
+        self._until_eof = not chunked and "content-length" not in headers and status not in (204, 304)
+        if "keep-alive" in headers:
+            self._keep_s = _keep_alive_timeout(headers["keep-alive"])
+        self._heading = False
         if not self._head.done():
             self._head.set_result(None)
 
@@ -328,25 +418,43 @@ class Response:
             self._fail(exc)
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
         assert self._parser is not None
         self._keep_alive = self._parser.should_keep_alive()  # asked now: the parser forgets once it returns
         self._message_done()
 
 
 class Pool:
-    """Keep-alive connections to upstreams, created lazily inside the running loop."""
+    """Keep-alive connections to upstreams, created lazily inside the running loop.
+
+    ``connect_timeout`` bounds a new connection (TCP, proxy tunnel, TLS) and the wait for a place under
+    ``limit``; ``head_timeout`` the wait for a response head (None: unbounded, the caller's to bound);
+    ``read_timeout`` each wait of ``Response.read()``. Proxies are read from the environment now."""
 
     def __init__(
-        self, *, limit: int = 0, connect_timeout: float = 10.0, ssl_context: ssl.SSLContext | None = None
+        self,
+        *,
+        limit: int = 0,
+        connect_timeout: float = 10.0,
+        head_timeout: float | None = None,
+        read_timeout: float | None = READ_TIMEOUT_S,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.limit = limit
         self.connect_timeout = connect_timeout
-        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self.head_timeout = head_timeout
+        self.read_timeout = read_timeout
+        self.ssl_context = ssl_context if ssl_context is not None else ssl.create_default_context()
+        """For ``https`` upstreams (the system's trust store unless one is given); made now, off the hot path."""
+        self.proxies = Proxies()
+        self._idle: dict[Origin, list[_Connection]] = {}
+        self._draining: set[_Connection] = set()
         self._busy = 0
-        self._queue: list[asyncio.Future[None]] = []
-        self._ssl = ssl_context
-        """For ``https``: the system's trust store (made at the first use) unless one is given."""
+        self._queue: deque[asyncio.Future[None]] = deque()
         self._sweep: asyncio.TimerHandle | None = None
+        self._sweep_at = 0.0
         self._closed = False
 
     @property
@@ -371,10 +479,12 @@ class Pool:
         headers: dict[str, str],
         body: bytes = b"",
         sent: Callable[[Response], None] | None = None,
+        *,
+        head_timeout: float | None = None,
     ) -> Response:
         """Send a request; return its response once the head arrived (the caller closes it). ``sent`` is
         called with the response as soon as the request is written, so it can be aborted while its head
-        is awaited."""
+        is awaited. ``head_timeout`` (the pool's when None) bounds that wait."""
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https") or not parts.hostname:
@@ -384,15 +494,26 @@ class Pool:
         port = parts.port or default
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         authority = (f"[{host}]" if ":" in host else host) + ("" if port == default else f":{port}")
-        raw = _encode_request(method, target, authority, headers, body)
         origin = (scheme, host, port)
+        proxy = self.proxies.for_origin(scheme, host, port)
+        forward = proxy if scheme == "http" else None  # https goes through a tunnel: the request is as direct
+        raw = _encode_request(method, f"http://{authority}{target}" if forward else target, authority, headers, body,
+                              forward.authorization if forward else None)
+        timeout = self.head_timeout if head_timeout is None else head_timeout
         await self._admit()
         try:
-            conn = await self._connection(origin)
-            resp = await self._exchange(conn, raw, sent)
-            if resp is None:  # a kept-alive connection the server had closed meanwhile: once more, on a new one
-                resp = await self._exchange(await self._connection(origin, reuse=False), raw, sent)
-            assert resp is not None
+            resp = await self._exchange(await self._connection(origin, proxy), raw, sent, timeout)
+            if resp._error is not None:  # a kept connection the server had closed: once more, on a new one
+                conn = await self._connection(origin, proxy, reuse=False)
+                if resp._aborted:  # aborted while the new connection was made: not sent again
+                    self._keep(conn, None)
+                    raise resp._error
+                resp = await self._exchange(conn, raw, sent, timeout)
+                if resp._error is not None:
+                    raise resp._error
+            if forward is not None and resp.status == 407:
+                resp.close()
+                raise refusal(forward, 407, f"the request to {authority}")
         except BaseException:
             self._leave()
             raise
@@ -400,10 +521,11 @@ class Pool:
         return resp
 
     async def _exchange(
-        self, conn: _Connection, raw: bytes, sent: Callable[[Response], None] | None
-    ) -> Response | None:
-        """Write the request, wait for the response head. None when a reused connection turns out closed
-        before any byte of an answer (the request may be sent again)."""
+        self, conn: _Connection, raw: bytes, sent: Callable[[Response], None] | None, head_timeout: float | None
+    ) -> Response:
+        """Write the request, wait for the response head. A response that failed comes back (instead of its
+        error being raised) only when the request may be sent again: the connection had been idle in the pool
+        and closed before any byte of an answer, and nobody aborted the request."""
         resp = Response(conn)
         conn.response = resp
         assert conn.transport is not None
@@ -411,11 +533,17 @@ class Pool:
         if sent is not None:
             sent(resp)
         try:
-            await resp._head
+            async with asyncio.timeout(head_timeout):
+                await resp._head
+        except TimeoutError:
+            err = UpstreamTimeout(f"the upstream sent no answer within {head_timeout:g} s of the request")
+            resp._fail(err)
+            resp.close()
+            raise err from None
         except UpstreamError:
             resp.close()
-            if conn.reused and not resp._seen and not resp._stopped:
-                return None
+            if conn.reused and resp._stale and not resp._aborted:
+                return resp
             raise
         except BaseException:
             resp.close()
@@ -423,78 +551,90 @@ class Pool:
         return resp
 
     async def _admit(self) -> None:
-        while self.limit and self._busy >= self.limit:
-            fut = asyncio.get_running_loop().create_future()
-            self._queue.append(fut)
-            try:
+        """Take a place under ``limit``, waiting (first come, first served) at most ``connect_timeout``."""
+        if not self.limit or (self._busy < self.limit and not self._queue):
+            self._busy += 1
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.append(fut)
+        try:
+            async with asyncio.timeout(self.connect_timeout):
                 await fut
-            finally:
+        except BaseException as exc:
+            if fut.done() and not fut.cancelled():
+                self._leave()  # given a place in the same instant: it passes on, not lost
+            else:
+                fut.cancel()
                 with contextlib.suppress(ValueError):
                     self._queue.remove(fut)
-        self._busy += 1
+            if isinstance(exc, TimeoutError):
+                raise UpstreamTimeout(
+                    f"no upstream connection came free within {self.connect_timeout:g} s "
+                    f"({self.limit} requests in flight, the most allowed)") from None
+            raise
 
     def _leave(self) -> None:
-        self._busy -= 1
+        """Give a place back: to the first waiter (the place passes on, ``_busy`` unchanged), else free it."""
         while self._queue:
-            fut = self._queue.pop(0)
+            fut = self._queue.popleft()
             if not fut.done():
                 fut.set_result(None)
-                break
+                return
+        self._busy -= 1
 
-    async def _connection(self, origin: tuple[str, str, int], reuse: bool = True) -> _Connection:
+    async def _connection(self, origin: Origin, proxy: Proxy | None, reuse: bool = True) -> _Connection:
         idle = self._idle.get(origin)
         loop = asyncio.get_running_loop()
         while reuse and idle:
             conn = idle.pop()
-            if conn.usable and loop.time() - conn.idle_since < KEEPALIVE_S:
+            if conn.usable and loop.time() < conn.expires:
                 conn.reused = True
                 return conn
             if conn.transport is not None:
                 conn.transport.close()
-        scheme, host, port = origin
-        ctx = None
-        if scheme == "https":
-            if self._ssl is None:
-                self._ssl = ssl.create_default_context()
-            ctx = self._ssl
+        return await self._open(origin, proxy)
+
+    async def _open(self, origin: Origin, proxy: Proxy | None) -> _Connection:
         conn = _Connection(self, origin)
-        try:
-            async with asyncio.timeout(self.connect_timeout):
-                await loop.create_connection(lambda: conn, host, port, ssl=ctx,
-                                             server_hostname=host if ctx is not None else None)
-        except TimeoutError as exc:
-            raise UpstreamTimeout(f"connecting to the upstream at {host}:{port} timed out") from exc
-        except OSError as exc:  # refused, unreachable, DNS, TLS
-            raise UpstreamError(f"cannot connect to the upstream at {host}:{port}") from exc
+        ctx = self.ssl_context if origin[0] == "https" else None
+        await connect(lambda: conn, origin[1], origin[2], proxy, ctx, self.connect_timeout)
         return conn
 
-    def _keep(self, conn: _Connection) -> None:
-        """A response read to its end: keep its connection for the next request."""
+    def _keep(self, conn: _Connection, keep_s: float | None) -> None:
+        """A response read to its end: keep its connection for the next request, until it expires (a second
+        before the server's ``Keep-Alive: timeout``, at most ``KEEPALIVE_S``)."""
+        ttl = KEEPALIVE_S if keep_s is None else min(KEEPALIVE_S, keep_s - 1.0)
         idle = self._idle.setdefault(conn.origin, [])
-        if self._closed or len(idle) >= MAX_IDLE_PER_ORIGIN:
+        if self._closed or ttl <= 0 or len(idle) >= MAX_IDLE_PER_ORIGIN:
             assert conn.transport is not None
             conn.transport.close()
             return
         loop = asyncio.get_running_loop()
-        conn.idle_since = loop.time()
+        conn.expires = loop.time() + ttl
         idle.append(conn)
-        if self._sweep is None:
-            self._sweep = loop.call_later(KEEPALIVE_S, self._expire)
+        if self._sweep is None or conn.expires < self._sweep_at:
+            if self._sweep is not None:
+                self._sweep.cancel()
+            self._sweep = loop.call_at(conn.expires, self._expire)
+            self._sweep_at = conn.expires
 
     def _expire(self) -> None:
-        """Close connections idle for ``KEEPALIVE_S``; look again later while some are left."""
+        """Close the idle connections whose time is up; look again at the next expiry."""
         self._sweep = None
         loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = loop.time() + 0.01  # timers may fire a hair early
         for idle in self._idle.values():
-            for conn in [c for c in idle if now - c.idle_since >= KEEPALIVE_S]:
+            for conn in [c for c in idle if c.expires <= now]:
                 idle.remove(conn)
                 if conn.transport is not None:
                     conn.transport.close()
-        if any(self._idle.values()):
-            self._sweep = loop.call_later(KEEPALIVE_S, self._expire)
+        left = [c.expires for idle in self._idle.values() for c in idle]
+        if left:
+            self._sweep_at = min(left)
+            self._sweep = loop.call_at(self._sweep_at, self._expire)
 
     def _forget(self, conn: _Connection) -> None:
+        self._draining.discard(conn)
         idle = self._idle.get(conn.origin)
         if idle and conn in idle:
             idle.remove(conn)
@@ -504,14 +644,27 @@ class Pool:
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
-        for idle in self._idle.values():
-            for conn in idle:
-                if conn.transport is not None:
-                    conn.transport.close()
+        for conn in [*self._draining, *(c for idle in self._idle.values() for c in idle)]:
+            if conn.transport is not None:
+                conn.transport.close()
         self._idle.clear()
+        self._draining.clear()
 
 
-def _encode_request(method: str, target: str, authority: str, headers: dict[str, str], body: bytes) -> bytes:
+def _keep_alive_timeout(value: str) -> float | None:
+    """The ``timeout=N`` of a ``Keep-Alive`` header (``timeout=5, max=100``)."""
+    for part in value.split(","):
+        name, _, number = part.partition("=")
+        if name.strip().lower() == "timeout":
+            with contextlib.suppress(ValueError):
+                return float(number.strip().strip('"'))
+    return None
+
+
+def _encode_request(
+    method: str, target: str, authority: str, headers: dict[str, str], body: bytes,
+    proxy_authorization: str | None = None,
+) -> bytes:
     lines = [f"{method} {target} HTTP/1.1", f"Host: {authority}"]
     names = set()
     for name, value in headers.items():
@@ -525,4 +678,6 @@ def _encode_request(method: str, target: str, authority: str, headers: dict[str,
         lines.append("Accept-Encoding: identity")
     if body or method in ("POST", "PUT", "PATCH"):
         lines.append(f"Content-Length: {len(body)}")
+    if proxy_authorization is not None:
+        lines.append(f"Proxy-Authorization: {proxy_authorization}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

@@ -1,0 +1,270 @@
+"""How ``httpclient.py`` reaches an upstream: happy eyeballs, proxies from the environment, CONNECT tunnels.
+
+Everything here happens once per new connection and hands ``wire.Pool`` a connected socket; the connection's
+protocol, and so the per-token path, is the same whether the socket goes straight to the upstream or through a
+proxy.
+
+**Dialing** (``dial``): the host's addresses are tried in the order the resolver gives them, families
+interleaved (IPv6, IPv4, IPv6, ...), a new attempt starting every ``HAPPY_EYEBALLS_S`` while the earlier ones
+are still pending or as soon as one fails (RFC 8305). asyncio's own ``happy_eyeballs_delay`` is not used:
+uvloop, which serves the gateway, does not have it, and a host whose first address black-holes would then
+wait for the whole connect timeout.
+
+**Proxies** (``Proxies``): read from the environment once, when the pool is made, exactly as Python's urllib
+reads them (``urllib.request.getproxies_environment`` and ``proxy_bypass_environment``; curl, requests and
+httpx agree on the common cases): ``HTTPS_PROXY`` for ``https://`` upstreams, ``HTTP_PROXY`` for ``http://``
+ones, ``ALL_PROXY`` for either, ``NO_PROXY`` (host names and domain suffixes, ``*`` for all) for the hosts
+reached directly; a lower-case name wins over the upper-case one. ssegate has no setting of its own for this.
+Only ``http://`` proxies are spoken to (a scheme-less value counts as one); ``socks5://`` or ``https://`` proxy
+URLs fail each request with an error that names the variable.
+
+- an ``http://`` upstream through a proxy: the connection goes to the proxy and each request line carries the
+  absolute URL (``POST http://host:port/v1/chat/completions HTTP/1.1``), with ``Proxy-Authorization: Basic``
+  when the proxy URL has a user and password (``httpclient.py`` adds both);
+- an ``https://`` upstream through a proxy: ``tunnel`` sends ``CONNECT host:port`` on the socket and reads the
+  proxy's answer head; after a ``2xx`` the socket is a byte pipe to the upstream, and ``httpclient.py`` starts TLS on
+  it with the upstream's name (the certificate is checked against the upstream host, never the proxy's).
+
+A proxy that refuses a tunnel (``407``, ``403``, ``502`` ...: any answer but ``2xx`` to ``CONNECT``) is an
+``UpstreamError`` that names the proxy by ``host:port`` and the variable it came from, and says what it answered.
+For an ``http`` upstream the proxy's answer is the response itself: ``407`` is taken as the proxy's refusal, any
+other status (a proxy's ``502`` too) reaches the provider as the upstream's, which may send the same.
+
+The user and password of a proxy URL are kept apart from everything printable: they appear in no message, log
+line or ``repr``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+import ssl
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import httptools
+
+from ..errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
+
+__all__ = ["HAPPY_EYEBALLS_S", "Proxies", "Proxy", "connect", "dial", "refusal", "tunnel"]
+
+HAPPY_EYEBALLS_S = 0.25
+"""Head start of each address over the next one (RFC 8305 recommends 250 ms)."""
+MAX_CONNECT_HEAD = 64 << 10
+"""Largest answer head accepted from a proxy to a CONNECT."""
+_VARIABLE = {"http": "HTTP_PROXY", "https": "HTTPS_PROXY", "all": "ALL_PROXY"}
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """An ``http://`` proxy: where it is, the environment variable that named it, and its credentials (kept
+    out of ``repr``; ``label`` is what messages show)."""
+
+    host: str
+    port: int
+    variable: str
+    authorization: str | None = field(default=None, repr=False)
+    """The ``Proxy-Authorization`` header value, when the proxy URL has a user."""
+
+    @property
+    def label(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"the proxy at {host}:{self.port} ({self.variable})"
+
+
+class Proxies:
+    """Which proxy, if any, carries the requests to an origin: the environment is read when this object is
+    made, and each origin's route decided at its first request."""
+
+    def __init__(self) -> None:
+        self._env = urllib.request.getproxies_environment()
+        self._routes: dict[tuple[str, str, int], Proxy | str | None] = {}
+        """Each origin's proxy, None (direct), or why its proxy URL cannot be used."""
+
+    def __repr__(self) -> str:
+        return f"Proxies({sorted(k for k in self._env if k != 'no')})"
+
+    def for_origin(self, scheme: str, host: str, port: int) -> Proxy | None:
+        """The proxy for ``scheme://host:port``, or None to connect directly; an unusable proxy URL raises."""
+        key = (scheme, host, port)
+        if key not in self._routes:
+            self._routes[key] = self._decide(scheme, host, port)
+        route = self._routes[key]
+        if isinstance(route, str):
+            raise UpstreamError(route, retryable=False)
+        return route
+
+    def _decide(self, scheme: str, host: str, port: int) -> Proxy | str | None:
+        kind = scheme if scheme in self._env else "all"
+        url = self._env.get(kind)
+        if not url:
+            return None
+        where = host if ":" in host else f"{host}:{port}"  # NO_PROXY entries may name a port
+        if urllib.request.proxy_bypass_environment(where, self._env):  # type: ignore[attr-defined]
+            return None
+        variable = _VARIABLE.get(kind, f"{kind.upper()}_PROXY")
+        if "://" not in url:
+            url = "http://" + url  # as curl reads "proxy:3128"
+        try:
+            parts = urlsplit(url)
+            proxy_host, proxy_port = parts.hostname, parts.port or 80
+        except ValueError:
+            return f"{variable} is not a proxy URL: set it to http://host:port"
+        if parts.scheme.lower() != "http" or not proxy_host:
+            shown = f"{parts.scheme}://{proxy_host}" + (f":{parts.port}" if parts.port else "")
+            return (f"the proxy {shown} ({variable}) is not supported: ssegate speaks to http:// proxies only "
+                    f"(or list {host} in NO_PROXY to reach it directly)")
+        authorization = None
+        if parts.username is not None:
+            secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            authorization = "Basic " + base64.b64encode(secret).decode("ascii")
+        return Proxy(proxy_host, proxy_port, variable, authorization)
+
+
+# --- dialing ------------------------------------------------------------------------------------------
+async def connect(
+    protocol: Callable[[], asyncio.Protocol], host: str, port: int, proxy: Proxy | None,
+    ssl_context: ssl.SSLContext | None, connect_timeout: float,
+) -> None:
+    """Connect ``protocol`` to ``host:port``, directly or through ``proxy`` (a tunnel when ``ssl_context`` is
+    given, TLS then started with the upstream's name) within ``connect_timeout``; failures are ``UpstreamError``s."""
+    loop = asyncio.get_running_loop()
+    where = f"the upstream at {host}:{port}" + (f" through {proxy.label}" if proxy is not None else "")
+    sock: socket.socket | None = None
+    made: list[asyncio.BaseTransport] = []
+    try:
+        async with asyncio.timeout(connect_timeout):
+            if proxy is None:
+                sock = await dial(host, port)
+            else:
+                try:
+                    sock = await dial(proxy.host, proxy.port)
+                except OSError as exc:
+                    raise UpstreamError(f"cannot connect to {proxy.label}") from exc
+                if ssl_context is not None:
+                    await tunnel(sock, proxy, host, port)
+            transport, _ = await loop.create_connection(
+                protocol, sock=sock, ssl=ssl_context, server_hostname=host if ssl_context is not None else None)
+            made.append(transport)
+    except BaseException as exc:
+        if sock is not None and not made and sock.fileno() != -1:
+            sock.close()
+        if isinstance(exc, TimeoutError):
+            raise UpstreamTimeout(f"connecting to {where} timed out") from exc
+        if isinstance(exc, OSError):  # refused, unreachable, DNS, TLS
+            raise UpstreamError(f"cannot connect to {where}") from exc
+        raise
+
+
+async def dial(host: str, port: int, delay: float = HAPPY_EYEBALLS_S) -> socket.socket:
+    """A connected non-blocking socket to ``host:port`` (happy eyeballs across its addresses); raises the
+    ``OSError`` of the attempts when none connects."""
+    loop = asyncio.get_running_loop()
+    infos = _interleave(await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+    if not infos:
+        raise OSError(f"no address found for {host}")
+    errors: list[OSError] = []
+    running: set[asyncio.Task[socket.socket]] = set()
+    try:
+        for n, info in enumerate(infos):
+            running.add(loop.create_task(_attempt(loop, info)))
+            last = n == len(infos) - 1
+            while running:
+                done, running = await asyncio.wait(running, timeout=None if last else delay,
+                                                   return_when=asyncio.FIRST_COMPLETED)
+                winner = None
+                for task in done:
+                    exc = task.exception()
+                    if exc is None and winner is None:
+                        winner = task.result()
+                    elif exc is None:
+                        task.result().close()  # two connected in the same pass: keep one
+                    else:
+                        errors.append(exc if isinstance(exc, OSError) else OSError(str(exc)))
+                if winner is not None:
+                    return winner
+                if not last:
+                    break  # one failed or the delay passed: the next address starts now
+    finally:
+        for task in running:  # still connecting: each closes its own socket when cancelled
+            task.cancel()
+    if len(errors) == 1 or len({str(e) for e in errors}) == 1:
+        raise errors[0]
+    raise OSError("; ".join(f"{e}" for e in errors))
+
+
+async def _attempt(loop: asyncio.AbstractEventLoop, info: tuple[Any, ...]) -> socket.socket:
+    family, type_, proto, _, address = info
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await loop.sock_connect(sock, address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _interleave(infos: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Alternate address families, the resolver's first family first (RFC 8305 §4)."""
+    by_family: dict[int, list[tuple[Any, ...]]] = {}
+    for info in infos:
+        by_family.setdefault(info[0], []).append(info)
+    queues = list(by_family.values())
+    out: list[tuple[Any, ...]] = []
+    while queues:
+        for q in queues:
+            out.append(q.pop(0))
+        queues = [q for q in queues if q]
+    return out
+
+
+# --- CONNECT ------------------------------------------------------------------------------------------
+async def tunnel(sock: socket.socket, proxy: Proxy, host: str, port: int) -> None:
+    """Ask ``proxy`` (``sock`` is connected to it) for a tunnel to ``host:port``; return once it agreed, the
+    socket then carrying bytes to and from the upstream."""
+    loop = asyncio.get_running_loop()
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+    if proxy.authorization is not None:
+        lines.append(f"Proxy-Authorization: {proxy.authorization}")
+    await loop.sock_sendall(sock, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    head = b""
+    while b"\r\n\r\n" not in head:  # the proxy sends nothing after its head until TLS starts: no over-read
+        if len(head) > MAX_CONNECT_HEAD:
+            raise UpstreamProtocolError(f"{proxy.label} sent an answer head over 64 KiB to CONNECT {authority}")
+        piece = await loop.sock_recv(sock, 16384)
+        if not piece:
+            raise UpstreamError(f"{proxy.label} closed the connection instead of answering CONNECT {authority}")
+        head += piece
+    head, _, rest = head.partition(b"\r\n\r\n")
+    parser = httptools.HttpResponseParser(None)
+    try:
+        parser.feed_data(head + b"\r\n\r\n")
+    except httptools.HttpParserError as exc:
+        raise UpstreamProtocolError(f"{proxy.label} answered CONNECT {authority} with malformed HTTP") from exc
+    status = parser.get_status_code()
+    if not 200 <= status < 300:
+        raise refusal(proxy, status, f"the tunnel to {authority}")
+    if rest:
+        raise UpstreamProtocolError(f"{proxy.label} sent bytes of its own after agreeing to CONNECT {authority}")
+
+
+def refusal(proxy: Proxy, status: int, what: str) -> UpstreamError:
+    """The error for a proxy that answered ``status`` instead of carrying ``what``."""
+    try:
+        phrase = f" {HTTPStatus(status).phrase}"
+    except ValueError:
+        phrase = ""
+    hint = ""
+    if status in (401, 407):
+        hint = (" (check the user and password in the proxy URL)" if proxy.authorization
+                else " (the proxy URL has no user and password)")
+    return UpstreamError(f"{proxy.label} refused {what}: it answered {status}{phrase}{hint}",
+                         retryable=status >= 500)

@@ -1,0 +1,362 @@
+"""The upstream client's pool and connections (``upstream/httpclient.py``, ``upstream/dial.py``) against real loopback
+servers: places under ``limit``, the retry of a stale kept connection, keep-alive expiry, the drain after an end
+marker, happy eyeballs, the TLS context, and the head and read timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from ssegate.errors import UpstreamError, UpstreamTimeout
+from ssegate.upstream.events import read_events
+from ssegate.upstream.httpclient import Pool, Response
+from tests.support.scripted import Serve, fixed, servers
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    async with servers() as start:
+        yield start
+
+
+async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait (bounded) until ``check()`` holds."""
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.005)
+
+
+# --- places under limit ------------------------------------------------------------------------------
+async def test_a_waiter_cancelled_right_after_it_was_woken_passes_its_place_on(serve: Serve) -> None:
+    """Regression (lost wake-up): closing a response woke the first waiter; when that waiter was cancelled before
+    it ran, the place was lost with it and the next waiter waited forever (nothing in flight to wake it)."""
+    srv = await serve(fixed(b"x"))
+    pool = Pool(limit=1)
+    first = await pool.request("GET", srv.url(), {})
+    woken = asyncio.ensure_future(pool.request("GET", srv.url(), {}))
+    after = asyncio.ensure_future(pool.request("GET", srv.url(), {}))
+    await until(lambda: pool.waiting == 2)
+    await first.read()
+    first.close()  # the place goes to `woken`...
+    woken.cancel()  # ...which is cancelled before it runs
+    resp = await asyncio.wait_for(after, 5)
+    assert woken.cancelled()
+    assert await resp.read() == b"x" and pool.active == 1 and pool.waiting == 0
+    resp.close()
+    assert pool.active == 0
+    await pool.aclose()
+
+
+async def test_a_request_waiting_longer_than_the_connect_timeout_for_a_place_is_an_upstream_timeout(
+    serve: Serve,
+) -> None:
+    """Regression: a request waited for a place under ``limit`` without any bound."""
+    srv = await serve(fixed(b"x"))
+    pool = Pool(limit=1, connect_timeout=0.3)
+    first = await pool.request("GET", srv.url(), {})
+    with pytest.raises(UpstreamTimeout, match=r"no upstream connection came free within 0\.3 s"):
+        await asyncio.wait_for(pool.request("GET", srv.url(), {}), 5)
+    assert pool.waiting == 0 and pool.active == 1
+    first.close()
+    resp = await asyncio.wait_for(pool.request("GET", srv.url(), {}), 5)  # the place was not lost
+    resp.close()
+    await pool.aclose()
+
+
+# --- the retry of a stale kept connection ------------------------------------------------------------
+def closes_on(*nth: int, answer: bytes = b"") -> Any:
+    """Answer ``ok``, except the nth requests of the server: write ``answer`` (maybe nothing) and close."""
+    seen = 0
+
+    async def handler(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        nonlocal seen
+        seen += 1
+        if seen in nth:
+            writer.write(answer)
+            await writer.drain()
+            return False
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        return True
+
+    return handler
+
+
+async def test_a_kept_connection_closed_before_any_byte_of_answer_is_retried_once_on_a_new_one(
+    serve: Serve,
+) -> None:
+    """The close crossed the request on the wire (the server's idle timer): the request goes again, once."""
+    srv = await serve(closes_on(2))
+    pool = Pool()
+    for _ in range(2):
+        resp = await asyncio.wait_for(pool.request("POST", srv.url(), {}, b"{}"), 5)
+        assert await resp.read() == b"ok"
+        resp.close()
+    assert (srv.connections, len(srv.requests)) == (2, 3)
+    await pool.aclose()
+
+
+@pytest.mark.parametrize("case", ["new_connection", "some_answer_arrived", "aborted"])
+async def test_a_request_that_the_upstream_may_have_read_is_not_sent_twice(serve: Serve, case: str) -> None:
+    """Only a kept connection that closed before any byte of an answer, with the request not aborted, is retried:
+    not a new connection, not one that answered part of a head, not an aborted request."""
+    if case == "new_connection":
+        srv = await serve(closes_on(1))
+    elif case == "some_answer_arrived":
+        srv = await serve(closes_on(2, answer=b"HTTP/1.1 200 OK\r\n"))
+    else:
+        srv = await serve(closes_on(2))
+    pool = Pool()
+    if case != "new_connection":
+        first = await pool.request("GET", srv.url(), {})
+        await first.read()
+        first.close()
+    aborted: list[Response] = []
+
+    def sent(resp: Response) -> None:
+        if case == "aborted":
+            resp.abort()  # a client's disconnect, as the request is written
+            aborted.append(resp)
+
+    with pytest.raises(UpstreamError) as info:
+        await asyncio.wait_for(pool.request("POST", srv.url(), {}, b"{}", sent), 5)
+    assert "aborted" in str(info.value) if case == "aborted" else "closed the connection" in str(info.value)
+    assert srv.connections == 1 and pool.active == 0
+    await pool.aclose()
+
+
+async def test_a_head_timeout_is_an_upstream_timeout_and_the_request_is_not_sent_again(serve: Serve) -> None:
+    """Regression: there was no bound on the wait for a response head; with one, a kept connection that times
+    out is closed and its request not retried."""
+    async def silent_second(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        if len(srv.requests) == 2:
+            await reader.read()  # never answers; returns when the client closes
+            return False
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        return True
+
+    srv = await serve(silent_second)
+    pool = Pool()
+    first = await pool.request("GET", srv.url(), {})
+    first.close()
+    with pytest.raises(UpstreamTimeout, match=r"no answer within 0\.3 s"):
+        await asyncio.wait_for(pool.request("GET", srv.url(), {}, head_timeout=0.3), 5)
+    await asyncio.wait_for(srv.closed.wait(), 5)
+    assert srv.connections == 1 and len(srv.requests) == 2 and pool.active == 0
+    await pool.aclose()
+
+
+# --- keep-alive expiry ---------------------------------------------------------------------------------
+async def test_a_server_keep_alive_timeout_expires_the_connection_a_second_before_it(serve: Serve) -> None:
+    """Regression: ``Keep-Alive: timeout=2`` was ignored; the connection was kept 15 s, past the moment the server
+    closes it, so a request could be written into a closing connection."""
+    srv = await serve(fixed(b"ok", "Keep-Alive: timeout=2, max=100"))
+    pool = Pool()
+    resp = await pool.request("GET", srv.url(), {})
+    await resp.read()
+    resp.close()
+    assert pool.idle == 1
+    await asyncio.wait_for(srv.closed.wait(), 3)  # this server never closes by itself: the client did, in time
+    assert pool.idle == 0
+    resp = await pool.request("GET", srv.url(), {})
+    resp.close()
+    assert srv.connections == 2
+    await pool.aclose()
+
+
+async def test_a_keep_alive_timeout_of_a_second_or_less_is_not_kept_at_all(serve: Serve) -> None:
+    srv = await serve(fixed(b"ok", "Keep-Alive: timeout=1"))
+    pool = Pool()
+    resp = await pool.request("GET", srv.url(), {})
+    await resp.read()
+    resp.close()
+    assert pool.idle == 0
+    await asyncio.wait_for(srv.closed.wait(), 5)
+    await pool.aclose()
+
+
+async def test_an_idle_connection_expires_before_the_five_seconds_of_uvicorn_and_node(serve: Serve) -> None:
+    """Regression: idle connections were kept 15 s; uvicorn and Node close theirs after 5 s, so a request sent
+    after 5 s of quiet could meet the server's FIN and fail (or be retried) instead of going on a new connection."""
+    srv = await serve(fixed(b"ok"))
+    pool = Pool()
+    resp = await pool.request("GET", srv.url(), {})
+    await resp.read()
+    resp.close()
+    assert pool.idle == 1
+    await asyncio.wait_for(srv.closed.wait(), 4.9)
+    assert pool.idle == 0
+    await pool.aclose()
+
+
+# --- the drain after an end marker ---------------------------------------------------------------------
+def sse_then_terminator(gate: asyncio.Event, after_done: bytes = b"0\r\n\r\n") -> Any:
+    """An SSE answer whose ``[DONE]`` and chunked terminator go out in separate writes, ``gate`` between them."""
+
+    async def handler(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for event in (b'data: {"x": 1}\n\n', b"data: [DONE]\n\n"):
+            writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+        await writer.drain()
+        await gate.wait()
+        gate.clear()
+        writer.write(after_done)
+        await writer.drain()
+        return True
+
+    return handler
+
+
+class _Sink:
+    """A provider's sink that only the read itself concerns (no parts here)."""
+
+    def emit(self, part: object) -> None: ...
+
+    def alive(self) -> None: ...
+
+    def holding(self, abort: object) -> None: ...
+
+
+async def read_to_done(pool: Pool, url: str) -> list[bytes]:
+    """What a provider does: relay the events, ``stop()`` at ``[DONE]``, then ``close()``."""
+    resp = await pool.request("POST", url, {}, b"{}")
+    events: list[bytes] = []
+
+    def on_event(event: bytes, data: bytes) -> None:
+        events.append(data)
+        if data == b"[DONE]":
+            resp.stop()
+
+    try:
+        await asyncio.wait_for(read_events(resp, _Sink(), on_event), 5)
+    finally:
+        resp.close()
+    return events
+
+
+async def test_a_stream_stopped_at_done_returns_its_connection_when_the_terminator_comes_later(
+    serve: Serve,
+) -> None:
+    """Regression: after ``stop()`` at ``[DONE]`` and ``close()``, the connection was kept only when the chunked
+    terminator had come in the same read as ``[DONE]``; here it comes 100 ms later, after ``close()``."""
+    gate = asyncio.Event()
+    srv = await serve(sse_then_terminator(gate))
+    pool = Pool()
+    assert await read_to_done(pool, srv.url()) == [b'{"x": 1}', b"[DONE]"]
+    assert pool.active == 0 and pool.idle == 0  # closed, still draining
+    await asyncio.sleep(0.1)
+    gate.set()
+    await until(lambda: pool.idle == 1)
+    assert await read_to_done(pool, srv.url()) == [b'{"x": 1}', b"[DONE]"]
+    assert srv.connections == 1
+    await pool.aclose()
+
+
+@pytest.mark.parametrize("after_done", [b"", b"4000\r\n" + b"x" * 0x4000 + b"\r\n" + b"10\r\n" + b"y" * 16 + b"\r\n"],
+                         ids=["terminator_never_comes", "body_goes_on"])
+async def test_a_stream_that_does_not_end_after_done_has_its_connection_closed(serve: Serve, after_done: bytes) -> None:
+    gate = asyncio.Event()
+    srv = await serve(sse_then_terminator(gate, after_done))
+    pool = Pool()
+    await read_to_done(pool, srv.url())
+    gate.set()
+    await asyncio.wait_for(srv.closed.wait(), 5)  # within DRAIN_S (1 s), or at once when too much came
+    assert pool.idle == 0
+    await pool.aclose()
+
+
+# --- connecting ------------------------------------------------------------------------------------------
+async def test_happy_eyeballs_reaches_the_second_address_while_the_first_hangs(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: the addresses of a host were tried one after the other, so a first address that swallows SYNs
+    (here ``::1`` with a full accept queue) made the request wait for the whole connect timeout."""
+    srv = await serve(fixed(b"v4"))
+    with socket.socket(socket.AF_INET6) as hole, socket.socket(socket.AF_INET6) as filler:
+        hole.bind(("::1", srv.port))
+        hole.listen(0)
+        filler.connect(("::1", srv.port))  # fills the accept queue: the next SYNs are dropped
+        loop = asyncio.get_running_loop()
+        resolve = loop.getaddrinfo
+
+        async def both_families(host: Any, port: Any, *args: Any, **kw: Any) -> Any:
+            if host == "dual.test":  # IPv6 first, as resolvers sort a host with both
+                return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
+                        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+            return await resolve(host, port, *args, **kw)
+
+        monkeypatch.setattr(loop, "getaddrinfo", both_families)
+        pool = Pool(connect_timeout=5)
+        resp = await asyncio.wait_for(pool.request("GET", f"http://dual.test:{srv.port}/", {}), 10)
+        assert await resp.read() == b"v4"
+        resp.close()
+        await pool.aclose()
+
+
+async def test_the_tls_context_is_made_with_the_pool_not_at_the_first_https_request(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Regression: the default TLS context (loading the trust store, tens of ms) was made inside the event loop at
+    the first ``https`` request, stalling every stream of the process meanwhile."""
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_tls)
+    srv = await serve(fixed(b"tls"), server_tls)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))  # the system trust store, pointed at this CA
+    made: list[ssl.SSLContext] = []
+    real = ssl.create_default_context
+
+    def counted(*args: Any, **kw: Any) -> ssl.SSLContext:
+        made.append(real(*args, **kw))
+        return made[-1]
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    pool = Pool()
+    assert made == [pool.ssl_context]
+    for _ in range(2):
+        resp = await pool.request("GET", srv.url(host="localhost", scheme="https"), {})
+        assert await resp.read() == b"tls"
+        resp.close()
+    assert made == [pool.ssl_context]
+    await pool.aclose()
+
+
+# --- timeouts ----------------------------------------------------------------------------------------------
+async def test_read_of_a_stalled_short_body_is_an_upstream_timeout_but_a_stream_has_no_read_timer(
+    serve: Serve,
+) -> None:
+    """``read()`` (error details, ``/models``) is bounded by ``read_timeout``; a stream is not (its silences are
+    the generation's to judge): a 0.5 s gap in a stream passes under a 0.2 s read timeout."""
+    async def answer(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        if request.startswith(b"GET /short"):
+            writer.write(b"HTTP/1.1 500 X\r\nContent-Length: 10\r\n\r\n")
+            await writer.drain()
+            await reader.read()
+            return False
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.5)
+        writer.write(b"3\r\ntwo\r\n0\r\n\r\n")
+        return True
+
+    srv = await serve(answer)
+    pool = Pool(read_timeout=0.2)
+    resp = await pool.request("GET", srv.url("/short"), {})
+    with pytest.raises(UpstreamTimeout, match=r"no more of its answer for 0\.2 s"):
+        await asyncio.wait_for(resp.read(), 5)
+    resp.close()
+    resp = await pool.request("GET", srv.url("/stream"), {})
+    got: list[bytes] = []
+    resp.stream(got.append)
+    await asyncio.wait_for(resp.finished(), 5)
+    assert b"".join(got) == b"onetwo"
+    resp.close()
+    await pool.aclose()
