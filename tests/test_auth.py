@@ -228,9 +228,9 @@ def test_fingerprints_are_keyed_by_the_server_secret(gateways: Gateways) -> None
     gw = gateways.twin
     assert post_stream(gw, script(["fp"]), headers=bearer(KEY)).status_code == 200
     deadline = time.monotonic() + 10
-    while '"stream started"' not in gw.log() and time.monotonic() < deadline:
-        time.sleep(0.02)  # the line is written as the stream starts; bounded polling
-    owners = {json.loads(line).get("owner") for line in gw.log().splitlines() if '"stream started"' in line}
+    while '"stream ended"' not in gw.log() and time.monotonic() < deadline:
+        time.sleep(0.02)  # the line is written as the stream ends; bounded polling
+    owners = {json.loads(line).get("owner") for line in gw.log().splitlines() if '"stream ended"' in line}
     assert owners == {shared}
 
 
@@ -295,7 +295,7 @@ def test_keys_and_prompts_never_appear_in_the_server_output(gateways: Gateways) 
     assert get_chat(gw, q=script(["b"], fail_at=0), token=token_for(gw))[0].status_code == 502
     assert_unauthorized(get_chat(gw, q="hi", token=KEY)[0])
     out = output_after_exit(gw)
-    assert '"msg":"stream started"' in out  # the server did log these requests (JSON lines) ...
+    assert '"msg":"stream ended"' in out  # the server did log these requests (JSON lines) ...
     for secret in (KEY, KEY + "-wrong", KEY[8:20]):  # ... without the key, even a wrong one, or a piece of it
         assert secret not in out
     assert PROMPT not in out

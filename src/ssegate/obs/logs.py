@@ -6,18 +6,17 @@ terminal, else JSON. Both carry the same fields.
 
 A JSON line has ``ts`` (UTC, ISO 8601), ``level``, ``logger``, ``msg``, and whatever the call passed as
 ``extra``. Lines logged from inside a generation's task carry its ``stream_id`` without being told (the task is
-named after the stream). Each stream logs two lines at ``info`` (``stream_log.py``), once at its start and once at
-its end (never per token)::
+named after the stream). Each stream logs one line at ``info`` when it ends (``stream_log.py``; with ``debug``, one
+more at its start), never one per token::
 
-    {"ts": "...", "level": "info", "logger": "ssegate.stream", "msg": "stream started", "stream_id": "...",
-     "model": "...", "owner": "key:1f2e...", "messages": 1, "prompt_chars": 42}
     {"ts": "...", "level": "info", "logger": "ssegate.stream", "msg": "stream ended", "stream_id": "...",
-     "outcome": "done", "tokens": 87, "ttft_ms": 312, "duration_ms": 2450, "upstream_attempts": 1}
+     "model": "...", "owner": "key:1f2e...", "outcome": "done", "tokens": 87, "duration_ms": 2450,
+     "upstream_attempts": 1, "ttft_ms": 312}
 
-The same two as text (local time; ``stream_id`` shortened to ``id``; values with spaces are JSON strings)::
+The same as text (local time; ``stream_id`` shortened to ``id``; values with spaces are JSON strings)::
 
-    12:00:01 INFO stream started id=... model=ssegate-demo owner=anonymous messages=1 prompt_chars=42
-    12:00:03 INFO stream ended id=... outcome=done tokens=87 duration_ms=2450 upstream_attempts=1 ttft_ms=312
+    12:00:03 INFO stream ended id=... model=ssegate-demo owner=anonymous outcome=done tokens=87 duration_ms=2450
+    upstream_attempts=1 ttft_ms=312
 
 Prompt text is logged (``"prompt"``) only with ``SSEGATE_LOG_PROMPTS=1``. API keys are never logged: callers
 are named by a fingerprint (``auth.fingerprint``, an HMAC under the server secret), and as a safety net every
@@ -67,7 +66,8 @@ def _current_stream_id() -> str | None:
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     """What the call passed as ``extra``, and the ``stream_id`` of the generation it runs in."""
-    out = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
+    attrs = record.__dict__
+    out = {k: attrs[k] for k in attrs.keys() - _STANDARD if not k.startswith("_")}
     if "stream_id" not in out:
         sid = _current_stream_id()
         if sid is not None:
@@ -86,10 +86,20 @@ class JSONFormatter(logging.Formatter):
     def __init__(self, redact: list[str] | None = None) -> None:
         super().__init__()
         self.redact = _secrets_from_env() if redact is None else redact
+        self._second = -1
+        self._prefix = ""
+
+    def _timestamp(self, created: float) -> str:
+        """ISO 8601 in UTC with milliseconds; the part down to the second is made once a second."""
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._prefix}.{int((created - second) * 1000):03d}+00:00"
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": self._timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),

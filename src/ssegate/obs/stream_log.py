@@ -1,8 +1,11 @@
-"""Two log lines per stream, at its start and at its end (never per token): a ``core.outcome.Observer``.
+"""One log line per stream at ``info``, when it ends (never per token), and one at its start at ``debug``: a
+``core.outcome.Observer``.
 
-The end line carries the outcome (``done``, ``cancelled:<reason>``, ``error:<code>``), the parts relayed, the
-time to the first output, the duration, the upstream attempts and the deployment that answered (its label, never
-its key). The prompt's text is logged only with ``SSEGATE_LOG_PROMPTS=1``; its size always.
+The end line carries the model, the caller (a key fingerprint), the outcome (``done``, ``cancelled:<reason>``,
+``error:<code>``), the parts relayed, the time to the first output, the duration, the upstream attempts and the
+deployment that answered (its label, never its key): an access log for streams. The start line (``debug``) adds
+the request's size; the prompt's text is logged only with ``SSEGATE_LOG_PROMPTS=1``. A log line costs ~25 µs of
+CPU (the logging module's own record and handler work), so one per stream at ``info``, not two.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ class StreamLogger:
         self.log_prompts = log_prompts
 
     def started(self, started: Started) -> None:
-        if not stream_log.isEnabledFor(logging.INFO):
+        if not stream_log.isEnabledFor(logging.DEBUG):
             return
         request = started.request
         extra: dict[str, Any] = {
@@ -37,13 +40,15 @@ class StreamLogger:
             extra["tools"] = len(request.tools)
         if self.log_prompts:
             extra["prompt"] = request.prompt_text
-        stream_log.info("stream started", extra=extra)
+        stream_log.debug("stream started", extra=extra)
 
     def ended(self, outcome: Outcome) -> None:
         if not stream_log.isEnabledFor(logging.INFO):
             return
         extra: dict[str, Any] = {
             "stream_id": outcome.stream_id,
+            "model": outcome.model,
+            "owner": outcome.owner,
             "outcome": outcome.cause,
             "tokens": outcome.outputs,
             "duration_ms": round(outcome.duration_s * 1000),
