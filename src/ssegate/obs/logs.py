@@ -66,8 +66,7 @@ def _current_stream_id() -> str | None:
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     """What the call passed as ``extra``, and the ``stream_id`` of the generation it runs in."""
-    attrs = record.__dict__
-    out = {k: attrs[k] for k in attrs.keys() - _STANDARD if not k.startswith("_")}
+    out = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
     if "stream_id" not in out:
         sid = _current_stream_id()
         if sid is not None:
