@@ -4,7 +4,7 @@
 The end line carries the model, the caller (a key fingerprint), the outcome (``done``, ``cancelled:<reason>``,
 ``error:<code>``), the parts relayed, the time to the first output, the duration, the upstream attempts and the
 deployment that answered (its label, never its key): an access log for streams. The start line (``debug``) adds
-the request's size; the prompt's text is logged only with ``SSEGATE_LOG_PROMPTS=1``. A log line costs ~25 µs of
+the request's size; with ``SSEGATE_LOG_PROMPTS=1`` it is logged at ``info`` and carries the prompt's text. A log line costs ~25 µs of
 CPU (the logging module's own record and handler work), so one per stream at ``info``, not two.
 """
 
@@ -26,7 +26,8 @@ class StreamLogger:
         self.log_prompts = log_prompts
 
     def started(self, started: Started) -> None:
-        if not stream_log.isEnabledFor(logging.DEBUG):
+        level = logging.INFO if self.log_prompts else logging.DEBUG  # an operator who asked for prompts gets them
+        if not stream_log.isEnabledFor(level):
             return
         request = started.request
         extra: dict[str, Any] = {
@@ -40,7 +41,7 @@ class StreamLogger:
             extra["tools"] = len(request.tools)
         if self.log_prompts:
             extra["prompt"] = request.prompt_text
-        stream_log.debug("stream started", extra=extra)
+        stream_log.log(level, "stream started", extra=extra)
 
     def ended(self, outcome: Outcome) -> None:
         if not stream_log.isEnabledFor(logging.INFO):
