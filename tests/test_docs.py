@@ -21,8 +21,8 @@ def test_public_api_matches_all() -> None:
     public = {name for name in dir(ssegate) if not name.startswith("_")}
     exported = set(ssegate.__all__)
     assert exported <= set(dir(ssegate))
-    modules = {"cli", "client", "cluster", "core", "errors", "gateway", "http", "obs", "parts", "serve", "settings",
-               "sse", "upstream"}
+    modules = {"cli", "client", "cluster", "core", "errors", "gateway", "http", "obs", "parts", "routing", "serve",
+               "settings", "sse", "upstream"}
     assert public - exported - modules == set()
 
 

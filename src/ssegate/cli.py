@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", help="default model name")
     serve.add_argument("--upstream-url", help="upstream base URL, e.g. http://127.0.0.1:11434/v1")
     serve.add_argument("--workers", type=int, help="worker processes [1]")
+    serve.add_argument("--config", help="model routing file (TOML; docs/models.md), reloaded on SIGHUP")
 
     chat = sub.add_parser("chat", help="stream an answer to the terminal",
                           description="Stream an answer to the terminal; Ctrl-C cancels it on the server.")
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             k: v
             for k, v in {
                 "host": args.host, "port": args.port, "provider": args.provider, "model": args.model,
-                "upstream_url": args.upstream_url, "workers": args.workers,
+                "upstream_url": args.upstream_url, "workers": args.workers, "config": args.config,
             }.items()
             if v is not None
         }

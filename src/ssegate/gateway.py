@@ -1,7 +1,8 @@
-"""The gateway's state for one process: settings, providers, the event log, live generations, metrics.
+"""The gateway's state for one process: settings, the model router, the event log, live generations, metrics.
 
 Routers ask it for responses: ``stream_response`` starts a generation and follows it under the commit
-rule; ``resume_response`` follows an existing stream from a seq. Admission control lives here.
+rule; ``resume_response`` follows an existing stream from a seq. Admission control lives here; which upstream
+answers is the model router's (``routing/``).
 """
 
 from __future__ import annotations
@@ -20,30 +21,25 @@ from .core.limits import Limits
 from .core.log import MemoryEventLog
 from .core.request import ChatRequest
 from .errors import InvalidRequest, NotFound, ShuttingDown
+from .http.auth import fingerprint
 from .http.encoders import NativeEncoder
 from .http.response import EventStreamResponse, Follows, StreamEncoder
 from .obs.metrics import Metrics
 from .obs.stream_log import StreamLogger
+from .routing import Router
 from .settings import Settings
-from .upstream import Provider, make_provider
-from .upstream.chain import ProviderChain
+from .upstream import Provider
 from .upstream.httpclient import Pool
 
 __all__ = ["Gateway"]
-
-DEMO_MODEL = "ssegate-demo"
-
 
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.pool = Pool(limit=settings.max_upstream_connections, connect_timeout=settings.upstream_connect_timeout_s)
-        key = settings.resolved_api_key()
-        self.providers: list[Provider] = [
-            make_provider(settings.provider, settings, url, key, self.pool) for url in settings.upstream_urls or [""]
-        ]
-        self.chain = ProviderChain(self.providers, settings)
+        self.routing = Router(settings, self.pool, fingerprint)
         self.metrics = Metrics()
+        self.metrics.watch_routing(self.routing)
         self.replicas = Replicas(settings) if settings.redis_url else None
         self.eventlog: MemoryEventLog = (
             self.replicas.eventlog
@@ -63,6 +59,7 @@ class Gateway:
     # --- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
         self._chain_signals()
+        self.routing.watch_sighup()
         if self.replicas is not None:
             await self.replicas.start()
 
@@ -98,16 +95,21 @@ class Gateway:
         await self.hub.shutdown(0)
         if self.replicas is not None:
             await self.replicas.stop()
-        for p in self.providers:
-            await p.aclose()
+        await self.routing.aclose()
         await self.pool.aclose()
         self.eventlog.clear()
 
     # --- requests -----------------------------------------------------------------------------------
+    @property
+    def providers(self) -> list[Provider]:
+        """Every deployment's provider in the current routing table, the default model's first."""
+        return self.routing.table.providers
+
     def default_model(self, model: str | None) -> str:
-        chosen = model or self.settings.model or (DEMO_MODEL if self.settings.provider == "demo" else "")
+        chosen = self.routing.default_model(model)
         if not chosen:
-            raise InvalidRequest("no model given: pass 'model' or set SSEGATE_MODEL")
+            where = "the routing file's first model is a wildcard" if self.settings.config else "set SSEGATE_MODEL"
+            raise InvalidRequest(f"no model given: pass 'model' (GET /v1/models lists them; {where})")
         return chosen
 
     def admit(self, owner: str) -> None:
@@ -122,10 +124,11 @@ class Gateway:
         self.limits.admit(owner)
 
     def start_generation(self, request: ChatRequest, owner: str) -> Generation:
-        """Check the request against the upstream (a 400 naming a field it cannot honour), admit it, start it."""
-        self.providers[0].check_request(request)
+        """Route the request (404 ``model_not_found``; a 400 naming a field its upstream cannot honour), admit it,
+        start it."""
+        route = self.routing.route(request, owner)
         self.admit(owner)
-        return self.hub.start(request, owner, self.chain)
+        return self.hub.start(request, owner, route)
 
     def stream_response(self, request: ChatRequest, owner: str) -> EventStreamResponse:
         gen = self.start_generation(request, owner)

@@ -19,8 +19,10 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
+from .errors import ConfigError
 from .http.uvicorn_glue import BoundedRequestProtocol
 from .obs.logs import log_config
+from .routing import settings_config
 from .settings import Settings, is_loopback_host
 
 __all__ = ["app_factory", "free_port", "serve"]
@@ -50,7 +52,13 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
     except ValueError as exc:
         print(f"ssegate: invalid settings: {exc}", file=sys.stderr)
         return 2
-    if not is_loopback_host(settings.host) and not settings.api_key_list and not settings.allow_open:
+    try:
+        routes = settings_config(settings)
+    except ConfigError as exc:
+        print(f"ssegate: {exc}", file=sys.stderr)
+        return 2
+    has_keys = bool(settings.api_key_list or routes.keys)
+    if not is_loopback_host(settings.host) and not has_keys and not settings.allow_open:
         print(
             f"ssegate: refusing to serve on {settings.host} without SSEGATE_API_KEYS "
             "(set SSEGATE_ALLOW_OPEN=1 to serve an open gateway)",
@@ -78,10 +86,10 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
         server_header=False,
     )
     if settings.workers > 1:
-        from uvicorn.supervisors import Multiprocess
+        from .http.uvicorn_glue import ReloadingMultiprocess
 
         sock = config.bind_socket()
-        Multiprocess(config, sockets=[sock]).run()
+        ReloadingMultiprocess(config, sockets=[sock]).run()
         return 0
     uvicorn.Server(config).run()
     return 0

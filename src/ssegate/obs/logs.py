@@ -12,7 +12,7 @@ its end (never per token)::
 
 Prompt text is logged (``"prompt"``) only with ``SSEGATE_LOG_PROMPTS=1``. API keys are never logged: callers
 are named by a fingerprint (``auth.fingerprint``), and as a safety net every configured client and upstream key
-is replaced by ``[redacted]`` in any line that would contain it.
+is replaced by ``[redacted]`` in any line that would contain it (the routing file's keys too: ``redact_also``).
 """
 
 from __future__ import annotations
@@ -25,11 +25,18 @@ from typing import Any
 
 import orjson
 
-__all__ = ["JSONFormatter", "log_config"]
+__all__ = ["JSONFormatter", "log_config", "redact_also"]
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "color_message"}
 _TASK_PREFIX = "ssegate-gen-"
 REDACTED = "[redacted]"
+_also: list[str] = []
+
+
+def redact_also(secrets: list[str]) -> None:
+    """Keys read from elsewhere than the environment names above (the routing file's): redacted from now on."""
+    found = {s for s in secrets if len(s) >= 8} | set(_also)
+    _also[:] = sorted(found, key=len, reverse=True)
 
 
 def _secrets_from_env() -> list[str]:
@@ -74,7 +81,7 @@ class JSONFormatter(logging.Formatter):
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         line = orjson.dumps(out, default=str).decode()
-        for secret in self.redact:
+        for secret in (*self.redact, *_also) if _also else self.redact:
             if secret in line:
                 line = line.replace(secret, REDACTED)
         return line

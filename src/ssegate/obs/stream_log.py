@@ -1,8 +1,10 @@
 """Two log lines per stream, at its start and at its end (never per token): a ``core.outcome.Observer``.
 
 The end line carries the outcome (``done``, ``cancelled:<reason>``, ``error:<code>``), the parts relayed, the
-time to the first output, the duration, the upstream attempts and the deployment that answered (its label, never
-its key). The prompt's text is logged only with ``SSEGATE_LOG_PROMPTS=1``; its size always.
+time to the first output, the duration, the upstream attempts, and who answered: ``model_entry`` (the routing
+file's name of the model, wildcards as written, ``*`` without a file) and ``deployment`` (its label, never its key).
+The start line has the ``model`` the client asked for. The prompt's text is logged only with
+``SSEGATE_LOG_PROMPTS=1``; its size always.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class StreamLogger:
             "upstream_attempts": outcome.upstream_attempts,
         }
         if outcome.deployment:
+            extra["model_entry"] = outcome.model_entry
             extra["deployment"] = outcome.deployment
         if outcome.ttft_s is not None:
             extra["ttft_ms"] = round(outcome.ttft_s * 1000)
