@@ -238,6 +238,9 @@ def test_lookup_exact_then_longest_wildcard(tmp_path: Path) -> None:
     assert t.resolve("local/big/one", "anonymous").name == "local/big/*"
     assert t.resolve("anything", "anonymous").name == "*"
     assert t.lookup("local/") is t.groups["*"]  # a wildcard needs a suffix
+    with pytest.raises(ModelNotFound, match="'local/\\*' is a wildcard: ask for a model under it, e.g. 'local/NAME'"):
+        t.resolve("local/*", "anonymous")  # what a client picking from GET /v1/models may send
+    assert t.listed("local/*", "anonymous").name == "local/*"  # which lists it, and retrieves it
 
 
 def test_unknown_and_forbidden_models_are_the_same_404(tmp_path: Path) -> None:
@@ -326,3 +329,16 @@ def test_a_cancelled_trial_leaves_it_half_open() -> None:
     trial = d.acquire(6.0)
     d.release(6.5, trial)  # cancelled: neither success nor failure
     assert d.available(6.5) and d.open_until
+
+
+def test_the_example_in_docs_models_md_loads(tmp_path: Path) -> None:
+    """docs/models.md's complete example is a valid file (with its variables set)."""
+    import re
+
+    doc = (ROOT / "docs" / "models.md").read_text()
+    example = re.search(r"```toml\n(.*?)```", doc, re.S)
+    assert example is not None
+    env = {v: f"value-of-{v}" for v in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "US_KEY", "EU_KEY", "TEAM_A_KEY")}
+    cfg = load(tmp_path, example.group(1), env)
+    assert cfg.listed == ("fast", "claude", "gpt-4o", "local/*")
+    assert [m.deployment.label for m in cfg.models if m.name == "gpt-4o"] == ["gpt-4o-us", "gpt-4o-eu"]

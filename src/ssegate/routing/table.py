@@ -243,6 +243,8 @@ class RoutingTable:
         group = self.lookup(name)
         if group is None or not self.allowed(owner, group.name):
             raise model_not_found(name)
+        if name == group.name and name.endswith("*"):
+            raise ModelNotFound(f"{name!r} is a wildcard: ask for a model under it, e.g. {name[:-1] + 'NAME'!r}")
         return group
 
     def allowed(self, owner: str, entry_name: str) -> bool:
@@ -264,8 +266,9 @@ class RoutingTable:
     def listed(self, name: str, owner: str) -> Group:
         """The group of ``name`` when it is a listed model (or one a listed wildcard matches) ``owner`` may use:
         ``GET /v1/models/{name}``. Without a routing file only the default model is listed."""
-        group = self.resolve(name, owner)
-        if name not in self.config.listed and group.name not in self.config.listed:
+        group = self.lookup(name)
+        if group is None or not self.allowed(owner, group.name) or (
+                name not in self.config.listed and group.name not in self.config.listed):
             raise model_not_found(name)
         return group
 

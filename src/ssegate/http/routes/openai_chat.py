@@ -170,7 +170,8 @@ async def list_models(request: Request) -> JSONResponse:
 
 @router.get("/v1/models/{model:path}", summary="OpenAI-compatible model lookup")
 async def get_model(model: str, request: Request) -> JSONResponse:
-    """A name the caller may use (one a wildcard matches too); ``404 model_not_found`` for any other."""
+    """A name the caller may use (one a wildcard matches too, and a listed wildcard itself); ``404
+    model_not_found`` for any other."""
     table = gateway(request).routing.table
     group = table.listed(model, caller(request))
     return JSONResponse(_model(model, group.owned_by))
