@@ -238,7 +238,7 @@ def test_lookup_exact_then_longest_wildcard(tmp_path: Path) -> None:
     assert t.resolve("local/big/one", "anonymous").name == "local/big/*"
     assert t.resolve("anything", "anonymous").name == "*"
     assert t.lookup("local/") is t.groups["*"]  # a wildcard needs a suffix
-    with pytest.raises(ModelNotFound, match="'local/\\*' is a wildcard: ask for a model under it, e.g. 'local/NAME'"):
+    with pytest.raises(ModelNotFound, match=r"'local/\*' is a wildcard: ask for a model under it, e\.g\. 'local/NAME'"):
         t.resolve("local/*", "anonymous")  # what a client picking from GET /v1/models may send
     assert t.listed("local/*", "anonymous").name == "local/*"  # which lists it, and retrieves it
 

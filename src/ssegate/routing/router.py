@@ -55,6 +55,14 @@ class Router:
         self.fingerprint = fingerprint
         self.policy = HealthPolicy(settings.cooldown_failures, settings.cooldown_window_s, settings.cooldown_s)
         self.table = self._build(settings_config(settings), None)
+        if settings.config:
+            ignored = [name for name, set_ in (
+                ("PROVIDER", settings.provider != "demo"), ("UPSTREAM_URL", settings.upstream_url),
+                ("UPSTREAM_API_KEY", settings.upstream_api_key), ("MODEL", settings.model),
+                ("FALLBACK_URLS", settings.fallback_urls)) if set_]
+            if ignored:
+                log.warning("%s ignored: the routing file %s names the models and their upstreams",
+                            ", ".join(f"SSEGATE_{n}" for n in ignored), settings.config)
         self.reloads = 0
         self.reload_failures = 0
         self._retired: list[Deployed] = []
