@@ -84,22 +84,19 @@ class Route:
         steps = self.steps
         for n, step in enumerate(steps):
             group = step.group
-            candidates = step.candidates
-            if candidates is None:
-                candidates, refusal = usable(group, step.asked, request)
-                if not candidates:
-                    log.info("fallback %s skipped: %s", group.name, refusal.message if refusal else "no deployment")
-                    continue
-            more = n + 1 < len(steps)
+            candidates = self._candidates(step, request)
+            if not candidates:
+                continue
             tried: list[Deployed] = []
             for attempt in range(s.retry_attempts):
                 now = loop.time()
                 d = group.pick(candidates, tried, now) or group.pick(candidates, (), now)
                 if d is None:  # every deployment of the group is cooling down
-                    if more:
+                    if any(self._candidates(later, request) for later in steps[n + 1:]):
                         log.info("model %s skipped: every deployment is cooling down", group.name)
                         break
-                    d = min(candidates, key=lambda c: c.open_until)  # no alternative left: try it anyway
+                    # no alternative left: try it anyway (one not tried yet first, then the soonest back)
+                    d = min(candidates, key=lambda c: (c in tried, c.open_until))
                 if d not in tried:
                     tried.append(d)
                 gen.upstream_attempts += 1
@@ -140,6 +137,15 @@ class Route:
         if last_error is None:
             raise UpstreamError("no upstream could take this request")
         raise last_error
+
+    @staticmethod
+    def _candidates(step: Step, request: ChatRequest) -> Sequence[Deployed]:
+        """The step's deployments that can honour the request, checked once (a fallback's on first need)."""
+        if step.candidates is None:
+            step.candidates, refusal = usable(step.group, step.asked, request)
+            if not step.candidates:
+                log.info("fallback %s skipped: %s", step.group.name, refusal.message if refusal else "no deployment")
+        return step.candidates
 
     def _backoff(self, gen: Generation, attempt: int, exc: UpstreamError) -> float | None:
         """Delay before the next try on this step, or None to move on to the next one (or give up).
