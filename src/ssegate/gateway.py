@@ -33,6 +33,7 @@ from .upstream.httpclient import Pool
 
 __all__ = ["Gateway"]
 
+
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
