@@ -125,6 +125,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     meta = _meta(mode)
     meta["scenario_modes"] = {**res.get("meta", {}).get("scenario_modes", {}), **{s: mode for s in only}}
     meta["log"] = []
+    routed = {"ssegate_config": args.ssegate_config, "ssegate_models": args.ssegate_models}
+    if args.ssegate_config or args.ssegate_models:
+        meta["ssegate_routing"] = args.ssegate_config or f"a generated table of {args.ssegate_models} models"
     meta["config_by_mode"] = {**res.get("meta", {}).get("config_by_mode", {}), mode: dataclasses.asdict(cfg)}
     res["meta"] = meta
 
@@ -153,7 +156,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 continue
             log(f"starting {name}")
             try:
-                rt = await asyncio.to_thread(start_target, TARGETS[name], up_port, meta["log"])
+                rt = await asyncio.to_thread(start_target, TARGETS[name], up_port, meta["log"], **routed)
                 why = await sc.probe(rt)
                 if why:
                     rt.stop()
@@ -174,7 +177,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         entry["notes"].append(f"restarted before {s}")
                         log(f"{name}: unhealthy, restarting")
                         rt.stop()
-                        rt = await asyncio.to_thread(start_target, TARGETS[name], up_port, meta["log"])
+                        rt = await asyncio.to_thread(start_target, TARGETS[name], up_port, meta["log"], **routed)
                         await sc.warmup(rt, up)
                     t0 = time.monotonic()
                     log(f"{name}: {s}")
@@ -256,6 +259,11 @@ def main() -> None:
                         "[840, quick 300]")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                         help="first wait up to S s for other processes to use < 25%% of a core [0]")
+    parser.add_argument("--ssegate-config", metavar="FILE", help="start the ssegate targets with this routing file "
+                        "(--config) instead of one upstream; it must route the model `bench` to the bench's upstream")
+    parser.add_argument("--ssegate-models", type=int, default=0, metavar="N",
+                        help="start the ssegate targets with a generated routing table of N models (the bench's "
+                        "model found last, by a catch-all after every wildcard)")
     parser.add_argument("--report-only", action="store_true", help="re-render docs/benchmarks.md from the "
                         "last results")
     args = parser.parse_args()

@@ -15,7 +15,8 @@ import psutil
 
 from .proc import RESULTS, Proc, free_port, start, tree_cpu, tree_rss, wait_http, wait_tcp
 
-__all__ = ["LITELLM_PIN", "TARGETS", "Running", "Target", "Unavailable", "start_target", "start_tinyproxy"]
+__all__ = ["LITELLM_PIN", "TARGETS", "Running", "Target", "Unavailable", "routing_table", "start_target",
+           "start_tinyproxy"]
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -150,9 +151,25 @@ def start_tinyproxy() -> Proc:
     return proc
 
 
-def start_target(target: Target, upstream_port: int, log: list[str], env: dict[str, str] | None = None) -> Running:
+def routing_table(entries: int, upstream: str) -> str:
+    """A routing file of ``entries`` models (``--ssegate-models``): half exact names, half ``prefix/*`` wildcards,
+    and last a ``*`` catch-all, which is what the bench's model ``bench`` matches, after every wildcard was
+    checked (the slowest lookup the table can make). Every entry points at the bench's upstream."""
+    lines = []
+    for i in range(entries - 1):
+        name = f"team-{i}/*" if i % 2 else f"model-{i}"
+        lines += ["[[models]]", f'name = "{name}"', 'provider = "openai"', f'url = "{upstream}"',
+                  'api_key = "bench"', f'label = "decoy-{i}"', ""]
+    lines += ["[[models]]", 'name = "*"', 'provider = "openai"', f'url = "{upstream}"', 'api_key = "bench"', ""]
+    return "\n".join(lines)
+
+
+def start_target(target: Target, upstream_port: int, log: list[str], env: dict[str, str] | None = None, *,
+                 ssegate_config: str | None = None, ssegate_models: int = 0) -> Running:
     """Start the target's processes and wait until they answer; raise :class:`Unavailable` if they cannot.
-    ``env`` adds to a gateway's environment (``HTTP_PROXY``: its upstream requests through that proxy)."""
+    ``env`` adds to a gateway's environment (``HTTP_PROXY``: its upstream requests through that proxy);
+    ``ssegate_config`` (a routing file) or ``ssegate_models`` (a generated table of that many entries) start the
+    ssegate targets with ``--config`` instead of one upstream."""
     upstream = f"http://127.0.0.1:{upstream_port}/v1"
     if target.kind == "direct":
         return Running(target, upstream_port)
@@ -177,8 +194,17 @@ def start_target(target: Target, upstream_port: int, log: list[str], env: dict[s
                 redis.stop()
                 raise Unavailable(f"redis-server did not start: {redis.log_tail(3)}")
             env["SSEGATE_REDIS_URL"] = f"redis://127.0.0.1:{rport}/0"
-        proc = start(target.name + ("+proxy" if proxy else ""), [
-            str(exe), "serve", "--provider", "openai", "--upstream-url", upstream, "--port", str(port)], port, env=env)
+        route = ["--provider", "openai", "--upstream-url", upstream]
+        if ssegate_models:
+            cfg = RESULTS / f"routing-{ssegate_models}.toml"
+            cfg.parent.mkdir(parents=True, exist_ok=True)
+            cfg.write_text(routing_table(ssegate_models, upstream))
+            ssegate_config = str(cfg)
+        if ssegate_config:
+            route = ["--config", ssegate_config]
+            env = {k: v for k, v in env.items() if k not in ("SSEGATE_UPSTREAM_API_KEY", "SSEGATE_MODEL")}
+        proc = start(target.name + ("+proxy" if proxy else ""), [str(exe), "serve", *route, "--port", str(port)], port,
+                     env=env)
         running = Running(target, port, proc, redis)
         health = "/healthz"
         timeout = 30.0

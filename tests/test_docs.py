@@ -21,7 +21,7 @@ def test_public_api_matches_all() -> None:
     public = {name for name in dir(ssegate) if not name.startswith("_")}
     exported = set(ssegate.__all__)
     assert exported <= set(dir(ssegate))
-    modules = {"cli", "client", "cluster", "core", "errors", "gateway", "http", "obs", "parts", "plugins", "serve",
+    modules = {"cli", "client", "cluster", "core", "errors", "gateway", "http", "obs", "parts", "plugins", "routing",
                "settings", "sse", "upstream"}
     assert public - exported - modules == set()
 

@@ -116,10 +116,11 @@ def test_fallbacks_tried_in_order(make_gateway: MakeGateway, failing: FakeUpstre
 @pytest.fixture(scope="module")
 def slow_primary(upstream: FakeUpstream) -> Iterator[tuple[GatewayProcess, FakeUpstream]]:
     """A gateway that commits after 0.1 s, on a primary whose every answer is a 503 after 0.6 s (so each failure
-    comes after the commit), with the shared fake upstream as its fallback; 2 attempts per upstream."""
+    comes after the commit), with the shared fake upstream as its fallback; 2 attempts per upstream. (The primary
+    never cools down here: each test counts its attempts; cooldowns are tested in test_routing.py.)"""
     with FakeUpstream(default=Script(status=503, ttft=0.6)) as slow:
         settings = {**FAST, "provider": "openai", "upstream_url": slow.url, "fallback_urls": upstream.url,
-                    "model": "fake-model", "retry_attempts": 2, "commit_timeout_s": 0.1}
+                    "model": "fake-model", "retry_attempts": 2, "commit_timeout_s": 0.1, "cooldown_failures": 100}
         with GatewayProcess(settings) as gw:
             yield gw, slow
 

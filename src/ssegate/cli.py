@@ -25,6 +25,7 @@ SERVE_FLAGS = {
     "upstream_url": ("--upstream-url", "URL", "upstream base URL, e.g. http://127.0.0.1:11434/v1"),
     "workers": ("--workers", "N", "worker processes [1]; more than one needs SSEGATE_REDIS_URL"),
     "log_format": ("--log-format", "FORMAT", "auto, text or json [auto: text on a terminal, else json]"),
+    "config": ("--config", "FILE", "model routing file (TOML, docs/models.md), reloaded on SIGHUP"),
 }
 """Settings that ``ssegate serve`` also takes as flags: setting name → (flag, metavar, help)."""
 

@@ -19,6 +19,9 @@ GatewayError                    code                 status  retryable
 │   └── EventLogUnavailable     overloaded           503     yes  (Redis unreachable)
 ├── ShuttingDown                shutting_down        503     yes  (Retry-After)
 └── GenerationLost              generation_lost      502     yes
+
+ConfigError (a ValueError)      a routing file that does not load (never sent to a client: ``ssegate serve``
+                                exits with it at start-up; a reload keeps the old table and logs it)
 ```
 
 Every error knows its ``code``, HTTP ``status`` and ``retryable``; a response for one that is not retryable says
@@ -36,6 +39,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "ClientError",
+    "ConfigError",
     "EventLogUnavailable",
     "GatewayError",
     "GenerationLost",
@@ -95,6 +99,11 @@ class GatewayError(Exception):
         if self.retry_after is None:
             return {}
         return {"Retry-After": str(max(1, round(self.retry_after)))}
+
+
+class ConfigError(ValueError):
+    """A routing file that does not load. The message is one line naming the file, the entry (its position and
+    name) and the field, and never holds a key (``routing/config.py``)."""
 
 
 class ClientError(GatewayError):

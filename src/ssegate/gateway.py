@@ -8,12 +8,13 @@ return gate.stream(request, my_parts())           # an app's own async iterator 
 async for part in gate.complete(messages): ...    # one upstream call, with retries and fallbacks
 ```
 
-It holds the process's state (providers, the upstream connection pool, the event log, live generations, limits,
-metrics, the Redis replicas when configured) and the operations the routes call: ``start_generation`` (check the
-request against the upstream, admit it, start it), ``follow`` (a response that applies the commit rule),
-``resume_response``, ``cancel``. ``router`` and ``ops_router`` bind ssegate's route modules to this gateway (a
-dependency puts it in each request's scope), and every route answers its own errors (``http/routing.py``), so
-they behave the same in ``ssegate serve`` and under an application's own middleware and exception handlers.
+It holds the process's state (the model router and its providers, the upstream connection pool, the event log, live
+generations, limits, metrics, the Redis replicas when configured) and the operations the routes call:
+``start_generation`` (route the request to its model's upstreams, admit it, start it), ``follow`` (a response that
+applies the commit rule), ``resume_response``, ``cancel``. ``router`` and ``ops_router`` bind ssegate's route
+modules to this gateway (a dependency puts it in each request's scope), and every route answers its own errors
+(``http/routing.py``), so they behave the same in ``ssegate serve`` and under an application's own middleware and
+exception handlers.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from .core.request import ChatRequest
 from .core.source import SourceProducer
 from .errors import InvalidRequest, NotFound, ShuttingDown, error_from_code
 from .http.aisdk.chats import ChatStreams
-from .http.auth import identity
+from .http.auth import fingerprint, identity
 from .http.chat_body import ChatCompletionIn, chat_request
 from .http.encoders import NativeEncoder
 from .http.response import EventStreamResponse, Follows, StreamEncoder
@@ -48,14 +49,12 @@ from .http.routes.deps import SCOPE_KEY
 from .obs.metrics import Metrics
 from .obs.stream_log import StreamLogger
 from .parts import Finish, Part, Reasoning, ToolCallDelta, ToolCallStart, Usage
+from .routing import Router
 from .settings import Settings
-from .upstream import Provider, make_provider
-from .upstream.chain import ProviderChain
+from .upstream import Provider
 from .upstream.httpclient import Pool
 
 __all__ = ["Gateway"]
-
-DEMO_MODEL = "ssegate-demo"
 
 
 APP_OWNER = "app"
@@ -67,12 +66,9 @@ class Gateway:
         settings = settings if settings is not None else Settings()
         self.settings = settings
         self.pool = Pool(limit=settings.max_upstream_connections, connect_timeout=settings.upstream_connect_timeout_s)
-        key = settings.resolved_api_key()
-        self.providers: list[Provider] = [
-            make_provider(settings.provider, settings, url, key, self.pool) for url in settings.upstream_urls or [""]
-        ]
-        self.chain = ProviderChain(self.providers, settings)
+        self.routing = Router(settings, self.pool, lambda key: fingerprint(key, settings))
         self.metrics = Metrics()
+        self.metrics.watch_routing(self.routing)
         self.replicas = Replicas(settings) if settings.redis_url else None
         self.eventlog: MemoryEventLog = (
             self.replicas.eventlog
@@ -136,7 +132,7 @@ class Gateway:
         heartbeats, the event log, resume and cancel through ``router``'s endpoints, exactly one terminal event.
         A disconnect (without a grace) or a cancel closes ``source``; a ``GatewayError`` it raises is its typed
         error, any other exception ``internal_error`` with no detail."""
-        owner = identity(request, self.settings)
+        owner = identity(request, self.settings, self.routing.client_keys)
         self.admit(owner)
         chat = ChatRequest([], model, resume_grace_s=resume_grace_s)
         gen = self.hub.start(chat, owner, SourceProducer(source))
@@ -190,6 +186,7 @@ class Gateway:
     # --- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
         self._chain_signals()
+        self.routing.watch_sighup()
         if self.replicas is not None:
             await self.replicas.start()
 
@@ -225,16 +222,21 @@ class Gateway:
         await self.hub.shutdown(0)
         if self.replicas is not None:
             await self.replicas.stop()
-        for p in self.providers:
-            await p.aclose()
+        await self.routing.aclose()
         await self.pool.aclose()
         self.eventlog.clear()
 
     # --- requests -----------------------------------------------------------------------------------
+    @property
+    def providers(self) -> list[Provider]:
+        """Every deployment's provider in the current routing table, the default model's first."""
+        return self.routing.table.providers
+
     def default_model(self, model: str | None) -> str:
-        chosen = model or self.settings.model or (DEMO_MODEL if self.settings.provider == "demo" else "")
+        chosen = self.routing.default_model(model)
         if not chosen:
-            raise InvalidRequest("no model given: pass 'model' or set SSEGATE_MODEL")
+            where = "the routing file's first model is a wildcard" if self.settings.config else "set SSEGATE_MODEL"
+            raise InvalidRequest(f"no model given: pass 'model' (GET /v1/models lists them; {where})")
         return chosen
 
     def admit(self, owner: str) -> None:
@@ -249,10 +251,11 @@ class Gateway:
         self.limits.admit(owner)
 
     def start_generation(self, request: ChatRequest, owner: str) -> Generation:
-        """Check the request against the upstream (a 400 naming a field it cannot honour), admit it, start it."""
-        self.providers[0].check_request(request)
+        """Route the request (404 ``model_not_found``; a 400 naming a field its upstream cannot honour), admit it,
+        start it."""
+        route = self.routing.route(request, owner)
         self.admit(owner)
-        return self.hub.start(request, owner, self.chain)
+        return self.hub.start(request, owner, route)
 
     def stream_response(self, request: ChatRequest, owner: str) -> EventStreamResponse:
         gen = self.start_generation(request, owner)

@@ -44,8 +44,11 @@ from pydantic.fields import FieldInfo
 from starlette.types import ASGIApp
 
 from .__about__ import __version__
+from .errors import ConfigError
 from .http.uvicorn_glue import BoundedRequestProtocol
 from .obs.logs import log_config
+from .routing import DEMO_MODEL, settings_config
+from .routing.config import RoutingConfig
 from .settings import Settings, is_loopback_host
 from .upstream.base import public_url
 
@@ -153,10 +156,11 @@ def settings_problem(exc: ValidationError, flags: Mapping[str, str] | None = Non
     return "; ".join(problems)
 
 
-def refusal(settings: Settings, flags: Mapping[str, str] | None = None) -> str | None:
-    """Why these settings must not be served, in one line; ``None`` when they may be."""
+def refusal(settings: Settings, flags: Mapping[str, str] | None = None, *, file_keys: bool = False) -> str | None:
+    """Why these settings must not be served, in one line; ``None`` when they may be (``file_keys``: the routing
+    file lists client keys of its own)."""
     flags = flags or {}
-    if not is_loopback_host(settings.host) and not settings.api_key_list and not settings.allow_open:
+    if not is_loopback_host(settings.host) and not (settings.api_key_list or file_keys) and not settings.allow_open:
         return (f"refusing to serve on {settings.host} without SSEGATE_API_KEYS "
                 "(set SSEGATE_ALLOW_OPEN=1 to serve an open gateway)")
     if settings.workers > 1 and not settings.redis_url:
@@ -164,7 +168,7 @@ def refusal(settings: Settings, flags: Mapping[str, str] | None = None) -> str |
         return (f"{workers} needs SSEGATE_REDIS_URL: without it each worker "
                 "keeps its own streams, and a resume or cancel that lands on another worker fails "
                 "(run one worker, or set SSEGATE_REDIS_URL=redis://HOST:6379/0)")
-    if settings.redis_url and settings.api_key_list and not settings.token_secret:
+    if settings.redis_url and (settings.api_key_list or file_keys) and not settings.token_secret:
         return ("SSEGATE_REDIS_URL with SSEGATE_API_KEYS needs SSEGATE_TOKEN_SECRET, the same on every replica "
                 "(stream owners are key fingerprints under it): make one with " + SECRET_HINT)
     return None
@@ -220,10 +224,10 @@ def base_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
-def upstreams(settings: Settings) -> list[Upstream]:
-    """The banner's upstream lines, from PROVIDER/MODEL/UPSTREAM_URL (a routing file may give several)."""
-    from .gateway import DEMO_MODEL
-
+def upstreams(settings: Settings, routes: RoutingConfig | None = None) -> list[Upstream]:
+    """The banner's upstream lines: the routing file's models, else PROVIDER/MODEL/UPSTREAM_URL."""
+    if settings.config and routes is not None:
+        return [(m.name, m.deployment.provider, m.deployment.label) for m in routes.models]
     if settings.provider == "demo":
         return [(settings.model or DEMO_MODEL, "demo", "embedded, offline")]
     model = settings.model or "(named by each request)"
@@ -258,7 +262,11 @@ def serve(overrides: Mapping[str, str] | None = None, flags: Mapping[str, str] |
         settings = Settings()
     except ValidationError as exc:
         return _fail(settings_problem(exc, flags), EXIT_REFUSED)
-    problem = refusal(settings, flags)
+    try:
+        routes = settings_config(settings)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_REFUSED)
+    problem = refusal(settings, flags, file_keys=bool(routes.keys))
     if problem is not None:
         return _fail(problem, EXIT_REFUSED)
     try:
@@ -266,7 +274,7 @@ def serve(overrides: Mapping[str, str] | None = None, flags: Mapping[str, str] |
     except OSError as exc:
         return _fail(_bind_problem(exc, settings.host, settings.port, flags), EXIT_UNAVAILABLE)
     try:
-        return _run(settings, sock)
+        return _run(settings, sock, routes)
     finally:
         sock.close()
 
@@ -276,7 +284,7 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def _run(settings: Settings, sock: socket.socket) -> int:
+def _run(settings: Settings, sock: socket.socket, routes: RoutingConfig) -> int:
     if settings.workers > 1 and not settings.token_secret:
         # one random secret for every worker of this server, so that tokens and owners agree across them
         os.environ["SSEGATE_TOKEN_SECRET"] = secrets.token_urlsafe(32)
@@ -301,7 +309,7 @@ def _run(settings: Settings, sock: socket.socket) -> int:
         server_header=False,
     )  # configures logging
     url = base_url(settings.host, int(sock.getsockname()[1]))
-    lines = upstreams(settings)
+    lines = upstreams(settings, routes)
     public = "" if is_loopback_host(settings.host) else f"{settings.host} port {sock.getsockname()[1]}"
     if fmt == "text":
         print(banner(url, lines, workers=settings.workers, listening=public), file=sys.stderr, flush=True)
@@ -312,9 +320,9 @@ def _run(settings: Settings, sock: socket.socket) -> int:
     if warning is not None:
         log.warning(warning)
     if settings.workers > 1:
-        from uvicorn.supervisors import Multiprocess
+        from .http.uvicorn_glue import ReloadingMultiprocess
 
-        Multiprocess(config, sockets=[sock]).run()
+        ReloadingMultiprocess(config, sockets=[sock]).run()
         return 0
     try:
         uvicorn.Server(config).run(sockets=[sock])

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     """Worker processes (each a full gateway; use REDIS_URL so they share streams)."""
 
     # --- upstream ------------------------------------------------------------------------------
+    config: str = ""
+    """Path of the model routing file (TOML, see docs/models.md); reloaded on SIGHUP. Empty: PROVIDER, UPSTREAM_URL,
+    UPSTREAM_API_KEY, MODEL and FALLBACK_URLS make one implicit entry."""
     provider: str = "demo"
     """`demo` (embedded, offline), `openai` (any OpenAI-compatible server), `anthropic`, or a plugin's name."""
     upstream_url: str = ""
@@ -50,9 +53,17 @@ class Settings(BaseSettings):
     fallback_urls: str = ""
     """Comma-separated base URLs tried in order, after ``upstream_url``, before the first token."""
     retry_attempts: int = Field(3, ge=1, le=10)
-    """Attempts per upstream before the first token (connection errors, 5xx, 429)."""
+    """Attempts per model before the first token (connection errors, 5xx, 429; a group's deployments share them),
+    then the model's fallbacks get as many each."""
     retry_backoff_s: float = Field(0.1, ge=0)
     """First backoff between retries (doubled each try, with jitter; `Retry-After` honoured)."""
+    cooldown_failures: int = Field(3, ge=1)
+    """Failures (connection errors, 5xx, 429, timeouts) of a deployment within COOLDOWN_WINDOW_S that make it sit
+    out COOLDOWN_S (then one trial stream decides)."""
+    cooldown_window_s: float = Field(30.0, gt=0)
+    """The window in which COOLDOWN_FAILURES failures open a deployment's cooldown."""
+    cooldown_s: float = Field(30.0, gt=0)
+    """How long a failing deployment is skipped while its model has an alternative; a 429's `Retry-After` sets it."""
     upstream_connect_timeout_s: float = Field(10.0, gt=0)
     """Connect timeout for upstream requests."""
     max_upstream_connections: int = Field(0, ge=0)

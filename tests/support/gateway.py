@@ -30,10 +30,13 @@ def free_port() -> int:
 
 
 class GatewayProcess:
-    """``ssegate serve`` with ``SSEGATE_*`` settings from ``settings`` (names without the prefix)."""
+    """``ssegate serve`` with ``SSEGATE_*`` settings from ``settings`` (names without the prefix), and other
+    environment variables from ``environ`` (e.g. the ``${VAR}`` a routing file reads)."""
 
-    def __init__(self, settings: dict[str, Any] | None = None, *, port: int | None = None) -> None:
+    def __init__(self, settings: dict[str, Any] | None = None, *, port: int | None = None,
+                 environ: dict[str, str] | None = None) -> None:
         self.port = port or free_port()
+        self.environ = environ or {}
         # the suite scripts the demo model (`/script`); a deployment never needs it
         self.settings = {"port": self.port, "log_level": "warning", "demo_scripts": True, **(settings or {})}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -47,6 +50,7 @@ class GatewayProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SSEGATE_")}
         env.update({f"SSEGATE_{k.upper()}": str(v) for k, v in self.settings.items()})
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.environ)
         return env
 
     def start(self, timeout: float = 20.0) -> GatewayProcess:

@@ -2,9 +2,9 @@
 
 A ``Generation`` is a task that runs one *producer* and appends what it produces to a ``StreamLog``; HTTP
 responses follow the log (``http/response.py``), so a generation can outlive a dropped connection (resume,
-the stream's grace) and any number of clients can follow it. The producer is the gateway's upstream chain
-(``upstream/chain.py``: providers with retries and fallbacks) or an application's own async iterator of parts
-(``Gateway.stream``). Either way the parts arrive through this generation's sink methods (``emit``, ``alive``,
+the stream's grace) and any number of clients can follow it. The producer is the stream's route
+(``routing/chain.py``: the model's deployments with retries and fallbacks) or an application's own async iterator
+of parts (``Gateway.stream``). Either way the parts arrive through this generation's sink methods (``emit``, ``alive``,
 ``holding``: the ``upstream.base.Sink`` protocol), one plain call per part, from the upstream connection's read
 callback when the provider is remote.
 
@@ -78,6 +78,7 @@ class Generation:
         "followers",
         "hub",
         "log",
+        "model_entry",
         "outputs",
         "producer",
         "request",
@@ -103,6 +104,8 @@ class Generation:
         self.upstream_attempts = 0
         self.deployment = ""
         """The label of the upstream being tried (set by the producer)."""
+        self.model_entry = ""
+        """The name (as written in the routing file) of the model entry being tried (set by the producer)."""
         self.error: GatewayError | None = None
         self._cancel_reason: str | None = None
         self._timed_out = False
@@ -128,6 +131,11 @@ class Generation:
     @property
     def cancel_reason(self) -> str | None:
         return self._cancel_reason
+
+    @property
+    def timed_out(self) -> bool:
+        """The first-output or idle deadline passed (the producer is being cancelled for it)."""
+        return self._timed_out
 
     @property
     def finished(self) -> bool:
@@ -343,7 +351,8 @@ class Generation:
             cause = "done"
         return Outcome(
             stream_id=self.stream_id, owner=self.log.owner, model=self.log.model, deployment=self.deployment,
-            cause=cause, error=error.message if error is not None else None, outputs=self.outputs,
+            model_entry=self.model_entry, cause=cause, error=error.message if error is not None else None,
+            outputs=self.outputs,
             ttft_s=self.first_output_at - self.started_at if self.outputs else None,
             duration_s=self._clock() - self.started_at, upstream_attempts=self.upstream_attempts,
             max_tokens=self.request.max_tokens,

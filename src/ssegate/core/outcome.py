@@ -29,6 +29,8 @@ class Outcome:
     model: str
     deployment: str
     """The label of the upstream that answered last (never a key); ``""`` for a stream of the app's own source."""
+    model_entry: str
+    """The routing file's name (as written: wildcards too) of the model that answered last; ``""`` as above."""
     cause: str
     """``done``, ``cancelled:<reason>`` (``disconnect``, ``request``) or ``error:<code>``."""
     error: str | None

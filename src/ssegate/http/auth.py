@@ -26,6 +26,10 @@ No token may mint tokens, cancel, or use the POST endpoints. A token whose key w
 ``SSEGATE_API_KEYS`` stops working at once. With ``SSEGATE_TOKEN_SECRET`` empty, each process draws a random
 secret at start: tokens then work only on the replica that issued them, and not across a restart; replicas
 behind a load balancer need one shared secret.
+
+A routing file's ``[[keys]]`` are valid client keys too (in addition to ``SSEGATE_API_KEYS``): callers pass the
+whole list (``Gateway.routing.client_keys``) as ``keys``. The fingerprint ``identity()`` returns is how the router
+knows which configured key matched, and so which models that key may use.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 import orjson
@@ -149,8 +154,10 @@ def _bearer(conn: HTTPConnection) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
-def identity(conn: HTTPConnection, settings: Settings) -> str:
-    keys = settings.api_key_list
+def identity(conn: HTTPConnection, settings: Settings, keys: Sequence[str] | None = None) -> str:
+    """The caller's identity; ``keys`` are the valid client keys (default: ``SSEGATE_API_KEYS``)."""
+    if keys is None:
+        keys = settings.api_key_list
     if not keys:
         return ANONYMOUS
     presented = _bearer(conn)
@@ -181,7 +188,7 @@ def _token_scope(conn: HTTPConnection) -> Scope | None:
     return None
 
 
-def _token_identity(token: str, needs: Scope, settings: Settings, keys: list[str]) -> str:
+def _token_identity(token: str, needs: Scope, settings: Settings, keys: Sequence[str]) -> str:
     grant = verify_token(token, settings)
     if grant is None or grant.owner not in _fingerprints(tuple(keys), settings.token_secret):
         raise Unauthorized("invalid or expired stream token: get a new one from POST /v1/auth/token")

@@ -15,6 +15,13 @@ disconnect) wakes the loop, which owns the slow paths and the send timeout.
 
 Body messages go straight to the server's ``send`` (stashed in the scope by ``expose_server``), skipping
 the framework's per-message wrappers; the response start still goes through them (CORS headers).
+
+The start names who answers (``routing_headers``): ``X-Ssegate-Model``, the routing file's name of the model
+entry, and ``X-Ssegate-Deployment``, the deployment's label (never a key), as the generation has them when the
+status goes out. The commit is normally the first output, and retries and fallbacks stop there, so these are the
+model and deployment that answer. A stream committed by ``COMMIT_TIMEOUT_S`` before any output names the one
+being tried then: if that attempt fails, a retry or fallback may still answer, and headers already sent cannot
+change (the stream's log line and metrics name the one that did).
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ if TYPE_CHECKING:
     from ..core.log import StreamLog
     from ..errors import GatewayError
 
-__all__ = ["EventStreamResponse", "Follows", "StreamEncoder", "expose_server", "json_error_response"]
+__all__ = ["EventStreamResponse", "Follows", "StreamEncoder", "expose_server", "json_error_response",
+           "routing_headers"]
 
 RAW_KEY = "ssegate.server"
 
@@ -77,6 +85,13 @@ STREAM_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+
+
+def routing_headers(gen: Generation) -> dict[str, str]:
+    """``X-Ssegate-Model`` and ``X-Ssegate-Deployment`` of a generation (none for an application's own source)."""
+    if not gen.deployment:
+        return {}
+    return {"X-Ssegate-Model": gen.model_entry, "X-Ssegate-Deployment": gen.deployment}
 
 
 async def json_error_response(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
@@ -160,6 +175,9 @@ class EventStreamResponse(Response):
                     await json_error_response(send, status, body, headers)
                     return
             start_headers = [*STREAM_HEADERS, (b"x-stream-id", self.log.stream_id.encode()), *self.extra_headers]
+            if self.gen is not None and self.gen.deployment:
+                start_headers += [(b"x-ssegate-model", self.gen.model_entry.encode("latin-1", "replace")),
+                                  (b"x-ssegate-deployment", self.gen.deployment.encode("latin-1", "replace"))]
             self._last_sent = loop.time()
             self._timer = Deadline(loop, self._tick)
             self._timer.set(self._last_sent + self.heartbeat_s)

@@ -151,7 +151,7 @@ def create_app(settings: Settings | None = None) -> SSEGateApp:
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-AI-SDK-Version"],
-            expose_headers=["X-Stream-Id", "Retry-After"],
+            expose_headers=["X-Stream-Id", "Retry-After", "X-Ssegate-Model", "X-Ssegate-Deployment"],
         )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

@@ -6,6 +6,9 @@
 - ``direct_transport``: the client's transport when a body chunk may be written to it directly (uvicorn's
   httptools protocol, chunked framing, not HEAD, still open), for the streaming fast path of ``response.py``.
 - ``drop_if_unread``: abort a connection whose client stopped reading a response that was written in one go.
+- ``ReloadingMultiprocess``: uvicorn's worker supervisor, except that ``SIGHUP`` is forwarded to every worker
+  (each reloads its routing file, running streams untouched) instead of replacing the workers, which would end
+  their running streams after the shutdown grace. Without a routing file it keeps uvicorn's behaviour.
 
 Every function here degrades to "not available" (None, False) under another server, so the responses fall
 back to the plain ASGI ``send``.
@@ -15,10 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+import os
+import signal
 from typing import Any
 
 from starlette.types import Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.supervisors import Multiprocess
 
 from ..errors import InvalidRequest
 from ..settings import Settings
@@ -27,6 +34,7 @@ from ..sse import dumps
 __all__ = [
     "DISCONNECT_HOOK",
     "BoundedRequestProtocol",
+    "ReloadingMultiprocess",
     "direct_transport",
     "drop_if_unread",
     "head_limit",
@@ -37,6 +45,25 @@ DISCONNECT_HOOK = "ssegate_on_disconnect"
 """Attribute a response sets on the server's request cycle (``send.__self__``): ``ssegate serve``'s protocol
 calls it from ``connection_lost``, so a vanished client stops its generation in that very callback, before
 any task runs (the watcher task covers other servers)."""
+
+
+class ReloadingMultiprocess(Multiprocess):
+    """``--workers N``: SIGHUP goes to each worker, which reloads its routing file (``routing/router.py``).
+
+    A worker still starting (before its gateway handles SIGHUP) dies of the signal and the supervisor starts a
+    new one, which reads the new file."""
+
+    def handle_hup(self) -> None:
+        if not os.environ.get("SSEGATE_CONFIG"):
+            super().handle_hup()
+            return
+        logging.getLogger("ssegate.serve").info("SIGHUP: forwarded to the workers (they reload the routing file)")
+        for process in self.processes:
+            if process.pid is not None and process.exitcode is None:
+                try:
+                    os.kill(process.pid, signal.SIGHUP)
+                except ProcessLookupError:  # pragma: no cover - it just exited; the supervisor replaces it
+                    pass
 
 
 def head_limit(settings: Settings) -> int:

@@ -21,7 +21,7 @@ The same as text (local time; ``stream_id`` shortened to ``id``; values with spa
 Prompt text is logged (``"prompt"``) only with ``SSEGATE_LOG_PROMPTS=1``. API keys are never logged: callers
 are named by a fingerprint (``auth.fingerprint``, an HMAC under the server secret), and as a safety net every
 configured client and upstream key, and the token secret, is replaced by ``[redacted]`` in any line of either
-format that would contain it.
+format that would contain it (the routing file's keys too: ``redact_also``).
 """
 
 from __future__ import annotations
@@ -35,11 +35,18 @@ from typing import Any
 
 import orjson
 
-__all__ = ["JSONFormatter", "TextFormatter", "log_config"]
+__all__ = ["JSONFormatter", "TextFormatter", "log_config", "redact_also"]
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "color_message"}
 _TASK_PREFIX = "ssegate-gen-"
 REDACTED = "[redacted]"
+_also: list[str] = []
+
+
+def redact_also(secrets: list[str]) -> None:
+    """Keys read from elsewhere than the environment names above (the routing file's): redacted from now on."""
+    found = {s for s in secrets if len(s) >= 8} | set(_also)
+    _also[:] = sorted(found, key=len, reverse=True)
 
 
 def _secrets_from_env() -> list[str]:
@@ -75,7 +82,7 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _redact(line: str, secrets: list[str]) -> str:
-    for secret in secrets:
+    for secret in (*secrets, *_also) if _also else secrets:
         if secret in line:
             line = line.replace(secret, REDACTED)
     return line

@@ -1,11 +1,13 @@
 """One log line per stream at ``info``, when it ends (never per token), and one at its start at ``debug``: a
 ``core.outcome.Observer``.
 
-The end line carries the model, the caller (a key fingerprint), the outcome (``done``, ``cancelled:<reason>``,
-``error:<code>``), the parts relayed, the time to the first output, the duration, the upstream attempts and the
-deployment that answered (its label, never its key): an access log for streams. The start line (``debug``) adds
-the request's size; with ``SSEGATE_LOG_PROMPTS=1`` it is logged at ``info`` and carries the prompt's text. A log line costs ~25 µs of
-CPU (the logging module's own record and handler work), so one per stream at ``info``, not two.
+The end line carries the model asked for, the caller (a key fingerprint), the outcome (``done``,
+``cancelled:<reason>``, ``error:<code>``), the parts relayed, the time to the first output, the duration, the
+upstream attempts, and who answered: ``model_entry`` (the routing file's name of the model, wildcards as written,
+``*`` without a file) and ``deployment`` (its label, never its key): an access log for streams. The start line
+(``debug``) adds the request's size; with ``SSEGATE_LOG_PROMPTS=1`` it is logged at ``info`` and carries the
+prompt's text. A log line costs ~25 µs of CPU (the logging module's own record and handler work), so one per
+stream at ``info``, not two.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class StreamLogger:
             "upstream_attempts": outcome.upstream_attempts,
         }
         if outcome.deployment:
+            extra["model_entry"] = outcome.model_entry
             extra["deployment"] = outcome.deployment
         if outcome.ttft_s is not None:
             extra["ttft_ms"] = round(outcome.ttft_s * 1000)

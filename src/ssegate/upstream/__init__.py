@@ -18,10 +18,13 @@ if TYPE_CHECKING:
     from ..settings import Settings
     from .httpclient import Pool
 
-__all__ = ["REGISTRY", "Factory", "Provider", "Sink", "make_provider"]
+__all__ = ["DEFAULT_URLS", "REGISTRY", "Factory", "Provider", "Sink", "make_provider"]
 
 Factory = Callable[["Settings", str, str, "Pool"], Provider]
 """``(settings, base_url, api_key, pool) -> Provider``."""
+
+DEFAULT_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com/v1"}
+"""The base URL a built-in provider uses when it is given none."""
 
 
 def _demo(settings: Settings, base_url: str, api_key: str, pool: Pool) -> Provider:
@@ -34,13 +37,13 @@ def _demo(settings: Settings, base_url: str, api_key: str, pool: Pool) -> Provid
 def _openai(settings: Settings, base_url: str, api_key: str, pool: Pool) -> Provider:
     from .openai import OpenAIProvider
 
-    return OpenAIProvider(base_url or "https://api.openai.com/v1", api_key, pool)
+    return OpenAIProvider(base_url or DEFAULT_URLS["openai"], api_key, pool)
 
 
 def _anthropic(settings: Settings, base_url: str, api_key: str, pool: Pool) -> Provider:
     from .anthropic import AnthropicProvider
 
-    return AnthropicProvider(base_url or "https://api.anthropic.com/v1", api_key, pool)
+    return AnthropicProvider(base_url or DEFAULT_URLS["anthropic"], api_key, pool)
 
 
 REGISTRY: dict[str, Factory] = {"demo": _demo, "openai": _openai, "anthropic": _anthropic}

@@ -29,4 +29,5 @@ def gateway(conn: HTTPConnection) -> Gateway:
 
 
 def caller(conn: HTTPConnection) -> str:
-    return identity(conn, gateway(conn).settings)
+    gw = gateway(conn)
+    return identity(conn, gw.settings, gw.routing.client_keys)

@@ -22,11 +22,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
 from ...core.entries import ERROR
-from ...errors import InvalidRequest, NotFound
+from ...errors import NotFound
 from ...sse import dumps
 from ..chat_body import ChatCompletionIn, chat_request
 from ..encoders import Answer, OpenAIChunkEncoder, as_error, finish_reason, openai_usage
-from ..response import RAW_KEY, json_error_response
+from ..response import RAW_KEY, json_error_response, routing_headers
 from ..routing import OpenAIRoute
 from ..uvicorn_glue import drop_if_unread
 from .deps import caller, gateway
@@ -77,7 +77,7 @@ class CompletionResponse(Response):
                 await json_error_response(send, err.status, dumps(err.openai_body()), err.headers())
                 return
             body = dumps(self.completion(answer))
-            headers = {"X-Stream-Id": gen.stream_id}
+            headers = {"X-Stream-Id": gen.stream_id, **routing_headers(gen)}
             await json_error_response(send, 200, body, headers)
             if raw is not None:
                 drop_if_unread(raw[1], self.send_timeout_s)  # the whole answer went out in one write
@@ -157,24 +157,22 @@ async def chat_completions(body: ChatCompletionIn, request: Request) -> Response
     return CompletionResponse(gen, created, on_discard=gw.hub.discard, send_timeout_s=gw.settings.send_timeout_s)
 
 
-def _models(request: Request) -> list[dict[str, Any]]:
-    gw = gateway(request)
-    caller(request)
-    try:
-        model = gw.default_model(None)
-    except InvalidRequest:
-        return []
-    return [{"id": model, "object": "model", "created": 0, "owned_by": gw.settings.provider}]
+def _model(name: str, owned_by: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": owned_by}
 
 
 @router.get("/v1/models", summary="OpenAI-compatible model list")
 async def list_models(request: Request) -> JSONResponse:
-    return JSONResponse({"object": "list", "data": _models(request)})
+    """The model names the caller's key may use (a routing file's wildcards as written)."""
+    table = gateway(request).routing.table
+    owner = caller(request)
+    return JSONResponse({"object": "list", "data": [_model(n, by) for n, by in table.listing(owner)]})
 
 
 @router.get("/v1/models/{model:path}", summary="OpenAI-compatible model lookup")
 async def get_model(model: str, request: Request) -> JSONResponse:
-    for m in _models(request):
-        if m["id"] == model:
-            return JSONResponse(m)
-    raise NotFound(f"the model {model!r} does not exist")
+    """A name the caller may use (one a wildcard matches too, and a listed wildcard itself); ``404
+    model_not_found`` for any other."""
+    table = gateway(request).routing.table
+    group = table.listed(model, caller(request))
+    return JSONResponse(_model(model, group.owned_by))
