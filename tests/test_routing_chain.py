@@ -19,10 +19,10 @@ from ssegate.core.log import MemoryEventLog
 from ssegate.core.request import ChatRequest
 from ssegate.errors import InvalidRequest, UpstreamError, UpstreamRateLimited, UpstreamRejected
 from ssegate.parts import Finish
+from ssegate.plugins import provider_names
 from ssegate.routing import HealthPolicy, RoutingTable, load_config
 from ssegate.routing.chain import Route, Step, usable
 from ssegate.settings import Settings
-from ssegate.upstream import provider_names
 
 
 class Fake:

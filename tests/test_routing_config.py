@@ -18,9 +18,9 @@ import pytest
 from ssegate.core.request import ChatRequest
 from ssegate.errors import ConfigError, ModelNotFound
 from ssegate.parts import Finish
+from ssegate.plugins import provider_names
 from ssegate.routing import HealthPolicy, RoutingTable, implicit_config, load_config
 from ssegate.routing.table import Deployed, Group
-from ssegate.upstream import provider_names
 from tests.support.gateway import ROOT
 
 PROVIDERS = provider_names()
