@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -180,3 +181,22 @@ def test_the_client_imports_fast_and_alone() -> None:
         best = min(best, float(seconds))
     assert best < 0.150, f"import ssegate.client took {best * 1000:.0f} ms"
 
+
+
+BAD_BODIES = [b"{not json", b"", b"[]", b'{"messages": []}', b'{"messages": [{"role": "user"}]}',
+              b'{"messages": [{"role": "user", "content": "hi"}], "n": 2}', b'{"messages": "hi", "stop": 5}']
+
+
+def test_the_standalone_apps_direct_routes_answer_as_the_framework_routes_do(demo_gateway: Any) -> None:
+    """``ssegate serve`` answers the two streaming endpoints without FastAPI's routing (``direct_routes.py``); a
+    mounted ``gate.router`` answers them through FastAPI. Bad bodies get the same status and the same words."""
+    plain = App("tests.support.library_app:create_app", {"LIBRARY_APP_STACK": "plain"}, factory=True)
+    headers = {"content-type": "application/json"}  # (other types: each app's own strict_content_type decides)
+    try:
+        for path in ("/v1/chat/stream", "/v1/chat/completions"):
+            for raw in BAD_BODIES:
+                direct = httpx.post(demo_gateway.url + path, content=raw, headers=headers, timeout=10)
+                routed = httpx.post(plain.url + "/llm" + path, content=raw, headers=headers, timeout=10)
+                assert (direct.status_code, direct.json()) == (routed.status_code, routed.json()), (path, raw)
+    finally:
+        plain.stop()

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import GatewayError, InvalidRequest
 
-__all__ = ["GatewayRoute", "OpenAIRoute", "describe_validation", "error_body", "validation_error"]
+__all__ = ["GatewayRoute", "OpenAIRoute", "describe_validation", "error_body", "invalid_request", "validation_error"]
 
 
 def error_body(err: GatewayError, openai: bool) -> dict[str, Any]:
@@ -37,14 +37,18 @@ def describe_validation(errors: Any) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def validation_error(request: Request, exc: RequestValidationError) -> InvalidRequest:
-    errors = exc.errors()
+def invalid_request(errors: Any, method: str, ctype: str) -> InvalidRequest:
+    """The ``invalid_request`` for a body's validation errors: 400 for a body that is not JSON, else 422 naming the
+    fields; a POST sent as another content type is told to send JSON."""
     bad_json = any(e.get("type") == "json_invalid" for e in errors)
     msg = "request body is not valid JSON" if bad_json else describe_validation(errors)
-    ctype = request.headers.get("content-type", "")
-    if request.method == "POST" and ctype and "json" not in ctype:
+    if method == "POST" and ctype and "json" not in ctype:
         msg = f"send the body as JSON with 'Content-Type: application/json' (got {ctype!r}): {msg}"
     return InvalidRequest(msg, status=400 if bad_json else 422)
+
+
+def validation_error(request: Request, exc: RequestValidationError) -> InvalidRequest:
+    return invalid_request(exc.errors(), request.method, request.headers.get("content-type", ""))
 
 
 class GatewayRoute(APIRoute):

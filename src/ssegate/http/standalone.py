@@ -24,6 +24,7 @@ from ..errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge
 from ..gateway import Gateway
 from ..settings import Settings
 from ..sse import dumps
+from .direct_routes import DirectRoutes
 from .response import RAW_KEY, json_error_response
 from .routes.ops import WEB_DIR
 from .routing import validation_error
@@ -37,7 +38,7 @@ def uses_openai_errors(path: str) -> bool:
     return path.startswith(OPENAI_PATHS)
 
 
-SAFE_MIDDLEWARE = ("BodyLimit", "CORSMiddleware")
+SAFE_MIDDLEWARE = ("BodyLimit", "CORSMiddleware", "DirectRoutes")
 """Middleware known to leave body messages alone: with no other, stream bodies may skip the stack."""
 
 
@@ -145,6 +146,7 @@ def create_app(settings: Settings | None = None) -> SSEGateApp:
     app.include_router(gate.ops_router)
     if WEB_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    app.add_middleware(DirectRoutes, gate=gate)  # innermost: inside CORS and the body limit (direct_routes.py)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,

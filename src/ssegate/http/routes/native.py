@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
@@ -16,7 +16,10 @@ from ..response import EventStreamResponse
 from ..routing import GatewayRoute
 from .deps import caller, gateway
 
-__all__ = ["router"]
+if TYPE_CHECKING:
+    from ...gateway import Gateway
+
+__all__ = ["router", "start_stream"]
 
 router = APIRouter(tags=["native"], route_class=GatewayRoute)
 
@@ -57,7 +60,10 @@ async def chat_get(
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def chat_stream(body: NativeChatIn, request: Request) -> EventStreamResponse:
-    gw = gateway(request)
-    owner = caller(request)
-    chat = chat_request(body, await request.json(), gw.default_model(body.model))
-    return gw.stream_response(chat, owner)
+    return start_stream(gateway(request), body, await request.json(), caller(request))
+
+
+def start_stream(gw: Gateway, body: NativeChatIn, raw: dict[str, Any], owner: str) -> EventStreamResponse:
+    """The endpoint itself, for a validated body (``raw``: the same body as parsed JSON); also what the standalone
+    app's ``direct_routes.py`` calls."""
+    return gw.stream_response(chat_request(body, raw, gw.default_model(body.model)), owner)

@@ -33,8 +33,9 @@ from .deps import caller, gateway
 
 if TYPE_CHECKING:
     from ...core.generation import Generation
+    from ...gateway import Gateway
 
-__all__ = ["CompletionResponse", "router"]
+__all__ = ["CompletionResponse", "router", "start_completion"]
 
 router = APIRouter(tags=["openai"], route_class=OpenAIRoute)
 
@@ -145,9 +146,13 @@ class CompletionResponse(Response):
     responses={200: {"content": {"text/event-stream": {}, "application/json": {}}}},
 )
 async def chat_completions(body: ChatCompletionIn, request: Request) -> Response:
-    gw = gateway(request)
-    owner = caller(request)
-    chat = chat_request(body, await request.json(), gw.default_model(body.model))
+    return start_completion(gateway(request), body, await request.json(), caller(request))
+
+
+def start_completion(gw: Gateway, body: ChatCompletionIn, raw: dict[str, Any], owner: str) -> Response:
+    """The endpoint itself, for a validated body (``raw``: the same body as parsed JSON); also what the standalone
+    app's ``direct_routes.py`` calls."""
+    chat = chat_request(body, raw, gw.default_model(body.model))
     created = int(time.time())
     gen = gw.start_generation(chat, owner)
     if body.stream:
