@@ -163,7 +163,9 @@ class EventStreamResponse(Response):
         if self.follows is not None:
             self.follows.attach()
         hooked = set_disconnect_hook(raw_send, self._on_disconnect)
-        watcher = loop.create_task(self._watch(raw_receive))
+        # ssegate serve's protocol tells the response of a disconnect itself (DISCONNECT_HOOK); elsewhere a small
+        # task waits for ``http.disconnect`` on ``receive``
+        watcher = None if hooked else loop.create_task(self._watch(raw_receive))
         self._task = asyncio.current_task()
         try:
             if self.commit and self.gen is not None:
@@ -188,7 +190,8 @@ class EventStreamResponse(Response):
                 raise
             self._task.uncancel()  # our own cancel of a blocked send: the response ends, the server closes it
         finally:
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
             if hooked:
                 set_disconnect_hook(raw_send, None)
             if self._timer is not None:

@@ -533,8 +533,11 @@ class Pool:
         if sent is not None:
             sent(resp)
         try:
-            async with asyncio.timeout(head_timeout):
+            if head_timeout is None:  # the common case: the generation's own deadlines bound the wait
                 await resp._head
+            else:
+                async with asyncio.timeout(head_timeout):
+                    await resp._head
         except TimeoutError:
             err = UpstreamTimeout(f"the upstream sent no answer within {head_timeout:g} s of the request")
             resp._fail(err)
