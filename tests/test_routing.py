@@ -230,6 +230,8 @@ def test_per_model_metrics_name_the_model_and_deployment(
                     cause="done")
     resp, _ = stream(routed, "claude", c.script(Script(deltas=["x", "y"])), key=ADMIN)
     assert resp.status_code == 200
+    resp, _ = stream(routed, "fast", a.script(Script(deltas=["z"])), key=ADMIN)  # so "fast" has an attempt, run alone
+    assert resp.status_code == 200
     samples = scrape(routed)
     assert samples[("ssegate_model_streams_total", (("cause", "done"), ("deployment", label(c, "anthropic")),
                                                     ("model", "claude")))] == before + 1

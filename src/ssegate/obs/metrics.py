@@ -48,11 +48,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from ..core.outcome import Outcome, Started
 
@@ -67,30 +69,49 @@ UNBOUNDED_ANSWER_TOKENS = 512
 """For the saved-tokens estimate: what a cancelled request without ``max_tokens`` would have generated."""
 
 
+class _Histogram:
+    """Bucket counts, a sum and a count: what an observation costs is one bisect and three adds."""
+
+    __slots__ = ("buckets", "count", "counts", "sum")
+
+    def __init__(self, buckets: Sequence[float]) -> None:
+        self.buckets = tuple(buckets)
+        self.counts = [0] * (len(self.buckets) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.buckets, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def add_to(self, family: HistogramMetricFamily, labels: list[str]) -> None:
+        cumulative, acc = [], 0
+        for bound, n in zip((*self.buckets, float("inf")), self.counts, strict=True):
+            acc += n
+            cumulative.append((floatToGoString(bound), acc))  # type: ignore[no-untyped-call]
+        family.add_metric(labels, cumulative, self.sum)
+
+
 class Metrics:
+    """The stream counters are plain numbers, added to once per stream (no lock, no label lookup per update);
+    ``render`` turns them into Prometheus families at the scrape (``_StreamCollector``)."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.active = Gauge("ssegate_active_streams", "Generations running now", registry=r)
-        self.started_total = Counter("ssegate_streams_started", "Generations started", registry=r)
-        self.ended_total = Counter(
-            "ssegate_streams_ended", "Generations ended, by cause", ["cause"], registry=r
-        )
-        self.ttft = Histogram(
-            "ssegate_time_to_first_token_seconds", "From request to the first text delta", buckets=_TTFT_BUCKETS,
-            registry=r,
-        )
-        self.tokens = Counter("ssegate_tokens_relayed", "Text deltas relayed to clients", registry=r)
-        self.saved = Counter(
-            "ssegate_tokens_saved_by_cancel",
-            "Estimate of completion tokens the upstream did not generate because the stream was cancelled",
-            registry=r,
-        )
-        self.upstream_seconds = Histogram(
-            "ssegate_upstream_request_seconds", "Duration of upstream generations", buckets=_DURATION_BUCKETS,
-            registry=r,
-        )
-        self.upstream_attempts = Counter("ssegate_upstream_attempts", "Upstream requests made", registry=r)
+        self.active = 0
+        self.started_total = 0
+        self.ended_total: dict[str, int] = {}
+        self.ttft = _Histogram(_TTFT_BUCKETS)
+        self.tokens = 0
+        self.saved = 0
+        self.upstream_seconds = _Histogram(_DURATION_BUCKETS)
+        self.upstream_attempts = 0
+        self.model_streams: dict[tuple[str, str, str], int] = {}
+        self.model_ttft: dict[tuple[str, str], _Histogram] = {}
+        self.model_tokens: dict[tuple[str, str], int] = {}
+        r.register(_StreamCollector(self))
         self.rejected = Counter("ssegate_requests_rejected", "Requests refused before a stream, by code",
                                 ["code"], registry=r)
         self.tasks = Gauge("ssegate_tasks", "asyncio tasks alive in this process", registry=r)
@@ -98,13 +119,6 @@ class Metrics:
         self.blocks = Gauge("ssegate_python_allocated_blocks", "Memory blocks Python's object allocator holds",
                             registry=r)
         self.blocks.set_function(sys.getallocatedblocks)
-        route = ["model", "deployment"]
-        self.model_streams = Counter("ssegate_model_streams", "Streams ended, by the model and deployment that "
-                                     "answered last", [*route, "cause"], registry=r)
-        self.model_ttft = Histogram("ssegate_model_time_to_first_token_seconds", "Time to the first output, by "
-                                    "model and deployment", route, buckets=_TTFT_BUCKETS, registry=r)
-        self.model_tokens = Counter("ssegate_model_tokens_relayed", "Parts relayed, by model and deployment", route,
-                                    registry=r)
 
     def watch_routing(self, router: RoutingState) -> None:
         """Export the routing table's per-deployment state and the reloads (read at each scrape)."""
@@ -112,30 +126,82 @@ class Metrics:
 
     # --- core.outcome.Observer --------------------------------------------------------------------------
     def started(self, started: Started) -> None:
-        self.started_total.inc()
-        self.active.inc()
+        self.started_total += 1
+        self.active += 1
 
     def ended(self, outcome: Outcome) -> None:
-        self.active.dec()
-        self.tokens.inc(outcome.outputs)
-        self.upstream_attempts.inc(outcome.upstream_attempts)
-        if outcome.ttft_s is not None:
-            self.ttft.observe(outcome.ttft_s)
-        if outcome.cause.startswith("cancelled:"):
+        self.active -= 1
+        outputs = outcome.outputs
+        self.tokens += outputs
+        self.upstream_attempts += outcome.upstream_attempts
+        ttft = outcome.ttft_s
+        if ttft is not None:
+            self.ttft.observe(ttft)
+        cause = outcome.cause
+        if cause.startswith("cancelled:"):
             limit = outcome.max_tokens or UNBOUNDED_ANSWER_TOKENS
-            self.saved.inc(max(0, limit - outcome.outputs))
-        self.ended_total.labels(outcome.cause).inc()
+            self.saved += max(0, limit - outputs)
+        self.ended_total[cause] = self.ended_total.get(cause, 0) + 1
         self.upstream_seconds.observe(outcome.duration_s)
         if outcome.deployment:
             route = (outcome.model_entry, outcome.deployment)
-            self.model_streams.labels(*route, outcome.cause).inc()
-            if outcome.outputs:
-                self.model_tokens.labels(*route).inc(outcome.outputs)
-            if outcome.ttft_s is not None:
-                self.model_ttft.labels(*route).observe(outcome.ttft_s)
+            key = (*route, cause)
+            self.model_streams[key] = self.model_streams.get(key, 0) + 1
+            if outputs:
+                self.model_tokens[route] = self.model_tokens.get(route, 0) + outputs
+            if ttft is not None:
+                hist = self.model_ttft.get(route)
+                if hist is None:
+                    hist = self.model_ttft[route] = _Histogram(_TTFT_BUCKETS)
+                hist.observe(ttft)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _StreamCollector:
+    """The stream series, from ``Metrics``' numbers as they are at the scrape."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        m = self.m
+        yield GaugeMetricFamily("ssegate_active_streams", "Generations running now", value=m.active)
+        yield CounterMetricFamily("ssegate_streams_started", "Generations started", value=m.started_total)
+        ended = CounterMetricFamily("ssegate_streams_ended", "Generations ended, by cause", labels=["cause"])
+        for cause, n in sorted(m.ended_total.items()):
+            ended.add_metric([cause], n)
+        yield ended
+        ttft = HistogramMetricFamily("ssegate_time_to_first_token_seconds", "From request to the first output")
+        m.ttft.add_to(ttft, [])
+        yield ttft
+        yield CounterMetricFamily("ssegate_tokens_relayed", "Parts relayed to clients", value=m.tokens)
+        yield CounterMetricFamily("ssegate_tokens_saved_by_cancel", "Estimate of completion tokens the upstream "
+                                  "did not generate because the stream was cancelled", value=m.saved)
+        duration = HistogramMetricFamily("ssegate_upstream_request_seconds", "Duration of upstream generations")
+        m.upstream_seconds.add_to(duration, [])
+        yield duration
+        yield CounterMetricFamily("ssegate_upstream_attempts", "Upstream requests made", value=m.upstream_attempts)
+        route = ["model", "deployment"]
+        streams = CounterMetricFamily("ssegate_model_streams", "Streams ended, by the model and deployment that "
+                                      "answered last", labels=[*route, "cause"])
+        for (model, deployment, cause), n in sorted(m.model_streams.items()):
+            streams.add_metric([model, deployment, cause], n)
+        yield streams
+        model_ttft = HistogramMetricFamily("ssegate_model_time_to_first_token_seconds",
+                                           "Time to the first output, by model and deployment", labels=route)
+        for (model, deployment), hist in sorted(m.model_ttft.items()):
+            hist.add_to(model_ttft, [model, deployment])
+        yield model_ttft
+        tokens = CounterMetricFamily("ssegate_model_tokens_relayed", "Parts relayed, by model and deployment",
+                                     labels=route)
+        for (model, deployment), n in sorted(m.model_tokens.items()):
+            tokens.add_metric([model, deployment], n)
+        yield tokens
 
 
 class RoutingState(Protocol):
