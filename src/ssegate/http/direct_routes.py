@@ -1,26 +1,28 @@
 """The two streaming endpoints answered without the framework's routing, in ``ssegate serve``'s own app.
 
-``POST /v1/chat/stream`` and ``POST /v1/chat/completions`` are most of a gateway's traffic, and FastAPI's routing,
-dependency solving and exception middleware cost more CPU per request than ssegate's own work of starting a stream
-(docs/benchmarks.md, setup cost). ``DirectRoutes`` is the innermost middleware of the standalone app: it answers
-those two paths itself and passes everything else on. It does what the FastAPI routes do, with the same parts:
-the body is read through the app's body limit, parsed and checked with the very models the routes declare (so
-errors are worded the same and the OpenAPI docs stay true), the caller is identified, and the request goes to
-the same endpoint functions (``routes/native.py``, ``routes/openai_chat.py``). CORS and the body limit still wrap
-it. Mounted in another application, ``Gateway.router`` serves these paths through FastAPI as usual.
+``POST /v1/chat/stream`` and ``POST /v1/chat/completions`` are most of a gateway's traffic, and FastAPI's
+middleware stack, routing and dependency solving cost more CPU per request than ssegate's own work of starting a
+stream (docs/benchmarks.md, setup cost). ``SSEGateApp`` hands these two paths to ``DirectRoutes`` before the
+framework sees them, when nothing needs to wrap them (no CORS configured). It does what the FastAPI routes and
+middleware do, with the same parts: the body limit (``MAX_BODY_BYTES``, 413), the body parsed and checked with the
+very models the routes declare (so errors are worded the same and the OpenAPI docs stay true), the caller
+identified, the same endpoint functions (``routes/native.py``, ``routes/openai_chat.py``), and an unexpected
+exception answered as ``internal_error`` without detail. Mounted in another application, ``Gateway.router`` serves
+these paths through FastAPI as usual.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import ValidationError
 from starlette.requests import HTTPConnection
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from ..errors import GatewayError
+from ..errors import GatewayError, PayloadTooLarge
 from ..sse import dumps
 from .chat_body import ChatCompletionIn, NativeChatIn
 from .response import json_error_response
@@ -33,58 +35,85 @@ if TYPE_CHECKING:
 
 __all__ = ["DirectRoutes"]
 
+logger = logging.getLogger("ssegate.http")
+
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class DirectRoutes:
-    def __init__(self, app: ASGIApp, gate: Gateway) -> None:
-        self.app = app
+    def __init__(self, gate: Gateway, max_body: int) -> None:
         self.gate = gate
+        self.max_body = max_body
         self.paths: dict[str, Handler] = {"/v1/chat/stream": self._native, "/v1/chat/completions": self._openai}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler = self.paths.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if handler is None:
-            await self.app(scope, receive, send)
-            return
-        scope[SCOPE_KEY] = self.gate
-        await handler(scope, receive, send)
+    def handler(self, scope: Scope) -> Handler | None:
+        """The direct handler of this request, or None for the framework."""
+        handler = self.paths.get(scope["path"]) if scope["method"] == "POST" else None
+        if handler is not None:
+            scope[SCOPE_KEY] = self.gate  # what Gateway.router's dependency does for its routes
+        return handler
 
     async def _native(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             conn = HTTPConnection(scope)
-            raw = await _json_body(conn, receive)
+            raw = await self._json_body(conn, receive)
             body = _validate(NativeChatIn, raw, conn)
             response = native.start_stream(self.gate, body, raw, caller(conn))
-        except GatewayError as err:
-            await json_error_response(send, err.status, dumps(err.body()), err.headers())
+        except Exception as exc:  # answered here: no framework around to do it
+            err = _as_gateway_error(exc)
+            await json_error_response(send, err.status, dumps(err.body()), _headers(err))
             return
         await response(scope, receive, send)
 
     async def _openai(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             conn = HTTPConnection(scope)
-            raw = await _json_body(conn, receive)
+            raw = await self._json_body(conn, receive)
             body = _validate(ChatCompletionIn, raw, conn)
             response = openai_chat.start_completion(self.gate, body, raw, caller(conn))
-        except GatewayError as err:
-            await json_error_response(send, err.status, dumps(err.openai_body()), err.headers())
+        except Exception as exc:  # answered here: no framework around to do it
+            err = _as_gateway_error(exc)
+            await json_error_response(send, err.status, dumps(err.openai_body()), _headers(err))
             return
         await response(scope, receive, send)
 
+    async def _json_body(self, conn: HTTPConnection, receive: Receive) -> Any:
+        """The request body as JSON; ``PayloadTooLarge`` past ``MAX_BODY_BYTES`` (by Content-Length, or counted)."""
+        limit = self.max_body
+        length = conn.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            raise PayloadTooLarge(f"request body is over {limit} bytes")
+        chunks: list[bytes] = []
+        seen = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > limit:
+                raise PayloadTooLarge(f"request body is over {limit} bytes")
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return _parse(conn, b"".join(chunks))
 
-async def _json_body(conn: HTTPConnection, receive: Receive) -> Any:
-    """The request body as JSON (read through the body limit, which raises ``PayloadTooLarge`` past it)."""
-    chunks: list[bytes] = []
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            more = False
-            break
-        chunks.append(message.get("body", b""))
-        more = message.get("more_body", False)
-    raw = b"".join(chunks)
+
+def _as_gateway_error(exc: Exception) -> GatewayError:
+    if isinstance(exc, GatewayError):
+        return exc
+    logger.exception("POST direct route failed")
+    return GatewayError("internal error")
+
+
+def _headers(err: GatewayError) -> dict[str, str]:
+    headers = err.headers()
+    if isinstance(err, PayloadTooLarge):
+        headers["Connection"] = "close"  # the rest of the body is not read
+    return headers
+
+
+def _parse(conn: HTTPConnection, raw: bytes) -> Any:
     if not raw:
         raise _invalid(conn, [{"type": "missing", "loc": ("body",), "msg": "Field required"}])
     try:

@@ -38,7 +38,7 @@ def uses_openai_errors(path: str) -> bool:
     return path.startswith(OPENAI_PATHS)
 
 
-SAFE_MIDDLEWARE = ("BodyLimit", "CORSMiddleware", "DirectRoutes")
+SAFE_MIDDLEWARE = ("BodyLimit", "CORSMiddleware")
 """Middleware known to leave body messages alone: with no other, stream bodies may skip the stack."""
 
 
@@ -47,6 +47,9 @@ class SSEGateApp(FastAPI):
     middleware of the app is one of ``SAFE_MIDDLEWARE``; add any other and the fast path switches itself off."""
 
     _fast: bool | None = None
+    direct: DirectRoutes | None = None
+    """The streaming endpoints answered before the framework (``direct_routes.py``); None when something (CORS)
+    must wrap every response."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -54,6 +57,10 @@ class SSEGateApp(FastAPI):
                 self._fast = all(getattr(m.cls, "__name__", "") in SAFE_MIDDLEWARE for m in self.user_middleware)
             if self._fast:
                 scope[RAW_KEY] = (receive, send)
+                handler = self.direct.handler(scope) if self.direct is not None else None
+                if handler is not None:
+                    await handler(scope, receive, send)
+                    return
         await super().__call__(scope, receive, send)
 
 
@@ -146,7 +153,8 @@ def create_app(settings: Settings | None = None) -> SSEGateApp:
     app.include_router(gate.ops_router)
     if WEB_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
-    app.add_middleware(DirectRoutes, gate=gate)  # innermost: inside CORS and the body limit (direct_routes.py)
+    if not settings.cors_origin_list:  # CORS headers go on every response: then the framework answers them all
+        app.direct = DirectRoutes(gate, settings.max_body_bytes)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,

@@ -221,9 +221,10 @@ def server_cycle(send: Any) -> RequestResponseCycle | None:
 
 def set_disconnect_hook(send: Any, hook: Any) -> bool:
     """Set (or clear, with None) ``DISCONNECT_HOOK`` on the request cycle behind ``send``; False where there is
-    none (the response then learns of a disconnect from ``receive()``)."""
+    none, or its protocol is plain uvicorn's, which would never call it (the response then learns of a disconnect
+    from ``receive()``)."""
     cycle = server_cycle(send)
-    if cycle is None:
+    if cycle is None or not isinstance(getattr(cycle.on_response, "__self__", None), BoundedRequestProtocol):
         return False
     setattr(cycle, DISCONNECT_HOOK, hook)
     return True
