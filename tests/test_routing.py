@@ -504,10 +504,24 @@ def test_sighup_reloads_every_worker(make_gateway: MakeGateway, tmp_path: Path) 
         gw = make_gateway({"config": str(path), "workers": 2, "redis_url": redis.url, "shutdown_grace_s": 0.5})
         assert gw.proc is not None
         def workers() -> set[int]:
-            return {c.pid for c in psutil.Process(gw.proc.pid).children()  # type: ignore[union-attr]
-                    if "spawn_main" in " ".join(c.cmdline())}
+            found = set()
+            for child in psutil.Process(gw.proc.pid).children():  # type: ignore[union-attr]
+                try:
+                    if "spawn_main" in " ".join(child.cmdline()):
+                        found.add(child.pid)
+                except psutil.Error:  # exited (a zombie until reaped): not a worker any more
+                    pass
+            return found
+
+        def handles_sighup(pid: int) -> bool:
+            """The worker's gateway has installed its SIGHUP handler (bit 0 of SigCgt): before that, a starting
+            worker dies of the signal and is replaced, by design (see ReloadingMultiprocess)."""
+            status = Path(f"/proc/{pid}/status").read_text()
+            caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+            return bool(caught & 1)
 
         wait_for("two workers", lambda: len(workers()) == 2)
+        wait_for("both workers handle SIGHUP", lambda: all(handles_sighup(pid) for pid in workers()))
         before = workers()
         deltas = [f"{i} " for i in range(15)]
         running = Background(gw, "one", "/script " + orjson.dumps({"deltas": deltas, "delay": 0.2}).decode())
