@@ -2,7 +2,8 @@
 
 One fake upstream serves the whole run; each target is started once (and again if it dies or wedges), runs
 its scenarios, and is stopped. Results go to ``bench/results/latest.json`` (merged with the previous run
-when ``--only`` or ``--targets`` narrows this one), then the report is rendered from that file.
+when ``--only`` or ``--targets`` narrows this one), then the report is rendered from that file. ``--ab`` adds
+the A/B of upstream HTTP clients (``bench/ab.py``: the gateway with its own client, aiohttp, libcurl).
 """
 
 from __future__ import annotations
@@ -22,21 +23,29 @@ from typing import Any
 
 import orjson
 
+from . import ab
 from . import scenarios as sc
 from .proc import RESULTS, free_port, raise_fd_limit, start, wait_http
 from .report import write_report
-from .targets import LITELLM_VENV, ROOT, TARGETS, Running, Unavailable, start_target
+from .targets import LITELLM_VENV, ROOT, TARGETS, Running, Unavailable, nginx_version, start_target
 
+PEER = ("memory", "cpu", "setup", "ttft", "cancel", "capacity")
 PLAN: dict[str, tuple[str, ...]] = {
-    "direct": ("cpu", "ttft", "cancel", "capacity"),
-    "ssegate": ("memory", "cpu", "ttft", "cancel", "capacity"),
-    "ssegate-openai": ("cpu", "ttft"),
-    "ssegate+redis": ("cpu",),
-    "httpx_relay": ("memory", "cpu", "ttft", "cancel", "capacity"),
-    "fastapi_native_openai": ("memory", "cpu", "ttft", "cancel", "capacity"),
-    "sync_sdk": ("memory", "cpu", "ttft", "cancel", "capacity"),
-    "litellm": ("memory", "cpu", "ttft", "cancel", "capacity"),
+    "direct": ("cpu", "setup", "ttft", "cancel", "capacity"),
+    "ssegate": ("memory", "cpu", "parts", "setup", "ttft", "cancel", "capacity"),
+    "ssegate-openai": ("cpu", "setup", "ttft"),
+    "ssegate+redis": ("cpu", "setup"),
+    "ssegate-w2+redis": ("capacity",),
+    "nginx": ("cpu", "setup", "ttft"),
+    "httpx_relay": PEER,
+    "fastapi_native_openai": PEER,
+    "sync_sdk": PEER,
+    "litellm": PEER,
 }
+AB_PLAN: dict[str, tuple[str, ...]] = {name: ("ab",) for name in ab.TARGETS}
+"""Run with ``--ab`` (or when named in ``--targets``)."""
+RUNNERS = {**sc.RUNNERS, "ab": ab.run}
+SCENARIOS = (*sc.SCENARIOS, "ab")
 LATEST = RESULTS / "latest.json"
 
 
@@ -60,10 +69,18 @@ def _machine() -> dict[str, Any]:
 def _packages() -> dict[str, str]:
     out = {}
     for name in ("ssegate", "fastapi", "starlette", "uvicorn", "uvloop", "httptools", "httpx", "aiohttp", "openai",
-                 "orjson", "pydantic", "redis"):
+                 "orjson", "pydantic", "redis", "pycurl"):
         with contextlib.suppress(md.PackageNotFoundError):
             out[name] = md.version(name)
     return out
+
+
+def _libcurl() -> str:
+    try:
+        import pycurl
+    except ImportError:
+        return "not installed"
+    return next((p.split("/", 1)[1] for p in pycurl.version.split() if p.startswith("libcurl/")), "?")
 
 
 def _cmd(argv: list[str]) -> str:
@@ -81,6 +98,8 @@ def _meta(mode: str) -> dict[str, Any]:
         "litellm": _cmd([str(litellm_py), "-c", "import importlib.metadata as m; print(m.version('litellm'))"])
         if litellm_py.exists() else "not installed",
         "redis": (_cmd(["redis-server", "--version"]).split(" v=")[-1].split(" ")[0] or "?"),
+        "nginx": nginx_version(),
+        "libcurl": _libcurl(),
         "commit": _cmd(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]) or "?",
     }
 
@@ -113,10 +132,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = sc.Config.quick_config() if args.quick else sc.Config()
     mode = "quick" if args.quick else "full"
     t_start = time.monotonic()
-    budget = args.budget or (300 if args.quick else 840)
-    only = set(args.only.split(",")) if args.only else set(sc.SCENARIOS)
-    names = args.targets.split(",") if args.targets else list(PLAN)
-    for bad in (only - set(sc.SCENARIOS)) | (set(names) - set(PLAN)):
+    budget = args.budget or (420 if args.quick else 1800)
+    only = set(args.only.split(",")) if args.only else set(SCENARIOS)
+    plan = {**PLAN, **AB_PLAN}
+    names = args.targets.split(",") if args.targets else list(PLAN) + (list(AB_PLAN) if args.ab else [])
+    for bad in (only - set(SCENARIOS)) | (set(names) - set(plan)):
         raise SystemExit(f"unknown scenario or target: {bad}")
     narrowed = bool(args.only or args.targets)
     res: dict[str, Any] = {"targets": {}}
@@ -137,7 +157,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         meta["other_cpu_at_start_pct"] = await _wait_quiet(args.wait_quiet, up)
     try:
         for name in names:
-            todo = [s for s in PLAN[name] if s in only]
+            todo = [s for s in plan[name] if s in only]
             if not todo:
                 continue
             entry = res["targets"].setdefault(name, {})
@@ -180,7 +200,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     log(f"{name}: {s}")
                     probe = _Noise(rt, up)
                     try:
-                        scen[s] = await sc.RUNNERS[s](rt, up, cfg)
+                        scen[s] = await RUNNERS[s](rt, up, cfg)
                         entry.setdefault("other_cpu_pct", {})[s] = probe.other_cpu_pct()
                     except Exception as e:  # a broken target must not end the run: record and go on
                         log(f"{name}/{s} failed: {e!r}")
@@ -229,9 +249,14 @@ class _Noise:
 def _brief(s: str, r: Any) -> str:
     if not r:
         return "no result"
-    if s == "cpu":
+    if s in ("cpu", "parts"):
         return ", ".join(f"@{c}: {v.get('gateway_us')} µs/ev ({v.get('delivered_pct')}% delivered)"
                          for c, v in r.items())
+    if s == "setup":
+        return (f"{r.get('gateway_us')} µs/stream, {r['ok']}/{r['attempted']} ok, "
+                f"{r['upstream_connections_per_stream']} upstream connections per stream")
+    if s == "ab":
+        return f"{_brief('cpu', r.get('cpu'))}; checks {r.get('checks')}"
     if s == "ttft":
         return ", ".join(f"@{c}: p50 {v['p50_ms']} p99 {v['p99_ms']} ms" for c, v in r.items())
     if s == "capacity":
@@ -247,10 +272,12 @@ def _brief(s: str, r: Any) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: fewer repetitions and steps")
-    parser.add_argument("--only", help=f"comma-separated scenarios: {','.join(sc.SCENARIOS)}")
-    parser.add_argument("--targets", help=f"comma-separated targets: {','.join(PLAN)}")
+    parser.add_argument("--only", help=f"comma-separated scenarios: {','.join(SCENARIOS)}")
+    parser.add_argument("--targets", help=f"comma-separated targets: {','.join([*PLAN, *AB_PLAN])}")
+    parser.add_argument("--ab", action="store_true", help="also the A/B of upstream HTTP clients "
+                        f"({', '.join(AB_PLAN)}; needs pycurl)")
     parser.add_argument("--budget", type=float, help="seconds after which remaining work is skipped "
-                        "[840, quick 300]")
+                        "[1800, quick 420]")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                         help="first wait up to S s for other processes to use < 25%% of a core [0]")
     parser.add_argument("--report-only", action="store_true", help="re-render docs/benchmarks.md from the "
