@@ -311,9 +311,11 @@ class Pool:
             return
         self._in_curl = True
         try:
-            multi.socket_action(fd, event)
+            _, running = multi.socket_action(fd, event)
         finally:
             self._in_curl = False
+        if running >= len(self._responses):
+            return  # no transfer ended: nothing for info_read (the common case: a read of a running stream)
         while True:
             queued, ok, failed = multi.info_read()
             for c in ok:
