@@ -199,6 +199,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         rt.stop()
                         rt = await asyncio.to_thread(start_target, TARGETS[name], up_port, meta["log"])
                         await sc.warmup(rt, up)
+                    if args.quiet_each:
+                        t_wait = time.monotonic()
+                        await _wait_quiet(args.quiet_each, up)
+                        t_start += time.monotonic() - t_wait
+                        meta["waited_quiet_s"] = round(meta.get("waited_quiet_s", 0) + time.monotonic() - t_wait)
                     t0 = time.monotonic()
                     log(f"{name}: {s}")
                     probe = _Noise(rt, up)
@@ -283,6 +288,9 @@ def main() -> None:
                         "[1800, quick 420]")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                         help="first wait up to S s for other processes to use < 25%% of a core [0]")
+    parser.add_argument("--quiet-each", type=float, default=0, metavar="S",
+                        help="before each scenario, wait up to S s for other processes to use < 25%% of a core "
+                        "(a machine shared with other work) [0]")
     parser.add_argument("--report-only", action="store_true", help="re-render docs/benchmarks.md from the "
                         "last results")
     args = parser.parse_args()

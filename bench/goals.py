@@ -112,7 +112,15 @@ def _capacity(res: Res) -> tuple[str, bool | None]:
     d = result(res, "ssegate", "capacity")
     if not d:
         return "—", None
-    return f"{d['capacity']} streams", d["capacity"] >= 1000
+    return _streams(d), d["capacity"] >= 1000
+
+
+def _streams(d: dict[str, Any]) -> str:
+    """A capacity result: its streams, or below the smallest step tried when even that failed."""
+    if d.get("capacity"):
+        return f"{d['capacity']} streams"
+    steps = [s["streams"] for s in d.get("steps", [])]
+    return f"< {min(steps)} streams" if steps else "—"
 
 
 def _cancel(res: Res) -> tuple[str, bool | None]:
@@ -128,7 +136,7 @@ def _w2(res: Res) -> tuple[str, bool | None]:
     one = result(res, "ssegate", "capacity")
     if not d:
         return "—", None
-    return f"{d['capacity']} streams" + (f" (one worker, in memory: {one['capacity']})" if one else ""), None
+    return _streams(d) + (f" (one worker, in memory: {_streams(one)})" if one else ""), None
 
 
 def _vs_nginx(res: Res) -> tuple[str, bool | None]:
