@@ -16,6 +16,7 @@ import datetime as dt
 import importlib.metadata as md
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -199,24 +200,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         rt.stop()
                         rt = await asyncio.to_thread(start_target, TARGETS[name], up_port, meta["log"])
                         await sc.warmup(rt, up)
-                    if args.quiet_each:
-                        t_wait = time.monotonic()
-                        await _wait_quiet(args.quiet_each, up)
-                        t_start += time.monotonic() - t_wait
-                        meta["waited_quiet_s"] = round(meta.get("waited_quiet_s", 0) + time.monotonic() - t_wait)
-                    t0 = time.monotonic()
-                    log(f"{name}: {s}")
-                    probe = _Noise(rt, up)
-                    try:
-                        scen[s] = await RUNNERS[s](rt, up, cfg)
-                        entry.setdefault("other_cpu_pct", {})[s] = probe.other_cpu_pct()
-                    except Exception as e:  # a broken target must not end the run: record and go on
-                        log(f"{name}/{s} failed: {e!r}")
-                        meta["log"].append(f"{name}/{s}: error {e!r}")
-                        with contextlib.suppress(Exception):
-                            await up.reset()
-                    log(f"{name}: {s} done in {time.monotonic() - t0:.1f} s: {_brief(s, scen.get(s))} "
-                        f"[other processes: {entry.get('other_cpu_pct', {}).get(s)}% CPU]")
+                    waited = await _measure(rt, up, cfg, args, s, entry, meta)
+                    t_start += waited
             except (Unavailable, OSError, RuntimeError) as e:
                 entry["notes"].append(f"could not restart: {e}")
             finally:
@@ -227,6 +212,49 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     meta["elapsed_s"] = round(time.monotonic() - t_start)
     meta["litellm"] = _meta(mode)["litellm"]  # installed during the run, when it was not yet
     return res
+
+
+NOISY_PCT = 25.0
+"""A scenario measured while other processes used more than this (% of one core) is noisy."""
+
+
+async def _wait(up: sc.Upstream, limit_s: float, meta: dict[str, Any]) -> float:
+    t_wait = time.monotonic()
+    await _wait_quiet(limit_s, up)
+    waited = time.monotonic() - t_wait
+    meta["waited_quiet_s"] = round(meta.get("waited_quiet_s", 0) + waited)
+    return waited
+
+
+async def _measure(rt: Running, up: sc.Upstream, cfg: sc.Config, args: argparse.Namespace, s: str,
+                   entry: dict[str, Any], meta: dict[str, Any]) -> float:
+    """Run scenario ``s`` on ``rt`` into ``entry`` (again, up to ``--retry-noisy`` times, while other processes
+    used more than ``NOISY_PCT`` of a core meanwhile: the least noisy result is kept); return the seconds spent
+    waiting for a quieter machine (``--quiet-each``), which the time budget does not count."""
+    scen, noise = entry["scenarios"], entry.setdefault("other_cpu_pct", {})
+    name = rt.target.name
+    waited = 0.0
+    for attempt in range(1 + args.retry_noisy):
+        if args.quiet_each or attempt:
+            waited += await _wait(up, args.quiet_each or 60, meta)
+        t0 = time.monotonic()
+        log(f"{name}: {s}" + (f" (again: {noise[s]}% CPU used by other processes)" if attempt else ""))
+        probe = _Noise(rt, up)
+        try:
+            got = await RUNNERS[s](rt, up, cfg)
+        except Exception as e:  # a broken target must not end the run: record and go on
+            log(f"{name}/{s} failed: {e!r}")
+            meta["log"].append(f"{name}/{s}: error {e!r}")
+            with contextlib.suppress(Exception):
+                await up.reset()
+            return waited
+        other = probe.other_cpu_pct()
+        if s not in scen or other < noise[s]:
+            scen[s], noise[s] = got, other
+        log(f"{name}: {s} done in {time.monotonic() - t0:.1f} s: {_brief(s, got)} [other processes: {other}% CPU]")
+        if noise[s] < NOISY_PCT or not await _health(rt):
+            break
+    return waited
 
 
 class _Noise:
@@ -277,6 +305,10 @@ def _brief(s: str, r: Any) -> str:
     return ""
 
 
+def _interrupted(signum: int, frame: Any) -> None:
+    signal.raise_signal(signal.SIGINT)  # as Ctrl-C: the runner cancels the run, whose cleanups stop the processes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: fewer repetitions and steps")
@@ -291,16 +323,26 @@ def main() -> None:
     parser.add_argument("--quiet-each", type=float, default=0, metavar="S",
                         help="before each scenario, wait up to S s for other processes to use < 25%% of a core "
                         "(a machine shared with other work) [0]")
+    parser.add_argument("--retry-noisy", type=int, default=0, metavar="N",
+                        help="run a scenario again, up to N times, when other processes used over 25%% of a core "
+                        "meanwhile; the least noisy result is kept [0]")
     parser.add_argument("--report-only", action="store_true", help="re-render docs/benchmarks.md from the "
                         "last results")
     args = parser.parse_args()
     raise_fd_limit()
+    # stopped by a signal, the run still stops what it started (a background job ignores SIGINT unless told)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupted)
     if args.report_only:
         print(write_report(orjson.loads(LATEST.read_bytes())))
         return
     import uvloop
 
-    res = uvloop.run(run(args))
+    try:
+        res = uvloop.run(run(args))
+    except KeyboardInterrupt:
+        log("interrupted: the processes it started are stopped, the last results are left as they were")
+        raise SystemExit(130) from None
     RESULTS.mkdir(parents=True, exist_ok=True)
     LATEST.write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2))
     doc = write_report(res)
