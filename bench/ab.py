@@ -1,74 +1,99 @@
-"""``python -m bench.ab OLD_SRC NEW_SRC``: the gateway's CPU per relayed event for two source trees, side by side.
+"""The A/B of the gateway's upstream HTTP client (``python -m bench --ab``).
 
-For a change's before/after figures on a machine that other work shares: both gateways (``ssegate serve`` with
-``PYTHONPATH`` set to each tree) run at once against one fake upstream, and repetitions of the ``cpu``
-measurement (50 streams, a token every 10 ms each) alternate between them, so both see the same load. Prints
-each repetition and the medians; writes nothing else.
+Three targets run the same gateway, started through ``bench/launch_ssegate.py`` with a different upstream
+client and nothing else changed: ``ab-httpclient`` (ssegate's own, ``ssegate/upstream/httpclient.py``),
+``ab-aiohttp`` (``bench/clients/aiohttp_pool.py``) and ``ab-pycurl`` (``bench/clients/curl_pool.py``). For each:
 
-    git archive HEAD~3 src | tar -x -C /tmp/before
-    .venv/bin/python -m bench.ab /tmp/before/src src --reps 6
+- ``cpu``: the ``cpu`` scenario at 50 and 500 streams, the upstream writing ``data: [DONE]`` and the chunked
+  body's terminator in separate writes ``SPLIT_S`` apart (``split=``, bench/upstream.py), as servers that end a
+  generator and then the response do;
+- ``checks``, whether the variant is correct where it matters to the gateway:
+  - every token: ``TOKEN_STREAMS`` streams of ``TOKEN_COUNT`` tokens each arrive whole, each ending cleanly;
+  - keep-alive reuse: ``REUSE_STREAMS`` one-token streams, ``REUSE_IN_FLIGHT`` at once (split ends too): how
+    many upstream connections the upstream saw opened per request (near 0 = reused), and the gateway's CPU
+    per stream;
+  - cancel: ``CANCEL_STREAMS`` flowing streams whose clients all disconnect at once: how long until the
+    upstream saw each of its connections closed (p99), and how many stayed open.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import dataclasses
-import os
-import statistics
-import sys
+import time
 from typing import Any
 
 from . import scenarios as sc
-from .proc import free_port, raise_fd_limit, start, wait_http
-from .targets import ROOT, TARGETS, Running, start_target
+from .loadgen import build_request, closed_loop
+from .targets import Running
+
+__all__ = ["SPLIT_S", "TARGETS", "run"]
+
+TARGETS = ("ab-httpclient", "ab-aiohttp", "ab-pycurl")
+SPLIT_S = 0.001
+TOKEN_STREAMS, TOKEN_COUNT, TOKEN_INTERVAL = 100, 100, 0.005
+REUSE_STREAMS, REUSE_IN_FLIGHT = 300, 10
+CANCEL_STREAMS = 200
+CANCEL_WAIT_S = 3.0
 
 
-async def run(args: argparse.Namespace) -> None:
-    cfg = sc.Config()
-    up_port = free_port()
-    upstream = start("upstream", [sys.executable, "-m", "bench.upstream", "--port", str(up_port)], up_port, cwd=ROOT)
-    if not wait_http(upstream, "/health", 15):
-        raise SystemExit(f"fake upstream did not start: {upstream.log_tail()}")
-    up = sc.Upstream(up_port, upstream.ps)
-    gateways: dict[str, Running] = {}
-    runs: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
-    try:
-        for label, src in (("old", args.old), ("new", args.new)):
-            os.environ["PYTHONPATH"] = os.path.abspath(src)
-            target = dataclasses.replace(TARGETS["ssegate"], name=f"ssegate-{label}")
-            gateways[label] = await asyncio.to_thread(start_target, target, up_port, [])
-            await sc.warmup(gateways[label], up)
-        for rep in range(args.reps):
-            for label in ("old", "new") if rep % 2 == 0 else ("new", "old"):
-                r = await sc._cpu_run(gateways[label], up, cfg, args.streams)
-                runs[label].append(r)
-                print(f"rep {rep + 1} {label}: {r['gateway_us']} µs/event, {r['delivered_pct']}% delivered",
-                      flush=True)
-    finally:
-        for rt in gateways.values():
-            await asyncio.to_thread(rt.stop)
-        await up.aclose()
-        upstream.stop()
-    for label, rs in runs.items():
-        us = [r["gateway_us"] for r in rs if r["gateway_us"] is not None]
-        if us:
-            print(f"{label} ({getattr(args, label)}): median {statistics.median(us):.2f} µs/event "
-                  f"(min {min(us):.2f}, max {max(us):.2f}, {len(us)} runs)")
+async def run(rt: Running, up: sc.Upstream, cfg: sc.Config) -> dict[str, Any]:
+    cpu = await sc.cpu(rt, up, cfg, {"split": SPLIT_S})
+    checks = {
+        "tokens": await _tokens(rt, up),
+        "reuse": await _reuse(rt, up),
+        "cancel": await _cancel(rt, up),
+    }
+    return {"cpu": cpu, "checks": checks, "split_s": SPLIT_S}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.split("\n\n")[0])
-    parser.add_argument("old", help="the `src` directory of the tree measured first (holding ssegate/)")
-    parser.add_argument("new", help="the `src` directory of the other tree")
-    parser.add_argument("--reps", type=int, default=6, help="repetitions per tree [6]")
-    parser.add_argument("--streams", type=int, default=50, help="concurrent streams [50]")
-    args = parser.parse_args()
-    raise_fd_limit()
-    import uvloop
+async def _tokens(rt: Running, up: sc.Upstream) -> dict[str, Any]:
+    await up.reset()
+    fleet = sc._fleet(rt, TOKEN_STREAMS, TOKEN_COUNT, TOKEN_INTERVAL, 0.0, spread=TOKEN_STREAMS,
+                      shape={"split": SPLIT_S})
+    fleet.open()
+    ended = await fleet.wait(TOKEN_COUNT * TOKEN_INTERVAL * 4 + 10)
+    whole = sum(1 for s in fleet.streams if s.ok and s.tokens == TOKEN_COUNT and not s.closed_by_us)
+    got = sum(s.tokens for s in fleet.streams)
+    await fleet.aclose()
+    await up.reset()
+    return {"streams": TOKEN_STREAMS, "whole": whole, "tokens": got, "expected": TOKEN_STREAMS * TOKEN_COUNT,
+            "ended": ended, "ok": ended and whole == TOKEN_STREAMS}
 
-    uvloop.run(run(args))
+
+async def _reuse(rt: Running, up: sc.Upstream) -> dict[str, Any]:
+    await up.reset()
+    host, port, req = build_request(rt.url, native=rt.target.native, tokens=1, interval=0.0, ttft=0.0,
+                                    shape={"split": SPLIT_S})
+    g0 = rt.cpu()
+    streams, finished = await closed_loop(host, port, req, REUSE_STREAMS, REUSE_IN_FLIGHT, 30.0)
+    await asyncio.sleep(0.3)
+    g1 = rt.cpu()
+    st = await up.stats()
+    good = sum(1 for s in streams if s.ok and s.tokens == 1)
+    requests = st["chat_requests"]
+    conns = st["chat_connections"]
+    await up.reset()
+    return {"streams": REUSE_STREAMS, "ok_streams": good, "upstream_connections": conns,
+            "upstream_requests": requests, "connections_per_request": round(conns / max(1, requests), 3),
+            "gateway_us_per_stream": round((g1 - g0) / good * 1e6, 1) if good else None,
+            "ok": finished and good == REUSE_STREAMS}
 
 
-if __name__ == "__main__":
-    main()
+async def _cancel(rt: Running, up: sc.Upstream) -> dict[str, Any]:
+    await up.reset()
+    fleet = sc._fleet(rt, CANCEL_STREAMS, 100_000, 0.05, 0.0)
+    fleet.open()
+    have = await fleet.wait_until("t_first", CANCEL_STREAMS, timeout=10, stall_s=2.0)
+    await up.wait_streams(at_least=CANCEL_STREAMS, timeout=5)
+    mark = time.monotonic() + 0.1
+    await up.mark(mark)
+    await asyncio.sleep(max(0.0, mark - time.monotonic()))
+    t0, _ = fleet.close_all()
+    st = await up.wait_streams(at_most=0, timeout=CANCEL_WAIT_S)
+    lat = [t - t0 for t in st["peer_closed_after_mark"]]
+    await fleet.aclose()
+    await up.reset()
+    p99 = sc.pct(lat, 99)
+    return {"streams": CANCEL_STREAMS, "streaming": have, "closed": len(lat), "not_closed": st["streams_active"],
+            "p50_ms": sc._ms(sc.pct(lat, 50)), "p99_ms": sc._ms(p99), "max_ms": sc._ms(max(lat, default=None)),
+            "ok": st["streams_active"] == 0 and have == CANCEL_STREAMS}

@@ -6,7 +6,8 @@ counted by the fake upstream's token marker (``~``), so the same code measures O
 gateway's native ``{"delta": ...}`` events and any relay, whatever the framing and however a gateway
 coalesces events. Per stream it records the connect time, response head, first token, every read that
 carried tokens (time, count) and the end. A :class:`Fleet` can close all its streams at once (the cancel
-storm).
+storm); :func:`closed_loop` runs many short streams one after another on a few "users", each stream on a new
+connection (the cost of setting a stream up).
 
     python -m bench.loadgen --url http://127.0.0.1:8000/v1/chat/completions --streams 100 --tokens 50
 """
@@ -25,17 +26,19 @@ import orjson
 
 from .upstream import MARKER
 
-__all__ = ["Fleet", "Stream", "build_request"]
+__all__ = ["Fleet", "Stream", "build_request", "closed_loop"]
 
 _END_CHUNKED = b"\r\n0\r\n\r\n"
 
 
 def build_request(url: str, *, native: bool, tokens: int, interval: float, ttft: float, spread: int = 0,
-                  model: str = "bench") -> tuple[str, int, bytes]:
-    """(host, port, request bytes) for one streaming chat request; stream shape in the prompt."""
+                  model: str = "bench", shape: dict[str, float] | None = None) -> tuple[str, int, bytes]:
+    """(host, port, request bytes) for one streaming chat request; stream shape in the prompt (``shape``: more
+    of the upstream's words, e.g. ``{"parts": 1, "split": 0.001}``)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     prompt = f"hi tokens={tokens} interval={interval:g} ttft={ttft:g}" + (f" spread={spread}" if spread else "")
+    prompt += "".join(f" {k}={v:g}" for k, v in (shape or {}).items())
     body: dict[str, object] = {"messages": [{"role": "user", "content": prompt}]}
     if native:
         body["model"] = model
@@ -261,6 +264,42 @@ class Fleet:
             with_first=sum(1 for s in self.streams if s.t_first),
             errors=errors,
         )
+
+
+async def closed_loop(host: str, port: int, request: bytes, total: int, in_flight: int, timeout: float
+                      ) -> tuple[list[Stream], bool]:
+    """``total`` streams, at most ``in_flight`` at once: each of ``in_flight`` users opens a new connection,
+    sends the request, reads the response to its end, closes, and starts the next. Returns the streams and
+    whether all of them ended before ``timeout`` (a stream still open then is aborted)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    streams: list[Stream] = []
+    left = total
+    finished = True
+
+    async def user() -> None:
+        nonlocal left, finished
+        while left > 0:
+            left -= 1
+            done: asyncio.Future[None] = loop.create_future()
+            stream = Stream(request, done)
+            streams.append(stream)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await loop.create_connection(lambda s=stream: s, host, port)
+                    await done
+            except TimeoutError:  # (an OSError too: first)
+                finished = False
+                stream.error = stream.error or "timed out"
+                stream.close(abort=True)
+                left = 0
+                return
+            except OSError as e:
+                stream.error = stream.error or f"connect: {type(e).__name__}"
+                stream.t_end = stream.t_end or time.monotonic()
+
+    await asyncio.gather(*(user() for _ in range(in_flight)))
+    return streams, finished
 
 
 def gaps_in_window(streams: list[Stream], w0: float, w1: float, interval: float) -> tuple[list[float], int]:

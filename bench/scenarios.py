@@ -1,6 +1,8 @@
 """The scenarios: each runs against one started target and returns plain JSON-able results.
 
 - ``cpu``: gateway CPU µs per relayed token at 50 and 500 concurrent streams (a token every 10 ms);
+- ``parts``: the same with reasoning and tool-call argument fragments instead of text (``parts=1`` upstream);
+- ``setup``: gateway CPU µs per short stream (one token, a new client connection per stream, 20 at once);
 - ``ttft``: time to first token at 1, 100 and 1000 concurrent streams (added vs ``direct`` in the report);
 - ``capacity``: most concurrent 40 tokens/s streams with p99 added inter-token delay < 20 ms;
 - ``memory``: RSS growth per 1000 open streams waiting for a slow first token;
@@ -22,13 +24,13 @@ from typing import Any
 import httpx
 import numpy as np
 
-from .loadgen import Fleet, build_request, gaps_in_window
+from .loadgen import Fleet, build_request, closed_loop, gaps_in_window
 from .proc import Proc, tree_cpu
 from .targets import Running, Unavailable, start_target, start_tinyproxy
 
 __all__ = ["SCENARIOS", "Config", "Upstream"]
 
-SCENARIOS = ("memory", "cpu", "ttft", "cancel", "capacity", "proxy")
+SCENARIOS = ("memory", "cpu", "parts", "setup", "ttft", "cancel", "capacity", "proxy")
 
 
 @dataclass
@@ -54,6 +56,12 @@ class Config:
     cancel_reps: int = 2
     cancel_interval: float = 0.5
     cancel_wait_s: float = 5.0
+    setup_streams: int = 2000
+    setup_in_flight: int = 20
+    setup_reps: int = 3
+    setup_timeout_s: float = 60.0
+    setup_budget_s: float = 30.0
+    """No further repetition once the setup scenario has run this long (a slow target gets one)."""
     stall_s: float = 3.0
     """Stop waiting for streams to start when none started for this long."""
 
@@ -61,7 +69,8 @@ class Config:
     def quick_config(cls) -> Config:
         return cls(quick=True, cpu_settle_s=3.0, cpu_window_s=1.0, cpu_reps=1, ttft_conc=(1, 100), ttft_serial=5,
                    ttft_reps=1, cap_steps=(250, 500), cap_below=(50,), cap_window_s=1.0, mem_streams=300,
-                   mem_reps=1, cancel_streams=300, cancel_reps=1, cancel_wait_s=2.0, stall_s=2.0)
+                   mem_reps=1, cancel_streams=300, cancel_reps=1, cancel_wait_s=2.0, stall_s=2.0, setup_streams=300,
+                   setup_reps=1, setup_timeout_s=30.0)
 
     def deadline(self, nominal_s: float) -> float:
         return 1.5 * nominal_s + 3.0 if self.quick else 2.0 * nominal_s + 5.0
@@ -119,9 +128,10 @@ def _ms(v: float | None) -> float | None:
     return None if v is None else round(v * 1000, 3)
 
 
-def _fleet(rt: Running, n: int, tokens: int, interval: float, ttft: float, spread: int = 0) -> Fleet:
+def _fleet(rt: Running, n: int, tokens: int, interval: float, ttft: float, spread: int = 0,
+           shape: dict[str, float] | None = None) -> Fleet:
     host, port, req = build_request(rt.url, native=rt.target.native, tokens=tokens, interval=interval, ttft=ttft,
-                                    spread=spread)
+                                    spread=spread, shape=shape)
     return Fleet(host, port, req, n)
 
 
@@ -151,15 +161,16 @@ async def probe_quick(rt: Running) -> bool:
 
 
 # --- cpu ---------------------------------------------------------------------------------------
-async def cpu(rt: Running, up: Upstream, cfg: Config) -> dict[str, Any]:
+async def cpu(rt: Running, up: Upstream, cfg: Config, shape: dict[str, float] | None = None) -> dict[str, Any]:
     """Steady state: open the streams, wait until they all flow (bounded), then divide the CPU the gateway
     spent in a window by the tokens the clients received in that window. Connection setup is left out
-    (TTFT and capacity cover it); a saturated gateway shows as a delivered rate below 100%."""
+    (``setup``, TTFT and capacity cover it); a saturated gateway shows as a delivered rate below 100%.
+    ``shape``: more of the upstream's words for every stream (``parts``, ``split``)."""
     out: dict[str, Any] = {}
     for conc in cfg.cpu_conc:
         runs = []
         for _ in range(cfg.cpu_reps):
-            runs.append(await _cpu_run(rt, up, cfg, conc))
+            runs.append(await _cpu_run(rt, up, cfg, conc, shape=shape))
             if runs[-1]["delivered_pct"] < 50:
                 break  # saturated: another repetition would tell the same at the same cost
         out[str(conc)] = _cpu_summary(runs, conc)
@@ -178,12 +189,13 @@ def _cpu_summary(runs: list[dict[str, Any]], conc: int, extra: tuple[str, ...] =
     return out
 
 
-async def _cpu_run(rt: Running, up: Upstream, cfg: Config, conc: int, proxy: Proc | None = None) -> dict[str, Any]:
+async def _cpu_run(rt: Running, up: Upstream, cfg: Config, conc: int, proxy: Proc | None = None,
+                   shape: dict[str, float] | None = None) -> dict[str, Any]:
     """One repetition of the ``cpu`` measurement at ``conc`` streams (and the CPU of ``proxy``, if given)."""
     interval = 0.01
     await up.reset()
     tokens = int((cfg.cpu_settle_s + cfg.cpu_window_s + 10) / interval)
-    fleet = _fleet(rt, conc, tokens, interval, 0.0, spread=conc)
+    fleet = _fleet(rt, conc, tokens, interval, 0.0, spread=conc, shape=shape)
     fleet.open()
     flowing = await fleet.wait_until("t_first", conc, timeout=cfg.cpu_settle_s, stall_s=min(2.0, cfg.stall_s))
     await asyncio.sleep(0.3)
@@ -213,6 +225,58 @@ async def _cpu_run(rt: Running, up: Upstream, cfg: Config, conc: int, proxy: Pro
     await up.reset()
     await asyncio.sleep(0.5)
     return run
+
+
+async def parts(rt: Running, up: Upstream, cfg: Config) -> dict[str, Any]:
+    """``cpu`` with reasoning deltas and tool-call argument fragments instead of text tokens."""
+    return await cpu(rt, up, cfg, {"parts": 1})
+
+
+# --- setup --------------------------------------------------------------------------------------
+async def setup(rt: Running, up: Upstream, cfg: Config) -> dict[str, Any]:
+    """The cost of a stream's life apart from its tokens: ``setup_streams`` one-token streams, at most
+    ``setup_in_flight`` at once, each on a new client connection (connect, request, head, one token, end,
+    close); the gateway's CPU over the whole run (and 0.3 s after, for the closes) divided by the streams that
+    ended well. The upstream's connection count shows whether the target reuses its upstream connections."""
+    runs = []
+    t_start = time.monotonic()
+    for _ in range(cfg.setup_reps):
+        await up.reset()
+        host, port, req = build_request(rt.url, native=rt.target.native, tokens=1, interval=0.0, ttft=0.0)
+        g0, r0, u0, l0, w0 = rt.cpu(), rt.redis_cpu(), up.cpu(), time.process_time(), time.monotonic()
+        streams, finished = await closed_loop(host, port, req, cfg.setup_streams, cfg.setup_in_flight,
+                                              cfg.setup_timeout_s)
+        w_end = time.monotonic()
+        await asyncio.sleep(0.3)
+        g1, r1, u1, l1, w1 = rt.cpu(), rt.redis_cpu(), up.cpu(), time.process_time(), time.monotonic()
+        st = await up.stats()
+        good = sum(1 for s in streams if s.ok and s.tokens == 1 and s.t_end)
+        errors: dict[str, int] = {}
+        for s in streams:
+            if not s.ok or s.tokens != 1:
+                key = s.error.split(" (")[0] if s.error else f"{s.tokens} tokens"
+                errors[key] = errors.get(key, 0) + 1
+        per = _per_event(good)
+        runs.append({
+            "streams": len(streams), "ok": good, "finished": finished, "errors": errors,
+            "wall_s": round(w_end - w0, 3), "streams_per_s": round(good / (w_end - w0), 1) if good else 0,
+            "gateway_us": per(g1 - g0) if rt.proc else None, "redis_us": per(r1 - r0) if rt.redis else None,
+            "upstream_us": per(u1 - u0), "loadgen_us": per(l1 - l0),
+            "gateway_cpu_pct": round((g1 - g0) / (w1 - w0) * 100, 1) if rt.proc else None,
+            "upstream_connections": st["chat_connections"], "upstream_requests": st["chat_requests"],
+        })
+        await up.reset()
+        await asyncio.sleep(0.5)
+        if not finished or time.monotonic() - t_start > cfg.setup_budget_s:
+            break
+    out = {"runs": runs, "in_flight": cfg.setup_in_flight, "streams": cfg.setup_streams,
+           **_summary(runs, ("gateway_us", "redis_us", "upstream_us", "loadgen_us", "streams_per_s",
+                             "gateway_cpu_pct"))}
+    out["ok"] = sum(r["ok"] for r in runs)
+    out["attempted"] = sum(r["streams"] for r in runs)
+    out["upstream_connections_per_stream"] = round(sum(r["upstream_connections"] for r in runs)
+                                                   / max(1, sum(r["upstream_requests"] for r in runs)), 3)
+    return out
 
 
 def _per_event(events: int) -> Any:
@@ -440,4 +504,5 @@ async def proxy(rt: Running, up: Upstream, cfg: Config) -> dict[str, Any]:
             "proxy": _cpu_summary(proxied, PROXY_STREAMS, ("proxy_us",)), "proxy_server": "tinyproxy"}
 
 
-RUNNERS = {"cpu": cpu, "ttft": ttft, "capacity": capacity, "memory": memory, "cancel": cancel, "proxy": proxy}
+RUNNERS = {"cpu": cpu, "parts": parts, "setup": setup, "ttft": ttft, "capacity": capacity, "memory": memory,
+           "cancel": cancel, "proxy": proxy}

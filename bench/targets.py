@@ -1,5 +1,10 @@
 """What the bench measures: the fake upstream called directly, the gateway (native, OpenAI-compatible, with
-Redis), the FastAPI baselines and LiteLLM's proxy — each a separate process on a free loopback port."""
+Redis, two workers with Redis), nginx as a byte relay, the FastAPI baselines and LiteLLM's proxy — each a
+separate process (tree) on a free loopback port.
+
+The A/B targets (``ab-*``, ``python -m bench --ab``) are the same gateway started through
+``bench/launch_ssegate.py``, which swaps its upstream HTTP client for one of ``bench/clients/`` first.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +42,9 @@ class Target:
     native: bool = False
     redis: bool = False
     description: str = ""
+    workers: int = 1
+    client: str = ""
+    """A/B targets: the upstream HTTP client the gateway is started with (``bench/clients``)."""
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
@@ -48,6 +56,11 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            description="the same gateway, OpenAI-compatible `POST /v1/chat/completions` (stream=true)"),
     Target("ssegate+redis", "ssegate", "/v1/chat/stream", native=True, redis=True,
            description="the gateway with `SSEGATE_REDIS_URL` (Redis Streams event log), native endpoint"),
+    Target("ssegate-w2+redis", "ssegate", "/v1/chat/stream", native=True, redis=True, workers=2,
+           description="the gateway with `--workers 2` and Redis (one Redis-backed event log, two processes)"),
+    Target("nginx", "nginx", "/v1/chat/completions",
+           description="nginx as a byte relay (C, one worker, `proxy_buffering off`, HTTP/1.1 keep-alive to the "
+                       "upstream, no access log): the cost of relaying bytes without Python"),
     Target("sync_sdk", "baseline", "/v1/chat/completions",
            description="FastAPI `StreamingResponse` whose async generator iterates the *sync* `openai` SDK"),
     Target("fastapi_native_openai", "baseline", "/v1/chat/completions",
@@ -56,6 +69,13 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            description="byte-for-byte relay: `httpx.AsyncClient.send(stream=True)` → `StreamingResponse(aiter_raw())`"),
     Target("litellm", "litellm", "/v1/chat/completions",
            description=f"LiteLLM proxy `litellm[proxy]=={LITELLM_PIN}` (own venv), `openai/*` wildcard model"),
+    *(Target(f"ab-{client}", "ssegate", "/v1/chat/stream", native=True, client=client, description=what)
+      for client, what in (
+          ("httpclient", "A/B: the gateway with its own upstream client (`ssegate/upstream/httpclient.py`)"),
+          ("aiohttp", "A/B: the gateway with an aiohttp `ClientSession` as its upstream client "
+                      "(`bench/clients/aiohttp_pool.py`)"),
+          ("pycurl", "A/B: the gateway with a libcurl multi-socket client driven by the event loop "
+                     "(`bench/clients/curl_pool.py`)"))),
 )}
 
 
@@ -164,6 +184,49 @@ def routing_table(entries: int, upstream: str) -> str:
     return "\n".join(lines)
 
 
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+
+
+def nginx_version() -> str:
+    exe = nginx_binary()
+    if exe is None:
+        return "not installed"
+    try:
+        out = subprocess.run([exe, "-v"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return (out.stderr or out.stdout).strip().rpartition("/")[2] or "?"
+
+
+def nginx_config(port: int, upstream_port: int) -> Path:
+    """A config for nginx as a byte relay in front of the fake upstream: the streaming lines of
+    ``deploy/nginx.conf`` (HTTP/1.1 and keep-alive to the upstream, ``proxy_buffering off``), one worker, no
+    access log (as the Python baselines run), limits above the bench's concurrency."""
+    d = RESULTS / "nginx"
+    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    temps = "".join(f"    {kind}_temp_path {d / kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi",
+                                                                       "scgi"))
+    user = "user root;\n" if os.geteuid() == 0 else ""  # root: the worker must reach the temp dirs
+    conf = d / "nginx.conf"
+    conf.write_text(
+        f"daemon off;\n{user}worker_processes 1;\nworker_rlimit_nofile 65536;\npid {d / 'nginx.pid'};\n"
+        f"error_log {d / 'error.log'} warn;\n"
+        "events { worker_connections 20000; }\n"
+        f"http {{\n{temps}"
+        "    access_log off;\n"
+        f"    upstream bench {{\n        server 127.0.0.1:{upstream_port};\n        keepalive 1024;\n"
+        "        keepalive_requests 100000;\n        keepalive_timeout 60s;\n    }\n"
+        f"    server {{\n        listen 127.0.0.1:{port} backlog=4096;\n        client_max_body_size 1m;\n"
+        "        location / {\n            proxy_pass http://bench;\n            proxy_http_version 1.1;\n"
+        '            proxy_set_header Connection "";\n            proxy_buffering off;\n'
+        "            proxy_cache off;\n            gzip off;\n            proxy_read_timeout 600s;\n"
+        "            proxy_ignore_client_abort off;\n        }\n    }\n}\n"
+    )
+    return conf
+
+
 def start_target(target: Target, upstream_port: int, log: list[str], env: dict[str, str] | None = None, *,
                  ssegate_config: str | None = None, ssegate_models: int = 0) -> Running:
     """Start the target's processes and wait until they answer; raise :class:`Unavailable` if they cannot.
@@ -203,11 +266,25 @@ def start_target(target: Target, upstream_port: int, log: list[str], env: dict[s
         if ssegate_config:
             route = ["--config", ssegate_config]
             env = {k: v for k, v in env.items() if k not in ("SSEGATE_UPSTREAM_API_KEY", "SSEGATE_MODEL")}
-        proc = start(target.name + ("+proxy" if proxy else ""), [str(exe), "serve", *route, "--port", str(port)], port,
-                     env=env)
+        argv = [str(exe)]
+        if target.client:
+            argv = [sys.executable, "-m", "bench.launch_ssegate", "--client", target.client]
+        argv += ["serve", *route, "--port", str(port)]
+        if target.workers > 1:
+            argv += ["--workers", str(target.workers)]
+        proc = start(target.name + ("+proxy" if proxy else ""), argv, port, env=env, cwd=ROOT)
         running = Running(target, port, proc, redis)
         health = "/healthz"
         timeout = 30.0
+    elif target.kind == "nginx":
+        exe = nginx_binary()
+        if exe is None:
+            raise Unavailable("nginx is not installed (make system-deps installs it)")
+        conf = nginx_config(port, upstream_port)
+        proc = start(target.name, [exe, "-p", str(conf.parent), "-c", str(conf), "-e", str(conf.parent / "error.log")],
+                     port)
+        running = Running(target, port, proc)
+        health, timeout = "/health", 15.0
     elif target.kind == "baseline":
         proc = start(target.name, [sys.executable, "-m", "bench.baselines", target.name, "--port", str(port),
                                    "--upstream", upstream], port, cwd=ROOT)

@@ -11,12 +11,25 @@ precedence, by
   which every gateway forwards unchanged;
 - ``max_tokens`` in the request body caps the token count (``finish_reason: "length"``).
 
+Two more words shape the stream (same precedence):
+
+- ``parts=1``: instead of text, the tokens are reasoning and tool calls, in a cycle of 20 chunks: 10
+  ``reasoning_content`` deltas, then a new tool call (``id``, ``name`` and the first fragment of its arguments)
+  and 9 more argument fragments (the last one closes the JSON), then reasoning again, and so on
+  (``finish_reason: "tool_calls"``). Every chunk still carries one token text, so clients count the same way;
+- ``split=S`` (seconds): the chunked body's terminator (``0\r\n\r\n``) is written S after the ``data: [DONE]``
+  event, in a write of its own, as servers that end a generator and then the response do; a client that stops
+  reading at ``[DONE]`` then holds a connection whose response is not over.
+
 ``spread=N`` (N > 0) spreads streams evenly over the token interval, as independent users are: the k-th
 stream started since the last reset sends its tokens at phase ``(k mod N) / N`` of a global grid of
 ``interval``, whenever its request arrived (without it, streams opened together tick together, and a
 gateway's cost per token depends on how many arrive in the same wake-up).
 
 Every token's text is ``zq~ `` so that a client can count tokens in any framing by counting ``~``.
+
+``GET /stats`` counts, among others, chat requests and the connections that carried them (``chat_requests``,
+``chat_connections``: a client that keeps its connections shows few connections for many requests).
 
 Endpoints: ``POST /v1/chat/completions`` (stream true/false, ``stream_options.include_usage``),
 ``GET /v1/models``, ``GET /health``, ``GET /stats``, ``POST /stats/reset`` (``{"abort": true}`` also aborts
@@ -48,7 +61,8 @@ MARKER = b"~"
 """One byte that appears nowhere else in any target's output (not in base64url or hex ids, not in JSON
 framing), so counting it counts tokens, and it cannot be split across two reads."""
 
-_DIRECTIVE = re.compile(r"\b(tokens|interval|ttft|spread)=([0-9.]+)")
+_DIRECTIVE = re.compile(r"\b(tokens|interval|ttft|spread|parts|split)=([0-9.]+)")
+_PARAMS = ("tokens", "interval", "ttft", "spread", "parts", "split")
 _MAX_BODY = 1 << 20
 
 
@@ -73,8 +87,31 @@ def _chunk_obj(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
 
 ROLE_CHUNK = _sse(_chunk_obj({"role": "assistant", "content": ""}, None))
 TOKEN_CHUNK = _sse(_chunk_obj({"content": TOKEN_TEXT}, None))
-FINISH_CHUNKS = {f: _sse(_chunk_obj({}, f)) for f in ("stop", "length")}
-DONE_CHUNK = _chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n"
+FINISH_CHUNKS = {f: _sse(_chunk_obj({}, f)) for f in ("stop", "length", "tool_calls")}
+DONE_EVENT = _chunk(b"data: [DONE]\n\n")
+END_CHUNKED = b"0\r\n\r\n"
+DONE_CHUNK = DONE_EVENT + END_CHUNKED
+
+PARTS_CYCLE = 20
+"""``parts=1``: chunks per cycle (reasoning first, then one tool call)."""
+PARTS_REASONING = 10
+REASONING_CHUNK = _sse(_chunk_obj({"reasoning_content": TOKEN_TEXT}, None))
+_tool_chunks: dict[tuple[int, int], bytes] = {}
+
+
+def _tool_chunk(call: int, pos: int, last: bool) -> bytes:
+    """The chunk at ``pos`` (0 = the call's start) of tool call number ``call``; ``last`` closes its JSON."""
+    key = (call, -1 if last else min(pos, 1))
+    chunk = _tool_chunks.get(key)
+    if chunk is None:
+        args = ('{"q": "' if pos == 0 else "") + TOKEN_TEXT + ('"}' if last else "")
+        fragment: dict[str, Any] = {"index": call, "function": {"arguments": args}}
+        if pos == 0:
+            fragment.update(id=f"call_{call}", type="function", function={"name": "lookup", "arguments": args})
+        chunk = _sse(_chunk_obj({"tool_calls": [fragment]}, None))
+        if pos != 0:  # a start is written once per call: keep only the fragments (a few per call index)
+            _tool_chunks[key] = chunk
+    return chunk
 STREAM_HEAD = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\n"
     b"transfer-encoding: chunked\r\n\r\n"
@@ -101,6 +138,9 @@ class Stats:
         self.connections_opened = 0
         self.connections_closed = 0
         self.requests = 0
+        self.chat_requests = 0
+        self.chat_connections = 0
+        """Connections that carried their first chat request since the reset (control requests aside)."""
         self.streams_started = 0
         self.streams_completed = 0
         self.streams_closed_by_peer = 0
@@ -114,21 +154,35 @@ class Stats:
 class Stream:
     """One streaming response being generated."""
 
-    __slots__ = ("conn", "finish", "include_usage", "interval", "prompt_tokens", "sent", "total")
+    __slots__ = ("conn", "finish", "include_usage", "interval", "parts", "prompt_tokens", "sent", "split", "total")
 
-    def __init__(self, conn: Conn, total: int, interval: float, include_usage: bool, finish: str) -> None:
+    def __init__(self, conn: Conn, total: int, interval: float, include_usage: bool, finish: str,
+                 parts: bool = False, split: float = 0.0) -> None:
         self.conn = conn
         self.total = total
         self.interval = interval
         self.include_usage = include_usage
         self.finish = finish
+        self.parts = parts
+        self.split = split
         self.sent = 0
         self.prompt_tokens = 9
+
+    def token_chunk(self) -> bytes:
+        """The chunk that carries the next token."""
+        if not self.parts:
+            return TOKEN_CHUNK
+        pos = self.sent % PARTS_CYCLE - PARTS_REASONING
+        if pos < 0:
+            return REASONING_CHUNK
+        last = pos == PARTS_CYCLE - PARTS_REASONING - 1 or self.sent == self.total - 1
+        return _tool_chunk(self.sent // PARTS_CYCLE, pos, last)
 
 
 class Server:
     def __init__(self, tokens: int, interval: float, ttft: float) -> None:
-        self.defaults = {"tokens": tokens, "interval": interval, "ttft": ttft, "spread": 0.0}
+        self.defaults = {"tokens": tokens, "interval": interval, "ttft": ttft, "spread": 0.0, "parts": 0.0,
+                         "split": 0.0}
         self.spread_seq = 0
         self.stats = Stats()
         self.conns: set[Conn] = set()
@@ -160,7 +214,7 @@ class Server:
             due, _, stream = heapq.heappop(heap)
             if stream not in self.active:
                 continue
-            stream.conn.transport.write(TOKEN_CHUNK)
+            stream.conn.transport.write(stream.token_chunk())
             stream.sent += 1
             written += 1
             if stream.sent >= stream.total:
@@ -185,7 +239,11 @@ class Server:
         if isinstance(max_tokens, int) and 0 < max_tokens < total:
             total, finish = max_tokens, "length"
         opts = body.get("stream_options") or {}
-        stream = Stream(conn, total, max(float(params["interval"]), 0.0), bool(opts.get("include_usage")), finish)
+        parts = bool(params["parts"])
+        if parts and finish == "stop":
+            finish = "tool_calls"
+        stream = Stream(conn, total, max(float(params["interval"]), 0.0), bool(opts.get("include_usage")), finish,
+                        parts, max(float(params["split"]), 0.0))
         self.active.add(stream)
         self.stats.streams_started += 1
         conn.transport.write(STREAM_HEAD + ROLE_CHUNK)
@@ -214,10 +272,26 @@ class Server:
                           "total_tokens": stream.prompt_tokens + stream.sent},
             })
         conn = stream.conn
+        if stream.split > 0:
+            conn.transport.write(out + DONE_EVENT)
+            self.loop.call_later(stream.split, self._end_response, conn)
+            return
         conn.transport.write(out + DONE_CHUNK)
         conn.stream = None
         if conn.close_after:
             conn.transport.close()
+
+    def _end_response(self, conn: Conn) -> None:
+        """``split``: the terminator, in a write of its own; then the connection takes its next request."""
+        if conn.transport.is_closing():
+            return
+        conn.transport.write(END_CHUNKED)
+        conn.stream = None
+        if conn.close_after:
+            conn.transport.close()
+            return
+        if conn.buf:
+            conn.data_received(b"")  # a request that arrived meanwhile
 
     def params(self, body: dict[str, Any], headers: dict[bytes, bytes]) -> dict[str, float]:
         params = dict(self.defaults)
@@ -229,7 +303,7 @@ class Server:
             if isinstance(content, str):
                 for key, value in _DIRECTIVE.findall(content):
                     params[key] = float(value)
-        for key in ("tokens", "interval", "ttft", "spread"):
+        for key in _PARAMS:
             raw = headers.get(b"x-bench-" + key.encode())
             if raw:
                 params[key] = float(raw)
@@ -243,6 +317,8 @@ class Server:
             "connections_opened": s.connections_opened,
             "connections_closed": s.connections_closed,
             "requests": s.requests,
+            "chat_requests": s.chat_requests,
+            "chat_connections": s.chat_connections,
             "streams_active": len(self.active),
             "streams_started": s.streams_started,
             "streams_completed": s.streams_completed,
@@ -279,6 +355,7 @@ class Conn(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.stream: Stream | None = None
         self.close_after = False
+        self.chatted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -341,6 +418,10 @@ class Conn(asyncio.Protocol):
         server = self.server
         write = self.transport.write
         if path.endswith(b"/chat/completions") and method == b"POST":
+            server.stats.chat_requests += 1
+            if not self.chatted:
+                self.chatted = True
+                server.stats.chat_connections += 1
             try:
                 body = orjson.loads(raw) if raw else {}
             except orjson.JSONDecodeError:

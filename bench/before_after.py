@@ -1,0 +1,74 @@
+"""``python -m bench.before_after OLD_SRC NEW_SRC``: the gateway's CPU per relayed event for two source trees.
+
+For a change's before/after figures on a machine that other work shares: both gateways (``ssegate serve`` with
+``PYTHONPATH`` set to each tree) run at once against one fake upstream, and repetitions of the ``cpu``
+measurement (50 streams, a token every 10 ms each) alternate between them, so both see the same load. Prints
+each repetition and the medians; writes nothing else.
+
+    git archive HEAD~3 src | tar -x -C /tmp/before
+    .venv/bin/python -m bench.before_after /tmp/before/src src --reps 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import statistics
+import sys
+from typing import Any
+
+from . import scenarios as sc
+from .proc import free_port, raise_fd_limit, start, wait_http
+from .targets import ROOT, TARGETS, Running, start_target
+
+
+async def run(args: argparse.Namespace) -> None:
+    cfg = sc.Config()
+    up_port = free_port()
+    upstream = start("upstream", [sys.executable, "-m", "bench.upstream", "--port", str(up_port)], up_port, cwd=ROOT)
+    if not wait_http(upstream, "/health", 15):
+        raise SystemExit(f"fake upstream did not start: {upstream.log_tail()}")
+    up = sc.Upstream(up_port, upstream.ps)
+    gateways: dict[str, Running] = {}
+    runs: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
+    try:
+        for label, src in (("old", args.old), ("new", args.new)):
+            os.environ["PYTHONPATH"] = os.path.abspath(src)
+            target = dataclasses.replace(TARGETS["ssegate"], name=f"ssegate-{label}")
+            gateways[label] = await asyncio.to_thread(start_target, target, up_port, [])
+            await sc.warmup(gateways[label], up)
+        for rep in range(args.reps):
+            for label in ("old", "new") if rep % 2 == 0 else ("new", "old"):
+                r = await sc._cpu_run(gateways[label], up, cfg, args.streams)
+                runs[label].append(r)
+                print(f"rep {rep + 1} {label}: {r['gateway_us']} µs/event, {r['delivered_pct']}% delivered",
+                      flush=True)
+    finally:
+        for rt in gateways.values():
+            await asyncio.to_thread(rt.stop)
+        await up.aclose()
+        upstream.stop()
+    for label, rs in runs.items():
+        us = [r["gateway_us"] for r in rs if r["gateway_us"] is not None]
+        if us:
+            print(f"{label} ({getattr(args, label)}): median {statistics.median(us):.2f} µs/event "
+                  f"(min {min(us):.2f}, max {max(us):.2f}, {len(us)} runs)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.before_after", description=__doc__.split("\n\n")[0])
+    parser.add_argument("old", help="the `src` directory of the tree measured first (holding ssegate/)")
+    parser.add_argument("new", help="the `src` directory of the other tree")
+    parser.add_argument("--reps", type=int, default=6, help="repetitions per tree [6]")
+    parser.add_argument("--streams", type=int, default=50, help="concurrent streams [50]")
+    args = parser.parse_args()
+    raise_fd_limit()
+    import uvloop
+
+    uvloop.run(run(args))
+
+
+if __name__ == "__main__":
+    main()

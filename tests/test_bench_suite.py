@@ -1,0 +1,160 @@
+"""The benchmark suite's own pieces: the fake upstream's stream shapes (``parts``, ``split``), the load generator's
+closed loop (the ``setup`` scenario) against the real upstream process, and the report's targets table."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from bench import goals
+from bench.loadgen import build_request, closed_loop
+
+from tests.support.bench_upstream import BenchUpstream
+
+
+@pytest.fixture(scope="module")
+def bench_upstream() -> Iterator[BenchUpstream]:
+    up = BenchUpstream().start()
+    yield up
+    up.stop()
+
+
+def _request(up: BenchUpstream, prompt: str) -> bytes:
+    body = orjson.dumps({"model": "bench", "stream": True, "messages": [{"role": "user", "content": prompt}]})
+    return (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def _chunks(raw: bytes) -> list[dict[str, Any]]:
+    """The ``chat.completion.chunk`` objects of a whole chunked SSE response."""
+    out = []
+    for line in raw.split(b"\n"):
+        if line.startswith(b"data: {"):
+            out.append(orjson.loads(line[6:]))
+    return out
+
+
+async def _read_all(reader: asyncio.StreamReader) -> bytes:
+    data = b""
+    while not data.endswith(b"\r\n0\r\n\r\n"):
+        piece = await asyncio.wait_for(reader.read(65536), 10)
+        assert piece, "the upstream closed before the end of the response"
+        data += piece
+    return data
+
+
+async def test_parts_stream_is_reasoning_then_tool_calls(bench_upstream: BenchUpstream) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", bench_upstream.port)
+    try:
+        writer.write(_request(bench_upstream, "tokens=35 interval=0.001 parts=1"))
+        raw = await _read_all(reader)
+    finally:
+        writer.close()
+    chunks = _chunks(raw)
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    reasoning = [d for d in deltas if "reasoning_content" in d]
+    calls: dict[int, dict[str, str]] = {}
+    for d in deltas:
+        for frag in d.get("tool_calls", []):
+            call = calls.setdefault(frag["index"], {"id": "", "name": "", "arguments": ""})
+            call["id"] = frag.get("id", call["id"])
+            call["name"] = frag["function"].get("name", call["name"])
+            call["arguments"] += frag["function"]["arguments"]
+    assert len(reasoning) == 20  # 10 per cycle, then a call of 10 chunks, and the second call cut at 5
+    assert [c["id"] for c in calls.values()] == ["call_0", "call_1"]
+    assert {c["name"] for c in calls.values()} == {"lookup"}
+    assert all(orjson.loads(c["arguments"])["q"] for c in calls.values())  # the last fragment closes the JSON
+    assert raw.count(b"~") == 35  # one token per chunk, as clients count them
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+async def test_split_writes_the_chunked_end_apart_from_done(bench_upstream: BenchUpstream) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", bench_upstream.port)
+    try:
+        writer.write(_request(bench_upstream, "tokens=2 interval=0.001 split=1"))
+        data = b""
+        while b"data: [DONE]\n\n\r\n" not in data:
+            data += await asyncio.wait_for(reader.read(65536), 10)
+        assert not data.endswith(b"0\r\n\r\n")  # [DONE] came; the terminator waits 1 s
+        rest = await asyncio.wait_for(reader.read(65536), 10)
+        assert rest == b"0\r\n\r\n"
+        writer.write(_request(bench_upstream, "tokens=1 interval=0.001"))  # the connection serves the next request
+        assert (await _read_all(reader)).count(b"~") == 1
+    finally:
+        writer.close()
+
+
+async def test_closed_loop_opens_a_connection_per_stream(bench_upstream: BenchUpstream) -> None:
+    await bench_upstream.reset()
+    host, port, req = build_request(bench_upstream.completions, native=False, tokens=1, interval=0.0, ttft=0.0)
+    streams, finished = await closed_loop(host, port, req, 40, 4, timeout=30)
+    st = await bench_upstream.stats()
+    assert finished
+    assert len(streams) == 40
+    assert all(s.ok and s.tokens == 1 and s.t_end for s in streams)
+    assert st["chat_requests"] == 40 and st["chat_connections"] == 40
+
+
+async def test_closed_loop_ends_at_its_timeout(bench_upstream: BenchUpstream) -> None:
+    """A target that never answers: the loop stops at its deadline instead of waiting for ever."""
+    with socket.socket() as silent:  # listens, accepts nothing, answers nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        host, port = silent.getsockname()
+        req = build_request(f"http://{host}:{port}/v1/chat/completions", native=False, tokens=1, interval=0.0,
+                            ttft=0.0)[2]
+        streams, finished = await closed_loop(host, port, req, 10, 2, timeout=0.5)
+    assert not finished
+    assert streams and all(not s.ok for s in streams)
+
+
+def _res(**scenarios: dict[str, Any]) -> dict[str, Any]:
+    targets: dict[str, Any] = {}
+    for key, value in scenarios.items():
+        target, scenario = key.split("__")
+        targets.setdefault(target.replace("_plus_", "+").replace("_", "-"), {"scenarios": {}})["scenarios"][
+            scenario] = value
+    return {"targets": targets}
+
+
+def _cpu(us50: float, us500: float, redis: float | None = None, delivered500: float = 100.0) -> dict[str, Any]:
+    return {"50": {"gateway_us": us50, "redis_us": redis, "delivered_pct": 100.0},
+            "500": {"gateway_us": us500, "redis_us": redis, "delivered_pct": delivered500}}
+
+
+def test_targets_table_marks_each_goal() -> None:
+    res = _res(
+        ssegate__setup={"gateway_us": 140.0, "ok": 2000, "attempted": 2000},
+        ssegate__cpu=_cpu(30.0, 20.0),
+        ssegate__parts=_cpu(32.0, 23.0),  # 1.07x, 1.15x
+        ssegate_plus_redis__cpu=_cpu(33.0, 21.0, redis=1.0),  # 1.13x, 1.10x with the Redis server
+        direct__ttft={"1": {"p99_ms": 20.0}, "100": {"p99_ms": 25.0}, "1000": {"p99_ms": 80.0}},
+        ssegate__ttft={"1": {"p99_ms": 20.8}, "100": {"p99_ms": 40.0}, "1000": {"p99_ms": 200.0, "failed": 3}},
+        ssegate__capacity={"capacity": 1500},
+        ssegate__cancel={"p50_ms": 20.0, "p99_ms": 60.0, "max_ms": 70.0, "not_closed": 0},
+    )
+    met = {r.what.split(" (")[0]: r.met for r in goals.rows(res) if r.goal != "reported"}
+    assert met == {
+        "CPU per short stream": True,
+        "Reasoning + tool-call events ÷ text, CPU per event": False,  # 1.15x at 500 streams
+        "ssegate+redis ÷ ssegate, CPU per event": True,
+        "Added TTFT p99 vs direct, 1 stream": True,
+        "Added TTFT p99 vs direct, 100 streams at once": False,
+        "Added TTFT p99 vs direct, 1000 streams at once": False,  # 120 ms added, but streams failed
+        "Capacity at 40 tokens/s, one worker": True,
+        "Cancel storm, 1000 clients: every upstream connection closed": False,
+    }
+    assert "not measured" in goals.section({"targets": {}})
+
+
+def test_a_saturated_run_is_shown_but_not_judged() -> None:
+    """At 500 streams a target that delivers only part of the tokens is measured at saturation (or starved by
+    other load): its ratio says little, so only the unsaturated runs decide."""
+    res = _res(ssegate__cpu=_cpu(30.0, 20.0, delivered500=60.0), ssegate__parts=_cpu(31.0, 40.0))
+    (row,) = [r for r in goals.rows(res) if r.what.startswith("Reasoning")]
+    assert row.met is True
+    assert "2.00× @500 (⚠ saturated" in row.measured
