@@ -28,6 +28,7 @@ from . import ab
 from . import scenarios as sc
 from .proc import RESULTS, free_port, raise_fd_limit, start, wait_http
 from .report import write_report
+from .tables import brief
 from .targets import LITELLM_VENV, ROOT, TARGETS, Running, Unavailable, nginx_version, start_target
 
 PEER = ("memory", "cpu", "setup", "ttft", "cancel", "capacity")
@@ -254,7 +255,7 @@ async def _measure(rt: Running, up: sc.Upstream, cfg: sc.Config, args: argparse.
         other = probe.other_cpu_pct()
         if s not in scen or other < noise[s]:
             scen[s], noise[s] = got, other
-        log(f"{name}: {s} done in {time.monotonic() - t0:.1f} s: {_brief(s, got)} [other processes: {other}% CPU]")
+        log(f"{name}: {s} done in {time.monotonic() - t0:.1f} s: {brief(s, got)} [other processes: {other}% CPU]")
         if noise[s] < NOISY_PCT or not await _health(rt):
             break
     return waited
@@ -283,32 +284,6 @@ class _Noise:
         wall = time.monotonic() - self.t0
         other = (self._busy() - self.sys0) - (self._own() - self.own0)
         return round(max(0.0, other) / wall * 100, 1) if wall > 0 else 0.0
-
-
-def _brief(s: str, r: Any) -> str:
-    if not r:
-        return "no result"
-    if s in ("cpu", "parts"):
-        return ", ".join(f"@{c}: {v.get('gateway_us')} µs/ev ({v.get('delivered_pct')}% delivered)"
-                         for c, v in r.items())
-    if s == "setup":
-        return (f"{r.get('gateway_us')} µs/stream, {r['ok']}/{r['attempted']} ok, "
-                f"{r['upstream_connections_per_stream']} upstream connections per stream")
-    if s == "ab":
-        return f"{_brief('cpu', r.get('cpu'))}; checks {r.get('checks')}"
-    if s == "ttft":
-        return ", ".join(f"@{c}: p50 {v['p50_ms']} p99 {v['p99_ms']} ms" for c, v in r.items())
-    if s == "capacity":
-        return f"capacity {r['capacity']}"
-    if s == "memory":
-        return f"{r['mb_per_1000']} MB/1000 streams"
-    if s == "proxy":
-        return ", ".join(f"{k}: {r[k].get('gateway_us')} µs/ev ({r[k].get('delivered_pct')}% delivered)"
-                         for k in ("direct", "proxy")) + f", proxy process {r['proxy'].get('proxy_us')} µs/ev"
-    if s == "cancel":
-        return (f"close p50 {r['p50_ms']} p99 {r['p99_ms']} max {r['max_ms']} ms, not closed {r['not_closed']}"
-               )
-    return ""
 
 
 def _interrupted(signum: int, frame: Any) -> None:

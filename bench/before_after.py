@@ -1,12 +1,15 @@
-"""``python -m bench.before_after OLD_SRC NEW_SRC``: the gateway's CPU per relayed event for two source trees.
+"""``python -m bench.before_after OLD_SRC NEW_SRC``: one scenario for two source trees, side by side.
 
 For a change's before/after figures on a machine that other work shares: both gateways (``ssegate serve`` with
-``PYTHONPATH`` set to each tree) run at once against one fake upstream, and repetitions of the ``cpu``
-measurement (50 streams, a token every 10 ms each) alternate between them, so both see the same load. Prints
-each repetition and the medians; writes nothing else.
+``PYTHONPATH`` set to each tree) run at once against one fake upstream, and repetitions of the scenario alternate
+between them (and which goes first), so both see the same load. ``--scenario cpu`` (the default) is the ``cpu``
+measurement at ``--streams`` streams (a token every 10 ms each); ``setup``, ``ttft``, ``capacity`` and ``cancel``
+are the bench's scenarios of those names. Prints each repetition (and, for ``cpu`` and ``setup``, the medians);
+writes nothing else.
 
     git archive HEAD~3 src | tar -x -C /tmp/before
     .venv/bin/python -m bench.before_after /tmp/before/src src --reps 6
+    .venv/bin/python -m bench.before_after /tmp/before/src src --scenario setup --reps 4
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 from . import scenarios as sc
 from .proc import free_port, raise_fd_limit, start, wait_http
+from .tables import brief
 from .targets import ROOT, TARGETS, Running, start_target
 
 
@@ -41,19 +45,26 @@ async def run(args: argparse.Namespace) -> None:
             await sc.warmup(gateways[label], up)
         for rep in range(args.reps):
             for label in ("old", "new") if rep % 2 == 0 else ("new", "old"):
-                r = await sc._cpu_run(gateways[label], up, cfg, args.streams)
+                if args.scenario == "cpu":
+                    r = await sc._cpu_run(gateways[label], up, cfg, args.streams)
+                    line = f"{r['gateway_us']} µs/event, {r['delivered_pct']}% delivered"
+                else:
+                    r = await sc.RUNNERS[args.scenario](gateways[label], up, cfg)
+                    line = brief(args.scenario, r)
                 runs[label].append(r)
-                print(f"rep {rep + 1} {label}: {r['gateway_us']} µs/event, {r['delivered_pct']}% delivered",
-                      flush=True)
+                print(f"rep {rep + 1} {label}: {line}", flush=True)
     finally:
         for rt in gateways.values():
             await asyncio.to_thread(rt.stop)
         await up.aclose()
         upstream.stop()
     for label, rs in runs.items():
-        us = [r["gateway_us"] for r in rs if r["gateway_us"] is not None]
+        if args.scenario not in ("cpu", "setup"):
+            continue  # each repetition's line above is the comparison
+        us = [r["gateway_us"] for r in rs if r.get("gateway_us") is not None]
         if us:
-            print(f"{label} ({getattr(args, label)}): median {statistics.median(us):.2f} µs/event "
+            unit = "µs/event" if args.scenario == "cpu" else "µs/stream"
+            print(f"{label} ({getattr(args, label)}): median {statistics.median(us):.2f} {unit} "
                   f"(min {min(us):.2f}, max {max(us):.2f}, {len(us)} runs)")
 
 
@@ -62,7 +73,9 @@ def main() -> None:
     parser.add_argument("old", help="the `src` directory of the tree measured first (holding ssegate/)")
     parser.add_argument("new", help="the `src` directory of the other tree")
     parser.add_argument("--reps", type=int, default=6, help="repetitions per tree [6]")
-    parser.add_argument("--streams", type=int, default=50, help="concurrent streams [50]")
+    parser.add_argument("--streams", type=int, default=50, help="concurrent streams of `cpu` [50]")
+    parser.add_argument("--scenario", default="cpu", choices=("cpu", "setup", "ttft", "capacity", "cancel"),
+                        help="what to compare [cpu: CPU per event at --streams streams]")
     args = parser.parse_args()
     raise_fd_limit()
     import uvloop

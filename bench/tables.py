@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["AB", "BASELINES", "GATEWAYS", "ORDER", "PEERS", "Bound", "add", "bound", "fmt", "ratio", "ratio_table",
-           "result", "signed", "sub", "table", "targets_with"]
+__all__ = ["AB", "BASELINES", "GATEWAYS", "ORDER", "PEERS", "Bound", "add", "bound", "brief", "fmt", "ratio",
+           "ratio_table", "result", "signed", "sub", "table", "targets_with"]
 
 GATEWAYS = ("ssegate", "ssegate-openai", "ssegate+redis", "ssegate-w2+redis")
 BASELINES = ("httpx_relay", "fastapi_native_openai", "sync_sdk", "litellm")
@@ -90,3 +90,30 @@ def sub(a: float | None, b: float | None) -> float | None:
 
 def add(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else round(a + b, 3)
+
+
+def brief(s: str, r: Any) -> str:
+    """One line of a scenario's result, for the run's log."""
+    if not r:
+        return "no result"
+    if s in ("cpu", "parts"):
+        return ", ".join(f"@{c}: {v.get('gateway_us')} µs/ev ({v.get('delivered_pct')}% delivered)"
+                         for c, v in r.items())
+    if s == "setup":
+        return (f"{r.get('gateway_us')} µs/stream, {r['ok']}/{r['attempted']} ok, "
+                f"{r['upstream_connections_per_stream']} upstream connections per stream")
+    if s == "ab":
+        return f"{brief('cpu', r.get('cpu'))}; checks {r.get('checks')}"
+    if s == "ttft":
+        return ", ".join(f"@{c}: p50 {v['p50_ms']} p99 {v['p99_ms']} ms" for c, v in r.items())
+    if s == "capacity":
+        return f"capacity {r['capacity']}"
+    if s == "memory":
+        return f"{r['mb_per_1000']} MB/1000 streams"
+    if s == "proxy":
+        return ", ".join(f"{k}: {r[k].get('gateway_us')} µs/ev ({r[k].get('delivered_pct')}% delivered)"
+                         for k in ("direct", "proxy")) + f", proxy process {r['proxy'].get('proxy_us')} µs/ev"
+    if s == "cancel":
+        return (f"close p50 {r['p50_ms']} p99 {r['p99_ms']} max {r['max_ms']} ms, not closed {r['not_closed']}"
+               )
+    return ""
