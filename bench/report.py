@@ -105,7 +105,7 @@ def write_report(res: dict[str, Any]) -> Path:
         ".venv/bin/python -m bench --targets ssegate,httpx_relay --only capacity",
         ".venv/bin/python -m bench --ab --only ab     # only the A/B of upstream clients (merged)",
         ".venv/bin/python -m bench --report-only      # re-render from bench/results/latest.json",
-        ".venv/bin/python -m bench --ssegate-models 50 --targets ssegate --only cpu   # behind a 50-entry routing table",
+        ".venv/bin/python -m bench --ssegate-models 50 --targets ssegate --only cpu  # a 50-entry routing table",
         ".venv/bin/python -m bench.callgrind          # instructions per short stream (valgrind; load-independent)",
         ".venv/bin/python -m bench.before_after OLD/src src --scenario setup   # two trees side by side",
         ".venv/bin/python -m bench.encoders           # each wire format's encoder per text delta",
