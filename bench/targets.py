@@ -218,7 +218,7 @@ def nginx_config(port: int, upstream_port: int) -> Path:
         "    access_log off;\n"
         f"    upstream bench {{\n        server 127.0.0.1:{upstream_port};\n        keepalive 1024;\n"
         "        keepalive_requests 100000;\n        keepalive_timeout 60s;\n    }\n"
-        f"    server {{\n        listen 127.0.0.1:{port} backlog=4096;\n        client_max_body_size 1m;\n"
+        f"    server {{\n        listen 127.0.0.1:{port} backlog=4096;\n        client_max_body_size 20m;\n"
         "        location / {\n            proxy_pass http://bench;\n            proxy_http_version 1.1;\n"
         '            proxy_set_header Connection "";\n            proxy_buffering off;\n'
         "            proxy_cache off;\n            gzip off;\n            proxy_read_timeout 600s;\n"

@@ -309,3 +309,42 @@ def test_a_terminal_gets_the_answer_as_it_streams(demo_gateway: GatewayProcess) 
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07", "", out.decode()).replace("\r", "")
     assert compose_answer(prompt) in text
     assert "tokens" in text  # the summary line on the terminal's stderr
+
+
+# --- reasoning and tool calls --------------------------------------------------------------------------------
+REASONING = ["Two cities, ", "so two calls."]
+PARTS_SCRIPT = script(parts=[
+    {"reasoning": REASONING[0]}, {"reasoning": REASONING[1]}, "Checking ", "both.",
+    {"tool_call": {"id": "call_w", "name": "get_weather"}}, {"arguments": '{"city": '}, {"arguments": '"Paris"}'},
+    {"tool_call": {"id": "call_t", "name": "get_time"}}, {"arguments": "{}"},
+], finish_reason="tool_calls")
+TOOL_LINES = ['→ tool call get_weather({"city": "Paris"})  call_w', "→ tool call get_time({})  call_t"]
+
+
+def test_reasoning_and_tool_calls_go_to_stderr_one_line_each(demo_gateway: GatewayProcess) -> None:
+    """stdout holds only the answer's text; the reasoning (after ``thinking:``) and one line per tool call, with
+    its whole arguments and id, go to stderr."""
+    proc = chat(demo_gateway.url, PARTS_SCRIPT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "Checking both.\n"
+    assert proc.stderr.splitlines() == ["thinking: " + "".join(REASONING), *TOOL_LINES]
+
+
+def test_a_terminal_shows_reasoning_dimmed_and_one_line_per_tool_call(demo_gateway: GatewayProcess) -> None:
+    """On a terminal the reasoning is printed dimmed on stdout as it streams (every piece under an SGR 2 "faint"
+    attribute), then the answer, then a line per tool call."""
+    master, slave = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-m", "ssegate", "chat", PARTS_SCRIPT, "--url", demo_gateway.url],
+        stdout=slave, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        env={**env(), "TERM": "xterm", "COLUMNS": "200"}, cwd=ROOT,
+    ) as proc:
+        os.close(slave)
+        raw = read_terminal(master).decode()
+        assert proc.wait(HANG) == 0
+        assert proc.stderr is not None
+        proc.stderr.read()
+    for piece in REASONING:
+        assert re.search(r"\x1b\[(?:\d+;)*2(?:;\d+)*m" + re.escape(piece), raw), (piece, raw)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07", "", raw).replace("\r", "")
+    assert text.splitlines() == ["thinking: " + "".join(REASONING), "Checking both.", *TOOL_LINES]

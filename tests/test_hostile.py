@@ -35,8 +35,9 @@ def matrix(scenario: str, expected: str) -> pytest.MarkDecorator:
 
 @pytest.fixture(scope="module")
 def open_gw() -> Iterator[GatewayProcess]:
-    """No API keys (loopback), so that every operation is reachable."""
-    with GatewayProcess(DEMO) as g:
+    """No API keys (loopback), so that every operation is reachable. The body limit is set (1 MiB, not the default
+    20 MiB), so that the oversized-body tests send a few MiB, not tens."""
+    with GatewayProcess({**DEMO, "max_body_bytes": 1 << 20}) as g:
         yield g
 
 

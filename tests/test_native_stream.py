@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from ssegate.sse import ServerSentEvent
+from tests.conftest import FAST
 from tests.support.gateway import GatewayProcess, chat_body, post_events
+
+BODY_LIMIT = 1 << 20
+"""The body limit of ``small_body_gw``: set explicitly, so the 413 tests do not depend on the default (20 MiB)."""
+
+
+@pytest.fixture(scope="module")
+def small_body_gw() -> Iterator[GatewayProcess]:
+    with GatewayProcess({"demo_ttft_s": 0.05, "demo_tokens_per_s": 400, **FAST, "max_body_bytes": BODY_LIMIT}) as gw:
+        yield gw
 
 
 def stream(gw: GatewayProcess, content: str, **extra: Any) -> tuple[httpx.Response, list[ServerSentEvent]]:
@@ -127,20 +138,20 @@ def test_bad_input_gets_a_json_error(demo_gateway: GatewayProcess, name: str, bo
     assert err["code"] == "invalid_request" and err["message"] and err["retryable"] is False
 
 
-def test_oversized_body_is_413_and_the_server_stays_healthy(demo_gateway: GatewayProcess) -> None:
-    big = b'{"messages": [{"role": "user", "content": "' + b"x" * (5 * 1024 * 1024) + b'"}]}'
-    resp = httpx.post(demo_gateway.url + "/v1/chat/stream", content=big, timeout=30)
+def test_oversized_body_is_413_and_the_server_stays_healthy(small_body_gw: GatewayProcess) -> None:
+    big = b'{"messages": [{"role": "user", "content": "' + b"x" * (5 * BODY_LIMIT) + b'"}]}'
+    resp = httpx.post(small_body_gw.url + "/v1/chat/stream", content=big, timeout=30)
     assert resp.status_code == 413
     assert resp.json()["error"]["code"] == "payload_too_large"
-    assert httpx.get(demo_gateway.url + "/healthz", timeout=5).status_code == 200
+    assert httpx.get(small_body_gw.url + "/healthz", timeout=5).status_code == 200
 
 
-def test_oversized_chunked_body_is_413(demo_gateway: GatewayProcess) -> None:
+def test_oversized_chunked_body_is_413(small_body_gw: GatewayProcess) -> None:
     def body() -> Any:
-        for _ in range(40):
+        for _ in range(40):  # 2.5 MiB, no Content-Length
             yield b"x" * 65536
 
-    resp = httpx.post(demo_gateway.url + "/v1/chat/stream", content=body(), timeout=30,
+    resp = httpx.post(small_body_gw.url + "/v1/chat/stream", content=body(), timeout=30,
                       headers={"content-type": "application/json"})
     assert resp.status_code == 413
     assert resp.json()["error"]["code"] == "payload_too_large"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -164,6 +165,47 @@ def test_n_other_than_one_is_refused(client: openai.OpenAI) -> None:
         client.chat.completions.create(model="fake-model", messages=user("x"), n=2)
     assert info.value.status_code == 400
     assert isinstance(info.value.body, dict) and "n=1" in info.value.body["message"]
+
+
+@pytest.mark.parametrize(("fields", "named"), [({"logprobs": True}, "logprobs"), ({"top_logprobs": 3}, "top_logprobs"),
+                                               ({"logprobs": True, "top_logprobs": 5}, "logprobs")])
+@pytest.mark.parametrize("stream", [False, True])
+def test_logprobs_are_a_400_naming_the_field_on_the_openai_endpoint(client: openai.OpenAI, upstream: FakeUpstream,
+                                                                     fields: dict[str, Any], named: str,
+                                                                     stream: bool) -> None:
+    """ssegate does not relay log probabilities, so asking for them is refused before anything reaches the upstream
+    (never a 200 without them)."""
+    prompt = upstream.script(Script(deltas=["never"]))
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="fake-model", messages=user(prompt), stream=stream,  # type: ignore
+                                       **fields)
+    assert info.value.status_code == 400
+    assert isinstance(info.value.body, dict)
+    assert info.value.body["message"].startswith(f"{named}: ") and info.value.body["code"] == "invalid_request"
+    assert upstream.records(prompt) == []
+
+
+@pytest.mark.parametrize(("fields", "named"), [({"logprobs": True}, "logprobs"), ({"top_logprobs": 3}, "top_logprobs"),
+                                               ({"n": 2}, "n")])
+def test_logprobs_are_a_400_naming_the_field_on_the_native_stream(gateway: GatewayProcess, upstream: FakeUpstream,
+                                                                   fields: dict[str, Any], named: str) -> None:
+    """The native endpoint gives the same 400 with the reason, not the 422 of an unknown field."""
+    prompt = upstream.script(Script(deltas=["never"]))
+    resp = httpx.post(gateway.url + "/v1/chat/stream", timeout=15,
+                      json={"messages": [{"role": "user", "content": prompt}], **fields})
+    assert resp.status_code == 400, resp.text
+    err = resp.json()["error"]
+    assert err["message"].startswith(f"{named}: ") and err["code"] == "invalid_request" and err["retryable"] is False
+    assert upstream.records(prompt) == []
+
+
+def test_logprobs_false_is_the_default_and_accepted(gateway: GatewayProcess, upstream: FakeUpstream) -> None:
+    prompt = upstream.script(Script(deltas=["fine"]))
+    for path in ("/v1/chat/stream", "/v1/chat/completions"):
+        resp = httpx.post(gateway.url + path, timeout=15,
+                          json={"messages": [{"role": "user", "content": prompt}], "logprobs": False, "n": 1})
+        assert resp.status_code == 200, resp.text
+    assert [r.status for r in upstream.records(prompt)] == [200, 200]
 
 
 def test_bad_request_uses_openai_error_shape(gateway: GatewayProcess) -> None:

@@ -7,6 +7,7 @@ servers; the official ``openai`` SDK is the client. The upstream's own record sh
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 from ssegate.sse import ServerSentEvent
 from tests.conftest import FAST
 from tests.fakes import FakeUpstream, Fault, Reasoning, RedactedThinking, Script, Text, ToolCall
-from tests.support.gateway import GatewayProcess, post_events
+from tests.support.gateway import GatewayProcess, chat_body, post_events, sse_events
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city",
@@ -58,6 +59,61 @@ def test_sdk_assembles_parallel_tool_calls_and_reasoning(sdk: openai.OpenAI, ups
         (getattr(c, "chunk", None) and (c.chunk.choices[0].delta.model_extra or {}).get("reasoning_content")) or ""
         for c in chunks if getattr(c, "type", "") == "chunk" and c.chunk.choices)
     assert reasoning == "They want two things."
+
+
+async def test_async_sdk_stream_helper_assembles_parallel_tool_calls_and_reasoning(
+        gateway: GatewayProcess, upstream: FakeUpstream) -> None:
+    """``AsyncOpenAI``'s ``chat.completions.stream()``: its events name each call's arguments whole, in order, and
+    ``get_final_completion()`` has the exact calls; the upstream got the tools as sent."""
+    prompt = upstream.script(Script(parts=PARALLEL, delay=0.002))
+    async with openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0, timeout=30) as client:
+        async with client.chat.completions.stream(model="fake-model", messages=user(prompt),  # type: ignore[arg-type]
+                                                  tools=[WEATHER, TIME]) as stream:  # type: ignore[list-item]
+            events = [event async for event in stream]
+            final = await stream.get_final_completion()
+    done = [(e.index, e.name, e.arguments) for e in events if e.type == "tool_calls.function.arguments.done"]
+    assert done == [(0, "get_weather", '{"city": "Paris"}'), (1, "get_time", '{"city": "Tokyo"}')]
+    pieces = [e.arguments_delta for e in events if e.type == "tool_calls.function.arguments.delta" and e.index == 0]
+    assert "".join(pieces) == '{"city": "Paris"}' and len(pieces) > 1  # relayed piece by piece, not joined
+    reasoning = "".join((e.chunk.choices[0].delta.model_extra or {}).get("reasoning_content") or ""
+                        for e in events if e.type == "chunk" and e.chunk.choices)
+    assert reasoning == "They want two things."
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content == "Checking."
+    assert [(c.id, c.function.name, c.function.arguments) for c in choice.message.tool_calls or []] == [
+        ("call_w", "get_weather", '{"city": "Paris"}'), ("call_t", "get_time", '{"city": "Tokyo"}')]
+    [rec] = upstream.records(prompt)
+    assert rec.request_json["tools"] == [WEATHER, TIME] and rec.request_json["stream"] is True
+
+
+async def test_async_sdk_raw_chunks_carry_tool_call_pieces_by_index(gateway: GatewayProcess,
+                                                                    upstream: FakeUpstream) -> None:
+    """``create(stream=True)`` with ``AsyncOpenAI``: the chunks as an application that assembles them itself reads
+    them (``delta.tool_calls[].index``, the id and name once, then argument pieces; reasoning before the calls)."""
+    prompt = upstream.script(Script(parts=PARALLEL))
+    async with openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0, timeout=30) as client:
+        stream = await client.chat.completions.create(model="fake-model", messages=user(prompt),  # type: ignore
+                                                      tools=[WEATHER, TIME], stream=True)  # type: ignore[list-item]
+        chunks = [c async for c in stream]
+    calls: dict[int, list[str]] = {}
+    ids: dict[int, tuple[str | None, str | None]] = {}
+    order: list[str] = []
+    for chunk in chunks:
+        if not chunk.choices:
+            continue
+        delta = chunk.choices[0].delta
+        if (delta.model_extra or {}).get("reasoning_content"):
+            order.append("reasoning")
+        for frag in delta.tool_calls or []:
+            order.append("tool")
+            if frag.id is not None:
+                assert frag.index not in ids, "a call's id and name come once"
+                ids[frag.index] = (frag.id, frag.function.name if frag.function else None)
+            calls.setdefault(frag.index, []).append((frag.function.arguments or "") if frag.function else "")
+    assert ids == {0: ("call_w", "get_weather"), 1: ("call_t", "get_time")}
+    assert {i: "".join(p) for i, p in calls.items()} == {0: '{"city": "Paris"}', 1: '{"city": "Tokyo"}'}
+    assert order.index("tool") > max(i for i, kind in enumerate(order) if kind == "reasoning")
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
 
 
 def test_non_streamed_message_has_tool_calls_and_reasoning(sdk: openai.OpenAI, upstream: FakeUpstream) -> None:
@@ -138,6 +194,52 @@ def test_a_malformed_tool_call_fragment_is_a_typed_error(gateway: GatewayProcess
     resp, events = native(gateway, messages=user(prompt))
     assert resp.status_code == 200 and events[-1].event == "error"
     assert events[-1].json()["error"]["code"] == "upstream_error"
+
+
+LATE = 10.0
+"""A timeout reported this much after it was due fired on the wrong deadline (the first-token timeout is 30 s)."""
+
+
+def timed(gw: GatewayProcess, prompt: str) -> list[tuple[float, ServerSentEvent]]:
+    """The native stream's events for ``prompt``, each with the monotonic time it arrived."""
+    out: list[tuple[float, ServerSentEvent]] = []
+    with httpx.stream("POST", gw.url + "/v1/chat/stream", content=chat_body(prompt), timeout=60) as resp:
+        assert resp.status_code == 200, resp.read()
+        out.extend((time.monotonic(), event) for event in sse_events(resp.iter_text()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def idle_gw(upstream: FakeUpstream) -> Iterator[GatewayProcess]:
+    """The fake OpenAI upstream behind a short idle timeout (1 s) and a first-token timeout far from it (30 s)."""
+    with GatewayProcess({**FAST, "provider": "openai", "upstream_url": upstream.url, "model": "fake-model",
+                         "idle_timeout_s": 1.0, "first_token_timeout_s": 30.0}) as gw:
+        yield gw
+
+
+def test_openai_comment_pings_keep_a_long_reasoning_phase_alive(idle_gw: GatewayProcess,
+                                                                upstream: FakeUpstream) -> None:
+    """After its first reasoning the upstream is quiet but for ``: OPENROUTER PROCESSING`` comments, for 4x
+    IDLE_TIMEOUT_S: its bytes prove it alive (CONTRACT §2, §3.1), so the stream is not cut and the answer comes."""
+    prompt = upstream.script(Script(parts=[Reasoning("Thinking hard..."), Text("42.")], delay=4.0, pings_every=0.1))
+    events = timed(idle_gw, prompt)
+    assert [e.event for _, e in events] == ["start", "reasoning", "message", "done"]
+    paused = events[2][0] - events[1][0]
+    assert paused > 3.0, f"the answer came {paused:.2f}s after the reasoning: the pause was not played"
+    assert events[2][1].json()["delta"] == "42."
+
+
+def test_openai_silence_after_reasoning_is_cut_at_the_idle_timeout(idle_gw: GatewayProcess,
+                                                                   upstream: FakeUpstream) -> None:
+    """The control: the same upstream, silent after its first reasoning (no pings), is cut IDLE_TIMEOUT_S (1 s)
+    after its last byte, not at the first-token deadline (30 s), and its connection is closed."""
+    prompt = upstream.script(Script(parts=[Reasoning("Thinking hard..."), Text("42.")], delay=25.0))
+    events = timed(idle_gw, prompt)
+    assert [e.event for _, e in events] == ["start", "reasoning", "error"]
+    assert events[-1][1].json()["error"]["code"] == "upstream_timeout"
+    waited = events[-1][0] - events[1][0]
+    assert 0.9 <= waited < LATE, f"the stall was reported {waited:.2f}s after the reasoning (idle 1 s)"
+    assert upstream.wait_closed(prompt, timeout=LATE).closed_by == "client"  # the gateway let go of it
 
 
 # --- Anthropic ---------------------------------------------------------------------------------------------------

@@ -101,8 +101,9 @@ class Settings(BaseSettings):
     """The ``retry:`` field sent at the head of every stream (EventSource reconnect delay)."""
 
     # --- limits --------------------------------------------------------------------------------
-    max_body_bytes: int = Field(1024 * 1024, gt=0)
-    """Largest accepted request body (413 beyond)."""
+    max_body_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    """Largest accepted request body (413 beyond). 20 MiB fits a conversation with a few images sent as data URLs
+    (base64 makes an image a third larger); a body is held in memory while it is read and checked."""
     max_streams: int = Field(10_000, ge=1)
     """Global cap on concurrent streams (503 ``overloaded`` beyond it)."""
     max_streams_per_key: int = Field(0, ge=0)

@@ -7,7 +7,8 @@ image parts, tool-call ids and every field the gateway does not own exactly as t
 
 ``NativeChatIn`` (``POST /v1/chat/stream``) accepts the fields of CONTRACT §3 and refuses others;
 ``ChatCompletionIn`` (``POST /v1/chat/completions``) accepts any field and passes those it does not own through.
-Fields ssegate cannot relay (``logprobs``, ``n`` > 1) are refused here, for every upstream, with a 400 naming them.
+Fields ssegate cannot relay (``logprobs``, ``top_logprobs``, ``n`` > 1) are refused here, on both endpoints and for
+every upstream, with a 400 naming them (not the 422 of an unknown field: the message says why).
 """
 
 from __future__ import annotations
@@ -179,8 +180,19 @@ class _ChatIn(BaseModel):
     response_format: ResponseFormat | None = None
     reasoning_effort: Effort | None = None
     """``minimal``, ``low``, ``medium``, ``high`` (or what the upstream knows)."""
+    n: int | None = None
+    """Only 1: ssegate relays one choice per request (any other value is a 400)."""
+    logprobs: bool | None = None
+    """Only false: ssegate does not relay log probabilities (true is a 400)."""
+    top_logprobs: int | None = None
+    """Refused (a 400): ssegate does not relay log probabilities."""
 
     def _check(self) -> None:
+        if self.n is not None and self.n != 1:
+            raise InvalidRequest("n: ssegate relays one choice per request (n=1); send n separate requests")
+        if self.logprobs or self.top_logprobs is not None:
+            field = "logprobs" if self.logprobs else "top_logprobs"
+            raise InvalidRequest(f"{field}: ssegate does not relay log probabilities")
         fmt = self.response_format
         if fmt is not None and fmt.type == "json_schema" and fmt.json_schema is None:
             raise InvalidRequest("response_format: type 'json_schema' needs a 'json_schema' object")
@@ -213,17 +225,6 @@ class ChatCompletionIn(_ChatIn):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     max_completion_tokens: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
-    n: int | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
-
-    def _check(self) -> None:
-        super()._check()
-        if self.n is not None and self.n != 1:
-            raise InvalidRequest("n: ssegate relays one choice per request (n=1); send n separate requests")
-        if self.logprobs or self.top_logprobs is not None:
-            field = "logprobs" if self.logprobs else "top_logprobs"
-            raise InvalidRequest(f"{field}: ssegate does not relay log probabilities")
 
     @property
     def include_usage(self) -> bool:
