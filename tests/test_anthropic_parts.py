@@ -120,6 +120,26 @@ def test_images_become_base64_and_url_sources(sdk: openai.OpenAI, anthropic_upst
         {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}}]}]
 
 
+def test_image_detail_low_is_refused_and_auto_or_high_relayed(sdk: openai.OpenAI,
+                                                              anthropic_upstream: FakeUpstream) -> None:
+    """Claude reads every image in full: ``detail: low`` (a promise of a cheaper read) is a 400 naming the field,
+    and nothing reaches the upstream; ``auto`` and ``high`` are what it does, and go through."""
+    prompt = anthropic_upstream.script(Script(deltas=["Seen."]))
+    with pytest.raises(openai.BadRequestError) as err:
+        sdk.chat.completions.create(model="claude-test", messages=[{"role": "user", "content": [
+            {"type": "text", "text": prompt},
+            {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": "low"}}]}],
+        )  # type: ignore[list-item,misc]
+    assert "messages[0].content[1].image_url.detail" in str(err.value)
+    assert anthropic_upstream.records(prompt) == []
+    for detail in ("auto", "high"):
+        out = sdk.chat.completions.create(model="claude-test", messages=[{"role": "user", "content": [
+            {"type": "text", "text": prompt},
+            {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": detail}}]}],
+        )  # type: ignore[list-item,misc]
+        assert out.choices[0].message.content == "Seen."
+
+
 # --- reasoning_effort ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("effort", list(BUDGETS))
 def test_reasoning_effort_is_the_documented_thinking_budget(sdk: openai.OpenAI, anthropic_upstream: FakeUpstream,

@@ -5,7 +5,8 @@ Request (OpenAI shapes in, Messages API out; a field with no Anthropic meaning i
 - ``system``/``developer`` messages → the top-level ``system``; ``tool`` messages → ``tool_result`` blocks at the
   head of the next user turn; consecutive turns of one role are merged (the API wants them to alternate);
 - content parts: text → ``text`` blocks; ``image_url`` → ``image`` blocks (a data URL as a base64 source, an
-  http(s) URL as a url source); other part types, message ``name``s and unknown message fields are refused;
+  http(s) URL as a url source; ``detail`` ``auto`` or ``high``, which is how Claude reads every image, while
+  ``low`` is refused); other part types, message ``name``s and unknown message fields are refused;
 - an assistant message's ``tool_calls`` → ``tool_use`` blocks (``arguments`` parsed: they must be a JSON object),
   its ``provider_data`` (as received in ``done``) → its ``thinking``/``redacted_thinking`` blocks, replayed
   verbatim and first, so that multi-turn tool use with thinking is accepted;
@@ -118,7 +119,15 @@ def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
         if kind == "text":
             blocks.append({"type": "text", "text": part["text"]})
         elif kind == "image_url":
-            url = part["image_url"]["url"]
+            image = part["image_url"]
+            extra = sorted(set(image) - {"url", "detail"})
+            if extra:
+                raise _refuse(f"{where}.content[{j}].image_url.{extra[0]}")
+            if image.get("detail", "auto") not in ("auto", "high"):
+                # Claude reads every image at full resolution (within its size limits): "high" is what it does
+                raise _refuse(f"{where}.content[{j}].image_url.detail",
+                              f"{image['detail']!r}: Claude reads every image in full; send auto or high")
+            url = image["url"]
             m = _DATA_URL.match(url)
             source = ({"type": "base64", "media_type": m.group(1), "data": m.group(2)} if m
                       else {"type": "url", "url": url})
