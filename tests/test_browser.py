@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import threading
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import FAST
@@ -73,6 +76,13 @@ def site(upstream: FakeUpstream) -> Iterator[GatewayProcess]:
     settings = {**FAST, "provider": "openai", "upstream_url": upstream.url, "model": "fake-model",
                 "retry_attempts": 1, "shutdown_grace_s": 1}
     with GatewayProcess(settings) as gw:
+        yield gw
+
+
+@pytest.fixture(scope="module")
+def demo_site() -> Iterator[GatewayProcess]:
+    """The embedded demo model, which plays a ``/script`` message exactly (reasoning and tool calls too)."""
+    with GatewayProcess({**FAST, "shutdown_grace_s": 1}) as gw:
         yield gw
 
 
@@ -193,6 +203,84 @@ def test_markdown_renders_while_the_answer_streams(page: Any, upstream: FakeUpst
     assert page.text_content("#ttft").endswith("ms") and page.text_content("#tps").endswith("tok/s")
     assert page.is_hidden("#stop")
     shot(page, "markdown-done")
+
+
+# Reasoning, a sentence of text, then a tool call whose arguments come in pieces (the demo model's /script).
+LIVE_REASONING = ["The person asks ", "about the weather ", "in Paris. ", "There is a tool ", "for that, ",
+                  "so I call it."]
+LIVE_ARGUMENTS = ['{"city": ', '"Paris", ', '"unit": ', '"celsius"}']
+LIVE_PARTS: list[Any] = [
+    *({"reasoning": r} for r in LIVE_REASONING),
+    "Let me ", "look that up.",
+    {"tool_call": {"id": "call_w1", "name": "get_weather"}},
+    *({"arguments": a} for a in LIVE_ARGUMENTS),
+]
+# Every change to the last answer's view, as the person would have seen it (recorded in the page).
+RECORD_TIMELINE = """() => {
+    window.__timeline = [];
+    const snap = () => {
+      const a = [...document.querySelectorAll('#messages article.msg.assistant')].pop();
+      if (!a) return;
+      const r = a.querySelector('details.reasoning');
+      const card = a.querySelector('.tool-call');
+      const s = {state: a.dataset.state, reasoningShown: !r.hidden, label: r.querySelector('summary').textContent,
+                 reasoning: r.querySelector('.reasoning-text').textContent,
+                 content: a.querySelector('.content').textContent,
+                 tool: card ? card.querySelector('.tool-name').textContent : null,
+                 args: card ? card.querySelector('.tool-args code').textContent : null};
+      const last = window.__timeline[window.__timeline.length - 1];
+      if (!last || JSON.stringify(last) !== JSON.stringify(s)) window.__timeline.push(s);
+    };
+    new MutationObserver(snap).observe(document.getElementById('messages'),
+                                       {subtree: true, childList: true, characterData: true, attributes: true});
+}"""
+
+
+def test_reasoning_and_tool_calls_show_while_they_stream(browsing: Any, demo_site: GatewayProcess) -> None:
+    """The reasoning card grows while the model thinks, before any answer text; the tool-call card shows the
+    call's name and its arguments as they stream; at the end the reasoning collapses to "Thought for ..."."""
+    page = browsing(viewport=DESKTOP).open(demo_site.url + "/")
+    page.evaluate(RECORD_TIMELINE)
+    ask(page, "/script " + json.dumps({"parts": LIVE_PARTS, "delay": 0.3, "finish_reason": "tool_calls"}))
+    last = LAST_ANSWER
+    page.wait_for_function(f"""() => {{ const a = ({last})();
+        return a && a.dataset.state === 'streaming' && !a.querySelector('details.reasoning').hidden; }}""")
+    assert page.text_content("#messages article.assistant details.reasoning summary") == "Thinking…"
+    page.click("#messages article.assistant details.reasoning summary")  # open it, as a curious person would
+    page.wait_for_function(f"""() => {{ const a = ({last})();
+        const args = a.querySelector('.tool-call .tool-args code');
+        return a.dataset.state === 'streaming' && args && args.textContent.includes('Paris'); }}""")
+    shot(page, "live-reasoning-tools")
+    wait_answer_state(page, "done")
+
+    full_reasoning, full_args = "".join(LIVE_REASONING), "".join(LIVE_ARGUMENTS)
+    timeline: list[dict[str, Any]] = page.evaluate("() => window.__timeline")
+    live = [s for s in timeline if s["state"] == "streaming"]
+    # the reasoning card appeared and grew, piece by piece, before any answer text
+    thinking = [s["reasoning"] for s in live if s["reasoning"] and not s["content"]]
+    assert len(set(thinking)) >= 3, timeline
+    assert all(b.startswith(a) for a, b in pairwise(thinking))
+    assert all(s["reasoningShown"] and s["label"] == "Thinking…" for s in live if s["reasoning"] and not s["content"])
+    assert thinking[0] != full_reasoning
+    first_text = next(s for s in live if s["content"])
+    assert first_text["reasoning"] == full_reasoning and first_text["label"].startswith("Thought for")
+    # the tool-call card: its name, then its arguments growing, all before the answer was over
+    calling = [s for s in live if s["tool"] is not None]
+    assert calling and all(s["tool"] == "get_weather" for s in calling)
+    partial = {s["args"] for s in calling if s["args"] != full_args}
+    assert any(a and full_args.startswith(a) for a in partial), calling
+    # and how it all ended
+    assert timeline[-1]["state"] == "done"
+    assert re.fullmatch(r"Thought for (a moment|\d+ s)", page.text_content(
+        "#messages article.assistant details.reasoning summary") or "")
+    assert page.text_content("#messages article.assistant .reasoning-text") == full_reasoning
+    assert answer(page)["text"] == "Let me look that up."
+    assert page.eval_on_selector_all("#messages .tool-call .tool-name", "els => els.map(e => e.textContent)") == [
+        "get_weather"]
+    args = page.text_content("#messages .tool-call .tool-args code") or ""
+    assert json.loads(args) == {"city": "Paris", "unit": "celsius"} and "\n" in args  # pretty once complete
+    state = page.evaluate("() => window.__ssegate.state")
+    assert state["finishReason"] == "tool_calls" and state["phase"] == "done"
 
 
 def test_copy_puts_the_code_on_the_clipboard(browsing: Any, site: GatewayProcess, upstream: FakeUpstream) -> None:
@@ -635,6 +723,43 @@ def test_the_model_list_comes_from_the_server(page: Any, upstream: FakeUpstream)
     assert record.request_json["model"] == "fake-model"
 
 
+def test_the_model_menu_offers_no_wildcard_sends_the_choice_and_remembers_it(
+    browsing: Any, make_gateway: Any, tmp_path: Path
+) -> None:
+    """``GET /v1/models`` lists a routing file's wildcards as written (``local/*``), but asking for that name is a
+    404: the menu offers only the exact names, sends the one picked, and keeps it across a reload and a new tab."""
+    path = tmp_path / "models.toml"
+    path.write_text("".join(f'[[models]]\nname = "{n}"\nprovider = "demo"\n\n' for n in ("fast", "smart", "local/*")))
+    gw = make_gateway({"config": str(path), "demo_ttft_s": 0.05, "demo_tokens_per_s": 400, "shutdown_grace_s": 1})
+    listed = [m["id"] for m in httpx.get(gw.url + "/v1/models", timeout=10).json()["data"]]
+    assert listed == ["fast", "smart", "local/*"]
+    b = browsing(viewport=DESKTOP)
+    page = b.open(gw.url + "/")
+    filled = "() => document.querySelector('#model option').value !== ''"
+    page.wait_for_function(filled)
+    assert page.eval_on_selector_all("#model option", "els => els.map(e => e.value)") == ["fast", "smart"]
+    assert page.is_enabled("#model") and page.input_value("#model") == "fast"
+
+    page.select_option("#model", "smart")
+    with page.expect_request("**/v1/chat/stream") as request, page.expect_response("**/v1/chat/stream") as response:
+        ask(page, "Which model answers?")
+    assert request.value.post_data_json["model"] == "smart"
+    assert response.value.status == 200 and response.value.headers["x-ssegate-model"] == "smart"
+    wait_answer_state(page, "done")
+    assert page.evaluate("() => window.__ssegate.state.model") == "smart"
+
+    page.reload()
+    page.wait_for_function("() => window.__ssegate && window.__ssegate.state.chatId")
+    other_tab = b.open(gw.url + "/")
+    for again in (page, other_tab):
+        again.wait_for_function(filled)
+        assert again.input_value("#model") == "smart"
+    with page.expect_request("**/v1/chat/stream") as request:
+        ask(page, "And now?")
+    assert request.value.post_data_json["model"] == "smart"
+    wait_answer_state(page, "done")
+
+
 # ------------------------------------------------------------------------------------------------ looks and a11y
 
 
@@ -659,8 +784,9 @@ def build_showcase(page: Any, upstream: FakeUpstream) -> None:
     wait_answer_state(page, "error")
 
 
-# A conversation as the page stores it, with reasoning and tool calls (CONTRACT §3.1): how they look, and
-# that they pass axe, until the server emits them and a streaming test can show them live.
+# A conversation as the page stores it, with reasoning and tool calls (CONTRACT §3.1): how a finished one looks
+# when it is opened again, at every size and in both schemes, and that it passes axe. How they look while they
+# stream from the server: test_reasoning_and_tool_calls_show_while_they_stream.
 PARTS_CHAT = {
     "id": "partsdemo01", "title": "Weather in Paris", "created": 1, "updated": 1,
     "messages": [

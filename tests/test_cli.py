@@ -20,6 +20,8 @@ from ssegate.upstream.demo import compose_answer, tokenize
 from tests.conftest import FAST
 from tests.fakes import FakeUpstream, Fault, Script
 from tests.support.gateway import ROOT, GatewayProcess, free_port
+from tests.support.proxy import CuttingProxy
+from tests.support.resume import assert_a_drop_cancels, ended
 
 HANG = 30  # seconds: only catches a hang
 
@@ -217,6 +219,23 @@ def test_regression_a_closed_pipe_printed_a_traceback(upstream: FakeUpstream, re
     assert head.stdout == b"p0 p1 p2 p"
     assert err == ""
     assert upstream.wait_closed(prompt, 10).closed_at is not None  # cancelled, not left to the grace
+
+
+def test_regression_chat_resume_relied_on_the_servers_grace(make_gateway: Any) -> None:
+    """``ssegate chat`` asks for a resume grace of its own: against a gateway whose grace is 0 (the default), a
+    connection dropped mid-answer still resumes the same generation, and the whole answer is printed once."""
+    gw = make_gateway({"detach_grace_s": 0, "demo_ttft_s": 0.05, "shutdown_grace_s": 1})
+    assert_a_drop_cancels(gw.url)  # the control: a request without a grace of its own loses its generation
+    cancelled = ended(gw.url, "cancelled:disconnect")
+    deltas = [f" w{i}-é日本" for i in range(120)]
+    with CuttingProxy(gw.port) as proxy:
+        proxy.cut_next(900)
+        proc = chat(proxy.url, script(deltas=deltas, delay=0.005))
+        cuts = [c.cut for c in proxy.conns]
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "".join(deltas) + "\n"
+    assert cuts == [True, False]  # the first connection really ended mid-answer; the resume read the rest
+    assert ended(gw.url, "cancelled:disconnect") == cancelled
 
 
 def test_json_prints_the_error_event(demo_gateway: GatewayProcess) -> None:

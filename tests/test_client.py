@@ -29,6 +29,7 @@ from tests.conftest import FAST
 from tests.fakes import FakeUpstream, Fault, Script
 from tests.support.gateway import GatewayProcess, free_port
 from tests.support.proxy import CuttingProxy
+from tests.support.resume import assert_a_drop_cancels, ended
 
 # The connection is dropped mid-answer, so the generation must outlive its client for a while (§5).
 GRACE = {**FAST, "detach_grace_s": 30, "shutdown_grace_s": 1}
@@ -47,6 +48,15 @@ ANSWER = "".join(DELTAS)
 def demo_grace() -> Iterator[GatewayProcess]:
     """The demo model, with a resume grace: a dropped client's generation keeps going."""
     with GatewayProcess({**GRACE, "demo_ttft_s": 0.05}) as gw:
+        yield gw
+
+
+@pytest.fixture(scope="module")
+def demo_no_grace() -> Iterator[GatewayProcess]:
+    """The demo model behind a gateway with no grace of its own (DETACH_GRACE_S=0, the default): a dropped
+    connection cancels the generation unless the request asked for a resume grace."""
+    with GatewayProcess({**FAST, "detach_grace_s": 0, "shutdown_grace_s": 1, "demo_ttft_s": 0.05}) as gw:
+        assert_a_drop_cancels(gw.url)  # the control: a request without a grace of its own loses its generation
         yield gw
 
 
@@ -146,6 +156,38 @@ async def test_async_resume_across_dropped_connections_gives_the_exact_text(
     assert_sequence(events, ANSWER)
     assert stream.resumes == 2
     assert [c.cut for c in px.conns] == [True, True, False]
+
+
+def test_regression_sync_resume_relied_on_the_servers_grace(
+    demo_no_grace: GatewayProcess, proxy: Callable[[GatewayProcess], CuttingProxy]
+) -> None:
+    """Every resume test above runs against a gateway whose own grace is 30 s, so they would pass even if the
+    client asked for none. Here the gateway's grace is 0: the generation outlives the drop only because the
+    client asks for ``DEFAULT_GRACE_S`` itself."""
+    cancelled = ended(demo_no_grace.url, "cancelled:disconnect")
+    px = proxy(demo_no_grace)
+    px.cut_next(700)
+    with Client(px.url, backoff_s=0.01) as client:
+        stream = client.stream(script(deltas=DELTAS, delay=0.005))
+        events = list(stream)
+    assert_sequence(events, ANSWER)
+    assert stream.resumes == 1 and [c.cut for c in px.conns] == [True, False]
+    assert ended(demo_no_grace.url, "cancelled:disconnect") == cancelled  # the drop cancelled nothing
+
+
+async def test_regression_async_resume_relied_on_the_servers_grace(
+    demo_no_grace: GatewayProcess, proxy: Callable[[GatewayProcess], CuttingProxy]
+) -> None:
+    """The same for ``AsyncClient``, with two drops."""
+    cancelled = ended(demo_no_grace.url, "cancelled:disconnect")
+    px = proxy(demo_no_grace)
+    px.cut_next(600, 1300)
+    async with AsyncClient(px.url, backoff_s=0.01) as client:
+        stream = client.stream(script(deltas=DELTAS, delay=0.005))
+        events = [ev async for ev in stream]
+    assert_sequence(events, ANSWER)
+    assert stream.resumes == 2 and [c.cut for c in px.conns] == [True, True, False]
+    assert ended(demo_no_grace.url, "cancelled:disconnect") == cancelled
 
 
 def test_resume_through_a_relayed_upstream(

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from ssegate.sse import ServerSentEvent
 from tests.support.gateway import chat_body, sse_events
 
-__all__ = ["assert_whole", "auth", "read", "resume", "script", "start"]
+__all__ = ["assert_a_drop_cancels", "assert_whole", "auth", "ended", "read", "resume", "script", "start"]
 
 
 def auth(key: str = "k1") -> dict[str, str]:
@@ -67,3 +69,24 @@ def assert_whole(events: list[ServerSentEvent], deltas: list[str], finish_reason
     assert events[-1].event == "done", events[-1].data
     assert events[-1].json()["finish_reason"] == finish_reason
     assert "".join(e.json()["delta"] for e in events[1:-1]) == "".join(deltas)
+
+
+def ended(base: str, cause: str) -> float:
+    """How many streams the gateway at ``base`` ended with ``cause`` (``ssegate_streams_ended_total``)."""
+    text = httpx.get(base + "/metrics", timeout=10).text
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "ssegate_streams_ended_total" and sample.labels.get("cause") == cause)
+
+
+def assert_a_drop_cancels(base: str, timeout: float = 15.0) -> None:
+    """The control for tests of a client's own resume grace: on the gateway at ``base``, a request that asks for
+    none loses its generation when its connection drops (the server's own grace is 0), so a client that resumes
+    there owes it to the grace it asked for."""
+    before = ended(base, "cancelled:disconnect")
+    _, events = read("POST", base + "/v1/chat/stream", n=3, headers={"content-type": "application/json"},
+                     content=chat_body(script([f"c{i} " for i in range(200)], delay=0.02)))
+    assert [e.event for e in events] == ["start", "message", "message"]
+    deadline = time.monotonic() + timeout
+    while ended(base, "cancelled:disconnect") < before + 1:
+        assert time.monotonic() < deadline, "a dropped stream without a grace was not cancelled"
+        time.sleep(0.05)  # polling another process's counters; bounded

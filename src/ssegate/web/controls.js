@@ -1,6 +1,8 @@
 // The page's furniture around the conversation: the chat drawer on narrow screens, the settings popover
 // (the API key, kept in this browser), the dark-mode toggle (remembered; without a choice the page follows
-// prefers-color-scheme), and the model picker, filled from GET /v1/models and remembered.
+// prefers-color-scheme), and the model picker, filled from GET /v1/models and remembered (in localStorage).
+// A routing file's wildcard entries ("local/*") are listed by /v1/models but are not models one can ask for
+// (the name to send is "local/<something>"), so the picker leaves out every name with a "*".
 
 import { h } from "./dom.js";
 
@@ -77,7 +79,7 @@ export function setupControls({ el, storage, keys, focusList }) {
       if (response.ok) {
         const body = await response.json();
         const data = Array.isArray(body?.data) ? body.data : [];
-        ids = data.map((m) => m && m.id).filter((id) => typeof id === "string" && id);
+        ids = data.map((m) => m && m.id).filter((id) => typeof id === "string" && id && !id.includes("*"));
       }
     } catch {
       // no list: the server's default model
