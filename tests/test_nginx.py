@@ -203,3 +203,26 @@ def test_the_reference_timeouts_agree_with_the_gateway_defaults() -> None:
     assert seconds("keepalive_timeout", conf) < 75  # uvicorn's timeout_keep_alive in ssegate.serve
     body = re.search(r"client_max_body_size (\d+)m;", conf)
     assert body is not None and int(body.group(1)) * 1024 * 1024 == default["max_body_bytes"]
+
+
+def test_a_body_over_the_limit_gets_ssegate_s_json_error_from_nginx(edge: Edge) -> None:
+    """nginx refuses a body over client_max_body_size itself: with the JSON error ssegate would send (its clients
+    and the OpenAI SDK read ``error.message``), not nginx's HTML page; nothing reaches a replica's upstream."""
+    before = len(edge.upstream.records())
+    resp = httpx.post(edge.nginx.url + "/v1/chat/completions", content=b"x" * (20 * 1024 * 1024 + 1),
+                      headers={"content-type": "application/json"}, timeout=60)
+    assert resp.status_code == 413
+    assert resp.headers["content-type"].startswith("application/json")
+    err = resp.json()["error"]
+    assert err["code"] == "payload_too_large" and "20 MiB" in err["message"]
+    assert len(edge.upstream.records()) == before
+
+
+@pytest.mark.parametrize("path", ["/v1/responses", "/api/chat"])
+def test_the_other_event_streams_take_the_stream_location(path: str) -> None:
+    """The Responses API and the AI SDK stream events too: the reference config gives them the unbuffered
+    location, not the short-request one."""
+    conf = REFERENCE.read_text()
+    pattern = re.search(r"location ~ (\^/\([^ ]*) \{", conf)
+    assert pattern is not None
+    assert re.match(pattern.group(1), path), (pattern.group(1), path)
