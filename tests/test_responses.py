@@ -394,6 +394,76 @@ def test_previous_response_id_of_a_running_response_is_a_bad_request(replicas: P
     assert continued.output_text == "ok"  # a cancelled response has ended: it can be continued
 
 
+SHORT_TTL_S = 1.5
+
+
+@pytest.fixture(scope="module")
+def short_ttl_pair() -> Iterator[Pair]:
+    with RedisServer() as redis:
+        settings = {**COMMON, "redis_url": redis.url, "log_ttl_s": SHORT_TTL_S}
+        with GatewayProcess(settings) as a, GatewayProcess(settings) as b:
+            yield a, b
+
+
+@pytest.mark.parametrize("mode", ["memory", "redis"])
+def test_a_response_expires_with_the_log_ttl(short_ttl_pair: Pair, mode: str, sdk: Any) -> None:
+    """Retention is the event log's ``LOG_TTL_S``: then retrieve is a 404 and continuing it a 400. A reads its own
+    response from its in-process log (memory mode's code); B reads Redis."""
+    a, b = short_ttl_pair
+    reader = a if mode == "memory" else b
+    created = sdk(a).responses.create(model="ssegate-demo", input=script(["bye"]))
+    ended = time.monotonic()
+    assert sdk(reader).responses.retrieve(created.id).id == created.id
+    continued = sdk(reader).responses.create(model="ssegate-demo", input=script(["again"]),
+                                             previous_response_id=created.id)
+    assert continued.output_text == "again"
+    deadline = ended + SHORT_TTL_S + 10
+    while True:  # polling for a clock-driven expiry; the upper bound only catches "never expires"
+        try:
+            sdk(reader).responses.retrieve(created.id)
+        except openai.NotFoundError:
+            break
+        assert time.monotonic() < deadline, "the response never expired"
+        time.sleep(0.05)
+    assert time.monotonic() - ended >= SHORT_TTL_S - 0.2
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk(reader).responses.create(model="ssegate-demo", input="hi", previous_response_id=created.id)
+    assert info.value.param == "previous_response_id"
+
+
+# --- images -------------------------------------------------------------------------------------------------------
+PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJ"
+       "RU5ErkJggg==")
+"""A 1x1 PNG as a data URL."""
+
+
+def image_input(prompt: str) -> list[Any]:
+    return [{"role": "user", "content": [{"type": "input_text", "text": f"What is in these? {prompt}"},
+                                         {"type": "input_image", "image_url": PNG, "detail": "low"},
+                                         {"type": "input_image", "image_url": "https://example.com/cat.png"}]}]
+
+
+def test_an_input_image_reaches_an_openai_upstream_as_an_image_part(up_gw: GatewayProcess, up: FakeUpstream,
+                                                                    sdk: Any) -> None:
+    prompt = up.script(Script(deltas=["A dot ", "and a cat."]))
+    out = sdk(up_gw).responses.create(model="fake-model", input=image_input(prompt))
+    assert out.output_text == "A dot and a cat."
+    assert up.records(prompt)[0].images() == [
+        {"type": "image_url", "image_url": {"url": PNG, "detail": "low"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]
+
+
+def test_an_input_image_reaches_anthropic_as_an_image_block(anthropic_gw: GatewayProcess,
+                                                            anthropic_upstream: FakeUpstream, sdk: Any) -> None:
+    prompt = anthropic_upstream.script(Script(deltas=["A dot ", "and a cat."]))
+    out = sdk(anthropic_gw).responses.create(model="claude-t", input=image_input(prompt))
+    assert out.output_text == "A dot and a cat."
+    media_type, data = PNG.removeprefix("data:").split(";base64,")
+    assert anthropic_upstream.records(prompt)[0].images() == [
+        {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}},
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}}]
+
+
 # --- refusals -----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("fields", "named"), [
     ({"conversation": "conv_1"}, "conversation"),
