@@ -1,7 +1,8 @@
 """``python -m bench.encoders``: what each wire format costs per text delta, encoder alone (no sockets).
 
 Every stream's hot path is one log entry in, one encoded event out (``StreamEncoder.encode(seq, [entry])``); this
-times that call for ssegate's native events, OpenAI chat chunks and Responses events, best of five runs.
+times that call for ssegate's native events, OpenAI chat chunks, Responses events and the AI SDK's UI message
+stream, best of five runs.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from ssegate.core.entries import DELTA, START
+from ssegate.http.aisdk.encoder import UIMessageStreamEncoder
 from ssegate.http.encoders import NativeEncoder, OpenAIChunkEncoder
 from ssegate.http.response import StreamEncoder
 from ssegate.http.responses.encoder import ResponsesEncoder, ResponseState
@@ -20,6 +22,7 @@ ENCODERS: dict[str, Callable[[], StreamEncoder]] = {
     "native": lambda: NativeEncoder(SID),
     "openai chat chunks": lambda: OpenAIChunkEncoder(SID, "m", 1),
     "responses": lambda: ResponsesEncoder(ResponseState(SID)),
+    "ai sdk ui stream": lambda: UIMessageStreamEncoder("msg-" + SID),
 }
 
 

@@ -86,6 +86,31 @@ def up_gw(up: FakeUpstream) -> Iterator[GatewayProcess]:
 
 
 @pytest.fixture(scope="module")
+def up_redis_pair(up: FakeUpstream) -> Iterator[Pair]:
+    with RedisServer() as redis:
+        settings = {**UPSTREAM, "upstream_url": up.url, "redis_url": redis.url, "redis_lease_s": 1.0}
+        with GatewayProcess(settings) as a, GatewayProcess(settings) as b:
+            yield a, b
+
+
+@pytest.fixture(params=["memory", "redis"])
+def up_replicas(request: pytest.FixtureRequest) -> Pair:
+    """``replicas`` in front of the fake OpenAI-compatible upstream (``up``)."""
+    if request.param == "memory":
+        gw: GatewayProcess = request.getfixturevalue("up_gw")
+        return gw, gw
+    pair: Pair = request.getfixturevalue("up_redis_pair")
+    return pair
+
+
+@pytest.fixture(scope="module")
+def anthropic_gw(anthropic_upstream: FakeUpstream) -> Iterator[GatewayProcess]:
+    settings = {**UPSTREAM, "provider": "anthropic", "upstream_url": anthropic_upstream.url, "model": "claude-t"}
+    with GatewayProcess(settings) as gw:
+        yield gw
+
+
+@pytest.fixture(scope="module")
 def inv(up_gw: GatewayProcess, up: FakeUpstream) -> Iterator[Invariants]:
     """The invariants of the upstream gateway (one terminal per stream, nothing left open, no task or memory left
     behind), baselined after a warm-up."""
@@ -267,34 +292,180 @@ def test_function_call_output_reaches_the_upstream_as_a_tool_message(up_gw: Gate
     assert sent[2] == {"role": "tool", "tool_call_id": "call_7", "content": "-3 C"}
 
 
-def test_anthropic_thinking_round_trips_as_encrypted_content(anthropic_upstream: FakeUpstream, sdk: Any) -> None:
+def test_anthropic_thinking_round_trips_as_encrypted_content(anthropic_gw: GatewayProcess,
+                                                             anthropic_upstream: FakeUpstream, sdk: Any) -> None:
     """The upstream refuses a tool turn without its thinking blocks as it sent them: they ride on the reasoning item
-    as ``encrypted_content`` and come back when the output is sent back as input."""
+    as ``encrypted_content`` and come back when the output is sent back as input, or when the next request names
+    the response in ``previous_response_id``."""
     prompt = anthropic_upstream.script(Script(require_signatures=True, turns=[
         Script(parts=[Reasoning("Need the weather."), RedactedThinking(), ToolCall("get_weather", '{"city": "Oslo"}')]),
         Script(deltas=["It is -3 C."])]))
-    settings = {**UPSTREAM, "provider": "anthropic", "upstream_url": anthropic_upstream.url, "model": "claude-t"}
-    with GatewayProcess(settings) as gw:
-        client = sdk(gw)
-        question: list[Any] = [{"role": "user", "content": prompt}]
-        first = client.responses.create(model="claude-t", input=question, tools=[WEATHER],
-                                        reasoning={"effort": "low"}, include=["reasoning.encrypted_content"])
-        reasoning, call = first.output
-        assert reasoning.type == "reasoning" and reasoning.encrypted_content
-        assert call.type == "function_call"
-        following = [*question, *[o.to_dict() for o in first.output],
-                     {"type": "function_call_output", "call_id": call.call_id, "output": "-3 C"}]
-        second = client.responses.create(model="claude-t", input=following, tools=[WEATHER])
-        without = [{k: v for k, v in item.items() if k != "encrypted_content"} for item in following]
-        with pytest.raises(openai.BadRequestError):  # what the upstream says when the thinking does not come back
-            client.responses.create(model="claude-t", input=without, tools=[WEATHER])
-    assert second.output_text == "It is -3 C."
-    assert anthropic_upstream.records(prompt)[-1].turn == 1
+    client = sdk(anthropic_gw)
+    question: list[Any] = [{"role": "user", "content": prompt}]
+    first = client.responses.create(model="claude-t", input=question, tools=[WEATHER],
+                                    reasoning={"effort": "low"}, include=["reasoning.encrypted_content"])
+    reasoning, call = first.output
+    assert reasoning.type == "reasoning" and reasoning.encrypted_content
+    assert call.type == "function_call"
+    result: Any = {"type": "function_call_output", "call_id": call.call_id, "output": "-3 C"}
+    following = [*question, *[o.to_dict() for o in first.output], result]
+    second = client.responses.create(model="claude-t", input=following, tools=[WEATHER])
+    without = [{k: v for k, v in item.items() if k != "encrypted_content"} for item in following]
+    with pytest.raises(openai.BadRequestError):  # what the upstream says when the thinking does not come back
+        client.responses.create(model="claude-t", input=without, tools=[WEATHER])
+    continued = client.responses.create(model="claude-t", previous_response_id=first.id, input=[result],
+                                        tools=[WEATHER])
+    assert second.output_text == "It is -3 C." and continued.output_text == "It is -3 C."
+    sent = [r.request_json for r in anthropic_upstream.records(prompt) if r.status == 200]
+    assert [r.turn for r in anthropic_upstream.records(prompt)] == [0, 1, 1, 1]
+    assert sent[-1]["messages"] == sent[-2]["messages"]  # the same conversation as when the client sent it back
+
+
+# --- previous_response_id -----------------------------------------------------------------------------------------
+def test_previous_response_id_continues_the_conversation_on_any_replica(up_replicas: Pair, up: FakeUpstream,
+                                                                        sdk: Any) -> None:
+    """The upstream receives the previous response's input without its instructions (the new request's come
+    first), its output (reasoning, text, the function call) and the new input; the chain goes on from there.
+    Created on A, continued on B (streamed), then on A again."""
+    a, b = up_replicas
+    prompt = up.script(Script(require_tool_call_ids=True, turns=[
+        Script(parts=[Reasoning("Need the weather."), Text("Let me look."),
+                      ToolCall("get_weather", '{"city": "Oslo"}', id="call_7")]),
+        Script(deltas=["It is ", "-3 C."]),
+        Script(deltas=["You are welcome."])]))
+    question: list[Any] = [{"role": "user", "content": prompt}]
+    result: Any = {"type": "function_call_output", "call_id": "call_7", "output": "-3 C"}
+    first = sdk(a).responses.create(model="fake-model", instructions="Be brief.", input=question, tools=[WEATHER])
+    events = dicts(list(sdk(b).responses.create(model="fake-model", instructions="Be very brief.",
+                                                previous_response_id=first.id, input=[result], tools=[WEATHER],
+                                                stream=True)))
+    assert violations(events) == []
+    second = events[-1]["response"]
+    assert second["status"] == "completed" and second["previous_response_id"] == first.id
+    third = sdk(a).responses.create(model="fake-model", previous_response_id=second["id"], input="Thanks!")
+    assert third.output_text == "You are welcome." and third.previous_response_id == second["id"]
+    assert sdk(b).responses.retrieve(third.id).previous_response_id == second["id"]
+
+    sent = [r.request_json["messages"] for r in up.records(prompt)]
+    assert [r.turn for r in up.records(prompt)] == [0, 1, 2]
+    turn = sent[1][2]
+    assert sent[1][:2] == [{"role": "system", "content": "Be very brief."}, {"role": "user", "content": prompt}]
+    assert (turn["role"], turn["content"], turn["reasoning_content"]) == ("assistant", "Let me look.",
+                                                                          "Need the weather.")
+    assert turn["tool_calls"] == [{"id": "call_7", "type": "function",
+                                   "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]
+    assert sent[1][3:] == [{"role": "tool", "tool_call_id": "call_7", "content": "-3 C"}]
+    # the chain: no instructions this time, and everything before, then the second answer and the new input
+    assert sent[2][:3] == sent[1][1:]
+    assert (sent[2][3]["role"], sent[2][3]["content"]) == ("assistant", "It is -3 C.")
+    assert sent[2][4:] == [{"role": "user", "content": "Thanks!"}]
+    # exactly what the upstream receives when the client sends the previous output back itself
+    sdk(b).responses.create(model="fake-model", instructions="Be very brief.", tools=[WEATHER],
+                            input=[*question, *[o.to_dict() for o in first.output], result])
+    assert up.records(prompt)[-1].request_json["messages"] == sent[1]
+
+
+def test_previous_response_id_without_a_response_to_continue_is_a_bad_request(replicas: Pair, sdk: Any) -> None:
+    """Unknown, malformed, another key's and ``store: false`` responses cannot be continued: 400 with
+    ``param: previous_response_id``, as OpenAI answers; a stored one of the same key can, on any replica."""
+    a, b = replicas
+    kept = sdk(a).responses.create(model="ssegate-demo", input=script(["a"]))
+    unstored = sdk(a).responses.create(model="ssegate-demo", input=script(["a"]), store=False)
+    for key, rid in [("k1", "resp_nosuchresponse"), ("k1", "not-a-response"), ("k2", kept.id), ("k1", unstored.id)]:
+        with pytest.raises(openai.BadRequestError) as info:
+            sdk(b, key).responses.create(model="ssegate-demo", input="hi", previous_response_id=rid)
+        assert info.value.param == "previous_response_id" and info.value.code == "invalid_request"
+        assert rid in info.value.message and info.value.response.headers["x-should-retry"] == "false"
+    continued = sdk(b).responses.create(model="ssegate-demo", input=script(["b"]), previous_response_id=kept.id)
+    assert continued.output_text == "b" and continued.previous_response_id == kept.id
+
+
+def test_previous_response_id_of_a_running_response_is_a_bad_request(replicas: Pair, sdk: Any) -> None:
+    a, b = replicas
+    created = sdk(a).responses.create(model="ssegate-demo", input=script(words(400), delay=0.02), background=True)
+    deadline = time.monotonic() + 10
+    while sdk(a).responses.retrieve(created.id).status == "queued" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk(b).responses.create(model="ssegate-demo", input="And then?", previous_response_id=created.id)
+    assert info.value.param == "previous_response_id" and "still running" in info.value.message
+    assert sdk(b).responses.cancel(created.id).status == "cancelled"
+    continued = sdk(b).responses.create(model="ssegate-demo", input=script(["ok"]), previous_response_id=created.id)
+    assert continued.output_text == "ok"  # a cancelled response has ended: it can be continued
+
+
+SHORT_TTL_S = 1.5
+
+
+@pytest.fixture(scope="module")
+def short_ttl_pair() -> Iterator[Pair]:
+    with RedisServer() as redis:
+        settings = {**COMMON, "redis_url": redis.url, "log_ttl_s": SHORT_TTL_S}
+        with GatewayProcess(settings) as a, GatewayProcess(settings) as b:
+            yield a, b
+
+
+@pytest.mark.parametrize("mode", ["memory", "redis"])
+def test_a_response_expires_with_the_log_ttl(short_ttl_pair: Pair, mode: str, sdk: Any) -> None:
+    """Retention is the event log's ``LOG_TTL_S``: then retrieve is a 404 and continuing it a 400. A reads its own
+    response from its in-process log (memory mode's code); B reads Redis."""
+    a, b = short_ttl_pair
+    reader = a if mode == "memory" else b
+    created = sdk(a).responses.create(model="ssegate-demo", input=script(["bye"]))
+    ended = time.monotonic()
+    assert sdk(reader).responses.retrieve(created.id).id == created.id
+    continued = sdk(reader).responses.create(model="ssegate-demo", input=script(["again"]),
+                                             previous_response_id=created.id)
+    assert continued.output_text == "again"
+    deadline = ended + SHORT_TTL_S + 10
+    while True:  # polling for a clock-driven expiry; the upper bound only catches "never expires"
+        try:
+            sdk(reader).responses.retrieve(created.id)
+        except openai.NotFoundError:
+            break
+        assert time.monotonic() < deadline, "the response never expired"
+        time.sleep(0.05)
+    assert time.monotonic() - ended >= SHORT_TTL_S - 0.2
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk(reader).responses.create(model="ssegate-demo", input="hi", previous_response_id=created.id)
+    assert info.value.param == "previous_response_id"
+
+
+# --- images -------------------------------------------------------------------------------------------------------
+PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJ"
+       "RU5ErkJggg==")
+"""A 1x1 PNG as a data URL."""
+
+
+def image_input(prompt: str) -> list[Any]:
+    return [{"role": "user", "content": [{"type": "input_text", "text": f"What is in these? {prompt}"},
+                                         {"type": "input_image", "image_url": PNG, "detail": "low"},
+                                         {"type": "input_image", "image_url": "https://example.com/cat.png"}]}]
+
+
+def test_an_input_image_reaches_an_openai_upstream_as_an_image_part(up_gw: GatewayProcess, up: FakeUpstream,
+                                                                    sdk: Any) -> None:
+    prompt = up.script(Script(deltas=["A dot ", "and a cat."]))
+    out = sdk(up_gw).responses.create(model="fake-model", input=image_input(prompt))
+    assert out.output_text == "A dot and a cat."
+    assert up.records(prompt)[0].images() == [
+        {"type": "image_url", "image_url": {"url": PNG, "detail": "low"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]
+
+
+def test_an_input_image_reaches_anthropic_as_an_image_block(anthropic_gw: GatewayProcess,
+                                                            anthropic_upstream: FakeUpstream, sdk: Any) -> None:
+    prompt = anthropic_upstream.script(Script(deltas=["A dot ", "and a cat."]))
+    out = sdk(anthropic_gw).responses.create(model="claude-t", input=image_input(prompt))
+    assert out.output_text == "A dot and a cat."
+    media_type, data = PNG.removeprefix("data:").split(";base64,")
+    assert anthropic_upstream.records(prompt)[0].images() == [
+        {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}},
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}}]
 
 
 # --- refusals -----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("fields", "named"), [
-    ({"previous_response_id": "resp_abc"}, "previous_response_id"),
     ({"conversation": "conv_1"}, "conversation"),
     ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
     ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0]"),

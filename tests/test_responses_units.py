@@ -11,7 +11,7 @@ import pytest
 from ssegate.core.entries import DELTA, DONE, ERROR, REASONING, START, TOOL_ARGS, TOOL_CALL, Entry
 from ssegate.errors import InvalidRequest
 from ssegate.http.responses.encoder import ResponsesEncoder, ResponseState
-from ssegate.http.responses.request import parse_body, responses_request
+from ssegate.http.responses.request import Previous, parse_body, responses_request
 from tests.support.gateway import sse_events
 from tests.support.responses import violations
 
@@ -147,6 +147,40 @@ def test_a_provider_refusal_names_the_field_as_the_client_sent_it() -> None:
     assert origins.translate("verbosity: not supported by the demo upstream") == \
         "text.verbosity: not supported by the demo upstream"
     assert origins.translate("tools[0].function.strict: not supported") == "tools[0].strict: not supported"
+
+
+def test_a_previous_response_comes_before_the_input_without_its_instructions() -> None:
+    """``previous_response_id``: this request's instructions, the previous conversation (what it sent upstream
+    without its instructions), its output items translated as if the client had sent them back, the new input;
+    and all of it but the instructions is kept for the next response, so that chains go on."""
+    first, _ = responses_request(parse_body({"instructions": "Old rules.", "input": "Weather in Oslo?"}), "m")
+    assert first.history is not None
+    assert orjson.loads(first.history) == [{"role": "user", "content": "Weather in Oslo?"}]
+    output = [
+        {"id": "rs_a_0", "type": "reasoning", "status": "completed",
+         "summary": [{"type": "summary_text", "text": "Need it."}], "encrypted_content": '{"sig": "s1"}'},
+        {"id": "fc_a_1", "type": "function_call", "status": "completed", "call_id": "c1", "name": "w",
+         "arguments": '{"city": "Oslo"}'},
+    ]
+    previous = Previous("resp_a", orjson.loads(first.history), output)
+    body = {"instructions": "New rules.", "input": [{"type": "function_call_output", "call_id": "c1", "output": "-3"}],
+            "previous_response_id": "resp_a"}
+    second, origins = responses_request(parse_body(body), "m", previous)
+    call = {"id": "c1", "type": "function", "function": {"name": "w", "arguments": '{"city": "Oslo"}'}}
+    turn = {"role": "assistant", "content": None, "reasoning": "Need it.", "provider_data": {"sig": "s1"},
+            "tool_calls": [call]}
+    conversation = [{"role": "user", "content": "Weather in Oslo?"}, turn,
+                    {"role": "tool", "tool_call_id": "c1", "content": "-3"}]
+    assert second.messages == [{"role": "system", "content": "New rules."}, *conversation]
+    assert second.history is not None and orjson.loads(second.history) == conversation
+    assert second.echo is not None and second.echo["previous_response_id"] == "resp_a"
+    assert origins.translate("messages[2].tool_calls[0].function.arguments: bad") == \
+        "previous_response_id.arguments: bad"
+    # the next one in the chain starts from all of that
+    third, _ = responses_request(parse_body({"input": "Thanks", "store": False}), "m",
+                                 Previous("resp_b", orjson.loads(second.history), []))
+    assert third.messages == [*conversation, {"role": "user", "content": "Thanks"}]
+    assert third.history is None  # store: false keeps nothing to continue from
 
 
 @pytest.mark.parametrize(("body", "named"), [

@@ -114,6 +114,17 @@ class ClientError(GatewayError):
 class InvalidRequest(ClientError):
     code = "invalid_request"
 
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool | None = None,
+                 retry_after: float | None = None, param: str | None = None) -> None:
+        super().__init__(message, status=status, retryable=retryable, retry_after=retry_after)
+        self.param = param
+        """The request field at fault, when one is named apart (OpenAI's ``error.param``)."""
+
+    def openai_body(self) -> dict[str, Any]:
+        body = super().openai_body()
+        body["error"]["param"] = self.param
+        return body
+
 
 class UpstreamRejected(InvalidRequest):
     """The upstream answered 400, 413 or 422: the request itself is at fault (a bad field, a context too long)."""

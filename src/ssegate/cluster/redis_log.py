@@ -7,7 +7,9 @@ Keys (``S`` a stream id, ``R`` a replica id, random per process)::
                                 ``<seq of its first entry>-0``; fields ``n`` (how many entries), ``e`` (the entries,
                                 a JSON list of ``[kind, payload]``), ``t`` when it ends with the terminal entry,
                                 ``lost`` on a ``generation_lost`` tombstone written by another replica.
-    ssegate:stream:S:meta       hash: owner, model, replica (the generating replica's id), grace (its resume grace, s).
+    ssegate:stream:S:meta       hash: owner, model, replica (the generating replica's id), grace (its resume grace, s),
+                                history (what a later request continues from, ``StreamLog.history``; read only
+                                when one asks for it).
     ssegate:stream:S:followers  sorted set: followers on other replicas, scored by when they stop counting (ms,
                                 Redis server time), for ``DETACH_GRACE_S`` across replicas.
     ssegate:replica:R           the lease of replica R, renewed every ``REDIS_LEASE_S / 3``. It covers every
@@ -101,6 +103,9 @@ def map_redis_errors() -> Iterator[None]:
             f"the event log (Redis) is unreachable: {exc or type(exc).__name__}", retry_after=1.0
         ) from exc
 
+
+_META_FIELDS = ("owner", "model", "replica", "grace")
+"""The fields of a stream's meta hash that every reader needs (``history`` may be large: read when asked for)."""
 
 FLUSH_INTERVAL_S = 0.005
 """The writer's pace: what other replicas see lags this process by at most this plus one round trip."""
@@ -477,8 +482,11 @@ class RedisEventLog(MemoryEventLog):
                 args += [f"{start + 1}-0", minid or "", len(entries), dumps(entries)]
                 continue
             if first_write:
-                pipe.hset(meta, mapping={"owner": log.owner, "model": log.model, "replica": self.replica,
-                                         "grace": repr(log.grace_s)})
+                mapping: dict[EncodableT, EncodableT] = {"owner": log.owner, "model": log.model,
+                                                         "replica": self.replica, "grace": repr(log.grace_s)}
+                if log.history is not None:
+                    mapping["history"] = log.history
+                pipe.hset(meta, mapping=mapping)
                 n += 1
             fields: dict[FieldT, EncodableT] = {"n": len(entries), "e": dumps(entries)}
             if terminal:
@@ -605,21 +613,26 @@ class RedisEventLog(MemoryEventLog):
                 logger.error("Redis refused a lease renewal: %s", res)
 
     # --- reading streams of other replicas ----------------------------------------------------------
-    async def fetch(self, stream_id: str) -> RemoteCopy | None:
-        """The stream as Redis has it, or ``None`` when Redis does not know it (never existed, or expired)."""
+    async def fetch(self, stream_id: str, *, history: bool = False) -> RemoteCopy | None:
+        """The stream as Redis has it, or ``None`` when Redis does not know it (never existed, or expired); with
+        ``history``, what its log keeps for later requests too (``StreamLog.history``)."""
+        fields = [*_META_FIELDS, "history"] if history else list(_META_FIELDS)
         pipe = self.link.redis.pipeline(transaction=False)
-        pipe.hgetall(meta_key(stream_id))
+        pipe.hmget(meta_key(stream_id), fields)
         pipe.xrange(events_key(stream_id), "-", "+")
-        meta, chunks = await pipe.execute()
-        if not meta or not chunks:
+        values, chunks = await pipe.execute()
+        meta: dict[str, bytes | None] = dict(zip(fields, values, strict=True))
+        owner, model, replica = meta["owner"], meta["model"], meta["replica"]
+        if owner is None or model is None or replica is None or not chunks:
             return None
-        log = StreamLog(stream_id, meta[b"owner"].decode(), meta[b"model"].decode(), self.max_events, self.max_bytes)
+        log = StreamLog(stream_id, owner.decode(), model.decode(), self.max_events, self.max_bytes)
         log.first_seq = int(chunks[0][0].split(b"-", 1)[0])
-        log.grace_s = float(meta.get(b"grace") or 0.0)
+        log.grace_s = float(meta["grace"] or 0.0)
+        log.history = meta.get("history")
         for chunk_id, fields in chunks:
             if not _apply(log, chunk_id, fields):
                 break
-        return RemoteCopy(log.owner, meta[b"replica"].decode(), log)
+        return RemoteCopy(log.owner, replica.decode(), log)
 
     async def follow(self, log: StreamLog, origin: str) -> None:
         """Append to ``log`` what replica ``origin`` writes to Redis, until the terminal entry."""

@@ -224,11 +224,12 @@ class Replicas:
             raise EventLogUnavailable("the event log (Redis) is unreachable", retry_after=1.0)
 
     # --- resume and cancel of other replicas' streams ----------------------------------------------
-    async def open(self, stream_id: str, owner: str) -> RemoteStream:
-        """A local copy of a stream in Redis, to follow; ``NotFound`` for unknown, expired or others'."""
+    async def open(self, stream_id: str, owner: str, *, history: bool = False) -> RemoteStream:
+        """A local copy of a stream in Redis, to follow; ``NotFound`` for unknown, expired or others'. With
+        ``history``, the copy has what the stream's log keeps for later requests (``StreamLog.history``)."""
         self._require_link()
         with map_redis_errors():
-            copy = await self.eventlog.fetch(stream_id)
+            copy = await self.eventlog.fetch(stream_id, history=history)
         if copy is None and self.link.recovering(max(1.0, self.lease_s)):
             raise EventLogUnavailable("the event log (Redis) is recovering from an outage", retry_after=1.0)
         if copy is None or not secrets.compare_digest(copy.owner, owner):
@@ -238,10 +239,12 @@ class Replicas:
     async def cancel(self, stream_id: str, owner: str) -> None:
         self._require_link()
         with map_redis_errors():
-            meta: dict[bytes, bytes] = await self.link.redis.hgetall(meta_key(stream_id))  # type: ignore[assignment]
-            if not meta or not secrets.compare_digest(meta[b"owner"].decode(), owner):
+            found: list[bytes | None] = await self.link.redis.hmget(  # type: ignore[assignment]
+                meta_key(stream_id), ["owner", "replica"])
+            stream_owner, replica = found
+            if stream_owner is None or replica is None or not secrets.compare_digest(stream_owner.decode(), owner):
                 raise NotFound("unknown or expired stream")
-            await self.link.redis.publish(ctl_channel(meta[b"replica"].decode()), b"c:" + stream_id.encode())
+            await self.link.redis.publish(ctl_channel(replica.decode()), b"c:" + stream_id.encode())
 
     # --- chats: the AI SDK resumes by chat id --------------------------------------------------------
     async def set_chat(self, owner: str, chat_id: str, value: bytes) -> None:

@@ -374,6 +374,7 @@ class StreamHub:
     def start(self, request: ChatRequest, owner: str, producer: Producer) -> Generation:
         stream_id = new_stream_id()
         log = self.eventlog.create(stream_id, owner, request.model)
+        log.history = request.history
         gen = Generation(self, log, request, producer)
         log.grace_s = gen.grace_s
         self.live[stream_id] = gen

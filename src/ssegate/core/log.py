@@ -5,7 +5,8 @@ waiter future is resolved, a listener (a live response) is called at once, so it
 without a task switch. Followers read by seq. Per stream at most ``max_events`` entries and ``max_bytes``
 of text are kept (older ones are dropped and resuming before them is ``not_found``); at most
 ``max_streams`` logs are kept in total (the oldest finished go first); a finished log expires ``ttl_s``
-after its terminal entry.
+after its terminal entry. A log also keeps what its request asked to keep for later requests (``history``,
+the Responses API's conversation), for as long as its entries.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class StreamLog:
         "finished_at",
         "first_seq",
         "grace_s",
+        "history",
         "max_bytes",
         "max_events",
         "model",
@@ -57,6 +59,9 @@ class StreamLog:
         self.terminal_delivered = False
         self.grace_s = 0.0
         """The stream's resume grace (kept with its events, so that followers on other replicas know it)."""
+        self.history: bytes | None = None
+        """What a later request continues from (``ChatRequest.history``), kept as long as the events; not counted
+        against ``max_bytes`` (who sets it bounds it: the Responses API at ``LOG_MAX_BYTES``)."""
         self._waiters: list[asyncio.Future[None]] = []
         self._listeners: list[Callable[[], None]] = []
 

@@ -52,6 +52,10 @@ class ChatRequest:
     """What a client protocol repeats of its request in every answer it builds from the log (the Responses API's
     ``instructions``, ``tools``, ``metadata``, ``created_at``, ...). Kept in the log's ``start`` entry, so that
     every replica and every resume has it; never sent upstream."""
+    history: bytes | None = None
+    """What the stream's log keeps, as JSON, for a later request to continue from (``StreamLog.history``): the
+    Responses API keeps the messages it sent upstream without its instructions (``previous_response_id``). Never
+    sent upstream as such."""
 
     @property
     def prompt_text(self) -> str:

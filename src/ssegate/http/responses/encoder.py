@@ -168,7 +168,7 @@ class ResponseState:
             "model": self.model,
             "output": [item.render() for item in self.items] if with_output else [],
             "parallel_tool_calls": echo.get("parallel_tool_calls", True),
-            "previous_response_id": None,
+            "previous_response_id": echo.get("previous_response_id"),
             "reasoning": echo.get("reasoning", {"effort": None, "summary": None}),
             "store": echo.get("store", True),
             "temperature": echo.get("temperature"),

@@ -30,8 +30,15 @@ flat function ``tools``                            ``{"type": "function", "funct
 What the response object repeats of the request (``instructions``, ``tools``, ``metadata``, ``store``, ...) and
 ``created_at`` go in ``ChatRequest.echo``, which the log keeps in its ``start`` entry (``encoder.py`` reads it back).
 
-Refused with a 400 naming the field: ``previous_response_id`` and ``conversation`` (ssegate keeps no conversation
-state: send the previous output items in ``input``), hosted tools (``web_search``, ``file_search``, ...),
+``previous_response_id`` continues a response that ssegate still holds (``Previous``, found by ``routes.py``): the
+messages start with this request's ``instructions`` (those of the previous response are not carried over, as at
+OpenAI), then the previous response's conversation (its ``history``: what it sent upstream without its
+instructions, itself including the responses it continued), then its output items translated as above, then this
+request's ``input``. That conversation without the instructions is this response's ``history``
+(``ChatRequest.history``), kept with its log for the next one (unless ``store: false``).
+
+Refused with a 400 naming the field: ``conversation`` (ssegate keeps no conversation objects: send the previous
+output items in ``input``, or use ``previous_response_id``), hosted tools (``web_search``, ``file_search``, ...),
 ``item_reference`` and other items the Chat Completions shape cannot carry, ``truncation: "auto"``,
 ``top_logprobs`` / logprobs, ``max_tool_calls``, ``prompt``, and any field this module does not know. A field the
 upstream cannot honour is refused by its provider with the Responses name of the field (``Origins.translate``).
@@ -42,6 +49,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -51,17 +59,20 @@ from ...core.request import ChatRequest, Message
 from ...errors import InvalidRequest
 from ..chat_body import MAX_MESSAGES, MAX_PARTS, MAX_TEXT, MAX_TOOLS
 
-__all__ = ["ECHO_API", "Origins", "ResponsesIn", "parse_body", "responses_request"]
+__all__ = ["ECHO_API", "PREVIOUS", "Origins", "Previous", "ResponsesIn", "parse_body", "responses_request"]
 
 ECHO_API = "responses"
 """The ``api`` key of this protocol's echo: a log whose ``start`` carries it is a response."""
+
+PREVIOUS = "previous_response_id"
+"""The field that names the response a request continues (and the ``param`` of its errors)."""
 
 Str = Annotated[str, Field(max_length=MAX_TEXT)]
 Short = Annotated[str, Field(max_length=256)]
 
 REFUSED = {
-    "previous_response_id": "ssegate keeps no conversation state: send the previous output items in 'input'",
-    "conversation": "ssegate keeps no conversation state: send the previous output items in 'input'",
+    "conversation": ("ssegate keeps no conversation objects: send the previous output items in 'input', or use "
+                     "'previous_response_id'"),
     "prompt": "ssegate has no stored prompt templates",
     "max_tool_calls": "ssegate runs no tools itself",
     "top_logprobs": "ssegate does not relay log probabilities",
@@ -110,6 +121,18 @@ class ResponsesIn(BaseModel):
     safety_identifier: Short | None = None
     prompt_cache_key: Short | None = None
     prompt_cache_retention: Short | None = None
+    previous_response_id: Short | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Previous:
+    """The response that a request continues (``previous_response_id``), as its log has it."""
+
+    id: str
+    history: list[Message]
+    """What it sent upstream, without its instructions (its ``ChatRequest.history``)."""
+    output: list[dict[str, Any]]
+    """Its output items, as its response object has them."""
 
 
 def parse_body(raw: Any) -> ResponsesIn:
@@ -343,18 +366,28 @@ class _Messages:
             self.origins.reasoning[len(self.out) - 1] = where
 
 
-def _messages(body: ResponsesIn, origins: Origins) -> list[Message]:
+def _messages(body: ResponsesIn, origins: Origins, previous: Previous | None) -> tuple[list[Message], int]:
+    """The messages, and where the conversation starts among them (after the instructions)."""
     built = _Messages(origins)
     if body.instructions:
         built.add({"role": "system", "content": body.instructions}, "instructions")
+    start = len(built.out)
+    if previous is not None:
+        for message in previous.history:
+            built.add(message, PREVIOUS)
+        for item in previous.output:  # the same translation as when a client sends them back itself
+            built.item(item, PREVIOUS)
     if isinstance(body.input, str):
         built.add({"role": "user", "content": body.input}, "input")
     else:
         for i, item in enumerate(body.input):
             built.item(item, f"input[{i}]")
-    if not built.out:
+    if len(built.out) == start:
         raise InvalidRequest("input: empty")
-    return built.out
+    if previous is not None and len(built.out) > MAX_MESSAGES:
+        raise InvalidRequest(f"{PREVIOUS}: the conversation would be longer than {MAX_MESSAGES} messages; start "
+                             "another one (send the items that matter in 'input')", param=PREVIOUS)
+    return built.out, start
 
 
 # --- tools, tool choice, text format ---------------------------------------------------------------------------------
@@ -435,10 +468,12 @@ def _effort(reasoning: dict[str, Any] | None) -> str | None:
     return effort
 
 
-def responses_request(body: ResponsesIn, model: str) -> tuple[ChatRequest, Origins]:
-    """The ``ChatRequest`` for a validated body, and where its fields came from (for the upstream's refusals)."""
+def responses_request(body: ResponsesIn, model: str, previous: Previous | None = None
+                      ) -> tuple[ChatRequest, Origins]:
+    """The ``ChatRequest`` for a validated body (continuing ``previous`` when it names one), and where its fields
+    came from (for the upstream's refusals)."""
     origins = Origins()
-    messages = _messages(body, origins)
+    messages, start = _messages(body, origins, previous)
     tools = _tools(body.tools or [])
     names = {t["function"]["name"] for t in tools}
     extra: dict[str, Any] = {k: getattr(body, k) for k in PASSED_THROUGH if getattr(body, k) is not None}
@@ -452,6 +487,7 @@ def responses_request(body: ResponsesIn, model: str) -> tuple[ChatRequest, Origi
         "max_output_tokens": body.max_output_tokens,
         "metadata": body.metadata or {},
         "parallel_tool_calls": body.parallel_tool_calls is not False,
+        "previous_response_id": previous.id if previous is not None else None,
         "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
         "store": body.store is not False,
         "temperature": body.temperature,
@@ -476,5 +512,6 @@ def responses_request(body: ResponsesIn, model: str) -> tuple[ChatRequest, Origi
         reasoning_effort=_effort(body.reasoning),
         extra=extra,
         echo=echo,
+        history=orjson.dumps(messages[start:]) if body.store is not False else None,
     )
     return chat, origins

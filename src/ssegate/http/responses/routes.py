@@ -20,18 +20,27 @@ waits (a few seconds at most) for the log's end and answers the object, ``cancel
 already ended. Any response can be cancelled (OpenAI allows it only in background mode; a superset). Ids are
 ``resp_<stream id>``; only the key that created a response sees it; a response is kept ``LOG_TTL_S`` after its
 end; ``store: false`` makes it unknown to retrieve and cancel at once (its events still serve the open stream).
+
+``previous_response_id`` names a response to continue (``_previous``): one this key created, stored, and ended
+(one still running is a 400 saying so), found like a retrieve, on any replica. Its log keeps what it sent
+upstream without its instructions (``StreamLog.history``; Redis mode keeps it in the stream's meta hash, with
+the same expiry as its events), and its output is rebuilt from its events; ``request.py`` puts them before the
+new input. Anything else (unknown, expired, another key's, ``store: false``) is a 400 ``invalid_request`` with
+``param: "previous_response_id"``, as OpenAI answers a previous response it does not find.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import TYPE_CHECKING, Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
-from ...core.entries import ERROR, START, Entry
+from ...core.entries import ERROR, START, TERMINAL, Entry
 from ...errors import InvalidRequest, NotFound
 from ...sse import dumps
 from ..encoders import as_error
@@ -40,7 +49,7 @@ from ..routes.deps import caller, gateway
 from ..routing import OpenAIRoute
 from ..uvicorn_glue import drop_if_unread
 from .encoder import ResponsesEncoder, ResponseState, stream_id_of
-from .request import ECHO_API, ResponsesIn, parse_body, responses_request
+from .request import ECHO_API, PREVIOUS, Previous, ResponsesIn, parse_body, responses_request
 
 if TYPE_CHECKING:
     from ...core.generation import Generation
@@ -55,6 +64,13 @@ ResponseId = Annotated[str, Path(min_length=6, max_length=140, pattern=r"^resp_[
 
 CANCEL_WAIT_S = 5.0
 """How long a cancel waits for the generation's end before it answers the object as it is."""
+
+PREVIOUS_WAIT_S = 1.0
+"""How long a request continuing another replica's response waits for that response's end to reach Redis: its
+replica writes what it streamed a few milliseconds later, and a client may send the next request the moment it
+read ``response.completed``."""
+
+_RESPONSE_ID = re.compile(r"^resp_[A-Za-z0-9_-]{1,135}$")
 
 
 class _Background:
@@ -166,7 +182,11 @@ async def create_response(request: Request) -> Response:
     gw = gateway(request)
     owner = caller(request)
     body = parse_body(await _body(request))
-    chat, origins = responses_request(body, gw.default_model(body.model))
+    previous = None if body.previous_response_id is None else await _previous(gw, body.previous_response_id, owner)
+    chat, origins = responses_request(body, gw.default_model(body.model), previous)
+    if previous is not None and chat.history is not None and len(chat.history) > gw.settings.log_max_bytes:
+        raise InvalidRequest(f"{PREVIOUS}: the conversation would be larger than a response keeps (LOG_MAX_BYTES); "
+                             "start another one (send the items that matter in 'input')", param=PREVIOUS)
     try:
         gen = gw.start_generation(chat, owner)
     except InvalidRequest as exc:  # a field the upstream cannot honour: named as the client sent it
@@ -188,16 +208,41 @@ async def create_response(request: Request) -> Response:
     return ResponseObjectResponse(gen, gw.hub.discard, s.send_timeout_s)
 
 
-async def _open(gw: Gateway, rid: str, owner: str) -> tuple[StreamLog, Follows | None, bool]:
-    """The log of a response: here, or (Redis mode) a copy of another replica's; what a follower attaches to (the
-    generation here, the reader of a copy); whether the log is a copy that may lag behind its replica."""
+async def _open(gw: Gateway, rid: str, owner: str, *, history: bool = False
+                ) -> tuple[StreamLog, Follows | None, bool]:
+    """The log of a response: here, or (Redis mode) a copy of another replica's (with its ``history`` when asked
+    for); what a follower attaches to (the generation here, the reader of a copy); whether the log is a copy that
+    may lag behind its replica."""
     sid = stream_id_of(rid)
     if sid is None:
         raise NotFound("no such response")
     if gw.replicas is not None and gw.eventlog.get(sid) is None:
-        remote = await gw.replicas.open(sid, owner)
+        remote = await gw.replicas.open(sid, owner, history=history)
         return remote.log, remote, True
     return gw.hub.get_log(sid, owner), gw.hub.live.get(sid), False
+
+
+async def _previous(gw: Gateway, rid: str, owner: str) -> Previous:
+    """The response that ``previous_response_id`` names: its conversation and its output, once it has ended."""
+    unknown = InvalidRequest(f"{PREVIOUS}: no response {rid!r} to continue (unknown, expired, created with "
+                             "'store: false' or with another key)", param=PREVIOUS)
+    if not _RESPONSE_ID.match(rid):
+        raise unknown
+    try:
+        log, follows, remote = await _open(gw, rid, owner, history=True)
+        if remote and not log.finished:
+            await _until_finished(log, follows, PREVIOUS_WAIT_S)
+        entries = _entries(log)
+    except NotFound:
+        raise unknown from None
+    if entries[-1][0] not in TERMINAL:  # (a copy closed without its end, Redis being away, is not over either)
+        raise InvalidRequest(f"{PREVIOUS}: response {rid!r} is still running; continue it once it has ended "
+                             "(or cancel it)", param=PREVIOUS)
+    if log.history is None:  # its request kept nothing to continue from
+        raise unknown
+    state = ResponseState(log.stream_id)
+    state.feed_all(entries)
+    return Previous(rid, orjson.loads(log.history), state.response()["output"])
 
 
 def _entries(log: StreamLog) -> list[Entry]:
@@ -257,17 +302,17 @@ async def cancel_response(response_id: ResponseId, request: Request) -> JSONResp
     _entries(log)  # a stored response of this owner
     if not log.finished:
         await gw.cancel(log.stream_id, owner)
-        await _until_finished(log, follows if remote else None)
+        await _until_finished(log, follows if remote else None, CANCEL_WAIT_S)
     return JSONResponse(_state(log).response(), headers={"X-Stream-Id": log.stream_id})
 
 
-async def _until_finished(log: StreamLog, reader: Follows | None) -> None:
-    """Wait (``CANCEL_WAIT_S`` at most) for the log's terminal entry; ``reader`` keeps a copy of another
-    replica's log up to date meanwhile."""
+async def _until_finished(log: StreamLog, reader: Follows | None, wait_s: float) -> None:
+    """Wait (``wait_s`` at most) for the log's terminal entry; ``reader`` keeps a copy of another replica's log up
+    to date meanwhile."""
     if reader is not None:
         reader.attach()
     try:
-        async with asyncio.timeout(CANCEL_WAIT_S):
+        async with asyncio.timeout(wait_s):
             while not log.finished:
                 fut = log.waiter()
                 try:
