@@ -197,6 +197,28 @@ def test_unknown_model_is_a_404_the_openai_sdk_raises_as_not_found(routed: Gatew
         client.models.retrieve("gpt-9")
 
 
+def test_ssegate_chat_model_picks_the_routing_entry(routed: GatewayProcess,
+                                                   three: tuple[FakeUpstream, FakeUpstream, FakeUpstream]) -> None:
+    """``ssegate chat --model NAME`` asks for a name of the routing file (its upstream answers, with its own
+    upstream model name); a name the gateway does not serve is the 404 that says where the names are, a client
+    error (exit 2)."""
+    import subprocess
+    import sys
+
+    up = three[1]
+    prompt = up.script(Script(deltas=["chat ", "routed"]))
+    done = subprocess.run([sys.executable, "-m", "ssegate", "chat", prompt, "--model", "smart", "--url", routed.url,
+                           "--api-key", ADMIN], capture_output=True, text=True, timeout=HANG)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "chat routed"
+    [rec] = up.records(prompt)
+    assert rec.request_json["model"] == "gpt-4o"
+    missing = subprocess.run([sys.executable, "-m", "ssegate", "chat", "hi", "--model", "gpt-9", "--url", routed.url,
+                              "--api-key", ADMIN], capture_output=True, text=True, timeout=HANG)
+    assert missing.returncode == 2, (missing.returncode, missing.stderr)
+    assert "gpt-9" in missing.stderr and "GET /v1/models" in missing.stderr
+
+
 def test_a_key_limited_to_some_models_sees_and_uses_only_those(
     routed: GatewayProcess, three: tuple[FakeUpstream, FakeUpstream, FakeUpstream]
 ) -> None:

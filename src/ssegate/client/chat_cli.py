@@ -45,7 +45,7 @@ EXIT_UPSTREAM = 3
 EXIT_UNREACHABLE = 4
 EXIT_INTERRUPTED = 130
 
-CLIENT_CODES = frozenset({"invalid_request", "unauthorized", "not_found", "payload_too_large"})
+CLIENT_CODES = frozenset({"invalid_request", "unauthorized", "not_found", "model_not_found", "payload_too_large"})
 HINTS = {
     "unreachable": " (is it running? point at it with --url or SSEGATE_URL)",
     "unauthorized": " (pass a key with --api-key or SSEGATE_API_KEY)",
