@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.gateway import GatewayProcess
 
-pytest_plugins = ["tests.support.matrix"]
+pytest_plugins = ["tests.support.matrix", "tests.support.clean_tree"]
 
 if TYPE_CHECKING:
     from tests.fakes import FakeUpstream

@@ -41,8 +41,9 @@ def test_status_mapping() -> None:
     (404, "The model `gpt-9` does not exist", "model_not_found", 404),
     (404, "no route POST /v2/chat/completions", "upstream_error", 502),  # a misconfigured URL: not the client's
 ])
-def test_regression_upstream_4xx_caused_by_the_request_is_a_502(status: int, detail: str, code: str,
-                                                                 client_status: int) -> None:
+def test_regression_upstream_4xx_caused_by_the_request_is_a_client_error_not_retried(
+    status: int, detail: str, code: str, client_status: int
+) -> None:
     """An upstream's 400/404-model/413/422 was a 502 ``upstream_error``, so clients (and their SDKs, three times)
     retried a request that can never succeed; it is the client's error, said so, with ``x-should-retry: false``."""
     err = upstream_status_error(status, detail)

@@ -29,6 +29,8 @@ from tests.fakes import (
     conversation,
 )
 
+HANG = 10.0  # seconds: only catches a hang
+
 
 @pytest.fixture(scope="module")
 def up() -> Iterator[FakeUpstream]:
@@ -129,7 +131,10 @@ async def test_reset_after_two_deltas(up: FakeUpstream, session: aiohttp.ClientS
 
 
 async def test_client_closing_mid_stream_is_recorded_at_once(up: FakeUpstream, session: aiohttp.ClientSession) -> None:
-    prompt = up.script(Script(deltas=[f"t{i} " for i in range(500)], delay=0.01))
+    """The fake records a client's close when it happens, not when its script would have ended (30 s here); the
+    bound only catches that, so a loaded machine keeps it. How soon a close reaches an upstream is a figure of the
+    bench (``cancel``: the gateway's disconnect to the upstream's FIN), not a pass/fail bound here."""
+    prompt = up.script(Script(deltas=[f"t{i} " for i in range(3000)], delay=0.01))
     async with session.post(up.url + "/chat/completions", json=chat(prompt)) as resp:
         seen = 0
         async for _, _data in sse(resp):
@@ -139,10 +144,10 @@ async def test_client_closing_mid_stream_is_recorded_at_once(up: FakeUpstream, s
         assert up.records(prompt)[0].closed_at is None
         resp.close()  # drops the connection
         closed = time.monotonic()
-    rec = await up.await_closed(prompt)
+    rec = await up.await_closed(prompt, timeout=HANG)
     assert rec.closed_by == "client" and rec.closed_at is not None
-    assert 0 <= rec.closed_at - closed < 0.05
-    assert 3 <= rec.deltas_sent < 500 and not rec.finished
+    assert 0 <= rec.closed_at - closed < HANG
+    assert 3 <= rec.deltas_sent < 3000 and not rec.finished
 
 
 async def test_fail_attempts_then_the_script(up: FakeUpstream, session: aiohttp.ClientSession) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -100,6 +100,31 @@ def test_error_after_tokens_is_an_error_event(demo_gateway: GatewayProcess) -> N
     assert assert_well_formed(events) == "ab"
     assert events[-1].event == "error"
     assert events[-1].json()["error"]["code"] == "upstream_error"
+
+
+def test_the_script_hook_is_off_unless_demo_scripts_enables_it(
+    demo_gateway: GatewayProcess, make_gateway: Callable[..., GatewayProcess]
+) -> None:
+    """Regression: any client could make the demo model play ``/script {...}`` (exact text, a chosen error code,
+    a stall that holds a stream open). A gateway started without ``SSEGATE_DEMO_SCRIPTS`` (as deployed) answers
+    such a message as an ordinary prompt; the suite's gateways (``demo_scripts`` on) play the script."""
+    plain = make_gateway({"demo_scripts": None, "demo_ttft_s": 0.01, "demo_tokens_per_s": 1000})
+    assert "SSEGATE_DEMO_SCRIPTS" not in plain.env()
+    played = script(deltas=["scripted-only"])
+    failing = script(deltas=["a"], fail_at=0, error="upstream_timeout")
+    broken = "/script {not json"
+
+    # the suite's gateway plays them: the prompts below would show if the hook were on
+    assert assert_well_formed(stream(demo_gateway, played)[1]) == "scripted-only"
+    assert stream(demo_gateway, failing)[0].status_code == 504
+    assert stream(demo_gateway, broken)[0].status_code == 400
+
+    for prompt in (played, failing, broken):
+        resp, events = stream(plain, prompt)
+        assert resp.status_code == 200, resp.text
+        text = assert_well_formed(events)
+        assert text != "scripted-only" and len(events) > 5  # the demo's own answer, many parts
+        assert events[-1].event == "done" and events[-1].json()["finish_reason"] == "stop"
 
 
 def test_heartbeats_flow_before_a_slow_first_token(demo_gateway: GatewayProcess) -> None:

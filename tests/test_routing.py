@@ -11,6 +11,10 @@ table under a running stream (also with ``--workers 2``), and a broken file keep
 from __future__ import annotations
 
 import asyncio
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -27,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ssegate.sse import ServerSentEvent
 from tests.fakes import FakeUpstream, Fault, Script
-from tests.support.gateway import GatewayProcess, collect_events, sse_events
+from tests.support.gateway import GatewayProcess, collect_events, free_port, sse_events
 from tests.support.redis import RedisServer
 
 MakeGateway = Callable[..., GatewayProcess]
@@ -271,6 +275,83 @@ def test_no_key_appears_in_the_log(routed: GatewayProcess, three: tuple[FakeUpst
     assert '"deployment"' in log  # the stream lines were written
     for secret in (*KEYS.values(), ADMIN):
         assert secret not in log
+
+
+# --- credentials in an upstream URL --------------------------------------------------------------------------------
+URL_PASSWORD = "pw-9f2Kq-url-s3cret"
+
+
+def credentialed(url: str, user: str) -> str:
+    """``url`` with ``user:URL_PASSWORD@`` in it."""
+    return url.replace("://", f"://{user}:{URL_PASSWORD}@", 1)
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_credentials_in_an_upstream_url_show_in_no_banner_header_metric_or_log(
+    make_gateway: MakeGateway, upstream: FakeUpstream, log_format: str
+) -> None:
+    """``user:pass@`` in ``SSEGATE_UPSTREAM_URL`` or ``SSEGATE_FALLBACK_URLS`` never appears anywhere: not in the
+    start-up banner (text) or its ``serving`` line (JSON), the ``X-Ssegate-Deployment`` header, the ``deployment``
+    label of ``/metrics``, an error answer, or a log line about a failed attempt (``/readyz``: see
+    ``tests/test_readyz.py``). The deployments are still named, by their URL without the credentials."""
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens: each attempt there fails, then the fallback
+    gw = make_gateway({"provider": "openai", "model": "fake-model", "upstream_url": credentialed(dead, "url-user-dead"),
+                       "fallback_urls": credentialed(upstream.url, "url-user-live"), "log_format": log_format,
+                       "log_level": "info"})
+    live_label, dead_label = label(upstream), f"openai:{dead.split('://', 1)[1]}"
+
+    resp, events = stream(gw, "fake-model", upstream.script(Script(deltas=["through ", "the fallback"])))
+    assert resp.status_code == 200 and text(events) == "through the fallback"
+    assert resp.headers["x-ssegate-deployment"] == live_label
+    failed, _ = stream(gw, "fake-model", upstream.script(Script(status=500)))
+    assert failed.status_code == 502
+
+    metrics = httpx.get(gw.url + "/metrics", timeout=HANG)
+    assert metrics.status_code == 200
+    deployments = {s.labels.get("deployment") for family in text_string_to_metric_families(metrics.text)
+                   for s in family.samples} - {None}
+    assert {live_label, dead_label} <= deployments
+    log = gw.log()
+    if log_format == "text":
+        assert re.search(rf"model\s+fake-model\s+openai \({re.escape(dead)} then {re.escape(upstream.url)}\)", log), log
+    else:
+        serving = next(orjson.loads(line) for line in log.splitlines() if '"msg":"serving"' in line)
+        assert serving["upstreams"] == [{"model": "fake-model", "provider": "openai", "url": f"{dead} then "
+                                         f"{upstream.url}"}]
+    shown = [str(dict(resp.headers)), str(dict(failed.headers)), failed.text, metrics.text, log,
+             *(e.data for e in events)]
+    for where in shown:
+        for secret in (URL_PASSWORD, "url-user-dead", "url-user-live"):
+            assert secret not in where, where
+
+
+def test_a_routing_file_url_with_credentials_is_refused_without_printing_them(
+    make_gateway: MakeGateway, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """A ``[[models]]`` ``url`` may not hold credentials (they go in ``api_key``), also when ``${VAR}`` brings them
+    in: ``ssegate serve`` refuses the file at start-up, and a ``SIGHUP`` reload refuses it and keeps the table, each
+    in a message that names the entry and not the URL's user or password."""
+    environ = {"CRED_URL": credentialed(upstream.url, "url-user-file")}
+    entry = '[[models]]\nname = "m"\nprovider = "openai"\nurl = "{url}"\n'
+    path = write(tmp_path / "models.toml", entry.format(url="${CRED_URL}"))
+    refused = GatewayProcess({"config": path}, environ=environ)
+    proc = subprocess.run([sys.executable, "-m", "ssegate", "serve"], env=refused.env(), capture_output=True,
+                          text=True, timeout=HANG)
+    assert proc.returncode == 2, proc.stderr
+    assert "[[models]] entry 1 (name 'm'): url: put credentials in api_key" in proc.stderr
+    assert URL_PASSWORD not in proc.stderr + proc.stdout and "url-user-file" not in proc.stderr + proc.stdout
+
+    write(tmp_path / "models.toml", entry.format(url=upstream.url))
+    gw = make_gateway({"config": path, "log_level": "info"}, environ=environ)
+    write(tmp_path / "models.toml", entry.format(url="${CRED_URL}"))
+    gw.signal(signal.SIGHUP)
+    wait_for("the refusal", lambda: metric(gw, "ssegate_routing_reloads_total", result="refused") == 1)
+    resp, events = stream(gw, "m", upstream.script(Script(deltas=["kept"])))
+    assert resp.status_code == 200 and text(events) == "kept"
+    assert resp.headers["x-ssegate-deployment"] == label(upstream)
+    log = gw.log()
+    assert "url: put credentials in api_key" in log
+    assert URL_PASSWORD not in log and "url-user-file" not in log
 
 
 # --- a group of two ------------------------------------------------------------------------------------------------

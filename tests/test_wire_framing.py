@@ -189,7 +189,7 @@ def h11_reading(case: Case) -> tuple[int | None, bytes, bool, bool]:
 
 
 async def client_reading(case: Case) -> tuple[int | None, bytes, bool, bool]:
-    """The same for ``wire.Pool`` with the bytes sent in pieces (``cuts``) from a loopback server."""
+    """The same for ``httpclient.Pool`` with the bytes sent in pieces (``cuts``) from a loopback server."""
 
     async def answer(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         start = 0

@@ -15,6 +15,7 @@ import pytest
 import trustme
 
 from ssegate.errors import UpstreamError, UpstreamTimeout
+from ssegate.upstream import httpclient
 from ssegate.upstream.events import read_events
 from ssegate.upstream.httpclient import Pool, Response
 from tests.support.scripted import Serve, fixed, servers
@@ -168,6 +169,34 @@ async def test_a_server_keep_alive_timeout_expires_the_connection_a_second_befor
     resp = await pool.request("GET", srv.url(), {})
     resp.close()
     assert srv.connections == 2
+    await pool.aclose()
+
+
+async def test_a_connection_kept_after_another_with_a_shorter_life_expires_at_its_own_time(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The idle sweep is armed at the first connection's expiry (30 s here); a connection kept after it whose
+    server says ``Keep-Alive: timeout=2`` must close a second before that, ~1 s after it was kept, not when the
+    sweep already scheduled comes (a lazy timer that is never moved earlier). Then the first one is still kept:
+    the sweep looks again for the next expiry."""
+    monkeypatch.setattr(httpclient, "KEEPALIVE_S", 30.0)
+    long_lived = await serve(fixed(b"ok"))
+    short_lived = await serve(fixed(b"ok", "Keep-Alive: timeout=2"))
+    pool = Pool()
+    for srv in (long_lived, short_lived):
+        resp = await pool.request("GET", srv.url(), {})
+        await resp.read()
+        resp.close()
+    loop = asyncio.get_running_loop()
+    kept = loop.time()
+    assert pool.idle == 2
+    await asyncio.wait_for(short_lived.closed.wait(), 10)  # the sweep scheduled before it: at 30 s
+    took = loop.time() - kept
+    assert 0.9 <= took < 10, took  # its own expiry: 1 s (timers never fire early; the upper bound: a hang)
+    assert pool.idle == 1 and not long_lived.closed.is_set()
+    resp = await pool.request("GET", long_lived.url(), {})  # the long-lived one is reused
+    resp.close()
+    assert long_lived.connections == 1 and short_lived.connections == 1
     await pool.aclose()
 
 

@@ -83,9 +83,11 @@ class Settings(BaseSettings):
     commit_timeout_s: float = Field(2.0, ge=0)
     """How long the HTTP status may be held waiting for the first upstream event."""
     first_token_timeout_s: float = Field(120.0, gt=0)
-    """The upstream has this long to produce its first text delta."""
+    """The upstream has this long to produce its first output: text, reasoning or a tool call (role-only or empty
+    chunks do not count)."""
     idle_timeout_s: float = Field(60.0, gt=0)
-    """Silence between text deltas after which the stream fails with `upstream_timeout`."""
+    """Silence from the upstream (no bytes at all), after its first output, after which the stream fails with
+    `upstream_timeout`; a stall is reported this long after the last byte, whatever FIRST_TOKEN_TIMEOUT_S is."""
     send_timeout_s: float = Field(30.0, gt=0)
     """A client that accepts no bytes for this long is dropped (and its generation cancelled)."""
     request_read_timeout_s: float = Field(30.0, gt=0)

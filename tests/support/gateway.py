@@ -30,8 +30,10 @@ def free_port() -> int:
 
 
 class GatewayProcess:
-    """``ssegate serve`` with ``SSEGATE_*`` settings from ``settings`` (names without the prefix), and other
-    environment variables from ``environ`` (e.g. the ``${VAR}`` a routing file reads)."""
+    """``ssegate serve`` with ``SSEGATE_*`` settings from ``settings`` (names without the prefix; ``None`` leaves
+    one unset, at its default: ``{"demo_scripts": None}`` serves as a deployment does, without the suite's
+    ``/script`` hook), and other environment variables from ``environ`` (e.g. the ``${VAR}`` a routing file
+    reads)."""
 
     def __init__(self, settings: dict[str, Any] | None = None, *, port: int | None = None,
                  environ: dict[str, str] | None = None) -> None:
@@ -48,7 +50,7 @@ class GatewayProcess:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SSEGATE_")}
-        env.update({f"SSEGATE_{k.upper()}": str(v) for k, v in self.settings.items()})
+        env.update({f"SSEGATE_{k.upper()}": str(v) for k, v in self.settings.items() if v is not None})
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self.environ)
         return env

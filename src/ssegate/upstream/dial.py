@@ -1,6 +1,6 @@
 """How ``httpclient.py`` reaches an upstream: happy eyeballs, proxies from the environment, CONNECT tunnels.
 
-Everything here happens once per new connection and hands ``wire.Pool`` a connected socket; the connection's
+Everything here happens once per new connection and hands ``httpclient.Pool`` a connected socket; the connection's
 protocol, and so the per-token path, is the same whether the socket goes straight to the upstream or through a
 proxy.
 

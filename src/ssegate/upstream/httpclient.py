@@ -29,7 +29,10 @@ for this module; the rest is what an upstream client must do besides:
   the connection; ``abort()`` shuts the socket down at once (the upstream sees the FIN before anything else
   runs), for cancel and disconnect.
 - Idle connections expire after ``KEEPALIVE_S`` (under the 5 s of uvicorn and Node), or a second before the
-  ``timeout`` of the server's ``Keep-Alive`` header: no request is written into a connection being closed.
+  ``timeout`` of the server's ``Keep-Alive`` header: no request is written into a connection being closed. One
+  ``core.deadline.Deadline`` per pool sweeps them, at the earliest expiry: a connection kept with a shorter life
+  than those already idle moves it earlier; a longer one costs nothing (the sweep looks for the next expiry after
+  it closed what was due). Its cost is per connection kept, never per token.
 
 gzip/deflate bodies are decoded (we ask for ``identity``, but a server may not listen); no HTTP/2, no
 redirects: an upstream is a configured base URL, and a redirect is an error worth seeing.
@@ -51,6 +54,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from ..__about__ import __version__
+from ..core.deadline import Deadline
 from ..errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from .dial import Proxies, Proxy, connect, refusal
 
@@ -453,8 +457,9 @@ class Pool:
         self._draining: set[_Connection] = set()
         self._busy = 0
         self._queue: deque[asyncio.Future[None]] = deque()
-        self._sweep: asyncio.TimerHandle | None = None
-        self._sweep_at = 0.0
+        self._sweep: Deadline | None = None
+        """Closes the idle connections that expired; armed at the earliest expiry (made in the loop, at the first
+        connection kept)."""
         self._closed = False
 
     @property
@@ -615,26 +620,24 @@ class Pool:
         loop = asyncio.get_running_loop()
         conn.expires = loop.time() + ttl
         idle.append(conn)
-        if self._sweep is None or conn.expires < self._sweep_at:
-            if self._sweep is not None:
-                self._sweep.cancel()
-            self._sweep = loop.call_at(conn.expires, self._expire)
-            self._sweep_at = conn.expires
+        sweep = self._sweep
+        if sweep is None:
+            sweep = self._sweep = Deadline(loop, self._expire)
+        if sweep.at is None or conn.expires < sweep.at:  # a later expiry waits for the sweep before it
+            sweep.set(conn.expires)
 
     def _expire(self) -> None:
-        """Close the idle connections whose time is up; look again at the next expiry."""
-        self._sweep = None
-        loop = asyncio.get_running_loop()
-        now = loop.time() + 0.01  # timers may fire a hair early
+        """Close the idle connections whose time is up (those due within the next 10 ms too: one pass for a
+        burst kept together); arm the sweep for the next expiry."""
+        now = asyncio.get_running_loop().time() + 0.01
         for idle in self._idle.values():
             for conn in [c for c in idle if c.expires <= now]:
                 idle.remove(conn)
                 if conn.transport is not None:
                     conn.transport.close()
         left = [c.expires for idle in self._idle.values() for c in idle]
-        if left:
-            self._sweep_at = min(left)
-            self._sweep = loop.call_at(self._sweep_at, self._expire)
+        if left and self._sweep is not None:
+            self._sweep.set(min(left))
 
     def _forget(self, conn: _Connection) -> None:
         self._draining.discard(conn)
@@ -645,7 +648,7 @@ class Pool:
     async def aclose(self) -> None:
         self._closed = True
         if self._sweep is not None:
-            self._sweep.cancel()
+            self._sweep.close()
             self._sweep = None
         for conn in [*self._draining, *(c for idle in self._idle.values() for c in idle)]:
             if conn.transport is not None:
