@@ -72,6 +72,8 @@ DRAIN_BYTES = 16 << 10
 """After ``stop()``, how much more body may arrive before the connection is given up."""
 READ_TIMEOUT_S = 30.0
 """``Response.read()``: the longest wait for more of a short body."""
+CLOSE_WAIT_S = 1.0
+"""How long ``Pool.aclose()`` waits for the connections it closed to be gone (a TLS close takes loop passes)."""
 
 Origin = tuple[str, str, int]
 
@@ -461,6 +463,8 @@ class Pool:
         """Closes the idle connections that expired; armed at the earliest expiry (made in the loop, at the first
         connection kept)."""
         self._closed = False
+        self._closing: set[_Connection] = set()
+        self._all_closed: asyncio.Event | None = None
 
     @property
     def active(self) -> int:
@@ -644,17 +648,30 @@ class Pool:
         idle = self._idle.get(conn.origin)
         if idle and conn in idle:
             idle.remove(conn)
+        if self._all_closed is not None:
+            self._closing.discard(conn)
+            if not self._closing:
+                self._all_closed.set()
 
     async def aclose(self) -> None:
         self._closed = True
         if self._sweep is not None:
             self._sweep.close()
             self._sweep = None
-        for conn in [*self._draining, *(c for idle in self._idle.values() for c in idle)]:
-            if conn.transport is not None:
-                conn.transport.close()
+        closing = {c for c in [*self._draining, *(c for idle in self._idle.values() for c in idle)]
+                   if c.transport is not None}
         self._idle.clear()
         self._draining.clear()
+        if not closing:
+            return
+        # a TLS connection's close (close_notify, then the socket) finishes in later loop passes: wait for it
+        # (bounded), so that a loop closed right after aclose() does not cut it short
+        self._closing = closing
+        self._all_closed = asyncio.Event()
+        for conn in closing:
+            conn.transport.close()  # type: ignore[union-attr]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._all_closed.wait(), CLOSE_WAIT_S)
 
 
 def _keep_alive_timeout(value: str) -> float | None:
