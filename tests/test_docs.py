@@ -29,3 +29,12 @@ def test_public_api_matches_all() -> None:
 def test_version_flag() -> None:
     out = subprocess.run([sys.executable, "-m", "ssegate", "--version"], capture_output=True, text=True)
     assert out.stdout.strip() == f"ssegate {ssegate.__version__}"
+
+
+def test_every_public_error_is_exported() -> None:
+    """Every class of the error tree (``errors.py``) is reachable as ``ssegate.<Name>``, as the README promises."""
+    from ssegate import errors
+
+    classes = {name for name in errors.__all__ if isinstance(getattr(errors, name), type)}
+    assert classes <= set(ssegate.__all__), classes - set(ssegate.__all__)
+
