@@ -11,9 +11,12 @@ import typing as _typing
 from .__about__ import __version__
 from .errors import (
     ClientError,
+    ConfigError,
+    EventLogUnavailable,
     GatewayError,
     GenerationLost,
     InvalidRequest,
+    ModelNotFound,
     NotFound,
     Overloaded,
     PayloadTooLarge,
@@ -24,6 +27,7 @@ from .errors import (
     UpstreamProtocolError,
     UpstreamRateLimited,
     UpstreamRefused,
+    UpstreamRejected,
     UpstreamTimeout,
 )
 from .parts import Finish, Part, Reasoning, ToolCallDelta, ToolCallStart, Usage
@@ -55,11 +59,14 @@ __all__ = [
     "ChatRequest",
     "Client",
     "ClientError",
+    "ConfigError",
+    "EventLogUnavailable",
     "Finish",
     "Gateway",
     "GatewayError",
     "GenerationLost",
     "InvalidRequest",
+    "ModelNotFound",
     "NotFound",
     "Overloaded",
     "Part",
@@ -79,6 +86,7 @@ __all__ = [
     "UpstreamProtocolError",
     "UpstreamRateLimited",
     "UpstreamRefused",
+    "UpstreamRejected",
     "UpstreamTimeout",
     "Usage",
     "__version__",

@@ -46,6 +46,7 @@ from .http.chat_body import ChatCompletionIn, chat_request
 from .http.encoders import NativeEncoder
 from .http.response import EventStreamResponse, Follows, StreamEncoder
 from .http.routes.deps import SCOPE_KEY
+from .obs.logs import redact_also
 from .obs.metrics import Metrics
 from .obs.stream_log import StreamLogger
 from .parts import Finish, Part, Reasoning, ToolCallDelta, ToolCallStart, Usage
@@ -66,7 +67,7 @@ class Gateway:
         settings = settings if settings is not None else Settings()
         self.settings = settings
         self.pool = Pool(limit=settings.max_upstream_connections, connect_timeout=settings.upstream_connect_timeout_s)
-        self.routing = Router(settings, self.pool, lambda key: fingerprint(key, settings))
+        self.routing = Router(settings, self.pool, lambda key: fingerprint(key, settings), redact=redact_also)
         self.metrics = Metrics()
         self.metrics.watch_routing(self.routing)
         self.replicas = Replicas(settings) if settings.redis_url else None

@@ -13,8 +13,14 @@ and a client that keeps up (nothing queued for it) gets the new event written to
 one write per token and no task switch. Anything else (a backlog, the terminal event, a heartbeat, a
 disconnect) wakes the loop, which owns the slow paths and the send timeout.
 
-Body messages go straight to the server's ``send`` (stashed in the scope by ``expose_server``), skipping
-the framework's per-message wrappers; the response start still goes through them (CORS headers).
+Where the server's own ``send`` is in the scope (``RAW_KEY``: ssegate's own app, ``standalone.SSEGateApp``,
+while its middleware leaves body messages alone), body messages go straight to it, skipping the framework's
+per-message wrappers, and the push path writes to the transport (``uvicorn_glue.direct_transport``); the
+response start still goes through the wrappers (CORS headers). Anywhere else (an application's own app, its
+middleware, another server) every message goes through the ``send`` the response is given. Each response says
+which it took, at no cost on the push path: ``fast_path`` (the push path had the client's transport, set once
+per stream) and ``body_sends`` (body messages handed to ``send``, counted by the loop: with the fast path only
+the first batch, backlogs, heartbeats and the terminal event; without it, every event).
 
 The start names who answers (``routing_headers``): ``X-Ssegate-Model``, the routing file's name of the model
 entry, and ``X-Ssegate-Deployment``, the deployment's label (never a key), as the generation has them when the
@@ -70,7 +76,9 @@ class StreamEncoder(Protocol):
 
 
 def expose_server(app: Any) -> Any:
-    """Outermost ASGI wrapper: keep the server's own ``receive``/``send`` in the scope."""
+    """Outermost ASGI wrapper: keep the server's own ``receive``/``send`` in the scope (``RAW_KEY``), which turns
+    the fast path on. Only around an app whose middleware leaves body messages alone (FastAPI's own exception
+    wrappers do; ``SSEGateApp`` checks its middleware itself and needs no wrapper)."""
 
     async def wrapper(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -149,10 +157,15 @@ class EventStreamResponse(Response):
         self._cursor = after
         self._loop: asyncio.AbstractEventLoop | None = None
         self._direct: asyncio.WriteTransport | None = None
-        """The client's transport once the push path is known to be safe (see ``_direct_transport``)."""
+        """The client's transport once the push path is known to be safe (see ``uvicorn_glue.direct_transport``)."""
         self._task: asyncio.Task[Any] | None = None
         self._send_cancelled = False
         """A send that blocked past the send timeout was cancelled (no transport to abort: a wrapped ``send``)."""
+        self.fast_path = False
+        """The push path had the client's transport: an event that found the client keeping up was written to it
+        directly (``ssegate serve``'s app, nothing in between)."""
+        self.body_sends = 0
+        """Body messages this response handed to ``send`` (not counted: what the push path wrote directly)."""
 
     # --- ASGI ---------------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -303,6 +316,7 @@ class EventStreamResponse(Response):
                 self._in_send = True
                 self._send_started = now = loop.time()
                 self._send_deadline(now)
+                self.body_sends += 1
                 try:
                     await send({"type": "http.response.body", "body": body, "more_body": not final})
                 finally:
@@ -328,6 +342,7 @@ class EventStreamResponse(Response):
             if head is None and not push_checked:
                 push_checked = True
                 self._direct = direct_transport(send)
+                self.fast_path = self._direct is not None
             fut = self._fut = loop.create_future()
             await fut
         self._fut = None
@@ -356,6 +371,8 @@ class EventStreamResponse(Response):
         fut.set_result(None)
 
     async def _timed_send(self, send: Send, message: Message) -> None:
+        if message["type"] == "http.response.body":
+            self.body_sends += 1
         self._in_send = True
         self._send_started = t = asyncio.get_running_loop().time()
         self._send_deadline(t)

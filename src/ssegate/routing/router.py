@@ -23,7 +23,6 @@ from typing import Any
 
 from ..core.request import ChatRequest
 from ..errors import ConfigError
-from ..obs.logs import redact_also
 from ..plugins import provider_names
 from ..settings import Settings
 from ..upstream import Provider, make_provider
@@ -50,10 +49,15 @@ def settings_config(settings: Settings) -> RoutingConfig:
 
 
 class Router:
-    def __init__(self, settings: Settings, pool: Pool, fingerprint: Callable[[str], str]) -> None:
+    """``redact`` is told every key a routing table holds, when it is built (at start and at each reload), so that
+    the logs can hide them (``obs.logs.redact_also``; the routing layer does not import the logging one)."""
+
+    def __init__(self, settings: Settings, pool: Pool, fingerprint: Callable[[str], str], *,
+                 redact: Callable[[list[str]], None]) -> None:
         self.settings = settings
         self.pool = pool
         self.fingerprint = fingerprint
+        self.redact = redact
         self.policy = HealthPolicy(settings.cooldown_failures, settings.cooldown_window_s, settings.cooldown_s)
         self.table = self._build(settings_config(settings), None)
         if settings.config:
@@ -75,7 +79,7 @@ class Router:
         return make_provider(dep.provider, self.settings, dep.url, dep.api_key, self.pool)
 
     def _build(self, config: RoutingConfig, previous: RoutingTable | None) -> RoutingTable:
-        redact_also([m.deployment.api_key for m in config.models] + [d.api_key for d in config.chained]
+        self.redact([m.deployment.api_key for m in config.models] + [d.api_key for d in config.chained]
                     + [k.key for k in config.keys])
         return RoutingTable(config, self._make, self.policy, self.fingerprint,
                             reuse=previous.deployed if previous is not None else None,
