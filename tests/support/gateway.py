@@ -55,7 +55,7 @@ class GatewayProcess:
         env.update(self.environ)
         return env
 
-    def start(self, timeout: float = 20.0) -> GatewayProcess:
+    def start(self, timeout: float = 60.0) -> GatewayProcess:  # hang-catching: a loaded CI machine starts slowly
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "ssegate", "serve"], env=self.env(), stdout=log, stderr=subprocess.STDOUT,
