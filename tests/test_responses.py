@@ -437,9 +437,9 @@ PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADU
 """A 1x1 PNG as a data URL."""
 
 
-def image_input(prompt: str) -> list[Any]:
+def image_input(prompt: str, detail: str = "low") -> list[Any]:
     return [{"role": "user", "content": [{"type": "input_text", "text": f"What is in these? {prompt}"},
-                                         {"type": "input_image", "image_url": PNG, "detail": "low"},
+                                         {"type": "input_image", "image_url": PNG, "detail": detail},
                                          {"type": "input_image", "image_url": "https://example.com/cat.png"}]}]
 
 
@@ -455,8 +455,12 @@ def test_an_input_image_reaches_an_openai_upstream_as_an_image_part(up_gw: Gatew
 
 def test_an_input_image_reaches_anthropic_as_an_image_block(anthropic_gw: GatewayProcess,
                                                             anthropic_upstream: FakeUpstream, sdk: Any) -> None:
+    """(Claude reads every image in full: ``detail: high`` goes through, ``low`` is a 400 naming it.)"""
     prompt = anthropic_upstream.script(Script(deltas=["A dot ", "and a cat."]))
-    out = sdk(anthropic_gw).responses.create(model="claude-t", input=image_input(prompt))
+    with pytest.raises(openai.BadRequestError, match=r"input\[0\]\.content\[1\]\.detail: "):
+        sdk(anthropic_gw).responses.create(model="claude-t", input=image_input(prompt, "low"))
+    assert anthropic_upstream.records(prompt) == []
+    out = sdk(anthropic_gw).responses.create(model="claude-t", input=image_input(prompt, "high"))
     assert out.output_text == "A dot and a cat."
     media_type, data = PNG.removeprefix("data:").split(";base64,")
     assert anthropic_upstream.records(prompt)[0].images() == [

@@ -195,6 +195,7 @@ class Origins:
             return where
 
         text = _MESSAGE.sub(message, text)
+        text = text.replace(".image_url.detail", ".detail")  # an input_image's detail sits beside its URL
         text = _TOOL.sub(r"tools[\1].", text)
         return _LEADING.sub(lambda m: _TOP.get(m.group(1), m.group(1)), text, count=1)
 
