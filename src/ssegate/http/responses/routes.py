@@ -38,16 +38,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import orjson
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import Message, Receive, Scope, Send
 
-from ...core.entries import ERROR, START, TERMINAL, Entry
+from ...core.entries import START, TERMINAL, Entry
 from ...errors import InvalidRequest, NotFound
 from ...sse import dumps
-from ..encoders import as_error
-from ..response import RAW_KEY, EventStreamResponse, Follows, json_error_response
+from ..response import EventStreamResponse, Follows
 from ..routes.deps import caller, gateway
 from ..routing import OpenAIRoute
-from ..uvicorn_glue import drop_if_unread
+from ..whole_answer import WholeAnswerResponse
 from .encoder import ResponsesEncoder, ResponseState, stream_id_of
 from .request import ECHO_API, PREVIOUS, Previous, ResponsesIn, parse_body, responses_request
 
@@ -90,75 +88,17 @@ class _Background:
             self.gen.cancel("disconnect")
 
 
-class ResponseObjectResponse(Response):
-    """``stream`` false: follow the generation to its end, then answer the response object (or the error).
-    The client's disconnect is watched meanwhile: it detaches from the generation, which cancels it."""
+class ResponseObjectResponse(WholeAnswerResponse[ResponseState]):
+    """``stream`` false: the response object once the generation ends (``whole_answer.py``)."""
 
-    def __init__(self, gen: Generation, on_discard: Any, send_timeout_s: float) -> None:
-        self.status_code = 200
-        self.background = None
-        self.gen = gen
-        self.on_discard = on_discard
-        self.send_timeout_s = send_timeout_s
-        self.disconnected = False
-        self._fut: asyncio.Future[None] | None = None
+    def new_state(self) -> ResponseState:
+        return ResponseState(self.gen.stream_id)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw = scope.get(RAW_KEY)
-        gen = self.gen
-        gen.attach()
-        watcher = asyncio.get_running_loop().create_task(self._watch(raw[0] if raw is not None else receive))
-        detached = False
-        try:
-            state = await self._collect()
-            if state is None:
-                return
-            gen.detach()
-            detached = True
-            terminal = gen.log.terminal()
-            assert terminal is not None
-            if terminal[0] == ERROR:
-                self.on_discard(gen)
-                err = as_error(gen.error, terminal[1])
-                await json_error_response(send, err.status, dumps(err.openai_body()), err.headers())
-                return
-            await json_error_response(send, 200, dumps(state.response()), {"X-Stream-Id": gen.stream_id})
-            if raw is not None:
-                drop_if_unread(raw[1], self.send_timeout_s)  # the whole answer went out in one write
-        finally:
-            watcher.cancel()
-            if not detached:
-                gen.detach()
+    def feed(self, state: ResponseState, entries: list[Entry]) -> None:
+        state.feed_all(entries)
 
-    async def _watch(self, receive: Receive) -> None:
-        while True:
-            message: Message = await receive()
-            if message["type"] == "http.disconnect":
-                self.disconnected = True
-                fut = self._fut
-                if fut is not None and not fut.done():
-                    fut.set_result(None)
-                return
-
-    async def _collect(self) -> ResponseState | None:
-        """The state fed every entry as it is appended (so no bound on the log's length cuts it); ``None`` when
-        the client left first."""
-        log = self.gen.log
-        state = ResponseState(self.gen.stream_id)
-        while not self.disconnected:
-            new = log.since(state.fed)
-            if new is None:  # pragma: no cover - this follower reads every append as it happens
-                raise NotFound("the answer outgrew the event log")
-            state.feed_all(new)
-            if log.finished:
-                return state
-            fut = self._fut = log.waiter()
-            try:
-                await fut
-            finally:
-                log.discard_waiter(fut)
-                self._fut = None
-        return None
+    def success(self, state: ResponseState) -> tuple[bytes, dict[str, str]]:
+        return dumps(state.response()), {"X-Stream-Id": self.gen.stream_id}
 
 
 async def _body(request: Request) -> Any:

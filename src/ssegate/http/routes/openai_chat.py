@@ -13,22 +13,19 @@ an upstream that cannot honour one answers 400 naming it. ``n`` other than 1 and
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import Message, Receive, Scope, Send
 
-from ...core.entries import ERROR
-from ...errors import NotFound
+from ...core.entries import Entry
 from ...sse import dumps
 from ..chat_body import ChatCompletionIn, chat_request
-from ..encoders import Answer, OpenAIChunkEncoder, as_error, finish_reason, openai_usage
-from ..response import RAW_KEY, json_error_response, routing_headers
+from ..encoders import Answer, OpenAIChunkEncoder, finish_reason, openai_usage
+from ..response import routing_headers
 from ..routing import OpenAIRoute
-from ..uvicorn_glue import drop_if_unread
+from ..whole_answer import WholeAnswerResponse
 from .deps import caller, gateway
 
 if TYPE_CHECKING:
@@ -40,84 +37,21 @@ __all__ = ["CompletionResponse", "router", "start_completion"]
 router = APIRouter(tags=["openai"], route_class=OpenAIRoute)
 
 
-class CompletionResponse(Response):
-    """``stream: false``: follow the generation to its end, then answer one ``chat.completion`` (or the error).
-
-    The client's disconnect is watched meanwhile: it detaches from the generation, which cancels it."""
+class CompletionResponse(WholeAnswerResponse[Answer]):
+    """``stream: false``: one ``chat.completion`` once the generation ends (``whole_answer.py``)."""
 
     def __init__(self, gen: Generation, created: int, on_discard: Any = None, send_timeout_s: float = 30.0) -> None:
-        self.status_code = 200
-        self.background = None
-        self.gen = gen
+        super().__init__(gen, on_discard, send_timeout_s)
         self.created = created
-        self.on_discard = on_discard
-        self.send_timeout_s = send_timeout_s
-        self.disconnected = False
-        self._fut: asyncio.Future[None] | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw = scope.get(RAW_KEY)
-        raw_receive = raw[0] if raw is not None else receive
-        gen = self.gen
-        gen.attach()
-        watcher = asyncio.get_running_loop().create_task(self._watch(raw_receive))
-        detached = False
-        try:
-            answer = await self._collect()
-            if answer is None:
-                return
-            gen.detach()
-            detached = True
-            terminal = gen.log.terminal()
-            assert terminal is not None
-            kind, payload = terminal
-            if kind == ERROR:
-                if self.on_discard is not None:
-                    self.on_discard(gen)
-                err = as_error(gen.error, payload)
-                await json_error_response(send, err.status, dumps(err.openai_body()), err.headers())
-                return
-            body = dumps(self.completion(answer))
-            headers = {"X-Stream-Id": gen.stream_id, **routing_headers(gen)}
-            await json_error_response(send, 200, body, headers)
-            if raw is not None:
-                drop_if_unread(raw[1], self.send_timeout_s)  # the whole answer went out in one write
-        finally:
-            watcher.cancel()
-            if not detached:
-                gen.detach()
+    def new_state(self) -> Answer:
+        return Answer()
 
-    async def _watch(self, receive: Receive) -> None:
-        while True:
-            message: Message = await receive()
-            if message["type"] == "http.disconnect":
-                self.disconnected = True
-                fut = self._fut
-                if fut is not None and not fut.done():
-                    fut.set_result(None)
-                return
+    def feed(self, state: Answer, entries: list[Entry]) -> None:
+        state.add(entries)
 
-    async def _collect(self) -> Answer | None:
-        """The whole answer, read as it is appended (so no bound on the log's length cuts it); ``None`` when the
-        client left first."""
-        log = self.gen.log
-        answer = Answer()
-        cursor = 0
-        while not self.disconnected:
-            new = log.since(cursor)
-            if new is None:  # pragma: no cover - this follower reads every append as it happens
-                raise NotFound("the answer outgrew the event log")
-            answer.add(new)
-            cursor = log.last_seq
-            if log.finished:
-                return answer
-            fut = self._fut = log.waiter()
-            try:
-                await fut
-            finally:
-                log.discard_waiter(fut)
-                self._fut = None
-        return None
+    def success(self, state: Answer) -> tuple[bytes, dict[str, str]]:
+        return dumps(self.completion(state)), {"X-Stream-Id": self.gen.stream_id, **routing_headers(self.gen)}
 
     def completion(self, answer: Answer) -> dict[str, Any]:
         gen = self.gen
