@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from operator import methodcaller
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import ValidationError
 from starlette.requests import HTTPConnection
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ..errors import GatewayError, PayloadTooLarge
@@ -44,7 +46,11 @@ class DirectRoutes:
     def __init__(self, gate: Gateway, max_body: int) -> None:
         self.gate = gate
         self.max_body = max_body
-        self.paths: dict[str, Handler] = {"/v1/chat/stream": self._native, "/v1/chat/completions": self._openai}
+        self.paths: dict[str, Handler] = {
+            "/v1/chat/stream": self._endpoint(NativeChatIn, native.start_stream, methodcaller("body")),
+            "/v1/chat/completions": self._endpoint(ChatCompletionIn, openai_chat.start_completion,
+                                                   methodcaller("openai_body")),
+        }
 
     def handler(self, scope: Scope) -> Handler | None:
         """The direct handler of this request, or None for the framework."""
@@ -53,29 +59,22 @@ class DirectRoutes:
             scope[SCOPE_KEY] = self.gate  # what Gateway.router's dependency does for its routes
         return handler
 
-    async def _native(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            conn = HTTPConnection(scope)
-            raw = await self._json_body(conn, receive)
-            body = _validate(NativeChatIn, raw, conn)
-            response = native.start_stream(self.gate, body, raw, caller(conn))
-        except Exception as exc:  # answered here: no framework around to do it
-            err = _as_gateway_error(exc)
-            await json_error_response(send, err.status, dumps(err.body()), _headers(err))
-            return
-        await response(scope, receive, send)
+    def _endpoint(self, model: Any, start: Callable[..., Response],
+                  error_body: Callable[[GatewayError], dict[str, Any]]) -> Handler:
+        """The handler of one route: its body model, its endpoint function, the shape of its errors."""
+        async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+            try:
+                conn = HTTPConnection(scope)
+                raw = await self._json_body(conn, receive)
+                body = _validate(model, raw, conn)
+                response = start(self.gate, body, raw, caller(conn))
+            except Exception as exc:  # answered here: no framework around to do it
+                err = _as_gateway_error(exc)
+                await json_error_response(send, err.status, dumps(error_body(err)), _headers(err))
+                return
+            await response(scope, receive, send)
 
-    async def _openai(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            conn = HTTPConnection(scope)
-            raw = await self._json_body(conn, receive)
-            body = _validate(ChatCompletionIn, raw, conn)
-            response = openai_chat.start_completion(self.gate, body, raw, caller(conn))
-        except Exception as exc:  # answered here: no framework around to do it
-            err = _as_gateway_error(exc)
-            await json_error_response(send, err.status, dumps(err.openai_body()), _headers(err))
-            return
-        await response(scope, receive, send)
+        return handle
 
     async def _json_body(self, conn: HTTPConnection, receive: Receive) -> Any:
         """The request body as JSON; ``PayloadTooLarge`` past ``MAX_BODY_BYTES`` (by Content-Length, or counted)."""
