@@ -188,6 +188,7 @@ def test_a_previous_response_comes_before_the_input_without_its_instructions() -
     ({"input": [{"type": "message", "role": "tool", "content": "x"}]}, "input[0].role"),
     ({"input": [{"type": "function_call", "name": "f", "arguments": "{}"}]}, "input[0].call_id"),
     ({"input": [{"type": "reasoning", "summary": [], "encrypted_content": "nope"}]}, "input[0].encrypted_content"),
+    ({"input": "hi", "reasoning": {"effort": "low", "summary": "detailed"}}, "reasoning.summary"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]}, "input[0].content[0]"),
     ({"input": "x", "background": True, "store": False}, "background"),
     ({"input": "x", "text": {"format": {"type": "json_schema"}}}, "text.format"),

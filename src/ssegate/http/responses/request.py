@@ -463,6 +463,11 @@ def _effort(reasoning: dict[str, Any] | None) -> str | None:
     for key in reasoning:
         if key not in ("effort", "summary", "generate_summary"):
             raise InvalidRequest(f"reasoning.{key}: not supported")
+    for key in ("summary", "generate_summary"):
+        if reasoning.get(key) not in (None, "auto"):
+            # the reasoning is relayed as the upstream streams it: a style of summary cannot be promised
+            raise InvalidRequest(f"reasoning.{key}: only auto is supported (the reasoning comes as the upstream "
+                                 f"streams it), not {reasoning[key]!r}")
     effort = reasoning.get("effort")
     if effort is not None and (not isinstance(effort, str) or not re.match(r"^[a-z_]{1,32}$", effort)):
         raise InvalidRequest("reasoning.effort: expected minimal, low, medium, high (or what the upstream knows)")
