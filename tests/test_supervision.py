@@ -253,9 +253,13 @@ async def test_the_control_listener_runs_again_after_an_unexpected_error(
     failed = fail_once(monkeypatch, replicas, "_on_message")
     channel = ctl_channel(replicas.replica)
     async with Readiness(replicas) as readiness:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while (await r.pubsub_numsub(channel))[0][1] < 1:  # the listener subscribes in the background
+            assert loop.time() < deadline, "the listener never subscribed"
+            await asyncio.sleep(0.02)
         assert await r.publish(channel, b"u:first") == 1
         await asyncio.wait_for(failed.wait(), 5)
-        loop = asyncio.get_running_loop()
         deadline = loop.time() + 10
         while not heard:  # pub/sub does not queue: publish until the restarted listener hears one
             assert loop.time() < deadline, "the listener never heard a message again"
