@@ -4,7 +4,6 @@ bench's own pieces (its stream shapes, the upstream clients of the A/B, the laun
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
 import sys
 import tempfile
@@ -15,6 +14,7 @@ from typing import Any
 import httpx
 
 from tests.support.gateway import ROOT, free_port
+from tests.support.process import terminate
 
 __all__ = ["BenchUpstream"]
 
@@ -50,13 +50,7 @@ class BenchUpstream:
         raise RuntimeError(f"bench.upstream did not start in {timeout}s")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
         self.log_path.unlink(missing_ok=True)
 
     async def stats(self) -> dict[str, Any]:

@@ -12,16 +12,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.support.gateway import free_port
+from tests.support.process import terminate, wait_listening
 
 __all__ = ["REFERENCE", "Nginx", "nginx_binary"]
 
@@ -100,16 +98,8 @@ class Nginx:
         check = subprocess.run([*args, "-t"], capture_output=True, text=True)
         assert check.returncode == 0, f"nginx -t failed:\n{check.stderr}\n{self.site}"
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"nginx exited with {self.proc.returncode}:\n{self.error_log()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.02)  # polling a starting process; not a synchronisation stand-in
-        raise RuntimeError(f"nginx did not start in {timeout}s:\n{self.error_log()}")
+        wait_listening(self.proc, self.port, timeout, "nginx", self.error_log)
+        return self
 
     def error_log(self) -> str:
         try:
@@ -124,13 +114,7 @@ class Nginx:
             return ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # fast shutdown: open streams are cut
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)  # SIGTERM is nginx's fast shutdown: open streams are cut
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> Nginx:

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
 from tests.support.gateway import free_port
+from tests.support.process import terminate, wait_listening
 
 __all__ = ["TinyProxy", "tinyproxy_binary"]
 
@@ -67,16 +65,8 @@ class TinyProxy:
         conf.write_text(self.config)
         self.proc = subprocess.Popen([self.binary, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"tinyproxy exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.02)  # polling a starting process; not a synchronisation stand-in
-        raise RuntimeError(f"tinyproxy did not start in {timeout}s:\n{self.log()}")
+        wait_listening(self.proc, self.port, timeout, "tinyproxy", self.log)
+        return self
 
     def log(self) -> str:
         try:
@@ -85,13 +75,7 @@ class TinyProxy:
             return ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> TinyProxy:
