@@ -42,7 +42,7 @@ from starlette.types import Message, Receive, Scope, Send
 from ..core.deadline import Deadline
 from ..core.entries import ERROR, TERMINAL, Entry
 from ..sse import PING
-from .uvicorn_glue import abort_connection, direct_transport, drop_if_unread, set_disconnect_hook
+from .uvicorn_glue import abort_connection, direct_transport, drop_if_unread, set_disconnect_hook, write_start
 
 if TYPE_CHECKING:
     from ..core.generation import Generation
@@ -153,6 +153,8 @@ class EventStreamResponse(Response):
         self._timer: Deadline | None = None
         """Heartbeat and send timeout in one deadline: the next heartbeat, or the end of a send in progress."""
         self._send: Send | None = None
+        self._start: list[tuple[bytes, bytes]] | None = None
+        """The headers of a start not sent yet: it goes out with the first body (``uvicorn_glue.write_start``)."""
         self._detached = False
         self._cursor = after
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -179,7 +181,8 @@ class EventStreamResponse(Response):
         # ssegate serve's protocol tells the response of a disconnect itself (DISCONNECT_HOOK); elsewhere a small
         # task waits for ``http.disconnect`` on ``receive``
         watcher = None if hooked else loop.create_task(self._watch(raw_receive))
-        self._task = asyncio.current_task()
+        self._task = asyncio.current_task(loop)
+        self._loop = loop
         try:
             if self.commit and self.gen is not None:
                 if not await self._await_commit(loop):
@@ -196,7 +199,11 @@ class EventStreamResponse(Response):
             self._last_sent = loop.time()
             self._timer = Deadline(loop, self._tick)
             self._timer.set(self._last_sent + self.heartbeat_s)
-            await self._timed_send(send, {"type": "http.response.start", "status": 200, "headers": start_headers})
+            if send is raw_send:
+                # nothing between us and the server: the start goes out with the first body write
+                self._start = start_headers
+            else:
+                await self._timed_send(send, {"type": "http.response.start", "status": 200, "headers": start_headers})
             await self._pump(loop, raw_send)
         except asyncio.CancelledError:
             if not self._send_cancelled or self._task is None:
@@ -276,7 +283,6 @@ class EventStreamResponse(Response):
     # --- the hot loop -------------------------------------------------------------------------------
     async def _pump(self, loop: asyncio.AbstractEventLoop, send: Send) -> None:
         log = self.log
-        self._loop = loop
         log.listen(self._on_append)
         try:
             await self._pump_loop(loop, send)
@@ -318,7 +324,10 @@ class EventStreamResponse(Response):
                 self._send_deadline(now)
                 self.body_sends += 1
                 try:
-                    await send({"type": "http.response.body", "body": body, "more_body": not final})
+                    if self._start is None:
+                        await send({"type": "http.response.body", "body": body, "more_body": not final})
+                    else:
+                        await self._start_with(send, body, not final)
                 finally:
                     self._in_send = False
                     self._last_sent = now
@@ -339,7 +348,7 @@ class EventStreamResponse(Response):
                 continue
             if log.finished:
                 break
-            if head is None and not push_checked:
+            if head is None and not push_checked and self._start is None:
                 push_checked = True
                 self._direct = direct_transport(send)
                 self.fast_path = self._direct is not None
@@ -370,14 +379,26 @@ class EventStreamResponse(Response):
                 return
         fut.set_result(None)
 
+    async def _start_with(self, send: Send, body: bytes, more_body: bool) -> None:
+        """The start that waited for the first body, and that body: in one write where the server allows it."""
+        headers, self._start = self._start, None
+        assert headers is not None
+        if not write_start(send, 200, headers, body, more_body):
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body, "more_body": more_body})
+
     async def _timed_send(self, send: Send, message: Message) -> None:
         if message["type"] == "http.response.body":
             self.body_sends += 1
         self._in_send = True
-        self._send_started = t = asyncio.get_running_loop().time()
+        assert self._loop is not None
+        self._send_started = t = self._loop.time()
         self._send_deadline(t)
         try:
-            await send(message)
+            if self._start is not None and message["type"] == "http.response.body":
+                await self._start_with(send, message["body"], message["more_body"])
+            else:
+                await send(message)
         finally:
             self._in_send = False
             self._last_sent = t

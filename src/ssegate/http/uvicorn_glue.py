@@ -5,6 +5,9 @@
   disconnect inside ``connection_lost`` (``DISCONNECT_HOOK``), not a task later.
 - ``direct_transport``: the client's transport when a body chunk may be written to it directly (uvicorn's
   httptools protocol, chunked framing, not HEAD, still open), for the streaming fast path of ``response.py``.
+- ``write_start``: the response start and the first body chunk in one write (and the end of the body too, when
+  it is the last), where uvicorn's ``send`` would make two or three: one packet for a stream's head and first
+  event, and one system call less per stream.
 - ``drop_if_unread``: abort a connection whose client stopped reading a response that was written in one go.
 - ``ReloadingMultiprocess``: uvicorn's worker supervisor, except that ``SIGHUP`` is forwarded to every worker
   (each reloads its routing file, running streams untouched) instead of replacing the workers, which would end
@@ -24,7 +27,13 @@ import signal
 from typing import Any
 
 from starlette.types import Send
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.supervisors import Multiprocess
 
 from ..errors import InvalidRequest
@@ -39,6 +48,7 @@ __all__ = [
     "drop_if_unread",
     "head_limit",
     "set_disconnect_hook",
+    "write_start",
 ]
 
 DISCONNECT_HOOK = "ssegate_on_disconnect"
@@ -249,3 +259,41 @@ def direct_transport(send: Send) -> asyncio.WriteTransport | None:
             or cycle.response_complete or cycle.transport.is_closing()):
         return None
     return cycle.transport
+
+
+def write_start(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, more_body: bool) -> bool:
+    """Send ``http.response.start`` and one ``http.response.body`` as uvicorn's own ``send`` would (the same bytes,
+    the same state of its request cycle), in one write to the transport. False, with nothing sent, where
+    ``send`` is not uvicorn's or would not write right away (paused for a slow client, gone, a HEAD request, an
+    access log to write, a response already started): the caller then uses ``send``."""
+    cycle = server_cycle(send)
+    if (cycle is None or cycle.response_started or cycle.disconnected or cycle.flow.write_paused
+            or cycle.access_log or cycle.scope.get("method") == "HEAD" or cycle.chunked_encoding is not None):
+        return False
+    content = [STATUS_LINE[status]]
+    for name, value in (*cycle.default_headers, *headers):
+        if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
+            return False  # uvicorn's send raises for it: let it
+        name = name.lower()
+        if name in (b"content-length", b"transfer-encoding", b"connection"):
+            return False  # framing chosen by the caller: uvicorn's send handles it
+        content += (name, b": ", value, b"\r\n")
+    if not cycle.keep_alive:
+        content.append(b"connection: close\r\n")
+    content.append(b"transfer-encoding: chunked\r\n\r\n")
+    if body:
+        content += (b"%x\r\n" % len(body), body, b"\r\n")
+    if not more_body:
+        content.append(b"0\r\n\r\n")
+    cycle.response_started = True
+    cycle.waiting_for_100_continue = False
+    cycle.chunked_encoding = True
+    cycle.expected_content_length = 0
+    cycle.transport.write(b"".join(content))
+    if not more_body:
+        cycle.response_complete = True
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            cycle.transport.close()
+        cycle.on_response()
+    return True

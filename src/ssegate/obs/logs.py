@@ -71,9 +71,26 @@ def _current_stream_id() -> str | None:
     return name[len(_TASK_PREFIX) :] if name.startswith(_TASK_PREFIX) else None
 
 
+_LATE = frozenset({"message", "asctime", "color_message"})
+"""Standard attributes a formatter adds to a record after it was made (so after its ``extra``)."""
+
+
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    """What the call passed as ``extra``, and the ``stream_id`` of the generation it runs in."""
-    out = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
+    """What the call passed as ``extra``, and the ``stream_id`` of the generation it runs in.
+
+    A record's ``extra`` is set after its standard attributes, so its keys are the last ones (before anything a
+    formatter or filter added later): they are read from the end, back to the first standard attribute, instead
+    of testing every attribute of the record."""
+    attrs = record.__dict__
+    found = []
+    for key in reversed(attrs):
+        if key in _STANDARD:
+            if key in _LATE:
+                continue
+            break
+        if key[0] != "_":
+            found.append(key)
+    out = {key: attrs[key] for key in reversed(found)}
     if "stream_id" not in out:
         sid = _current_stream_id()
         if sid is not None:

@@ -64,6 +64,9 @@ USER_AGENT = f"ssegate/{__version__}"
 MAX_HEAD = 64 << 10
 """Largest response head accepted (status lines and headers, interim answers included)."""
 MAX_IDLE_PER_ORIGIN = 256
+PREPARED_MAX = 256
+"""Request heads kept per (method, URL, headers) by a pool; the table starts again when full."""
+_WITH_BODY = frozenset(("POST", "PUT", "PATCH"))
 KEEPALIVE_S = 4.0
 """An idle connection is closed after this long: under the 5 s of uvicorn and Node (others keep theirs longer)."""
 DRAIN_S = 1.0
@@ -76,14 +79,18 @@ CLOSE_WAIT_S = 1.0
 """How long ``Pool.aclose()`` waits for the connections it closed to be gone (a TLS close takes loop passes)."""
 
 Origin = tuple[str, str, int]
+_Prepared = tuple[Origin, "Proxy | None", "Proxy | None", str, bytes]
+"""(origin, proxy, the proxy a plain-http request is forwarded through, authority, request head)."""
 
 
 class _Connection(asyncio.Protocol):
     """One upstream TCP connection; it carries one response at a time."""
 
-    __slots__ = ("expires", "origin", "pool", "response", "reused", "transport")
+    __slots__ = ("expires", "loop", "origin", "pool", "response", "reused", "transport")
 
     def __init__(self, pool: Pool, origin: Origin) -> None:
+        self.loop = asyncio.get_running_loop()
+        """The loop it was made in (``get_running_loop()`` is a system call on Python 3.11: looked up once)."""
         self.pool = pool
         self.origin = origin
         self.transport: asyncio.Transport | None = None
@@ -136,7 +143,7 @@ class Response:
         self.complete = False
         """The whole body arrived."""
         self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
-        self._head: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._head: asyncio.Future[None] = conn.loop.create_future()
         self._heading = True  # until the final head: bytes are counted against MAX_HEAD as they come
         self._head_bytes = 0
         self._interim = False
@@ -465,6 +472,7 @@ class Pool:
         self._closed = False
         self._closing: set[_Connection] = set()
         self._all_closed: asyncio.Event | None = None
+        self._prepared: dict[tuple[object, ...], _Prepared] = {}
 
     @property
     def active(self) -> int:
@@ -494,20 +502,16 @@ class Pool:
         """Send a request; return its response once the head arrived (the caller closes it). ``sent`` is
         called with the response as soon as the request is written, so it can be aborted while its head
         is awaited. ``head_timeout`` (the pool's when None) bounds that wait."""
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
-            raise UpstreamError(f"not an http(s) URL: {url!r}")
-        host = parts.hostname
-        default = 443 if scheme == "https" else 80
-        port = parts.port or default
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        authority = (f"[{host}]" if ":" in host else host) + ("" if port == default else f":{port}")
-        origin = (scheme, host, port)
-        proxy = self.proxies.for_origin(scheme, host, port)
-        forward = proxy if scheme == "http" else None  # https goes through a tunnel: the request is as direct
-        raw = _encode_request(method, f"http://{authority}{target}" if forward else target, authority, headers, body,
-                              forward.authorization if forward else None)
+        key = (method, url, *headers.items())
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            prepared = self._prepare(method, url, headers)
+            if len(self._prepared) >= PREPARED_MAX:
+                self._prepared.clear()
+            self._prepared[key] = prepared
+        origin, proxy, forward, authority, head = prepared
+        raw = (head + b"Content-Length: %d\r\n\r\n" % len(body) + body if body or method in _WITH_BODY
+               else head + b"\r\n")
         timeout = self.head_timeout if head_timeout is None else head_timeout
         await self._admit()
         try:
@@ -528,6 +532,25 @@ class Pool:
             raise
         resp._slot = True
         return resp
+
+    def _prepare(self, method: str, url: str, headers: dict[str, str]) -> _Prepared:
+        """What a request to ``url`` with ``headers`` needs besides its body: where it goes (the origin, the proxy)
+        and its head up to the ``Content-Length``; kept per (method, URL, headers), as a provider sends the
+        same ones each time."""
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname:
+            raise UpstreamError(f"not an http(s) URL: {url!r}")
+        host = parts.hostname
+        default = 443 if scheme == "https" else 80
+        port = parts.port or default
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        authority = (f"[{host}]" if ":" in host else host) + ("" if port == default else f":{port}")
+        proxy = self.proxies.for_origin(scheme, host, port)
+        forward = proxy if scheme == "http" else None  # https goes through a tunnel: the request is as direct
+        head = _request_head(method, f"http://{authority}{target}" if forward else target, authority, headers,
+                             forward.authorization if forward else None)
+        return (scheme, host, port), proxy, forward, authority, head
 
     async def _exchange(
         self, conn: _Connection, raw: bytes, sent: Callable[[Response], None] | None, head_timeout: float | None
@@ -596,10 +619,9 @@ class Pool:
 
     async def _connection(self, origin: Origin, proxy: Proxy | None, reuse: bool = True) -> _Connection:
         idle = self._idle.get(origin)
-        loop = asyncio.get_running_loop()
         while reuse and idle:
             conn = idle.pop()
-            if conn.usable and loop.time() < conn.expires:
+            if conn.usable and conn.loop.time() < conn.expires:
                 conn.reused = True
                 return conn
             if conn.transport is not None:
@@ -621,7 +643,7 @@ class Pool:
             assert conn.transport is not None
             conn.transport.close()
             return
-        loop = asyncio.get_running_loop()
+        loop = conn.loop
         conn.expires = loop.time() + ttl
         idle.append(conn)
         sweep = self._sweep
@@ -684,10 +706,10 @@ def _keep_alive_timeout(value: str) -> float | None:
     return None
 
 
-def _encode_request(
-    method: str, target: str, authority: str, headers: dict[str, str], body: bytes,
-    proxy_authorization: str | None = None,
+def _request_head(
+    method: str, target: str, authority: str, headers: dict[str, str], proxy_authorization: str | None = None,
 ) -> bytes:
+    """The request line and headers, without the ``Content-Length`` and the blank line that ends the head."""
     lines = [f"{method} {target} HTTP/1.1", f"Host: {authority}"]
     names = set()
     for name, value in headers.items():
@@ -699,8 +721,6 @@ def _encode_request(
         lines.append(f"User-Agent: {USER_AGENT}")
     if "accept-encoding" not in names:
         lines.append("Accept-Encoding: identity")
-    if body or method in ("POST", "PUT", "PATCH"):
-        lines.append(f"Content-Length: {len(body)}")
     if proxy_authorization is not None:
         lines.append(f"Proxy-Authorization: {proxy_authorization}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    return ("\r\n".join(lines) + "\r\n").encode("latin-1")
