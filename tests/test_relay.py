@@ -228,3 +228,54 @@ def test_request_body_sent_upstream_carries_the_options(gateway: GatewayProcess,
     assert json.dumps(sent["messages"]) == json.dumps([{"role": "user", "content": prompt}])
 
 
+
+
+def _read_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """The head and the de-chunked body of one chunked response read from ``sock``."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += sock.recv(65536) or b""
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    body = b""
+    while True:
+        while b"\r\n" not in rest:
+            more = sock.recv(65536)
+            assert more, "the connection closed inside the body"
+            rest += more
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        while len(rest) < size + 2:
+            more = sock.recv(65536)
+            assert more, "the connection closed inside a chunk"
+            rest += more
+        body, rest = body + rest[:size], rest[size + 2:]
+        if size == 0:
+            return head, body
+
+
+def test_the_start_sent_with_the_first_body_keeps_http_framing(gateway: GatewayProcess, upstream: FakeUpstream) -> None:
+    """``ssegate serve`` writes a stream's status, headers and first events in one write (uvicorn_glue.write_start):
+    the bytes are the same HTTP as through the server's ``send``; a kept-alive connection carries the next request,
+    and ``Connection: close`` gets its header and the connection closed after the last chunk."""
+    sock = socket.create_connection(("127.0.0.1", gateway.port))
+    sock.settimeout(15)
+    try:
+        for close in (False, False, True):
+            prompt = upstream.script(Script(deltas=["one ", "two"]))
+            body = chat_body(prompt)
+            extra = b"Connection: close\r\n" if close else b""
+            sock.sendall(b"POST /v1/chat/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%s"
+                         b"Content-Length: %d\r\n\r\n%s" % (extra, len(body), body))
+            head, events = _read_response(sock)
+            lines = head.split(b"\r\n")
+            assert lines[0] == b"HTTP/1.1 200 OK"
+            names = [line.split(b":", 1)[0].lower() for line in lines[1:]]
+            assert names.count(b"transfer-encoding") == 1 and b"transfer-encoding: chunked" in lines
+            assert b"content-type: text/event-stream; charset=utf-8" in lines
+            assert any(line.startswith(b"x-stream-id: ") for line in lines)
+            assert (b"connection: close" in lines) is close
+            assert b"event: start" in events and b'"delta":"one "' in events and events.rstrip().endswith(b"}")
+            assert b"event: done" in events
+        assert sock.recv(1) == b""  # closed by the server after the last chunk
+    finally:
+        sock.close()
