@@ -17,7 +17,9 @@ is safe, and nowhere else. Latencies are measured by ``python -m bench.library``
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -370,3 +372,26 @@ def test_ssegate_chat_loads_no_server_side_package(demo_gateway: Any) -> None:
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.strip()) > 20  # the answer
     assert proc.stderr.strip().splitlines()[-1] == "LOADED []", proc.stderr
+
+
+def test_ssegate_serve_protocol_gives_the_app_the_addresses_uvicorn_would() -> None:
+    """``BoundedRequestProtocol.connection_made`` reads the addresses from the transport (not uvicorn's helpers):
+    ``scope["client"]`` and ``scope["server"]`` are still the connection's two ends, and the scheme http."""
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = json.dumps({"client": scope["client"], "server": scope["server"], "scheme": scope["scheme"]}).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    with ServerThread(app, http=BoundedRequestProtocol) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            raw = b""
+            while chunk := sock.recv(65536):
+                raw += chunk
+            local = sock.getsockname()
+    seen = json.loads(raw.partition(b"\r\n\r\n")[2])
+    assert seen == {"client": [local[0], local[1]], "server": ["127.0.0.1", port], "scheme": "http"}

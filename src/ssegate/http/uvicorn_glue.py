@@ -27,6 +27,8 @@ import signal
 from typing import Any
 
 from starlette.types import Send
+from uvicorn.logging import TRACE_LOG_LEVEL
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import (
     HEADER_RE,
     HEADER_VALUE_RE,
@@ -96,6 +98,22 @@ def _limits() -> tuple[float, int, bytes]:
     return settings.request_read_timeout_s, limit, refusal
 
 
+def _local_address(info: Any) -> tuple[str, int | None] | None:
+    """The server's address as uvicorn's ``get_local_addr`` gives it: (host, port), or (path, None) on a Unix socket."""
+    if isinstance(info, tuple | list) and len(info) >= 2:
+        return (str(info[0]), int(info[1]))
+    if isinstance(info, str):
+        return (info, None)
+    return None
+
+
+def _peer_address(info: Any) -> tuple[str, int] | None:
+    """The client's address as uvicorn's ``get_remote_addr`` gives it: (host, port), None on a Unix socket."""
+    if isinstance(info, tuple | list) and len(info) >= 2:
+        return (str(info[0]), int(info[1]))
+    return None
+
+
 class _HeadTooLarge(Exception):
     """Raised in a parser callback to stop parsing a request whose head is over the limit."""
 
@@ -119,7 +137,17 @@ class BoundedRequestProtocol(HttpToolsProtocol):
     _read_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # uvicorn's, with the two addresses read from the transport, which keeps them: uvicorn's helpers ask
+        # uvloop's socket wrapper, which makes a socket object and system calls for each, on every connection
+        self.connections.add(self)
+        self.transport = transport
+        self.flow = FlowControl(transport)
+        self.server = _local_address(transport.get_extra_info("sockname"))
+        self.client = _peer_address(transport.get_extra_info("peername"))
+        self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
+        if self.logger.level <= TRACE_LOG_LEVEL:
+            prefix = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
+            self.logger.log(TRACE_LOG_LEVEL, "%sHTTP connection made", prefix)
         self._arm_read_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
