@@ -298,10 +298,12 @@ def write_start(send: Send, status: int, headers: list[tuple[bytes, bytes]], bod
     if (cycle is None or cycle.response_started or cycle.disconnected or cycle.flow.write_paused
             or cycle.access_log or cycle.scope.get("method") == "HEAD" or cycle.chunked_encoding is not None):
         return False
+    every = (*cycle.default_headers, *headers)
+    # uvicorn's checks of each name and value, in one search each ("-" and tab are allowed where they join)
+    if HEADER_RE.search(b"-".join(n for n, _ in every)) or HEADER_VALUE_RE.search(b"\t".join(v for _, v in every)):
+        return False  # uvicorn's send raises for it: let it
     content = [STATUS_LINE[status]]
-    for name, value in (*cycle.default_headers, *headers):
-        if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
-            return False  # uvicorn's send raises for it: let it
+    for name, value in every:
         name = name.lower()
         if name in (b"content-length", b"transfer-encoding", b"connection"):
             return False  # framing chosen by the caller: uvicorn's send handles it
