@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -59,7 +60,7 @@ class GatewayProcess:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "ssegate", "serve"], env=self.env(), stdout=log, stderr=subprocess.STDOUT,
-                cwd=ROOT,
+                cwd=ROOT, start_new_session=True,  # its own process group: ``stop`` ends its workers too
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -95,12 +96,21 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        self._end_group()
         self.log_path.unlink(missing_ok=True)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+        self._end_group()
+
+    def _end_group(self) -> None:
+        """Kill whatever is left of the server's process group: a ``--workers`` worker whose supervisor was
+        killed (or ended before it could end a worker it had just started) must not outlive the test."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
 
     def __enter__(self) -> GatewayProcess:
         return self.start()
