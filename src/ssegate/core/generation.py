@@ -154,10 +154,16 @@ class Generation:
         log = self.log
         if log.finished:
             return
-        if type(part) is str:
+        kind = type(part)
+        if kind is str:
             if not part:
                 return
             log.append(DELTA, part)
+        elif kind is Reasoning:
+            text = part.text  # type: ignore[union-attr]
+            if not text:
+                return
+            log.append(REASONING, text)
         elif not self._append_part(part):
             return
         n = self.outputs = self.outputs + 1
@@ -168,12 +174,7 @@ class Generation:
 
     def _append_part(self, part: Part) -> bool:
         kind = type(part)
-        if kind is Reasoning:
-            assert isinstance(part, Reasoning)
-            if not part.text:
-                return False
-            self.log.append(REASONING, part.text)
-        elif kind is ToolCallDelta:
+        if kind is ToolCallDelta:
             assert isinstance(part, ToolCallDelta)
             call = self._calls.get(part.index)
             if call is None:

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from .entries import DELTA, OUTPUT, TERMINAL, Entry, entry_size
+from .entries import DELTA, OUTPUT, REASONING, TERMINAL, Entry, entry_size
 
 __all__ = ["MemoryEventLog", "StreamLog"]
 
@@ -77,7 +77,7 @@ class StreamLog:
     def append(self, kind: int, payload: Any) -> int:
         entries = self.entries
         entries.append((kind, payload))
-        if kind == DELTA:
+        if kind == DELTA or kind == REASONING:
             self.size += len(payload)
         elif kind in OUTPUT:
             self.size += entry_size(kind, payload)

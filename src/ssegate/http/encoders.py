@@ -61,6 +61,10 @@ class NativeEncoder:
             kind, payload = entries[0]
             if kind == DELTA:
                 return b"id: %s%d\ndata: %s\n\n" % (prefix, seq, dumps({"delta": payload}))
+            if kind == REASONING:
+                return b"id: %s%d\nevent: reasoning\ndata: %s\n\n" % (prefix, seq, dumps({"delta": payload}))
+            if kind == TOOL_ARGS:
+                return b"id: %s%d\nevent: tool_call_delta\ndata: %s\n\n" % (prefix, seq, dumps(payload))
             return self._other(seq, kind, payload)
         parts = []
         for kind, payload in entries:

@@ -167,6 +167,12 @@ class _ChunkReader:
         call_id = fragment.get("id") or None
         function = fragment.get("function") or {}
         ours: int | None
+        if call_id is None and index is not None and index in self._by_index:  # the next piece of a known call
+            known = self._last = self._by_index[index]
+            arguments = function.get("arguments")
+            if arguments:
+                self.emit(ToolCallDelta(known, arguments))
+            return
         if call_id is not None:
             ours = self._by_id.get(call_id)
             if ours is None:  # a new call, even at an index already used (Ollama's parallel calls)
