@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.support.gateway import GatewayProcess
+
+# A suite started in the background by a shell without job control inherits SIGINT ignored, and so would every
+# process it starts: the tests of Ctrl-C in `ssegate chat` need it delivered, as a terminal would.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 pytest_plugins = ["tests.support.matrix", "tests.support.clean_tree"]
 
