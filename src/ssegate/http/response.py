@@ -16,7 +16,9 @@ disconnect) wakes the loop, which owns the slow paths and the send timeout.
 Where the server's own ``send`` is in the scope (``RAW_KEY``: ssegate's own app, ``standalone.SSEGateApp``,
 while its middleware leaves body messages alone), body messages go straight to it, skipping the framework's
 per-message wrappers, and the push path writes to the transport (``uvicorn_glue.direct_transport``); the
-response start still goes through the wrappers (CORS headers). Anywhere else (an application's own app, its
+response start still goes through the wrappers (CORS headers), unless the response was given the server's own
+``send`` (``DirectRoutes``, no CORS): then the start goes out with the first body in one write
+(``uvicorn_glue.write_start``). Anywhere else (an application's own app, its
 middleware, another server) every message goes through the ``send`` the response is given. Each response says
 which it took, at no cost on the push path: ``fast_path`` (the push path had the client's transport, set once
 per stream) and ``body_sends`` (body messages handed to ``send``, counted by the loop: with the fast path only
