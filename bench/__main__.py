@@ -151,6 +151,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.ssegate_config or args.ssegate_models:
         meta["ssegate_routing"] = args.ssegate_config or f"a generated table of {args.ssegate_models} models"
     meta["config_by_mode"] = {**res.get("meta", {}).get("config_by_mode", {}), mode: dataclasses.asdict(cfg)}
+    # what each run merged into these results measured (the report says which figures are from which run)
+    run_record = {"date": meta["date"], "commit": meta.get("commit", "?"), "mode": mode,
+                  "scenarios": sorted(only) if args.only else "all", "targets": names if args.targets else "all"}
+    meta["runs"] = [*(res.get("meta", {}).get("runs", []) if narrowed else []), run_record][-8:]
     res["meta"] = meta
 
     up_port = free_port()

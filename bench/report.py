@@ -57,6 +57,22 @@ def _rate(interval: Any) -> str:
 
 
 # --- the document -------------------------------------------------------------------------------
+def _merged_runs(meta: dict[str, Any]) -> list[str]:
+    """A line naming the runs merged into these results (``--only``/``--targets`` runs replace what they measure),
+    oldest first; nothing when one run measured everything."""
+    runs = meta.get("runs", [])
+    if len(runs) < 2:
+        return []
+
+    def what(run: dict[str, Any]) -> str:
+        scenarios = "every scenario" if run["scenarios"] == "all" else ", ".join(run["scenarios"])
+        targets = "" if run["targets"] == "all" else " of " + ", ".join(f"`{t}`" for t in run["targets"])
+        return f"{run['date']}, commit `{run['commit']}`: {scenarios}{targets}"
+
+    return ["", f"These results merge {len(runs)} runs, each later one replacing what it measured: "
+            + "; ".join(what(r) for r in runs) + "."]
+
+
 def write_report(res: dict[str, Any]) -> Path:
     meta = res["meta"]
     charts = draw_charts(res, IMG)
@@ -72,6 +88,7 @@ def write_report(res: dict[str, Any]) -> Path:
         f"total {meta.get('elapsed_s', '?')} s"
         + (f" (and {meta['waited_quiet_s']} s waiting for a quieter machine)" if meta.get("waited_quiet_s") else "")
         + ".",
+        *_merged_runs(meta),
         "",
         "Every number here was measured on the machine below, with the load generator, the fake upstream and "
         "the target sharing its cores, over loopback. Read them as ratios between targets on the same "

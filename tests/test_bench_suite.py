@@ -12,6 +12,7 @@ import orjson
 import pytest
 from bench import goals
 from bench.loadgen import build_request, closed_loop
+from bench.report import _merged_runs
 
 from tests.support.bench_upstream import BenchUpstream
 
@@ -158,3 +159,16 @@ def test_a_saturated_run_is_shown_but_not_judged() -> None:
     (row,) = [r for r in goals.rows(res) if r.what.startswith("Reasoning")]
     assert row.met is True
     assert "2.00× @500 (⚠ saturated" in row.measured
+
+
+def test_the_report_names_the_runs_merged_into_its_results() -> None:
+    """``--only``/``--targets`` runs replace part of the last results: the report says which run measured what."""
+    full = {"date": "2026-12-03 16:10 UTC", "commit": "aaa", "mode": "full", "scenarios": "all", "targets": "all"}
+    part = {"date": "2026-12-03 16:36 UTC", "commit": "bbb", "mode": "full", "scenarios": ["cpu", "parts"],
+            "targets": ["ssegate"]}
+    assert _merged_runs({"runs": [full]}) == []
+    assert _merged_runs({}) == []
+    line = "".join(_merged_runs({"runs": [full, part]}))
+    assert "merge 2 runs" in line
+    assert "16:10 UTC, commit `aaa`: every scenario" in line
+    assert "16:36 UTC, commit `bbb`: cpu, parts of `ssegate`" in line
