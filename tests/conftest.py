@@ -54,6 +54,15 @@ def gateway(upstream: FakeUpstream) -> Iterator[GatewayProcess]:
         yield gw
 
 
+@pytest.fixture(scope="module")
+def claude(anthropic_upstream: FakeUpstream) -> Iterator[GatewayProcess]:
+    """A gateway relaying the fake Anthropic upstream (one per test module)."""
+    settings = {"provider": "anthropic", "upstream_url": anthropic_upstream.url, "model": "claude-test",
+                "upstream_api_key": "sk-ant-test", **FAST}
+    with GatewayProcess(settings) as gw:
+        yield gw
+
+
 @pytest.fixture(scope="session")
 def demo_gateway() -> Iterator[GatewayProcess]:
     """A gateway on the embedded demo model, paced fast."""

@@ -19,7 +19,6 @@ import openai
 import pytest
 
 from ssegate.client import AsyncClient, Client, Done, Reasoning, ToolCallDelta, ToolCallStart
-from tests.conftest import FAST
 from tests.fakes import FakeUpstream, RedactedThinking, Script, Text, ToolCall
 from tests.fakes import Reasoning as Thought
 from tests.support.gateway import GatewayProcess
@@ -38,14 +37,6 @@ DEFAULT_MAX_TOKENS = 4096
 
 def user(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
-
-
-@pytest.fixture(scope="module")
-def claude(anthropic_upstream: FakeUpstream) -> Iterator[GatewayProcess]:
-    settings = {"provider": "anthropic", "upstream_url": anthropic_upstream.url, "model": "claude-test",
-                "upstream_api_key": "sk-ant-test", **FAST}
-    with GatewayProcess(settings) as gw:
-        yield gw
 
 
 @pytest.fixture(scope="module")

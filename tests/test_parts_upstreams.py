@@ -243,14 +243,6 @@ def test_openai_silence_after_reasoning_is_cut_at_the_idle_timeout(idle_gw: Gate
 
 
 # --- Anthropic ---------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def claude(anthropic_upstream: FakeUpstream) -> Iterator[GatewayProcess]:
-    settings = {"provider": "anthropic", "upstream_url": anthropic_upstream.url, "model": "claude-test",
-                "upstream_api_key": "sk-ant", **FAST}
-    with GatewayProcess(settings) as gw:
-        yield gw
-
-
 def test_anthropic_thinking_tool_use_and_the_signature_round_trip(claude: GatewayProcess,
                                                                   anthropic_upstream: FakeUpstream) -> None:
     """Thinking streams as reasoning, tool_use as a tool call; the next turn carries the thinking blocks back

@@ -164,7 +164,7 @@ class Generation:
             if not text:
                 return
             log.append(REASONING, text)
-        elif not self._append_part(part):
+        elif not self._append_tool_part(part, kind):
             return
         n = self.outputs = self.outputs + 1
         now = self._clock()
@@ -172,8 +172,8 @@ class Generation:
             self.first_output_at = now
         self._deadline.set(now + self._idle)
 
-    def _append_part(self, part: Part) -> bool:
-        kind = type(part)
+    def _append_tool_part(self, part: Part, kind: type) -> bool:
+        """A tool call's start or a piece of its arguments (anything else is not a part); False for an empty piece."""
         if kind is ToolCallDelta:
             assert isinstance(part, ToolCallDelta)
             call = self._calls.get(part.index)
