@@ -201,8 +201,8 @@ class EventStreamResponse(Response):
             self._last_sent = loop.time()
             self._timer = Deadline(loop, self._tick)
             self._timer.set(self._last_sent + self.heartbeat_s)
-            if send is raw_send:
-                # nothing between us and the server: the start goes out with the first body write
+            if send is raw_send and self.log.last_seq > self._cursor:
+                # nothing between us and the server, and events to send now: the start goes out with them
                 self._start = start_headers
             else:
                 await self._timed_send(send, {"type": "http.response.start", "status": 200, "headers": start_headers})
