@@ -109,9 +109,8 @@ def _local_address(info: Any) -> tuple[str, int | None] | None:
 
 def _peer_address(info: Any) -> tuple[str, int] | None:
     """The client's address as uvicorn's ``get_remote_addr`` gives it: (host, port), None on a Unix socket."""
-    if isinstance(info, tuple | list) and len(info) >= 2:
-        return (str(info[0]), int(info[1]))
-    return None
+    address = _local_address(info)
+    return (address[0], address[1]) if address is not None and address[1] is not None else None
 
 
 class _HeadTooLarge(Exception):

@@ -79,8 +79,8 @@ CLOSE_WAIT_S = 1.0
 """How long ``Pool.aclose()`` waits for the connections it closed to be gone (a TLS close takes loop passes)."""
 
 Origin = tuple[str, str, int]
-_Prepared = tuple[Origin, "Proxy | None", "Proxy | None", str, bytes]
-"""(origin, proxy, the proxy a plain-http request is forwarded through, authority, request head)."""
+_Prepared = tuple[Origin, "Proxy | None", str, bytes]
+"""(origin, proxy, authority, request head)."""
 
 
 class _Connection(asyncio.Protocol):
@@ -509,7 +509,7 @@ class Pool:
             if len(self._prepared) >= PREPARED_MAX:
                 self._prepared.clear()
             self._prepared[key] = prepared
-        origin, proxy, forward, authority, head = prepared
+        origin, proxy, authority, head = prepared
         raw = (head + b"Content-Length: %d\r\n\r\n" % len(body) + body if body or method in _WITH_BODY
                else head + b"\r\n")
         timeout = self.head_timeout if head_timeout is None else head_timeout
@@ -524,9 +524,9 @@ class Pool:
                 resp = await self._exchange(conn, raw, sent, timeout)
                 if resp._error is not None:
                     raise resp._error
-            if forward is not None and resp.status == 407:
+            if proxy is not None and origin[0] == "http" and resp.status == 407:  # a proxy that forwards it
                 resp.close()
-                raise refusal(forward, 407, f"the request to {authority}")
+                raise refusal(proxy, 407, f"the request to {authority}")
         except BaseException:
             self._leave()
             raise
@@ -550,7 +550,7 @@ class Pool:
         forward = proxy if scheme == "http" else None  # https goes through a tunnel: the request is as direct
         head = _request_head(method, f"http://{authority}{target}" if forward else target, authority, headers,
                              forward.authorization if forward else None)
-        return (scheme, host, port), proxy, forward, authority, head
+        return (scheme, host, port), proxy, authority, head
 
     async def _exchange(
         self, conn: _Connection, raw: bytes, sent: Callable[[Response], None] | None, head_timeout: float | None
