@@ -248,27 +248,50 @@ def test_a_gateway_started_without_redis_refuses_streams_then_recovers() -> None
             _until(lambda: start(gw.url, script(["y"]))[0].status_code == 200, "a stream once Redis is up")
 
 
-async def test_the_batched_xadd_script_answers_each_stream_on_its_own(redis_server: RedisServer) -> None:
-    """The writer sends all but a stream's first and last chunk in one ``_XADD_BATCH`` call: a chunk Redis refuses
-    (an id not above the stream's top: a replay, or a tombstone already there) must not stop the others, and must
-    come back as Redis's own error text so that the writer resolves it like a refused ``XADD``."""
+def _chunk(flags: str, chunk_id: str, minid: str, n: int, *fields: bytes) -> bytes:
+    """One chunk as the writer puts it in ``_WRITE``'s argument."""
+    return f"{flags} {chunk_id} {minid} {n} {' '.join(str(len(f)) for f in fields)}\n".encode() + b"".join(fields)
+
+
+async def test_the_write_script_answers_each_chunk_on_its_own(redis_server: RedisServer) -> None:
+    """The writer sends every chunk of a round trip in one ``_WRITE`` call: a chunk Redis refuses (an id not above
+    the stream's top: a replay, or a tombstone already there) must not stop the others, must change nothing, and
+    must come back as Redis's own error text so that the writer resolves it like a refused ``XADD``. A stream's
+    first chunk writes its meta hash (history included) and a live expiry; its last one the ended expiry on all
+    three keys."""
     from redis.asyncio import Redis
 
-    from ssegate.cluster.redis_log import _XADD_BATCH
+    from ssegate.cluster.redis_log import _WRITE
 
     r = Redis.from_url(redis_server.url)
+    a, b, c, d = (f"ssegate:stream:{x}:events" for x in "abcd")
     try:
-        await r.delete("t:a", "t:b", "t:c")
-        await r.xadd("t:a", {"n": 1, "e": "[]"}, id="1-0")
-        await r.xadd("t:b", {"n": 3, "e": "[]"}, id="1-0")
-        await r.xadd("t:b", {"n": 1, "e": "[]"}, id="4-0")
-        out = await r.eval(_XADD_BATCH, 3, "t:a", "t:b", "t:c",
-                           "2-0", "", 2, b"[[1,\"x\"]]", "2-0", "", 1, b"[]", "5-0", "3-0", 1, b"[]")
-        assert out[0] == 1 and out[2] == 1
+        await r.delete(a, b, c, d, "ssegate:stream:d:meta", "ssegate:stream:c:meta")
+        await r.xadd(a, {"n": 1, "e": "[]"}, id="1-0")
+        await r.xadd(b, {"n": 3, "e": "[]"}, id="1-0")
+        await r.xadd(b, {"n": 1, "e": "[]"}, id="4-0")
+        await r.zadd("ssegate:stream:c:followers", {"x": 1})
+        history = b'{"binary \n safe": "\xff"}'
+        blob = b"".join([
+            _chunk("m", "2-0", "-", 2, a.encode(), b'[[1,"x"]]'),
+            _chunk("m", "2-0", "-", 1, b.encode(), b"[]"),
+            _chunk("tf", "5-0", "3-0", 1, c.encode(), b"[[9,{}]]", b"own", b"mod", b"rep", b"0.0"),
+            _chunk("mf", "1-0", "-", 1, d.encode(), b"[]", b"own", b"mod", b"rep", b"2.5", history),
+        ])
+        out = await r.eval(_WRITE, 0, blob, 600_000, 60_000)
+        assert out[0] == 1 and out[2] == 1 and out[3] == 1
         assert b"equal or smaller" in out[1]
-        assert [i for i, _ in await r.xrange("t:a")] == [b"1-0", b"2-0"]
-        assert (await r.xrange("t:a", "2-0", "2-0"))[0][1] == {b"n": b"2", b"e": b'[[1,"x"]]'}
-        assert [i for i, _ in await r.xrange("t:b")] == [b"1-0", b"4-0"]  # the refused chunk changed nothing
-        assert [i for i, _ in await r.xrange("t:c")] == [b"5-0"]  # MINID given: still written
+        assert [i for i, _ in await r.xrange(a)] == [b"1-0", b"2-0"]
+        assert (await r.xrange(a, "2-0", "2-0"))[0][1] == {b"n": b"2", b"e": b'[[1,"x"]]'}
+        assert [i for i, _ in await r.xrange(b)] == [b"1-0", b"4-0"]  # the refused chunk changed nothing
+        assert await r.xrange(c) == [(b"5-0", {b"n": b"1", b"e": b"[[9,{}]]", b"t": b"1"})]  # MINID given
+        assert await r.hgetall("ssegate:stream:c:meta") == {
+            b"owner": b"own", b"model": b"mod", b"replica": b"rep", b"grace": b"0.0"}
+        assert (await r.hgetall("ssegate:stream:d:meta"))[b"history"] == history
+        for key in (c, "ssegate:stream:c:meta", "ssegate:stream:c:followers"):
+            assert 0 < await r.pttl(key) <= 60_000, key  # ended
+        for key in (d, "ssegate:stream:d:meta"):
+            assert 60_000 < await r.pttl(key) <= 600_000, key  # live
+        assert await r.pttl(a) == -1  # a later chunk leaves the expiry to the lease's renewal
     finally:
         await r.aclose()

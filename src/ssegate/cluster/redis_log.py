@@ -22,7 +22,7 @@ Keys (``S`` a stream id, ``R`` a replica id, random per process)::
 Writing stays off the hot path. ``MirroredStreamLog.append`` is the in-process append plus, on the first append
 after a flush, putting the log on the writer's list. One writer task per process sends each listed log's new
 entries as one chunk (one ``XADD``, with ``MINID ~`` keeping about ``LOG_MAX_EVENTS`` entries), all logs in one
-round trip (the chunks between a stream's first and last in one ``_XADD_BATCH`` script call); entries appended
+round trip (one ``_WRITE`` script call, the whole batch in one argument); entries appended
 while a round trip is in flight go in the next one, so a busy stream costs one command per round trip, not per
 token. Chunk ids are seqs, so a replayed write (after a reconnect) is refused by Redis instead of duplicated,
 and a ``generation_lost`` tombstone fences out a replica that comes back.
@@ -64,7 +64,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.typing import EncodableT, FieldT
+from redis.typing import EncodableT
 
 from ..core.entries import ERROR, TERMINAL
 from ..core.log import MemoryEventLog, StreamLog
@@ -107,8 +107,11 @@ def map_redis_errors() -> Iterator[None]:
 _META_FIELDS = ("owner", "model", "replica", "grace")
 """The fields of a stream's meta hash that every reader needs (``history`` may be large: read when asked for)."""
 
-FLUSH_INTERVAL_S = 0.005
-"""The writer's pace: what other replicas see lags this process by at most this plus one round trip."""
+FLUSH_INTERVAL_S = 0.02
+"""The writer's pace: what other replicas see lags this process by at most this plus one round trip. A round trip
+costs the gateway ~250 µs of CPU whatever it carries, and each stream in it a few µs more: the longer the pace,
+the more events per round trip and per chunk (docs/resume.md has the figures); 20 ms is about one frame of a
+screen, a lag no reader of a resumed stream sees."""
 
 
 def events_key(stream_id: str) -> str:
@@ -158,21 +161,67 @@ return 1
 """
 
 
-# KEYS: the events key of each stream. ARGV: per stream 4 values: chunk id, MINID ("" for none), n, entries.
-# One command for the whole batch (redis-py's cost is per command, far above Redis's own); per stream: 1 written,
-# or Redis's error text (a chunk id not above the last: a replay or a tombstone, resolved by the caller).
-_XADD_BATCH = """
-local out = {}
-for i = 1, #KEYS do
-  local a = (i - 1) * 4
-  local ok, err
-  if ARGV[a + 2] == '' then
-    ok, err = pcall(redis.call, 'XADD', KEYS[i], ARGV[a + 1], 'n', ARGV[a + 3], 'e', ARGV[a + 4])
-  else
-    ok, err = pcall(redis.call, 'XADD', KEYS[i], 'MINID', '~', ARGV[a + 2], ARGV[a + 1], 'n', ARGV[a + 3],
-                    'e', ARGV[a + 4])
+# The writer's one command per round trip. ARGV[1]: the chunks, each a header line
+# ``<flags> <chunk id> <MINID or -> <n> <len>...`` followed by the fields it announces, back to back:
+# the events key, the entries, and on a stream's first chunk (flag ``f``) the meta hash's fields (owner, model,
+# replica, grace, and history when there is one). Flag ``t``: the chunk ends with the terminal entry (``m``: more
+# to come). ARGV[2]: a live stream's expiry (ms), ARGV[3]: an ended one's. The meta and followers keys are the
+# events key's siblings (``events_key``, ``meta_key``, ``followers_key``).
+# One argument for the whole batch: redis-py's cost is per argument (it packs each in Python), far above
+# Redis's own. Per chunk: 1 written, or Redis's error text (a chunk id not above the last: a replay or a
+# tombstone, resolved by the caller); a refused chunk changes nothing.
+_WRITE = """
+local blob, live_ttl, ttl = ARGV[1], ARGV[2], ARGV[3]
+local match, sub, find, call = string.match, string.sub, string.find, redis.call
+local head = '^(%a+) (%S+) (%S+) (%d+) (%d+) (%d+)([^\\n]*)\\n()'
+local names = {'owner', 'model', 'replica', 'grace', 'history'}
+local out, pos, size = {}, 1, #blob
+while pos <= size do
+  local flags, id, minid, n, klen, elen, more, at = match(blob, head, pos)
+  local events = sub(blob, at, at + klen - 1)
+  at = at + klen
+  local entries = sub(blob, at, at + elen - 1)
+  pos = at + elen
+  local hset = nil
+  if find(flags, 'f', 1, true) then  -- the meta hash's fields follow
+    hset = {'HSET', sub(events, 1, -8) .. ':meta'}
+    local i = 0
+    for len in string.gmatch(more, '%d+') do
+      i = i + 1
+      hset[#hset + 1] = names[i]
+      hset[#hset + 1] = sub(blob, pos, pos + len - 1)
+      pos = pos + len
+    end
   end
-  if ok then out[i] = 1 else out[i] = tostring(err.err or err) end
+  local terminal = find(flags, 't', 1, true)
+  local ok, err
+  if not terminal and minid == '-' then  -- the usual chunk
+    ok, err = pcall(call, 'XADD', events, id, 'n', n, 'e', entries)
+  else
+    local xadd = {'XADD', events}
+    if minid ~= '-' then xadd[3] = 'MINID'; xadd[4] = '~'; xadd[5] = minid end
+    for _, v in ipairs({id, 'n', n, 'e', entries}) do xadd[#xadd + 1] = v end
+    if terminal then xadd[#xadd + 1] = 't'; xadd[#xadd + 1] = '1' end
+    ok, err = pcall(call, unpack(xadd))
+  end
+  if ok then
+    out[#out + 1] = 1
+    local base = sub(events, 1, -8)
+    if hset then
+      call(unpack(hset))
+      if not terminal then
+        call('PEXPIRE', events, live_ttl)
+        call('PEXPIRE', base .. ':meta', live_ttl)
+      end
+    end
+    if terminal then
+      call('PEXPIRE', events, ttl)
+      call('PEXPIRE', base .. ':meta', ttl)
+      call('PEXPIRE', base .. ':followers', ttl)
+    end
+  else
+    out[#out + 1] = tostring(err.err or err)
+  end
 end
 return out
 """
@@ -286,7 +335,7 @@ def _address(url: str) -> str:
 class MirroredStreamLog(StreamLog):
     """A ``StreamLog`` that the ``RedisEventLog``'s writer copies to Redis in the background."""
 
-    __slots__ = ("dirty", "mirrored", "orphaned", "renew_at", "sink")
+    __slots__ = ("dirty", "key", "mirrored", "orphaned", "renew_at", "sink")
 
     def __init__(
         self, stream_id: str, owner: str, model: str, max_events: int, max_bytes: int,
@@ -301,6 +350,8 @@ class MirroredStreamLog(StreamLog):
         """No longer mirrored: another replica declared the stream lost, or Redis refused it."""
         self.renew_at = 0.0
         self.sink = sink
+        self.key = events_key(stream_id).encode()
+        """Its events key, as the writer sends it."""
 
     def append(self, kind: int, payload: Any) -> int:
         seq = StreamLog.append(self, kind, payload)
@@ -361,6 +412,7 @@ class RedisEventLog(MemoryEventLog):
         self._wakeup: asyncio.Future[None] | None = None
         self._drained = asyncio.Event()
         self._declare_lost = link.redis.register_script(_DECLARE_LOST)
+        self._write = link.redis.register_script(_WRITE)
         link.before_up.append(self._resync)
         link.on_up.append(self._wake)
 
@@ -450,15 +502,10 @@ class RedisEventLog(MemoryEventLog):
                 self._enqueue(log)
 
     async def _flush(self, batch: list[MirroredStreamLog]) -> None:
-        """One round trip for the batch: the first and the last chunk of a stream with their ``HSET``/``PEXPIRE``
-        as commands of their own; every other chunk in one ``_XADD_BATCH`` script call."""
-        pipe = self.link.redis.pipeline(transaction=False)
-        # log, where its XADD's result is (>= 0: the pipeline's; < 0: -1 - its place in the script), last seq,
-        # terminal
-        plan: list[tuple[MirroredStreamLog, int, int, bool]] = []
-        n = 0
-        keys: list[str] = []
-        args: list[EncodableT] = []
+        """One round trip for the batch: each stream's new entries as one chunk, all in one ``_WRITE`` call."""
+        plan: list[tuple[MirroredStreamLog, int, bool]] = []  # log, last seq, terminal
+        blob: list[bytes] = []
+        max_events = self.max_events
         renew_at = asyncio.get_running_loop().time() + self.live_ttl_ms / 2000
         for log in batch:
             if log.orphaned:
@@ -470,52 +517,30 @@ class RedisEventLog(MemoryEventLog):
                 entries = log.since(start) or []
             if not entries:
                 continue
-            sid = log.stream_id
-            events, meta = events_key(sid), meta_key(sid)
-            first_write = log.mirrored == 0
-            last = start + len(entries)
+            n = len(entries)
+            last = start + n
             terminal = entries[-1][0] in TERMINAL
-            minid = f"{last - self.max_events + 1}-0" if last > self.max_events else None
-            if not (first_write or terminal):
-                plan.append((log, -1 - len(keys), last, False))
-                keys.append(events)
-                args += [f"{start + 1}-0", minid or "", len(entries), dumps(entries)]
-                continue
-            if first_write:
-                mapping: dict[EncodableT, EncodableT] = {"owner": log.owner, "model": log.model,
-                                                         "replica": self.replica, "grace": repr(log.grace_s)}
+            minid = f"{last - max_events + 1}-0" if last > max_events else "-"
+            key, body = log.key, dumps(entries)
+            if log.mirrored == 0:  # its first chunk: the meta hash too
+                meta = [log.owner.encode(), log.model.encode(), self.replica.encode(), repr(log.grace_s).encode()]
                 if log.history is not None:
-                    mapping["history"] = log.history
-                pipe.hset(meta, mapping=mapping)
-                n += 1
-            fields: dict[FieldT, EncodableT] = {"n": len(entries), "e": dumps(entries)}
-            if terminal:
-                fields["t"] = 1
-            pipe.xadd(events, fields, id=f"{start + 1}-0", minid=minid, approximate=True)
-            plan.append((log, n, last, terminal))
-            n += 1
-            if terminal:
-                for key in (events, meta, followers_key(sid)):
-                    pipe.pexpire(key, self.ttl_ms)
-                n += 3
-            else:
-                pipe.pexpire(events, self.live_ttl_ms)
-                pipe.pexpire(meta, self.live_ttl_ms)
-                n += 2
+                    meta.append(log.history)
+                lens = " ".join(str(len(f)) for f in meta)
+                blob.append(f"{'t' if terminal else 'm'}f {start + 1}-0 {minid} {n} {len(key)} {len(body)} {lens}\n"
+                            .encode())
+                blob += (key, body, *meta)
                 log.renew_at = renew_at
+            else:
+                blob.append(f"{'t' if terminal else 'm'} {start + 1}-0 {minid} {n} {len(key)} {len(body)}\n".encode())
+                blob += (key, body)
+            plan.append((log, last, terminal))
         if not plan:
             return
-        if keys:
-            pipe.eval(_XADD_BATCH, len(keys), *keys, *args)
-        results = await pipe.execute(raise_on_error=False)
-        scripted: Any = results[n] if keys else []
-        if isinstance(scripted, ResponseError):  # the script as a whole (e.g. out of memory): all of it again later
-            raise scripted
+        results: list[Any] = await self._write(args=[b"".join(blob), self.live_ttl_ms, self.ttl_ms])
         conflicts: list[MirroredStreamLog] = []
-        for log, index, last, terminal in plan:
-            res = results[index] if index >= 0 else scripted[-1 - index]
-            failed = isinstance(res, ResponseError) if index >= 0 else res != 1  # an XADD answers its id; the script 1
-            if failed:
+        for (log, last, terminal), res in zip(plan, results, strict=True):
+            if res != 1:
                 text = res.decode(errors="replace") if isinstance(res, bytes) else str(res)
                 if "equal or smaller" in text:
                     conflicts.append(log)
