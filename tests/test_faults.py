@@ -523,6 +523,37 @@ def test_many_tabs_closed_at_once(gw: GatewayProcess, up: FakeUpstream, inv: Inv
     assert ended_by(inv, "cancelled:disconnect", before) == 200
 
 
+def test_regression_a_storm_of_disconnects_closes_each_upstream_once_and_ends_each_stream_cancelled(
+        gw: GatewayProcess, up: FakeUpstream, inv: Invariants) -> None:
+    """200 clients mid-answer hang up at once (FIN). A disconnect tears its upstream down at once and leaves the
+    unwinding of its generation for its turn (``StreamHub.turn``), while the request's socket is already cut: this
+    guards that nothing runs in between, that is, no upstream is sent the request again (a retry), no stream ends
+    with the cut's error instead of the cancel, and each upstream connection is closed by the gateway."""
+    before = inv.snapshot().ended_by_cause
+    prompts = [up.script(Script(deltas=[f"t{i} " for i in range(500)], delay=0.02)) for _ in range(200)]
+
+    def open_one(p: str) -> RawStream:
+        c = RawStream(gw.port)
+        c.send(raw_request("POST", "/v1/chat/stream", chat_body(p)))
+        for ev in c.iter_events():
+            if ev.event == "message":
+                break
+        return c
+
+    with ThreadPoolExecutor(16) as pool:
+        clients = list(pool.map(open_one, prompts))
+    assert all(c.status == 200 for c in clients)
+    t0 = time.monotonic()
+    for c in clients:
+        c.close()
+    records = [up.wait_closed(p, timeout=10) for p in prompts]
+    assert all(r.closed_by == "client" and not r.finished for r in records)  # the gateway closed each, mid-answer
+    assert all(len(up.records(p)) == 1 for p in prompts)  # none was sent again
+    assert max(r.closed_at or 0.0 for r in records) - t0 < 5.0  # generous: it catches a hang, not a slow machine
+    inv.check()
+    assert ended_by(inv, "cancelled:disconnect", before) == 200
+
+
 def test_stream_violations_helper_rejects_bad_streams() -> None:
     """The checker itself: a stream with two terminal events, a gap or no terminal is caught."""
     def ev(sid: str, seq: int, event: str, data: Any) -> ServerSentEvent:

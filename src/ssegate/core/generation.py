@@ -20,7 +20,10 @@ Exactly one terminal entry ends every log:
 Timeouts (CONTRACT §2) cost nothing per token (``Deadline``): until the first output the deadline is
 ``FIRST_TOKEN_TIMEOUT_S`` after the start; from the first output (text, reasoning or a tool call) it is
 ``IDLE_TIMEOUT_S`` after the last upstream byte (``alive``) or part. Cancel tears the upstream down at once
-through the abort handle the provider holds, before the task unwinds.
+through the abort handle the provider holds (it wakes nobody); the task's unwinding, the terminal entry, the log
+line and metrics follow when the hub gives the generation its turn (``StreamHub.turn``): at the next pass of the
+event loop, or, in a storm of cancels, a few at a time, so that every disconnect closes its upstream as soon as it
+is read instead of after the unwinding of every stream cancelled before it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -43,6 +47,11 @@ from .request import ChatRequest
 __all__ = ["Generation", "Producer", "StreamHub", "estimate_tokens", "new_stream_id"]
 
 logger = logging.getLogger("ssegate.generation")
+
+TURNS_PER_PASS = 8
+"""Cancelled generations whose tasks are stopped at once (``StreamHub.turn``)..."""
+TURN_PAUSE_S = 0.002
+"""... and the pause before the next ones, while more wait."""
 
 Producer = Callable[["Generation"], Awaitable[Finish]]
 """Produces a generation's parts into its sink methods and returns the ``Finish``."""
@@ -203,18 +212,28 @@ class Generation:
 
     # --- control ----------------------------------------------------------------------------------
     def cancel(self, reason: str = "request") -> bool:
-        """Stop generating; the log ends with ``done``/``cancelled`` (or ``error`` for ``shutdown``)."""
+        """Stop generating; the log ends with ``done``/``cancelled`` (or ``error`` for ``shutdown``).
+
+        The upstream request the producer holds is torn down here, at once; its task, asleep on that request
+        (an abort wakes nobody), is cancelled when the hub gives it its turn (``StreamHub.turn``: right away,
+        unless a storm of cancels is being unwound). A generation without an upstream request in flight (an
+        application's source, a retry's pause) has nothing to tear down: its task is cancelled now."""
         if self.log.finished or self._cancel_reason is not None:
             return False
         self._cancel_reason = reason
         abort = self._abort
         if abort is not None:
             abort()
+            self.hub.turn(self._stop)
+        else:
+            self._stop()
+        return True
+
+    def _stop(self) -> None:
         if self._started:
             self.task.cancel()
         # else: a task cancelled before its first step would never run ``_run``'s handlers, and the stream would
         # never end; ``_run`` sees the reason instead, before it makes any upstream request
-        return True
 
     def attach(self) -> None:
         self.followers += 1
@@ -269,8 +288,8 @@ class Generation:
         self._unattended()
 
     def _timeout(self) -> None:
-        if self.log.finished:
-            return
+        if self.log.finished or self._cancel_reason is not None:
+            return  # a cancelled generation waiting for its turn is not timing out
         self._timed_out = True
         abort = self._abort
         if abort is not None:
@@ -288,18 +307,13 @@ class Generation:
                 raise asyncio.CancelledError
             finish = await self.producer(self)
         except asyncio.CancelledError:
-            if self._timed_out:
-                what = "idle after its last output" if self.outputs else "waiting for its first output"
-                error = UpstreamTimeout(f"the upstream timed out {what}")
-            elif self._cancel_reason == "shutdown":
-                error = ShuttingDown("the server is shutting down", retry_after=1.0)
-            elif self._cancel_reason == "lost":  # Redis mode: another replica already ended it for its followers
-                error = GenerationLost("this replica lost its lease on the stream; it was ended elsewhere")
-            elif self._cancel_reason is None:
+            if self._cancel_reason is None and not self._timed_out:
                 self._end(ERROR, ShuttingDown("the generation was stopped", retry_after=1.0).body())
                 raise
+            error = self._stop_error()
         except GatewayError as exc:
-            error = exc
+            # after a cancel, a failure is the cancel's doing (a plugin's abort that woke its own task)
+            error = exc if self._cancel_reason is None else self._stop_error()
         except Exception:  # a bug (ours or an application's source), not an upstream condition: end cleanly
             logger.exception("generation %s failed", self.log.stream_id)
             error = GatewayError("internal error")
@@ -314,6 +328,17 @@ class Generation:
             self._end(DONE, self._done(finish.reason, finish.usage, finish.provider_data))
         else:
             self._end(DONE, self._done("cancelled", None, None))
+
+    def _stop_error(self) -> GatewayError | None:
+        """How a stopped generation ends: an error (timeout, shutdown, lease lost), or None for a cancel."""
+        if self._timed_out:
+            what = "idle after its last output" if self.outputs else "waiting for its first output"
+            return UpstreamTimeout(f"the upstream timed out {what}")
+        if self._cancel_reason == "shutdown":
+            return ShuttingDown("the server is shutting down", retry_after=1.0)
+        if self._cancel_reason == "lost":  # Redis mode: another replica already ended it for its followers
+            return GenerationLost("this replica lost its lease on the stream; it was ended elsewhere")
+        return None
 
     def _done(self, reason: str, usage: Usage | None, provider_data: dict[str, Any] | None) -> dict[str, Any]:
         payload: dict[str, Any] = {"finish_reason": reason, "usage": self._usage(usage).as_dict()}
@@ -371,6 +396,8 @@ class StreamHub:
         self.check_elsewhere: Callable[[Generation], None] | None = None
         """Redis mode: decides for a generation left without followers here (``cluster/replicas.py``)."""
         self.shutting_down = False
+        self._turns: deque[Callable[[], None]] = deque()
+        self._turn_handle: asyncio.Handle | None = None
 
     def start(self, request: ChatRequest, owner: str, producer: Producer) -> Generation:
         stream_id = new_stream_id()
@@ -395,6 +422,27 @@ class StreamHub:
         self.get_log(stream_id, owner)
         gen = self.live.get(stream_id)
         return gen.cancel("request") if gen is not None else False
+
+    def turn(self, stop: Callable[[], None]) -> None:
+        """Call ``stop`` (a cancelled generation's: cancel its task) in the next pass of the event loop, or, while
+        others wait, after them: ``TURNS_PER_PASS`` at once, then a pause of ``TURN_PAUSE_S``.
+
+        The upstream of a cancelled generation is closed before this (``Generation.cancel``); what waits is the
+        unwinding of its task, its terminal entry, log line and metrics (~150 µs). When a thousand clients leave
+        at once, their disconnects arrive over some milliseconds: unwound as they come, the first ones would keep
+        the loop from reading the next ones (and take the CPU from everything else on the machine) for tens of
+        milliseconds, and every upstream would close that much later."""
+        self._turns.append(stop)
+        if self._turn_handle is None:
+            self._turn_handle = asyncio.get_running_loop().call_soon(self._give_turns)
+
+    def _give_turns(self) -> None:
+        self._turn_handle = None
+        turns = self._turns
+        for _ in range(min(TURNS_PER_PASS, len(turns))):
+            turns.popleft()()
+        if turns:
+            self._turn_handle = asyncio.get_running_loop().call_later(TURN_PAUSE_S, self._give_turns)
 
     def discard(self, gen: Generation) -> None:
         """Forget a stream that failed before it was committed (its client got a plain HTTP error)."""

@@ -239,9 +239,13 @@ class EventStreamResponse(Response):
     def _on_disconnect(self) -> None:
         if not self.disconnected:
             self.disconnected = True
-            self._wake()
             # detach right away: the upstream must close even if the pump is stuck in a send
             self._detach()
+            gen = self.gen
+            if gen is None or self.follows is not gen or gen.cancel_reason is None or gen.finished:
+                self._wake()
+            # else its generation was cancelled: the terminal entry wakes the pump, when the hub gives the
+            # generation its turn (a storm of disconnects closes every upstream before it unwinds the rest)
 
     def _wake(self) -> None:
         fut = self._fut

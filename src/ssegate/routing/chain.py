@@ -111,6 +111,8 @@ class Route:
                     ok = True
                     return finish
                 except UpstreamError as exc:
+                    if gen.cancel_reason is not None:
+                        raise  # the cancel's doing (a plugin's abort that woke its own task): not the deployment's
                     if exc.retryable:
                         failed, retry_after = exc.code, exc.retry_after
                     if gen.outputs or not exc.retryable:

@@ -9,7 +9,8 @@ token. The demo model and plugins use the very same call, so every test exercise
 The sink is the caller's (a ``Generation``), never the request: a provider calls ``sink.alive()`` whenever upstream
 bytes arrive (so a long thinking phase with keep-alive pings is not an idle stall) and ``sink.holding(abort)``
 while it holds an upstream request (``abort`` tears the connection down at once, from a disconnect's callback,
-before the generation's task unwinds; ``holding(None)`` when it let go). Cancelling the task that awaits
+and wakes nobody: the generation cancels the task that waits on the request, when its turn comes; ``holding(None)``
+when it let go). Cancelling the task that awaits
 ``stream()`` must close the upstream too (``finally``). Errors are ``ssegate.errors.UpstreamError`` subclasses.
 
 ``check_request(request)`` runs before a stream starts: a provider raises ``InvalidRequest`` naming the first

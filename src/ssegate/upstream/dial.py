@@ -130,9 +130,10 @@ class Proxies:
 async def connect(
     protocol: Callable[[], asyncio.Protocol], host: str, port: int, proxy: Proxy | None,
     ssl_context: ssl.SSLContext | None, connect_timeout: float,
-) -> None:
+) -> socket.socket:
     """Connect ``protocol`` to ``host:port``, directly or through ``proxy`` (a tunnel when ``ssl_context`` is
-    given, TLS then started with the upstream's name) within ``connect_timeout``; failures are ``UpstreamError``s."""
+    given, TLS then started with the upstream's name) within ``connect_timeout``; failures are ``UpstreamError``s.
+    Returns the socket the transport runs on (the transport owns it: it is only for ``shutdown``)."""
     loop = asyncio.get_running_loop()
     where = f"the upstream at {host}:{port}" + (f" through {proxy.label}" if proxy is not None else "")
     sock: socket.socket | None = None
@@ -159,6 +160,8 @@ async def connect(
         if isinstance(exc, OSError):  # refused, unreachable, DNS, TLS
             raise UpstreamError(f"cannot connect to {where}") from exc
         raise
+    assert sock is not None
+    return sock
 
 
 async def dial(host: str, port: int, delay: float = HAPPY_EYEBALLS_S) -> socket.socket:

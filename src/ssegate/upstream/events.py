@@ -77,7 +77,7 @@ async def post_stream(
 ) -> Response:
     """POST a streaming request; return the ``200`` response (the caller closes it), or close it and raise the
     upstream's error (``error_message`` reads the provider's error body)."""
-    resp = await pool.request("POST", url, headers, orjson.dumps(body), lambda r: sink.holding(r.abort))
+    resp = await pool.request("POST", url, headers, orjson.dumps(body), lambda r: sink.holding(r.cut))
     if resp.status != 200:
         try:
             detail = (await resp.read(4096)).decode("utf-8", "replace")

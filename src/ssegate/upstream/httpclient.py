@@ -27,7 +27,8 @@ for this module; the rest is what an upstream client must do besides:
   message, and the connection returns to the pool when it ends within ``DRAIN_S``/``DRAIN_BYTES``, whether or
   not the final chunk came in the same read as the marker. ``close()`` of any other unfinished response closes
   the connection; ``abort()`` shuts the socket down at once (the upstream sees the FIN before anything else
-  runs), for cancel and disconnect.
+  runs), for cancel and disconnect; ``cut()`` does the same without waking the task waiting on the response
+  (its caller cancels that task itself: ``Generation.cancel``).
 - Idle connections expire after ``KEEPALIVE_S`` (under the 5 s of uvicorn and Node), or a second before the
   ``timeout`` of the server's ``Keep-Alive`` header: no request is written into a connection being closed. One
   ``core.deadline.Deadline`` per pool sweeps them, at the earliest expiry: a connection kept with a shorter life
@@ -42,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 import ssl
 import zlib
@@ -86,7 +86,7 @@ _Prepared = tuple[Origin, "Proxy | None", str, bytes]
 class _Connection(asyncio.Protocol):
     """One upstream TCP connection; it carries one response at a time."""
 
-    __slots__ = ("expires", "loop", "origin", "pool", "response", "reused", "transport")
+    __slots__ = ("expires", "loop", "origin", "pool", "response", "reused", "sock", "transport")
 
     def __init__(self, pool: Pool, origin: Origin) -> None:
         self.loop = asyncio.get_running_loop()
@@ -94,6 +94,8 @@ class _Connection(asyncio.Protocol):
         self.pool = pool
         self.origin = origin
         self.transport: asyncio.Transport | None = None
+        self.sock: socket.socket | None = None
+        """The socket the transport runs on (the transport owns it): ``Response.abort`` shuts it down."""
         self.response: Response | None = None
         self.reused = False
         self.expires = 0.0
@@ -241,17 +243,29 @@ class Response:
     def abort(self) -> None:
         """Tear the connection down now: the socket is shut down right here, so the upstream sees the FIN
         before the event loop runs anything else (the transport's own close waits for the next loop pass,
-        behind the unwinding of every other generation that a storm of disconnects cancelled at once)."""
+        behind the unwinding of every other generation that a storm of disconnects cancelled at once).
+        Whoever waits on this response gets an ``UpstreamError``."""
+        self._teardown(wake=True)
+
+    def cut(self) -> None:
+        """``abort`` for a caller that cancels the task waiting on this response itself (``Generation.cancel``):
+        the same teardown, but nobody is woken, so that the task does nothing (a retry, an error) before its
+        cancel. It is what a provider hands to ``Sink.holding``."""
+        self._teardown(wake=False)
+
+    def _teardown(self, wake: bool) -> None:
         self._sink = None
         self._stopped = True  # never sent again
         self._aborted = True
-        transport = self._conn.transport
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        if sock is not None and self._conn.response is self:
-            with contextlib.suppress(OSError), socket.socket(fileno=os.dup(sock.fileno())) as dup:
-                dup.shutdown(socket.SHUT_RDWR)
+        conn = self._conn
+        sock = conn.sock
+        if sock is not None and conn.response is self:
+            # one system call on the socket the transport owns (once the transport closed it, its fd is -1 and
+            # this raises EBADF: never another connection's fd)
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         if self._error is None:
-            self._fail(UpstreamError("the upstream request was aborted"))
+            self._fail(UpstreamError("the upstream request was aborted"), wake)
         self.close()
 
     # --- the protocol's side ------------------------------------------------------------------------
@@ -320,7 +334,9 @@ class Response:
         self._stale = not self._seen
         self._fail(err)
 
-    def _fail(self, exc: BaseException) -> None:
+    def _fail(self, exc: BaseException, wake: bool = True) -> None:
+        """The response failed: its connection is torn down, and whoever waits on it (the head, the body) gets
+        ``exc``; without ``wake``, the waiter sleeps on (its caller cancels it)."""
         if self._error is not None:
             return
         self._error = exc
@@ -332,6 +348,8 @@ class Response:
             conn.pool._draining.discard(conn)
         if conn.transport is not None:
             conn.transport.abort()
+        if not wake:
+            return
         if not self._head.done():
             self._head.set_exception(exc)
             self._head.exception()  # retrieved: whoever waits sees it; nobody waiting is fine too
@@ -631,7 +649,7 @@ class Pool:
     async def _open(self, origin: Origin, proxy: Proxy | None) -> _Connection:
         conn = _Connection(self, origin)
         ctx = self.ssl_context if origin[0] == "https" else None
-        await connect(lambda: conn, origin[1], origin[2], proxy, ctx, self.connect_timeout)
+        conn.sock = await connect(lambda: conn, origin[1], origin[2], proxy, ctx, self.connect_timeout)
         return conn
 
     def _keep(self, conn: _Connection, keep_s: float | None) -> None:
