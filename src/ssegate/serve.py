@@ -297,7 +297,7 @@ def _run(settings: Settings, sock: socket.socket, routes: RoutingConfig) -> int:
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
-        loop="uvloop" if _has("uvloop") else "asyncio",
+        loop="ssegate.http.listener:new_event_loop" if _has("uvloop") else "asyncio",
         http=BoundedRequestProtocol,
         lifespan="on",
         log_level=settings.log_level,

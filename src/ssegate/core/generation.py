@@ -224,9 +224,10 @@ class Generation:
         abort = self._abort
         if abort is not None:
             abort()
-            self.hub.turn(self._stop)
-        else:
-            self._stop()
+            if reason != "shutdown":  # at shutdown every stream ends now: nothing else needs the loop
+                self.hub.turn(self._stop)
+                return True
+        self._stop()
         return True
 
     def _stop(self) -> None:

@@ -1,0 +1,105 @@
+"""``ssegate serve``'s listening socket (``http/listener.py``): the connections waiting behind the one uvloop
+accepts are accepted in the same turn of the loop, even while the loop is busy."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import Any
+
+from ssegate.http.listener import AcceptingLoop, new_event_loop, waiting
+
+N = 50
+
+
+class _Counted(asyncio.Protocol):
+    made: list[Any]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.made.append(transport)
+
+
+def _listening() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
+
+
+def _connect_all(port: int) -> list[socket.socket]:
+    """N clients connected (the kernel completes the handshakes: they wait in the listening socket's queue)."""
+    return [socket.create_connection(("127.0.0.1", port)) for _ in range(N)]
+
+
+def test_regression_connections_waiting_together_are_accepted_in_one_turn_of_a_busy_loop() -> None:
+    """libuv accepts one connection per turn of the loop: a gateway busy relaying tokens (turns of tens of ms)
+    left a burst of new clients in the kernel's queue for one turn each, seconds for some. The listener accepts
+    connections waiting behind the one uvloop accepts in the same turn: here 50 clients wait, each turn of the loop
+    is made slow on purpose (30 ms of blocking work), and all 50 connections are made within a few turns (uvloop's
+    own server: 10 after 10 turns)."""
+    loop = new_event_loop()
+    assert isinstance(loop, AcceptingLoop)
+    made: list[Any] = []
+    counted = type("Counted", (_Counted,), {"made": made})
+    sock = _listening()
+    clients: list[socket.socket] = []
+
+    async def main() -> int:
+        server = await loop.create_server(counted, sock=sock, backlog=128)
+        assert server.is_serving()
+        clients.extend(_connect_all(sock.getsockname()[1]))
+        turns = 0
+        while len(made) < N and turns < 10:
+            time.sleep(0.03)  # a busy turn: the loop's work between two polls
+            await asyncio.sleep(0)
+            turns += 1
+        server.close()
+        await server.wait_closed()
+        return turns
+
+    try:
+        turns = loop.run_until_complete(main())
+        assert len(made) == N, f"{len(made)} of {N} connections made after {turns} turns"
+        assert {t.get_extra_info("peername") for t in made} == {c.getsockname() for c in clients}
+        for t in made:
+            assert t.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)  # as uvloop's own
+            t.close()
+        loop.run_until_complete(asyncio.sleep(0.01))
+    finally:
+        for c in clients:
+            c.close()
+        sock.close()
+        loop.close()
+
+
+def test_waiting_counts_the_connections_in_a_listening_sockets_queue() -> None:
+    sock = _listening()
+    clients: list[socket.socket] = []
+    try:
+        assert waiting(sock) == 0
+        clients = [socket.create_connection(sock.getsockname()) for _ in range(3)]
+        assert waiting(sock) == 3
+        sock.accept()[0].close()
+        assert waiting(sock) == 2
+    finally:
+        for c in clients:
+            c.close()
+        sock.close()
+
+
+def test_other_servers_are_uvloops_own() -> None:
+    """A server made from a host and port is uvloop's, as it is."""
+    loop = new_event_loop()
+    assert isinstance(loop, AcceptingLoop)
+
+    async def main() -> None:
+        server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        assert server.is_serving()
+        server.close()
+        await server.wait_closed()
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
