@@ -49,3 +49,22 @@ async def test_finished_logs_expire_and_the_registry_is_bounded() -> None:
     reg.finished(logs[1])
     await asyncio.sleep(0.1)  # the expiry clock itself is what is under test
     assert reg.get("s1") is None and len(reg) == 2
+
+
+async def test_finished_logs_expire_in_turn_with_one_timer() -> None:
+    """Expiry is one sweep over the logs in the order they finished (not a timer per log in the loop's heap):
+    each goes ``ttl_s`` after its own end, a log evicted meanwhile is skipped, and later ones wait their turn."""
+    reg = MemoryEventLog(ttl_s=0.2)
+    first = [reg.create(f"a{i}", "o", "m") for i in range(3)]
+    for log in first:
+        log.append(DONE, {})
+        reg.finished(log)
+    reg.remove("a1")
+    await asyncio.sleep(0.1)
+    later = reg.create("b", "o", "m")
+    later.append(DONE, {})
+    reg.finished(later)
+    await asyncio.sleep(0.15)  # the first ones' time has come, not the later one's
+    assert len(reg) == 1 and reg.get("b") is later
+    await asyncio.sleep(0.15)
+    assert len(reg) == 0

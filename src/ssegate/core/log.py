@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -166,7 +166,9 @@ class MemoryEventLog:
         self.max_streams = max_streams
         self.max_events = max_events
         self._logs: OrderedDict[str, StreamLog] = OrderedDict()
-        self._expiry: dict[str, asyncio.TimerHandle] = {}
+        self._expiring: deque[tuple[float, str]] = deque()
+        """Finished logs by when they expire: every log has the same ``ttl_s``, so the order they finished in."""
+        self._sweep: asyncio.TimerHandle | None = None
 
     def __len__(self) -> int:
         return len(self._logs)
@@ -186,15 +188,26 @@ class MemoryEventLog:
         return log
 
     def finished(self, log: StreamLog) -> None:
-        """Start the expiry clock of a finished log."""
-        loop = asyncio.get_running_loop()
-        self._expiry[log.stream_id] = loop.call_later(self.ttl_s, self.remove, log.stream_id)
+        """Start the expiry clock of a finished log. One timer for all of them (``_expire``), not one each: a
+        timer per stream would keep ``ttl_s`` × streams per second entries in the event loop's heap."""
+        self._expiring.append((log.finished_at + self.ttl_s, log.stream_id))
+        if self._sweep is None:
+            self._sweep = asyncio.get_running_loop().call_later(self.ttl_s, self._expire)
+
+    def _expire(self) -> None:
+        self._sweep = None
+        now = time.monotonic()
+        expiring, logs = self._expiring, self._logs
+        while expiring and expiring[0][0] <= now:
+            _, sid = expiring.popleft()
+            log = logs.get(sid)
+            if log is not None and log.finished and log.finished_at + self.ttl_s <= now:
+                del logs[sid]
+        if expiring:
+            self._sweep = asyncio.get_running_loop().call_later(expiring[0][0] - now, self._expire)
 
     def remove(self, stream_id: str) -> None:
         self._logs.pop(stream_id, None)
-        handle = self._expiry.pop(stream_id, None)
-        if handle is not None:
-            handle.cancel()
 
     def _evict(self) -> None:
         for sid, log in self._logs.items():
@@ -207,7 +220,8 @@ class MemoryEventLog:
         self.remove(sid)
 
     def clear(self) -> None:
-        for handle in self._expiry.values():
-            handle.cancel()
-        self._expiry.clear()
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        self._expiring.clear()
         self._logs.clear()
