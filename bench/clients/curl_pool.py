@@ -100,6 +100,12 @@ class Response:
         else:
             self._give_up()
 
+    def cut(self) -> None:
+        """What a provider hands to ``Sink.holding``: ``abort`` (ssegate's own client also wakes nobody there; the
+        generation cancels the task waiting on this response itself, and an error it sees first counts as the
+        cancel)."""
+        self.abort()
+
     def abort(self) -> None:
         self._sink = None
         self._stopped = True

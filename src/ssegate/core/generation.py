@@ -181,10 +181,10 @@ class Generation:
             self.first_output_at = now
         self._deadline.set(now + self._idle)
 
-    def _append_tool_part(self, part: Part, kind: type) -> bool:
-        """A tool call's start or a piece of its arguments (anything else is not a part); False for an empty piece."""
+    def _append_tool_part(self, part: Any, kind: type) -> bool:
+        """A tool call's start or a piece of its arguments (anything else is not a part); False for an empty piece.
+        (``part`` is of type ``kind``, which the caller took already.)"""
         if kind is ToolCallDelta:
-            assert isinstance(part, ToolCallDelta)
             call = self._calls.get(part.index)
             if call is None:
                 raise UpstreamProtocolError(f"arguments for tool call {part.index}, which was never started")
@@ -193,7 +193,6 @@ class Generation:
             call[2].append(part.arguments)
             self.log.append(TOOL_ARGS, {"index": part.index, "arguments": part.arguments})
         elif kind is ToolCallStart:
-            assert isinstance(part, ToolCallStart)
             if part.index in self._calls:
                 raise UpstreamProtocolError(f"tool call {part.index} was started twice")
             self._calls[part.index] = (part.id, part.name, [])

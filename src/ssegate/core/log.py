@@ -17,7 +17,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
-from .entries import DELTA, OUTPUT, REASONING, TERMINAL, Entry, entry_size
+from .entries import DELTA, REASONING, TERMINAL, TOOL_ARGS, Entry, entry_size
 
 __all__ = ["MemoryEventLog", "StreamLog"]
 
@@ -77,10 +77,13 @@ class StreamLog:
     def append(self, kind: int, payload: Any) -> int:
         entries = self.entries
         entries.append((kind, payload))
-        if kind == DELTA or kind == REASONING:
+        if kind == DELTA or kind == REASONING:  # what an entry weighs: ``entry_size``, inline
             self.size += len(payload)
-        elif kind in OUTPUT:
-            self.size += entry_size(kind, payload)
+        elif kind == TOOL_ARGS:
+            self.size += len(payload["arguments"])
+        elif kind in TERMINAL:
+            self.finished = True
+            self.finished_at = time.monotonic()
         if self.size > self.max_bytes:
             self._trim_bytes()
         if len(entries) > self.max_events:
@@ -88,9 +91,6 @@ class StreamLog:
             self.size -= sum(entry_size(k, p) for k, p in entries[:drop])
             del entries[:drop]
             self.first_seq += drop
-        if kind in TERMINAL:
-            self.finished = True
-            self.finished_at = time.monotonic()
         if self._waiters or self._listeners:
             self.wake()
         return self.first_seq + len(entries) - 1
