@@ -126,6 +126,7 @@ def write_report(res: dict[str, Any]) -> Path:
         ".venv/bin/python -m bench.callgrind          # instructions per short stream (valgrind; load-independent)",
         ".venv/bin/python -m bench.before_after OLD/src src --scenario setup   # two trees side by side",
         ".venv/bin/python -m bench.encoders           # each wire format's encoder per text delta",
+        ".venv/bin/python -m bench.accept             # a burst of connections: turns of the loop, CPU each",
         "```",
         "",
         "Pieces: `bench/upstream.py` (fake OpenAI upstream: raw asyncio protocol on uvloop, one timer heap for "

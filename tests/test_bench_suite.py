@@ -1,10 +1,14 @@
 """The benchmark suite's own pieces: the fake upstream's stream shapes (``parts``, ``split``), the load generator's
-closed loop (the ``setup`` scenario) against the real upstream process, and the report's targets table."""
+closed loop (the ``setup`` scenario) against the real upstream process, the report's targets table, and
+``bench.accept``."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -172,3 +176,12 @@ def test_the_report_names_the_runs_merged_into_its_results() -> None:
     assert "merge 2 runs" in line
     assert "16:10 UTC, commit `aaa`: every scenario" in line
     assert "16:36 UTC, commit `bbb`: cpu, parts of `ssegate`" in line
+
+
+def test_the_accept_bench_shows_a_burst_taken_in_a_few_turns_by_ssegate_serves_loop() -> None:
+    """``python -m bench.accept``: uvloop's server takes a turn of the loop per connection of a burst, the loop of
+    ``ssegate serve`` a few for all of them."""
+    out = subprocess.run([sys.executable, "-m", "bench.accept", "--burst", "20", "--bursts", "1"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    turns = dict(re.findall(r"^(uvloop|ssegate serve)\s+20 connections at once: (\d+) turns", out, re.M))
+    assert int(turns["uvloop"]) >= 20 and int(turns["ssegate serve"]) <= 5, out
