@@ -497,23 +497,24 @@ def test_burst_of_connects_and_disconnects(gw: GatewayProcess, up: FakeUpstream,
     assert len(up.records(prompt)) <= started
 
 
+def _streaming(gw: GatewayProcess, prompt: str) -> RawStream:
+    """A client of a native stream that has received its first delta."""
+    c = RawStream(gw.port)
+    c.send(raw_request("POST", "/v1/chat/stream", chat_body(prompt)))
+    for ev in c.iter_events():
+        if ev.event == "message":
+            break
+    return c
+
+
 @matrix(LOAD, "200 streams mid-answer, all clients killed at once",
         "all 200 generations cancelled and their upstream requests closed")
 def test_many_tabs_closed_at_once(gw: GatewayProcess, up: FakeUpstream, inv: Invariants) -> None:
     before = inv.snapshot().ended_by_cause
     prompts = [up.script(Script(deltas=[f"t{i} " for i in range(500)], delay=0.02)) for _ in range(200)]
-    clients = []
-
-    def open_one(p: str) -> RawStream:
-        c = RawStream(gw.port)
-        c.send(raw_request("POST", "/v1/chat/stream", chat_body(p)))
-        for ev in c.iter_events():
-            if ev.event == "message":
-                break
-        return c
 
     with ThreadPoolExecutor(16) as pool:
-        clients = list(pool.map(open_one, prompts))
+        clients = list(pool.map(lambda p: _streaming(gw, p), prompts))
     assert all(c.status == 200 for c in clients)
     for c in clients:
         c.close(rst=True)
@@ -532,16 +533,8 @@ def test_regression_a_storm_of_disconnects_closes_each_upstream_once_and_ends_ea
     before = inv.snapshot().ended_by_cause
     prompts = [up.script(Script(deltas=[f"t{i} " for i in range(500)], delay=0.02)) for _ in range(200)]
 
-    def open_one(p: str) -> RawStream:
-        c = RawStream(gw.port)
-        c.send(raw_request("POST", "/v1/chat/stream", chat_body(p)))
-        for ev in c.iter_events():
-            if ev.event == "message":
-                break
-        return c
-
     with ThreadPoolExecutor(16) as pool:
-        clients = list(pool.map(open_one, prompts))
+        clients = list(pool.map(lambda p: _streaming(gw, p), prompts))
     assert all(c.status == 200 for c in clients)
     t0 = time.monotonic()
     for c in clients:
