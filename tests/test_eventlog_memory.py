@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from ssegate.core.entries import DELTA, DONE, START
 from ssegate.core.log import MemoryEventLog, StreamLog
@@ -53,18 +54,20 @@ async def test_finished_logs_expire_and_the_registry_is_bounded() -> None:
 
 async def test_finished_logs_expire_in_turn_with_one_timer() -> None:
     """Expiry is one sweep over the logs in the order they finished (not a timer per log in the loop's heap):
-    each goes ``ttl_s`` after its own end, a log evicted meanwhile is skipped, and later ones wait their turn."""
-    reg = MemoryEventLog(ttl_s=0.2)
+    each goes ``ttl_s`` after its own end, a log evicted meanwhile is skipped, and later ones wait their turn.
+    (Checked at 0.2 s past each expiry, with the later log ending at least 0.5 s after the first ones: a loaded
+    machine's late wake-ups up to 0.3 s change nothing.)"""
+    reg = MemoryEventLog(ttl_s=1.0)
     first = [reg.create(f"a{i}", "o", "m") for i in range(3)]
     for log in first:
         log.append(DONE, {})
         reg.finished(log)
     reg.remove("a1")
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)
     later = reg.create("b", "o", "m")
     later.append(DONE, {})
     reg.finished(later)
-    await asyncio.sleep(0.15)  # the first ones' time has come, not the later one's
-    assert len(reg) == 1 and reg.get("b") is later
-    await asyncio.sleep(0.15)
+    await asyncio.sleep(max(0.0, first[0].finished_at + 1.2 - time.monotonic()))
+    assert len(reg) == 1 and reg.get("b") is later  # the first ones' time has come, not the later one's
+    await asyncio.sleep(max(0.0, later.finished_at + 1.2 - time.monotonic()))
     assert len(reg) == 0

@@ -179,12 +179,13 @@ local out, pos, size = {}, 1, #blob
 while pos <= size do
   local flags, id, minid, n, klen, elen, more, at = match(blob, head, pos)
   local events = sub(blob, at, at + klen - 1)
+  local base = sub(events, 1, -8)  -- the stream's keys without ':events'
   at = at + klen
   local entries = sub(blob, at, at + elen - 1)
   pos = at + elen
   local hset = nil
   if find(flags, 'f', 1, true) then  -- the meta hash's fields follow
-    hset = {'HSET', sub(events, 1, -8) .. ':meta'}
+    hset = {'HSET', base .. ':meta'}
     local i = 0
     for len in string.gmatch(more, '%d+') do
       i = i + 1
@@ -206,7 +207,6 @@ while pos <= size do
   end
   if ok then
     out[#out + 1] = 1
-    local base = sub(events, 1, -8)
     if hset then
       call(unpack(hset))
       if not terminal then
@@ -522,18 +522,16 @@ class RedisEventLog(MemoryEventLog):
             terminal = entries[-1][0] in TERMINAL
             minid = f"{last - max_events + 1}-0" if last > max_events else "-"
             key, body = log.key, dumps(entries)
+            flags = "t" if terminal else "m"
+            head = f"{start + 1}-0 {minid} {n} {len(key)} {len(body)}"
             if log.mirrored == 0:  # its first chunk: the meta hash too
                 meta = [log.owner.encode(), log.model.encode(), self.replica.encode(), repr(log.grace_s).encode()]
                 if log.history is not None:
                     meta.append(log.history)
-                lens = " ".join(str(len(f)) for f in meta)
-                blob.append(f"{'t' if terminal else 'm'}f {start + 1}-0 {minid} {n} {len(key)} {len(body)} {lens}\n"
-                            .encode())
-                blob += (key, body, *meta)
+                blob += (f"{flags}f {head} {' '.join(str(len(f)) for f in meta)}\n".encode(), key, body, *meta)
                 log.renew_at = renew_at
             else:
-                blob.append(f"{'t' if terminal else 'm'} {start + 1}-0 {minid} {n} {len(key)} {len(body)}\n".encode())
-                blob += (key, body)
+                blob += (f"{flags} {head}\n".encode(), key, body)
             plan.append((log, last, terminal))
         if not plan:
             return

@@ -95,7 +95,7 @@ class _Connection(asyncio.Protocol):
         self.origin = origin
         self.transport: asyncio.Transport | None = None
         self.sock: socket.socket | None = None
-        """The socket the transport runs on (the transport owns it): ``Response.abort`` shuts it down."""
+        """The socket the transport runs on (the transport owns it): ``Response.abort`` and ``cut`` shut it down."""
         self.response: Response | None = None
         self.reused = False
         self.expires = 0.0
