@@ -30,7 +30,8 @@ class EventSplitter:
     A plain object, not a coroutine: the provider's read loop calls ``feed`` on each chunk it awaits, so a
     token costs no extra generator switch. Lines may end with LF or CRLF (what upstream servers send);
     multi-line data is joined with LF; comments and fields other than ``event``/``data`` are skipped; a line
-    longer than ``MAX_LINE`` is an ``UpstreamProtocolError``.
+    longer than ``MAX_LINE`` is an ``UpstreamProtocolError``. A read that is exactly one event of one LF-ended data
+    line (how OpenAI-compatible servers write each token) is taken without splitting it into lines.
     """
 
     __slots__ = ("_buf", "_data", "_event")
@@ -41,6 +42,12 @@ class EventSplitter:
         self._data: list[bytes] = []
 
     def feed(self, chunk: bytes) -> list[tuple[bytes, bytes]]:
+        n = len(chunk)
+        if (not self._buf and not self._data and chunk.startswith(b"data: ") and chunk.find(b"\n", 6) == n - 2
+                and chunk[n - 1] == 10 and chunk[n - 3] != 13):
+            # the usual read: one event of one data line, LF-ended (``data: {...}\n\n``), nothing pending
+            event, self._event = self._event, b""
+            return [(event, chunk[6:-2])]
         buf = self._buf + chunk if self._buf else chunk
         if b"\n" not in chunk:
             if len(buf) > MAX_LINE:
