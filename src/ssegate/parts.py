@@ -11,10 +11,14 @@ Finish          the end: finish reason, usage when known, and opaque ``provider_
 Text is a plain ``str`` so that the common case costs no object per token. A stream of parts is well formed
 when every ``ToolCallDelta`` comes after the ``ToolCallStart`` of its index; ``Finish`` ends it. These are plain
 values with no behaviour and no third-party imports: the client, the core and every provider share them.
+``Reasoning`` and ``ToolCallDelta``, made once per token, are frozen dataclasses with their own ``__init__``: it sets
+the slots through their descriptors, where the generated one goes through ``object.__setattr__`` (~500 → ~280 ns
+for a ``ToolCallDelta``); they compare, hash, print and refuse assignment as the generated ones do.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,9 +40,21 @@ class Usage:
         }
 
 
-@dataclass(frozen=True, slots=True)
+def _setter(cls: type, name: str) -> Callable[[Any, Any], None]:
+    """The setter of slot ``name`` of ``cls`` (it bypasses a frozen class's ``__setattr__``: for ``__init__``)."""
+    setter: Callable[[Any, Any], None] = vars(cls)[name].__set__
+    return setter
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Reasoning:
     text: str
+
+    def __init__(self, text: str) -> None:
+        _set_text(self, text)
+
+
+_set_text = _setter(Reasoning, "text")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +64,18 @@ class ToolCallStart:
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class ToolCallDelta:
     index: int
     arguments: str
+
+    def __init__(self, index: int, arguments: str) -> None:
+        _set_index(self, index)
+        _set_arguments(self, arguments)
+
+
+_set_index = _setter(ToolCallDelta, "index")
+_set_arguments = _setter(ToolCallDelta, "arguments")
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,29 +150,33 @@ class _ChunkReader:
             self.usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
 
     def _other(self, delta: dict[str, Any]) -> None:
-        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-        if isinstance(reasoning, str) and reasoning:
-            self.emit(Reasoning(reasoning))
-        elif isinstance(details := delta.get("reasoning_details"), list):
-            text = "".join(d.get("text") or d.get("summary") or "" for d in details if isinstance(d, dict))
-            if text:
-                self.emit(Reasoning(text))
         calls = delta.get("tool_calls")
+        if not calls or len(delta) > 1:  # a chunk of tool-call pieces alone (the usual one) carries no reasoning
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                self.emit(Reasoning(reasoning))
+            elif isinstance(details := delta.get("reasoning_details"), list):
+                text = "".join(d.get("text") or d.get("summary") or "" for d in details if isinstance(d, dict))
+                if text:
+                    self.emit(Reasoning(text))
         if calls:
             for fragment in calls:
-                self._tool_fragment(fragment)
+                index = fragment.get("index")
+                if index is not None and not fragment.get("id"):
+                    known = self._by_index.get(index)
+                    if known is not None:  # the next piece of a known call (the usual fragment)
+                        self._last = known
+                        arguments = (fragment.get("function") or {}).get("arguments")
+                        if arguments:
+                            self.emit(ToolCallDelta(known, arguments))
+                        continue
+                self._tool_fragment(fragment, index)
 
-    def _tool_fragment(self, fragment: dict[str, Any]) -> None:
-        index = fragment.get("index")
+    def _tool_fragment(self, fragment: dict[str, Any], index: int | None) -> None:
+        """A fragment that starts a call, or continues one without naming a known ``index``."""
         call_id = fragment.get("id") or None
         function = fragment.get("function") or {}
         ours: int | None
-        if call_id is None and index is not None and index in self._by_index:  # the next piece of a known call
-            known = self._last = self._by_index[index]
-            arguments = function.get("arguments")
-            if arguments:
-                self.emit(ToolCallDelta(known, arguments))
-            return
         if call_id is not None:
             ours = self._by_id.get(call_id)
             if ours is None:  # a new call, even at an index already used (Ollama's parallel calls)
