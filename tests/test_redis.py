@@ -8,6 +8,7 @@ and without disconnects, is in ``test_resume.py``, which runs every resume test 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -295,3 +296,42 @@ async def test_the_write_script_answers_each_chunk_on_its_own(redis_server: Redi
         assert await r.pttl(a) == -1  # a later chunk leaves the expiry to the lease's renewal
     finally:
         await r.aclose()
+
+
+async def test_the_writer_survives_a_dead_connection_and_lost_scripts(redis_server: RedisServer,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """The writer packs its ``_WRITE`` call itself and sends it on a pooled connection (not through redis-py's
+    command layer), so it must do what that layer did: a pooled connection Redis closed (a restart) is replaced
+    once, and Redis without the script (a restart, ``SCRIPT FLUSH``) gets it loaded again; the round trip then
+    lands as if nothing happened: no error, nothing lost, nothing doubled."""
+    from redis.asyncio import Redis
+
+    from ssegate.cluster.redis_log import RedisEventLog, RedisLink, events_key
+    from ssegate.core.entries import DELTA
+
+    link = RedisLink(redis_server.url)
+    admin = Redis.from_url(redis_server.url)
+    try:
+        await link.start(5)
+        log = RedisEventLog(link, "writer-test")
+        stream = log.create("w1", "owner", "model")
+        await admin.delete(events_key("w1"), "ssegate:stream:w1:meta")
+        stream.append(DELTA, "one")
+        await log._flush([stream])
+        ours = {c["id"] for c in await admin.client_list()} - {str(await admin.client_id())}
+        for client in ours:  # every connection of the link's pool: Redis closes them all
+            await admin.client_kill_filter(_id=client)
+        await admin.script_flush()
+        caplog.clear()
+        stream.append(DELTA, "two")
+        stream.append(DELTA, "three")
+        await log._flush([stream])
+        chunks = await admin.xrange(events_key("w1"))
+        assert [(i, f[b"n"], f[b"e"]) for i, f in chunks] == [
+            (b"1-0", b"1", b'[[1,"one"]]'), (b"2-0", b"2", b'[[1,"two"],[1,"three"]]')]
+        assert stream.mirrored == stream.last_seq
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert link.healthy
+    finally:
+        await admin.aclose()
+        await link.aclose()
