@@ -77,6 +77,9 @@ def reference_split(chunks: list[bytes]) -> list[tuple[bytes, bytes]]:
     [
         [b"data: {\"a\": 1}\n\n", b"data: [DONE]\n\n"],  # one event per read, as servers write tokens
         [b"event: error\n", b"data: {\"e\": 1}\n\n", b"data: next\n\n"],  # the name came in the read before
+        [b"event: delta\ndata: {\"a\": 1}\n\n", b"event:  ping \ndata: {}\n\n", b"data: after\n\n"],  # named
+        [b"event: a\r\ndata: x\n\n", b"event: b\ndata: y\r\n\n", b"event: c\ndata:z\n\n", b"event: d\n\n"],
+        [b"event: a\ndata: \n\n", b"event: b\nid: 1\ndata: y\n\n", b"event: c\ndata: one\ndata: two\n\n"],
         [b"data: x\r\n\n", b"data: y\r\n\r\n", b"data: z\n\n"],  # a CR before the LF is part of the line end
         [b"data: \n\n", b"data:\n\n", b"data: a\n\n"],  # empty data is an event
         [b"data: one\n", b"data: two\n\n", b"data: three\n\n"],  # a data line pending: joined, not taken alone

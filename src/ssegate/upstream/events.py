@@ -31,7 +31,8 @@ class EventSplitter:
     token costs no extra generator switch. Lines may end with LF or CRLF (what upstream servers send);
     multi-line data is joined with LF; comments and fields other than ``event``/``data`` are skipped; a line
     longer than ``MAX_LINE`` is an ``UpstreamProtocolError``. A read that is exactly one event of one LF-ended data
-    line (how OpenAI-compatible servers write each token) is taken without splitting it into lines.
+    line, named or not (how OpenAI-compatible servers and Anthropic write each token), is taken without splitting
+    it into lines.
     """
 
     __slots__ = ("_buf", "_data", "_event")
@@ -43,11 +44,18 @@ class EventSplitter:
 
     def feed(self, chunk: bytes) -> list[tuple[bytes, bytes]]:
         n = len(chunk)
-        if (not self._buf and not self._data and chunk.startswith(b"data: ") and chunk.find(b"\n", 6) == n - 2
-                and chunk[n - 1] == 10 and chunk[n - 3] != 13):
-            # the usual read: one event of one data line, LF-ended (``data: {...}\n\n``), nothing pending
-            event, self._event = self._event, b""
-            return [(event, chunk[6:-2])]
+        if not self._buf and not self._data and n > 7 and chunk[n - 1] == 10 and chunk[n - 3] != 13:
+            # the usual read, nothing pending: one event of one data line, LF-ended (``data: {...}\n\n``), or the
+            # same after its name (``event: name\ndata: {...}\n\n``, Anthropic's)
+            if chunk.startswith(b"data: "):
+                if chunk.find(b"\n", 6) == n - 2:
+                    event, self._event = self._event, b""
+                    return [(event, chunk[6:-2])]
+            elif chunk.startswith(b"event: "):
+                i = chunk.find(b"\n", 7)
+                if chunk[i - 1] != 13 and chunk.startswith(b"data: ", i + 1) and chunk.find(b"\n", i + 7) == n - 2:
+                    self._event = b""
+                    return [(chunk[6:i].strip(), chunk[i + 7 : -2])]
         buf = self._buf + chunk if self._buf else chunk
         if b"\n" not in chunk:
             if len(buf) > MAX_LINE:
