@@ -515,27 +515,29 @@ class RedisEventLog(MemoryEventLog):
             if log.orphaned:
                 continue
             start = log.mirrored
-            entries = log.since(start)
-            if entries is None:  # dropped from memory before Redis got them (a long outage): readers see a gap
-                start = log.first_seq - 1
-                entries = log.since(start) or []
-            if not entries:
-                continue
+            first = log.first_seq
+            if start >= first - 1:
+                entries = log.entries[start + 1 - first :]
+                if not entries:
+                    continue
+            else:  # dropped from memory before Redis got them (a long outage): readers see a gap
+                start = first - 1
+                entries = log.entries
             n = len(entries)
             last = start + n
             terminal = entries[-1][0] in TERMINAL
-            minid = f"{last - max_events + 1}-0" if last > max_events else "-"
+            minid = b"%d-0" % (last - max_events + 1) if last > max_events else b"-"
             key, body = log.key, dumps(entries)
-            flags = "t" if terminal else "m"
-            head = f"{start + 1}-0 {minid} {n} {len(key)} {len(body)}"
+            head = b"%d-0 %s %d %d %d" % (start + 1, minid, n, len(key), len(body))
             if log.mirrored == 0:  # its first chunk: the meta hash too
                 meta = [log.owner.encode(), log.model.encode(), self.replica.encode(), repr(log.grace_s).encode()]
                 if log.history is not None:
                     meta.append(log.history)
-                blob += (f"{flags}f {head} {' '.join(str(len(f)) for f in meta)}\n".encode(), key, body, *meta)
+                sizes = " ".join(str(len(f)) for f in meta).encode()
+                blob += (b"tf " if terminal else b"mf ", head, b" ", sizes, b"\n", key, body, *meta)
                 log.renew_at = renew_at
             else:
-                blob += (f"{flags} {head}\n".encode(), key, body)
+                blob += (b"t " if terminal else b"m ", head, b"\n", key, body)
             plan.append((log, last, terminal))
         if not plan:
             return
