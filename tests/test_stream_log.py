@@ -1,0 +1,107 @@
+"""``obs/stream_log.py``: the ``stream ended`` line's record is a copy of a template, and must read exactly like
+the record an ordinary ``logger.info(..., extra=...)`` call makes, to every filter, handler and formatter."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from ssegate.core.outcome import Outcome
+from ssegate.obs import stream_log as module
+from ssegate.obs.stream_log import StreamLogger, stream_log
+
+OUTCOME = Outcome("s1", "key:ab12", "m", "openai:http://up/v1", "*", "done", None, 3, 0.012, 0.5, 1, None)
+
+
+class Keep(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def kept() -> Iterator[Keep]:
+    handler = Keep()
+    level = stream_log.level
+    stream_log.addHandler(handler)
+    stream_log.setLevel(logging.INFO)
+    module._templates.clear()
+    try:
+        yield handler
+    finally:
+        stream_log.removeHandler(handler)
+        stream_log.setLevel(level)
+
+
+@pytest.mark.parametrize("srcfile", [True, False])
+def test_the_end_line_reads_like_an_ordinary_record(kept: Keep, srcfile: bool,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every attribute but the time is the ordinary call's (the source too, whether or not the logging module
+    collects it); the time is now, and consistent across ``created``, ``msecs`` and ``relativeCreated``."""
+    if not srcfile:
+        monkeypatch.setattr(logging, "_srcfile", None)
+    logger = StreamLogger()
+    logger.ended(OUTCOME)  # makes the template
+    before = time.time()
+    logger.ended(OUTCOME)
+    after = time.time()
+    copied = kept.records[-1]
+    names = ("stream_id", "model", "owner", "outcome", "tokens", "duration_ms", "upstream_attempts", "model_entry",
+             "deployment", "ttft_ms")
+    extra = {k: copied.__dict__[k] for k in names}
+    stream_log.info("stream ended", extra=extra)  # the ordinary record, from the ordinary call
+    ordinary = kept.records[-1]
+    assert type(copied) is type(ordinary) is logging.LogRecord and copied is not kept.records[0]
+    timing = {"created", "msecs", "relativeCreated"}
+    source = {"pathname", "filename", "module", "lineno", "funcName"}
+    assert list(copied.__dict__) == list(ordinary.__dict__)  # same attributes, in the same order (extra last)
+    for key, value in ordinary.__dict__.items():
+        if key not in timing | source:
+            assert copied.__dict__[key] == value, key
+    if srcfile:
+        assert (copied.filename, copied.funcName) == ("stream_log.py", "ended")
+    else:
+        assert (copied.pathname, copied.lineno, copied.funcName) == (
+            ordinary.pathname, ordinary.lineno, ordinary.funcName) == ("(unknown file)", 0, "(unknown function)")
+    assert before <= copied.created <= after
+    assert copied.msecs == int((copied.created - int(copied.created)) * 1000)
+    assert copied.relativeCreated == pytest.approx((copied.created - logging._startTime) * 1000, abs=1.0)
+    assert copied.getMessage() == "stream ended" and copied.stream_id == "s1" and copied.tokens == 3
+
+
+def test_a_custom_record_factory_gets_the_line(kept: Keep) -> None:
+    class Mine(logging.LogRecord):
+        pass
+
+    old = logging.getLogRecordFactory()
+    logging.setLogRecordFactory(Mine)
+    try:
+        StreamLogger().ended(OUTCOME)
+    finally:
+        logging.setLogRecordFactory(old)
+    assert type(kept.records[-1]) is Mine and kept.records[-1].stream_id == "s1"
+
+
+def test_each_line_is_its_own_record(kept: Keep) -> None:
+    """A filter that changes one record changes nothing in the next (they are copies, not one shared object)."""
+
+    def stamp(record: logging.LogRecord) -> bool:
+        record.stamped = True
+        record.msg = "changed"
+        return True
+
+    stream_log.addFilter(stamp)
+    try:
+        StreamLogger().ended(OUTCOME)
+        stream_log.removeFilter(stamp)
+        StreamLogger().ended(OUTCOME)
+    finally:
+        stream_log.removeFilter(stamp)
+    first, second = kept.records[-2:]
+    assert first.msg == "changed" and second.msg == "stream ended" and not hasattr(second, "stamped")
