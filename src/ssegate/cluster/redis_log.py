@@ -413,7 +413,7 @@ class RedisEventLog(MemoryEventLog):
         self._wakeup: asyncio.Future[None] | None = None
         self._drained = asyncio.Event()
         self._declare_lost = link.redis.register_script(_DECLARE_LOST)
-        sha = hashlib.sha1(_WRITE.encode()).hexdigest().encode()
+        sha = link.redis.register_script(_WRITE).sha.encode()
         self._write_head = b"*6\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n0\r\n" % sha
         ttls = (b"%d" % self.live_ttl_ms, b"%d" % self.ttl_ms)
         self._write_tail = b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in ttls)
@@ -515,14 +515,12 @@ class RedisEventLog(MemoryEventLog):
             if log.orphaned:
                 continue
             start = log.mirrored
-            first = log.first_seq
-            if start >= first - 1:
-                entries = log.entries[start + 1 - first :]
-                if not entries:
-                    continue
-            else:  # dropped from memory before Redis got them (a long outage): readers see a gap
-                start = first - 1
+            entries = log.since(start)
+            if entries is None:  # dropped from memory before Redis got them (a long outage): readers see a gap
+                start = log.first_seq - 1
                 entries = log.entries
+            if not entries:
+                continue
             n = len(entries)
             last = start + n
             terminal = entries[-1][0] in TERMINAL

@@ -55,7 +55,10 @@ def _log(level: int, msg: str, extra: dict[str, Any]) -> None:
     fields["msecs"] = float(int((now - int(now)) * 1000))
     fields["relativeCreated"] = template["relativeCreated"] + (now - template["created"]) * 1000
     if "taskName" in template and getattr(logging, "logAsyncioTasks", False):  # Python 3.12+: the task logging it
-        task = asyncio.current_task() if asyncio._get_running_loop() is not None else None
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no loop running
+            task = None
         fields["taskName"] = task.get_name() if task is not None else None
     fields.update(extra)
     stream_log.handle(record)
