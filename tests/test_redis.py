@@ -8,6 +8,7 @@ and without disconnects, is in ``test_resume.py``, which runs every resume test 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator
@@ -334,4 +335,75 @@ async def test_the_writer_survives_a_dead_connection_and_lost_scripts(redis_serv
         assert link.healthy
     finally:
         await admin.aclose()
+        await link.aclose()
+
+
+async def test_the_writer_hurries_only_for_what_is_awaited_elsewhere(redis_server: RedisServer,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer's pace: a stream's first chunk, its end, and every entry of a stream followed on another replica
+    reach Redis at the fast pace; the middle of a stream nobody elsewhere follows waits for the quiet pace (here
+    1 s, far from the fast 20 ms, so a writer that flushed everything fast, or everything slowly, fails)."""
+    from redis.asyncio import Redis
+
+    from ssegate.cluster import redis_log
+    from ssegate.cluster.redis_log import RedisEventLog, RedisLink, events_key
+    from ssegate.core.entries import DELTA, DONE, START
+
+    monkeypatch.setattr(redis_log, "QUIET_FLUSH_S", 1.0)
+    link = RedisLink(redis_server.url)
+    admin = Redis.from_url(redis_server.url)
+
+    async def landed(sid: str, entries: int, within: float) -> float:
+        """Seconds until Redis holds ``entries`` entries of ``sid`` (the bound only catches a hang)."""
+        t0 = time.monotonic()
+        while True:
+            chunks = await admin.xrange(events_key(sid))
+            if sum(int(f[b"n"]) for _, f in chunks) >= entries:
+                return time.monotonic() - t0
+            assert time.monotonic() - t0 < within, f"{sid}: {entries} entries never landed"
+            await asyncio.sleep(0.01)
+
+    async def until_mirrored(stream: Any, seq: int) -> None:
+        """Until the writer has read Redis's answer (a stream whose first chunk is unanswered is still hurried)."""
+        t0 = time.monotonic()
+        while stream.mirrored < seq:
+            assert time.monotonic() - t0 < 3.0, "the writer never read the answer"
+            await asyncio.sleep(0.005)
+
+    try:
+        await link.start(5)
+        log = RedisEventLog(link, "pace-test")
+        await log.start()
+        quiet = log.create("q1", "owner", "model")
+        quiet.append(START, {"stream_id": "q1"})
+        assert await landed("q1", 1, 3.0) < 0.5  # the first chunk: the stream becomes resumable anywhere
+        await until_mirrored(quiet, 1)
+        quiet.append(DELTA, "middle")
+        t0 = time.monotonic()
+        await asyncio.sleep(0.4)
+        assert len(await admin.xrange(events_key("q1"))) == 1  # the middle waits for the quiet pace
+        assert 0.5 < 0.4 + await landed("q1", 2, 5.0) < 3.0, time.monotonic() - t0
+
+        await until_mirrored(quiet, 2)
+        quiet.append(DELTA, "pending")  # listed for the quiet pace...
+        await asyncio.sleep(0.05)
+        log.mark_followed("q1")  # ...when a follower on another replica joins: what is pending goes now
+        assert log.followed_elsewhere("q1")
+        assert await landed("q1", 3, 3.0) < 0.5
+        await until_mirrored(quiet, 3)
+        quiet.append(DELTA, "followed")  # and every entry after it at the fast pace
+        assert await landed("q1", 4, 3.0) < 0.5
+
+        ending = log.create("q2", "owner", "model")
+        ending.append(START, {"stream_id": "q2"})
+        await landed("q2", 1, 3.0)
+        await until_mirrored(ending, 1)
+        ending.append(DELTA, "last words")  # listed for the quiet pace...
+        await asyncio.sleep(0.05)
+        ending.append(DONE, {"finish_reason": "stop"})  # ...and hurried by its end
+        assert await landed("q2", 3, 3.0) < 0.5
+        assert not log.followed_elsewhere("q2")
+    finally:
+        await admin.aclose()
+        await link.supervisor.stop("writer", "lease")
         await link.aclose()

@@ -24,7 +24,14 @@ after a flush, putting the log on the writer's list. One writer task per process
 entries as one chunk (one ``XADD``, with ``MINID ~`` keeping about ``LOG_MAX_EVENTS`` entries), all logs in one
 round trip (one ``_WRITE`` script call, the whole batch in one argument, packed by the writer and sent on a
 pooled connection without redis-py's command layer); entries appended while a round trip is in flight go in the
-next one, so a busy stream costs one command per round trip, not per token. Chunk ids are seqs, so a replayed
+next one, so a busy stream costs one command per round trip, not per token.
+
+The writer's pace follows who may be reading. While something pending is awaited elsewhere (a stream's first
+chunk, which makes it resumable anywhere; a stream's end; any entry of a stream that a replica elsewhere follows
+right now) it flushes every ``FLUSH_INTERVAL_S``; otherwise, every ``QUIET_FLUSH_S``. Nobody reads the middle of
+a stream that no other replica follows until a client resumes it elsewhere, and that resume's follower notice
+(``Replicas``: ``f:<id>`` on the control channel) switches the stream to the fast pace: the resumed client gets
+the backlog one fast round trip after its replica asked. Chunk ids are seqs, so a replayed
 write (after a reconnect) is refused by Redis instead of duplicated, and a ``generation_lost`` tombstone fences out
 a replica that comes back.
 
@@ -109,10 +116,17 @@ _META_FIELDS = ("owner", "model", "replica", "grace")
 """The fields of a stream's meta hash that every reader needs (``history`` may be large: read when asked for)."""
 
 FLUSH_INTERVAL_S = 0.02
-"""The writer's pace: what other replicas see lags this process by at most this plus one round trip. A round trip
-costs the gateway ~200 µs of CPU whatever it carries, and each stream in it a few µs more: the longer the pace,
-the more events per round trip and per chunk (docs/resume.md has the figures); 20 ms is about one frame of a
-screen, a lag no reader of a resumed stream sees."""
+"""The writer's pace while a reader elsewhere may be waiting (a stream's first chunk or its end pending, or a
+stream followed on another replica): what such a reader sees lags this process by at most this plus one round
+trip. 20 ms is about one frame of a screen, a lag no reader of a resumed stream sees."""
+
+QUIET_FLUSH_S = 0.1
+"""The writer's pace when nothing pending is awaited elsewhere (the middle of streams that no other replica
+follows). A round trip costs the gateway ~200 µs of CPU and Redis ~50 µs whatever it carries, and each stream in
+it a few µs more on both sides: the longer the pace, the fewer round trips and the more entries per chunk
+(docs/resume.md has the figures). What it costs: a resume elsewhere first reads a copy up to this much older (the
+rest follows one fast round trip after its notice), and a replica that dies takes up to this much of an
+unfollowed stream's end with it (its clients get ``generation_lost`` either way)."""
 
 
 def events_key(stream_id: str) -> str:
@@ -336,7 +350,7 @@ def _address(url: str) -> str:
 class MirroredStreamLog(StreamLog):
     """A ``StreamLog`` that the ``RedisEventLog``'s writer copies to Redis in the background."""
 
-    __slots__ = ("dirty", "key", "mirrored", "orphaned", "renew_at", "sink")
+    __slots__ = ("dirty", "followed", "key", "mirrored", "orphaned", "renew_at", "sink")
 
     def __init__(
         self, stream_id: str, owner: str, model: str, max_events: int, max_bytes: int,
@@ -349,6 +363,8 @@ class MirroredStreamLog(StreamLog):
         """Queued for the writer."""
         self.orphaned = False
         """No longer mirrored: another replica declared the stream lost, or Redis refused it."""
+        self.followed = False
+        """A follower on another replica joined it: its entries go at the writer's fast pace."""
         self.renew_at = 0.0
         self.sink = sink
         self.key = events_key(stream_id).encode()
@@ -356,7 +372,7 @@ class MirroredStreamLog(StreamLog):
 
     def append(self, kind: int, payload: Any) -> int:
         seq = StreamLog.append(self, kind, payload)
-        if not self.dirty:
+        if not self.dirty or self.finished:  # listed already, but its end is awaited: the fast pace
             self.sink(self)
         return seq
 
@@ -411,6 +427,8 @@ class RedisEventLog(MemoryEventLog):
         self._dirty: list[MirroredStreamLog] = []
         self._live: dict[str, MirroredStreamLog] = {}
         self._wakeup: asyncio.Future[None] | None = None
+        self._hurry = False
+        """Something listed is awaited elsewhere: the next flush comes ``FLUSH_INTERVAL_S`` after the last."""
         self._drained = asyncio.Event()
         self._declare_lost = link.redis.register_script(_DECLARE_LOST)
         sha = link.redis.register_script(_WRITE).sha.encode()
@@ -453,10 +471,31 @@ class RedisEventLog(MemoryEventLog):
 
     # --- the writer ---------------------------------------------------------------------------------
     def _enqueue(self, log: MirroredStreamLog) -> None:
-        log.dirty = True
-        self._dirty.append(log)
-        self._drained.clear()
-        self._wake()
+        """List ``log`` for the next round trip (it has entries Redis lacks); hurry the writer when they are
+        awaited elsewhere (``_awaited``)."""
+        if not log.dirty:
+            log.dirty = True
+            self._dirty.append(log)
+            self._drained.clear()
+            if len(self._dirty) == 1:  # the writer may be waiting for work
+                self._wake()
+        if not self._hurry and (log.mirrored == 0 or log.finished or log.followed):
+            self._hurry = True
+            self._wake()
+
+    def followed_elsewhere(self, stream_id: str) -> bool:
+        log = self._live.get(stream_id)
+        return log is not None and log.followed
+
+    def mark_followed(self, stream_id: str) -> None:
+        """A follower on another replica joined this replica's stream: from now on its entries go at the fast
+        pace, and what it has pending goes in the next fast round trip."""
+        log = self._live.get(stream_id)
+        if log is None:
+            return
+        log.followed = True
+        if log.dirty:
+            self._enqueue(log)
 
     def _wake(self) -> None:
         fut = self._wakeup
@@ -476,12 +515,20 @@ class RedisEventLog(MemoryEventLog):
                 self._wakeup = loop.create_future()
                 await self._wakeup
                 continue
-            # at most one flush per FLUSH_INTERVAL_S: more entries per chunk, fewer commands per event
-            wait = last_flush + FLUSH_INTERVAL_S - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            # at most one flush per FLUSH_INTERVAL_S, or per QUIET_FLUSH_S while nothing pending is awaited:
+            # more entries per chunk, fewer round trips per event
+            wait = last_flush + (FLUSH_INTERVAL_S if self._hurry else QUIET_FLUSH_S) - loop.time()
+            if wait > 0:  # until then, or until something is awaited (``_enqueue``: the pace gets shorter)
+                self._wakeup = woken = loop.create_future()
+                timer = loop.call_later(wait, self._wake)
+                try:
+                    await woken
+                finally:
+                    timer.cancel()
+                continue
             last_flush = loop.time()
             batch, self._dirty = self._dirty, []
+            self._hurry = False
             for log in batch:
                 log.dirty = False
             try:
@@ -626,6 +673,7 @@ class RedisEventLog(MemoryEventLog):
                     if not log.dirty:
                         self._enqueue(log)
         batch, self._dirty = self._dirty, []
+        self._hurry = False
         for log in batch:
             log.dirty = False
         try:

@@ -13,7 +13,8 @@
   nothing for ``REDIS_LEASE_S / 3`` checks it and, once it is gone, ends the stream with ``generation_lost``
   (``redis_log.py``), so a SIGKILLed replica costs its followers at most about 1.4 x ``REDIS_LEASE_S``.
 - **Detach grace across replicas.** A follower here of another replica's stream keeps a presence entry in
-  ``ssegate:stream:<id>:followers`` (renewed with the lease) and tells the generating replica ``f:<id>``; when
+  ``ssegate:stream:<id>:followers`` (renewed with the lease) and tells the generating replica ``f:<id>`` (whose
+  writer then puts that stream in Redis at its fast pace: ``redis_log.QUIET_FLUSH_S``); when
   it leaves, its entry is set to expire ``DETACH_GRACE_S`` later and it sends ``u:<id>``. A generation with no
   follower of its own asks that set before it cancels (``StreamHub.check_elsewhere``), and waits out the last
   follower elsewhere. Streams nobody followed from elsewhere never pay that round trip.
@@ -54,7 +55,6 @@ from .redis_log import (
 if TYPE_CHECKING:
     from ..core.generation import Generation, StreamHub
     from ..core.log import StreamLog
-    from ..core.outcome import Outcome, Started
 
 __all__ = ["NEEDED_FOR_STREAMS", "RemoteStream", "Replicas"]
 
@@ -150,8 +150,6 @@ class Replicas:
         self.supervisor = self.link.supervisor
         self.remote: set[RemoteStream] = set()
         """Streams of other replicas followed here right now (their presence is renewed with the lease)."""
-        self.followed: set[str] = set()
-        """Streams of this replica that a follower elsewhere joined."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._presence_set = self.link.redis.register_script(_PRESENCE_SET)
         self._presence_left = self.link.redis.register_script(_PRESENCE_LEFT)
@@ -177,15 +175,7 @@ class Replicas:
     def bind(self, hub: StreamHub) -> None:
         self.hub = hub
         hub.check_elsewhere = self.check_elsewhere
-        hub.observers.append(self)
         self.eventlog.on_lost = self._lost_here
-
-    # --- core.outcome.Observer: forget who followed a stream once it ended ---------------------------
-    def started(self, started: Started) -> None:
-        return None
-
-    def ended(self, outcome: Outcome) -> None:
-        self.followed.discard(outcome.stream_id)
 
     async def start(self) -> None:
         await self.link.start(1.0)
@@ -296,7 +286,7 @@ class Replicas:
 
     def check_elsewhere(self, gen: Generation) -> None:
         """``gen`` has no follower here: cancel it, unless followers on other replicas still count."""
-        if gen.stream_id not in self.followed or not self.link.healthy:
+        if not self.eventlog.followed_elsewhere(gen.stream_id) or not self.link.healthy:
             gen.cancel("disconnect")
             return
         self.spawn(self._check(gen))
@@ -331,7 +321,7 @@ class Replicas:
         if kind == b"c":
             gen.cancel("request")
         elif kind == b"f":
-            self.followed.add(sid)
+            self.eventlog.mark_followed(sid)
         elif kind == b"u":
             gen.recheck_detached()
 
