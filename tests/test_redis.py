@@ -160,6 +160,50 @@ def test_sigkill_of_the_generating_replica_gives_its_followers_generation_lost(
     assert resume(b.url, events[-1].id or "")[0].status_code == 204
 
 
+def test_a_client_ahead_of_redis_when_its_replica_dies_still_gets_generation_lost(
+    relay_settings: dict[str, Any], pair: Pair, upstream: FakeUpstream, redis_server: RedisServer
+) -> None:
+    """The client read further from the generating replica than Redis got (the writer's quiet pace) when that
+    replica was SIGKILLed. Its resume elsewhere replays nothing, and the ``generation_lost`` tombstone lands at a
+    seq the client already has; it still gets that terminal event, numbered after its last id, not a stream that
+    ends without one."""
+    _, b = pair
+    r = redis.Redis.from_url(redis_server.url)
+
+    def in_redis(sid: str) -> int:
+        """The last seq of ``sid`` that Redis holds."""
+        top = r.xrevrange(f"ssegate:stream:{sid}:events", "+", "-", count=1)
+        return int(top[0][0].split(b"-")[0]) + int(top[0][1][b"n"]) - 1 if top else 0
+
+    try:
+        for _attempt in range(3):  # the kill must land while Redis is behind the client (almost always)
+            doomed = GatewayProcess(relay_settings).start()
+            try:
+                prompt = upstream.script(Script(deltas=words(500), delay=0.02))
+                with open_stream(doomed.url, prompt) as it:
+                    events = take(it, 5)
+                    sid = events[0].json()["stream_id"]
+                    while int((events[-1].id or "").rpartition(":")[2]) < in_redis(sid) + 2:
+                        events.append(next(it))
+                    doomed.kill()
+                    last_seq = int((events[-1].id or "").rpartition(":")[2])
+            finally:
+                doomed.kill()
+            if last_seq > in_redis(sid):
+                break
+        else:
+            pytest.fail("Redis caught up with the client before each kill")
+        t0 = time.monotonic()
+        resp, after = resume(b.url, events[-1].id or "")
+        assert resp.status_code == 200
+        assert [e.event for e in after] == ["error"], [(e.id, e.event) for e in after]
+        assert after[0].json()["error"]["code"] == "generation_lost"
+        assert after[0].id == f"{sid}:{last_seq + 1}"
+        assert time.monotonic() - t0 < 1.5 * LEASE_S + 2.5
+    finally:
+        r.close()
+
+
 def test_the_mirror_is_batched_and_expires_after_the_end(pair: Pair, upstream: FakeUpstream,
                                                        redis_server: RedisServer) -> None:
     """Not one Redis round trip per token: a fast stream of 2000 deltas takes far fewer XADDs."""

@@ -301,6 +301,7 @@ class EventStreamResponse(Response):
         encode = self.encoder.encode
         head: bytes | None = self.encoder.head() or None  # None: nothing left to send before the events
         push_checked = False
+        finished_before = log.finished  # (a reader that asked from the end of a finished stream gets no events)
         while True:
             cursor = self._cursor
             entries = log.entries
@@ -353,7 +354,18 @@ class EventStreamResponse(Response):
                 head = None
                 continue
             if log.finished:
-                break
+                # the stream ended while this response followed it, at a seq the client has already: a copy of a
+                # stream lost on another replica ends where Redis stopped, and the client may have read further
+                # from that replica. The terminal event still goes out, numbered after the client's cursor.
+                terminal = log.terminal()
+                if finished_before or terminal is None or terminal[0] not in TERMINAL:  # (a cut-off copy: none)
+                    break
+                body = encode(cursor + 1, [terminal])
+                await self._timed_send(send, {"type": "http.response.body", "body": head + body if head else body,
+                                              "more_body": False})
+                log.terminal_delivered = True
+                self._fut = None
+                return
             if head is None and not push_checked and self._start is None:
                 push_checked = True
                 self._direct = direct_transport(send)
