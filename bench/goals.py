@@ -128,6 +128,9 @@ def _cancel(res: Res) -> tuple[str, bool | None]:
     if not d or d.get("p99_ms") is None:
         return "—", None
     text = f"p99 {fmt(d['p99_ms'])} ms (p50 {fmt(d['p50_ms'])}, max {fmt(d['max_ms'])}), {d['not_closed']} left open"
+    ref = result(res, "direct", "cancel") or {}
+    if ref.get("p99_ms") is not None:  # the rig alone: clients closing straight to the upstream
+        text += f"; direct p99 {fmt(ref['p99_ms'])} ms"
     return text, d["p99_ms"] <= 50 and not d["not_closed"]
 
 

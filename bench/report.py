@@ -191,10 +191,10 @@ def write_report(res: dict[str, Any]) -> Path:
          "passes when every stream received tokens in the window, none failed, and the p99 of (inter-token "
          "gap − 25 ms) is below 20 ms (tokens arriving in one read count as gap 0; a stall still running at "
          "the window's end counts). Steps stop at the first failure; when the first step fails, smaller ones "
-         f"({c('capacity', 'cap_below')}) are tried. `gw`/`lg` = gateway/load generator CPU in the last step "
-         "(100% = one core). `direct` shows the ceiling of the rig itself (load generator + upstream on the "
-         "same two cores). `ssegate-w2+redis` runs two worker processes that share the event log in Redis "
-         "(its CPU is both workers').", "bench-capacity.png"),
+         f"({', '.join(map(str, c('capacity', 'cap_below')))}) are tried. `gw`/`lg` = gateway/load generator "
+         "CPU in the last step (100% = one core). `direct` shows the ceiling of the rig itself (load "
+         "generator + upstream on the same two cores). `ssegate-w2+redis` runs two worker processes that "
+         "share the event log in Redis (its CPU is both workers').", "bench-capacity.png"),
         ("Memory per open stream", "memory", sections.memory,
          f"{c('memory', 'mem_streams')} streams, {c('memory', 'mem_reps')} repetition(s). RSS growth of the "
          "target's process tree while the streams are open and waiting for a first token that does not come "

@@ -141,7 +141,11 @@ def test_targets_table_marks_each_goal() -> None:
         ssegate__ttft={"1": {"p99_ms": 20.8}, "100": {"p99_ms": 40.0}, "1000": {"p99_ms": 200.0, "failed": 3}},
         ssegate__capacity={"capacity": 1500},
         ssegate__cancel={"p50_ms": 20.0, "p99_ms": 60.0, "max_ms": 70.0, "not_closed": 0},
+        direct__cancel={"p50_ms": 15.0, "p99_ms": 45.0, "max_ms": 46.0, "not_closed": 0},
     )
+    rows = {r.what.split(" (")[0]: r for r in goals.rows(res)}
+    assert rows["Cancel storm, 1000 clients: every upstream connection closed"].measured.endswith(
+        "; direct p99 45.0 ms")  # the rig alone, for scale
     met = {r.what.split(" (")[0]: r.met for r in goals.rows(res) if r.goal != "reported"}
     assert met == {
         "CPU per short stream": True,
