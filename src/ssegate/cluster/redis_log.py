@@ -24,16 +24,16 @@ after a flush, putting the log on the writer's list. One writer task per process
 entries as one chunk (one ``XADD``, with ``MINID ~`` keeping about ``LOG_MAX_EVENTS`` entries), all logs in one
 round trip (one ``_WRITE`` script call, the whole batch in one argument, packed by the writer and sent on a
 pooled connection without redis-py's command layer); entries appended while a round trip is in flight go in the
-next one, so a busy stream costs one command per round trip, not per token.
+next one, so a busy stream costs one command per round trip, not per token. Chunk ids are seqs, so a replayed
+write (after a reconnect) is refused by Redis instead of duplicated, and a ``generation_lost`` tombstone fences out
+a replica that comes back.
 
 The writer's pace follows who may be reading. While something pending is awaited elsewhere (a stream's first
 chunk, which makes it resumable anywhere; a stream's end; any entry of a stream that a replica elsewhere follows
 right now) it flushes every ``FLUSH_INTERVAL_S``; otherwise, every ``QUIET_FLUSH_S``. Nobody reads the middle of
 a stream that no other replica follows until a client resumes it elsewhere, and that resume's follower notice
 (``Replicas``: ``f:<id>`` on the control channel) switches the stream to the fast pace: the resumed client gets
-the backlog one fast round trip after its replica asked. Chunk ids are seqs, so a replayed
-write (after a reconnect) is refused by Redis instead of duplicated, and a ``generation_lost`` tombstone fences out
-a replica that comes back.
+the backlog one fast round trip after its replica asked.
 
 Following a stream generated elsewhere: ``fetch`` copies it into a local ``StreamLog`` (which the ordinary
 ``EventStreamResponse`` follows) and ``follow`` keeps appending to that copy with ``XREAD BLOCK``. When a
@@ -472,7 +472,7 @@ class RedisEventLog(MemoryEventLog):
     # --- the writer ---------------------------------------------------------------------------------
     def _enqueue(self, log: MirroredStreamLog) -> None:
         """List ``log`` for the next round trip (it has entries Redis lacks); hurry the writer when they are
-        awaited elsewhere (``_awaited``)."""
+        awaited elsewhere: its first chunk, its end, or any entry of a stream followed on another replica."""
         if not log.dirty:
             log.dirty = True
             self._dirty.append(log)
@@ -484,6 +484,7 @@ class RedisEventLog(MemoryEventLog):
             self._wake()
 
     def followed_elsewhere(self, stream_id: str) -> bool:
+        """Whether a follower on another replica joined this replica's live stream ``stream_id``."""
         log = self._live.get(stream_id)
         return log is not None and log.followed
 

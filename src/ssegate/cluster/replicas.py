@@ -14,9 +14,9 @@
   (``redis_log.py``), so a SIGKILLed replica costs its followers at most about 1.4 x ``REDIS_LEASE_S``.
 - **Detach grace across replicas.** A follower here of another replica's stream keeps a presence entry in
   ``ssegate:stream:<id>:followers`` (renewed with the lease) and tells the generating replica ``f:<id>`` (whose
-  writer then puts that stream in Redis at its fast pace: ``redis_log.QUIET_FLUSH_S``); when
-  it leaves, its entry is set to expire ``DETACH_GRACE_S`` later and it sends ``u:<id>``. A generation with no
-  follower of its own asks that set before it cancels (``StreamHub.check_elsewhere``), and waits out the last
+  writer then puts that stream in Redis at its fast pace, ``redis_log.FLUSH_INTERVAL_S``); when it leaves, its
+  entry is set to expire ``DETACH_GRACE_S`` later and it sends ``u:<id>``. A generation with no follower of its
+  own asks that set before it cancels (``StreamHub.check_elsewhere``), and waits out the last
   follower elsewhere. Streams nobody followed from elsewhere never pay that round trip.
 - **Redis unreachable.** New streams, resumes and cancels that need Redis get 503 ``overloaded``; streams already
   running here go on from memory (and are written to Redis when it is back); see ``redis_log.py``.
