@@ -144,12 +144,18 @@ def _tree(ps: psutil.Process) -> list[psutil.Process]:
 
 def tree_cpu(ps: psutil.Process) -> float:
     """User + system CPU seconds of a process and its live children."""
-    total = 0.0
+    return sum(tree_cpu_split(ps))
+
+
+def tree_cpu_split(ps: psutil.Process) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process and its live children."""
+    user = system = 0.0
     for p in _tree(ps):
         with contextlib.suppress(psutil.Error):
             t = p.cpu_times()
-            total += t.user + t.system
-    return total
+            user += t.user
+            system += t.system
+    return user, system
 
 
 def tree_rss(ps: psutil.Process) -> int:

@@ -123,6 +123,7 @@ def write_report(res: dict[str, Any]) -> Path:
         ".venv/bin/python -m bench --ab --only ab     # only the A/B of upstream clients (merged)",
         ".venv/bin/python -m bench --report-only      # re-render from bench/results/latest.json",
         ".venv/bin/python -m bench --ssegate-models 50 --targets ssegate --only cpu  # a 50-entry routing table",
+        ".venv/bin/python -m bench --only phases --targets ssegate-probed   # where a stream's start goes (~5 s)",
         ".venv/bin/python -m bench.callgrind          # instructions per short stream (valgrind; load-independent)",
         ".venv/bin/python -m bench.before_after OLD/src src --scenario setup   # two trees side by side",
         ".venv/bin/python -m bench.encoders           # each wire format's encoder per text delta",
@@ -133,7 +134,8 @@ def write_report(res: dict[str, Any]) -> Path:
         "every stream), `bench/loadgen.py` (raw-socket SSE clients on uvloop; counts tokens by the upstream's "
         "token text, so every framing is measured the same way), `bench/baselines/`, `bench/scenarios.py`, "
         "`bench/ab.py` with `bench/clients/` and `bench/launch_ssegate.py`, `bench/goals.py` (the targets), "
-        "`bench/before_after.py` (CPU per event of two source trees at once, for a change's before/after). "
+        "`bench/before_after.py` (CPU per event of two source trees at once, for a change's before/after), "
+        "`bench/phases.py` (wall-clock stamps at each step of a stream's start). "
         "Raw results and process logs: `bench/results/`.",
         "",
         "## Systems under test",
@@ -177,8 +179,20 @@ def write_report(res: dict[str, Any]) -> Path:
          f"at most {c('setup', 'setup_in_flight')} at once, each on a new client connection (connect, request, "
          "response head, one token, end, close), the upstream answering at once; the target's CPU over the "
          f"whole run divided by the streams that ended well; up to {c('setup', 'setup_reps')} repetitions, "
-         "median (min–max). `upstream connections opened per stream` near 0 = the target reuses its upstream "
-         "connections (`direct` opens one per stream: its clients are new connections).", None),
+         "median (min–max). `of which kernel` = the system part of that CPU time (system calls, the network "
+         "stack); the rest is the target's own code. `upstream connections opened per stream` near 0 = the "
+         "target reuses its upstream connections (`direct` opens one per stream: its clients are new "
+         "connections).", None),
+        ("Where a stream's start goes", "phases", sections.phases,
+         "Wall-clock time of each step from a client's connection to the upstream request, and from the first "
+         "token read to the first event written, inside `ssegate serve` (`ssegate-probed`: the same gateway "
+         "started by `bench/phases.py`, which stamps the entry of one function per step; each stamp costs about "
+         "a microsecond). One stream at a time, so that each step belongs to one stream. Warm: "
+         f"{c('phases', 'phases_warm')} one-token streams back to back, the upstream answering at once. Cold: "
+         f"the `ttft` scenario's {c('phases', 'ttft_serial')} single streams (the upstream waits 20 ms before its "
+         "first token, then 5 tokens 10 ms apart), so the gateway waits idle between its steps, as it does for "
+         "a single user. The same code takes longer cold: caches and predictors hold other work by then. Wall "
+         "time includes the system calls of each step, and the wait for a loop turn where there is one.", None),
         ("Time to first token", "ttft", sections.ttft,
          "From the client's connect to the first token in the response; the upstream waits 20 ms before its "
          f"first token. 1 = {c('ttft', 'ttft_serial')} sequential single streams; more = that many opened at "
@@ -237,8 +251,8 @@ def write_report(res: dict[str, Any]) -> Path:
     noise = [(n, res["targets"][n].get("other_cpu_pct", {})) for n in ORDER if res["targets"].get(n, {}).get(
         "other_cpu_pct")]
     if noise:
-        scen_names = [x for x in ("memory", "cpu", "parts", "setup", "ttft", "cancel", "capacity", "proxy", "ab")
-                      if any(x in d for _, d in noise)]
+        scen_names = [x for x in ("memory", "cpu", "parts", "setup", "phases", "ttft", "cancel", "capacity",
+                                  "proxy", "ab") if any(x in d for _, d in noise)]
         peak = max(v for _, d in noise for v in d.values())
         parts += ["## Other load on the machine", "",
                   "CPU used by processes outside the bench while each scenario ran (system busy time minus the "

@@ -64,13 +64,15 @@ class Config:
     """No further repetition once the setup scenario has run this long (a slow target gets one)."""
     stall_s: float = 3.0
     """Stop waiting for streams to start when none started for this long."""
+    phases_warm: int = 200
+    """``phases``: one-token streams sent back to back (its cold streams are the ``ttft`` scenario's single ones)."""
 
     @classmethod
     def quick_config(cls) -> Config:
         return cls(quick=True, cpu_settle_s=3.0, cpu_window_s=1.0, cpu_reps=1, ttft_conc=(1, 100), ttft_serial=5,
                    ttft_reps=1, cap_steps=(250, 500), cap_below=(50,), cap_window_s=1.0, mem_streams=300,
                    mem_reps=1, cancel_streams=300, cancel_reps=1, cancel_wait_s=2.0, stall_s=2.0, setup_streams=300,
-                   setup_reps=1, setup_timeout_s=30.0)
+                   setup_reps=1, setup_timeout_s=30.0, phases_warm=50)
 
     def deadline(self, nominal_s: float) -> float:
         return 1.5 * nominal_s + 3.0 if self.quick else 2.0 * nominal_s + 5.0
@@ -243,12 +245,14 @@ async def setup(rt: Running, up: Upstream, cfg: Config) -> dict[str, Any]:
     for _ in range(cfg.setup_reps):
         await up.reset()
         host, port, req = build_request(rt.url, native=rt.target.native, tokens=1, interval=0.0, ttft=0.0)
-        g0, r0, u0, l0, w0 = rt.cpu(), rt.redis_cpu(), up.cpu(), time.process_time(), time.monotonic()
+        g0, k0, r0, u0, l0, w0 = (rt.cpu(), rt.system_cpu(), rt.redis_cpu(), up.cpu(), time.process_time(),
+                                  time.monotonic())
         streams, finished = await closed_loop(host, port, req, cfg.setup_streams, cfg.setup_in_flight,
                                               cfg.setup_timeout_s)
         w_end = time.monotonic()
         await asyncio.sleep(0.3)
-        g1, r1, u1, l1, w1 = rt.cpu(), rt.redis_cpu(), up.cpu(), time.process_time(), time.monotonic()
+        g1, k1, r1, u1, l1, w1 = (rt.cpu(), rt.system_cpu(), rt.redis_cpu(), up.cpu(), time.process_time(),
+                                  time.monotonic())
         st = await up.stats()
         good = sum(1 for s in streams if s.ok and s.tokens == 1 and s.t_end)
         errors: dict[str, int] = {}
@@ -260,7 +264,8 @@ async def setup(rt: Running, up: Upstream, cfg: Config) -> dict[str, Any]:
         runs.append({
             "streams": len(streams), "ok": good, "finished": finished, "errors": errors,
             "wall_s": round(w_end - w0, 3), "streams_per_s": round(good / (w_end - w0), 1) if good else 0,
-            "gateway_us": per(g1 - g0) if rt.proc else None, "redis_us": per(r1 - r0) if rt.redis else None,
+            "gateway_us": per(g1 - g0) if rt.proc else None, "gateway_system_us": per(k1 - k0) if rt.proc else None,
+            "redis_us": per(r1 - r0) if rt.redis else None,
             "upstream_us": per(u1 - u0), "loadgen_us": per(l1 - l0),
             "gateway_cpu_pct": round((g1 - g0) / (w1 - w0) * 100, 1) if rt.proc else None,
             "upstream_connections": st["chat_connections"], "upstream_requests": st["chat_requests"],
@@ -270,8 +275,8 @@ async def setup(rt: Running, up: Upstream, cfg: Config) -> dict[str, Any]:
         if not finished or time.monotonic() - t_start > cfg.setup_budget_s:
             break
     out = {"runs": runs, "in_flight": cfg.setup_in_flight, "streams": cfg.setup_streams,
-           **_summary(runs, ("gateway_us", "redis_us", "upstream_us", "loadgen_us", "streams_per_s",
-                             "gateway_cpu_pct"))}
+           **_summary(runs, ("gateway_us", "gateway_system_us", "redis_us", "upstream_us", "loadgen_us",
+                             "streams_per_s", "gateway_cpu_pct"))}
     out["ok"] = sum(r["ok"] for r in runs)
     out["attempted"] = sum(r["streams"] for r in runs)
     out["upstream_connections_per_stream"] = round(sum(r["upstream_connections"] for r in runs)

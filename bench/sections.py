@@ -17,7 +17,7 @@ from .tables import (
     targets_with,
 )
 
-__all__ = ["ab", "cancel", "capacity", "cpu", "memory", "parts", "proxy", "setup", "ttft"]
+__all__ = ["ab", "cancel", "capacity", "cpu", "memory", "parts", "phases", "proxy", "setup", "ttft"]
 
 Res = dict[str, Any]
 
@@ -234,8 +234,10 @@ def setup(res: Res) -> str:
                 for k, v in r.get("errors", {}).items():
                     errors[k] = errors.get(k, 0) + v
             ok = f"**{ok}** ({', '.join(f'{k}: {v}' for k, v in errors.items())})"
-        rows.append([f"`{n}`", cell, fmt(d.get("streams_per_s"), 0), ok,
-                     fmt(d.get("upstream_connections_per_stream"), 2), fmt(d.get("redis_us")),
+        kernel = d.get("gateway_system_us")
+        share = f" ({kernel / d['gateway_us'] * 100:.0f}%)" if kernel is not None and d.get("gateway_us") else ""
+        rows.append([f"`{n}`", cell, "—" if n == "direct" else fmt(kernel) + share, fmt(d.get("streams_per_s"), 0),
+                     ok, fmt(d.get("upstream_connections_per_stream"), 2), fmt(d.get("redis_us")),
                      fmt(d.get("upstream_us")), fmt(d.get("loadgen_us"))])
     text = ""
     if floor is not None:
@@ -243,10 +245,28 @@ def setup(res: Res) -> str:
                  "load generator connecting, writing a request, reading the answer and closing; the upstream "
                  "accepting and answering), about what any relay in Python pays for the same socket work; nginx "
                  "shows what it costs in C.\n\n")
-    text += table(["target", "µs CPU per stream", "streams/s", "streams ok", "upstream connections opened per stream",
+    text += table(["target", "µs CPU per stream", "of which kernel", "streams/s", "streams ok",
+                   "upstream connections opened per stream",
                    "redis µs/stream", "upstream µs/stream", "loadgen µs/stream"], rows) + "\n\n"
     text += ratio_table(res, "setup", lambda d: d.get("gateway_us"),
                         "of CPU per short stream (below 1 = the gateway spends less)") + "\n"
+    return text
+
+
+def phases(res: Res) -> str:
+    d = result(res, "ssegate-probed", "phases")
+    if not d or not all(m in d for m in ("warm", "cold")):
+        return ""
+    warm, cold = d["warm"]["steps"], d["cold"]["steps"]
+    rows = []
+    for step, w in warm.items():
+        c = cold.get(step, {})
+        wv, cv = w.get("median_us"), c.get("median_us")
+        name = f"**{step}**" if step.startswith("=") else step
+        rows.append([name, fmt(wv), fmt(cv), f"{cv / wv:.1f}×" if wv and cv else "—"])
+    text = table(["step (median of the streams)", "warm µs", "cold µs", "cold ÷ warm"], rows) + "\n\n"
+    text += (f"Streams: {d['warm']['streams']} warm ({d['warm']['failed']} failed), {d['cold']['streams']} cold "
+             f"({d['cold']['failed']} failed).\n")
     return text
 
 

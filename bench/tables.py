@@ -13,7 +13,7 @@ BASELINES = ("httpx_relay", "fastapi_native_openai", "sync_sdk", "litellm")
 PEERS = ("nginx", *BASELINES)
 """What the gateways are compared with: a C byte relay and the Python ways to put a stream behind FastAPI."""
 AB = ("ab-httpclient", "ab-aiohttp", "ab-pycurl")
-ORDER = ("direct", *GATEWAYS, *PEERS, *AB)
+ORDER = ("direct", *GATEWAYS, "ssegate-probed", *PEERS, *AB)
 
 
 def fmt(v: Any, nd: int = 1, unit: str = "") -> str:
@@ -113,6 +113,10 @@ def brief(s: str, r: Any) -> str:
     if s == "proxy":
         return ", ".join(f"{k}: {r[k].get('gateway_us')} µs/ev ({r[k].get('delivered_pct')}% delivered)"
                          for k in ("direct", "proxy")) + f", proxy process {r['proxy'].get('proxy_us')} µs/ev"
+    if s == "phases":
+        total = "= accept to upstream request written"
+        return ", ".join(f"{m}: accept to upstream request {r[m]['steps'][total]['median_us']} µs ({r[m]['streams']} "
+                         "streams)" for m in ("warm", "cold") if m in r)
     if s == "cancel":
         return (f"close p50 {r['p50_ms']} p99 {r['p99_ms']} max {r['max_ms']} ms, not closed {r['not_closed']}"
                )

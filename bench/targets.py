@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from .proc import RESULTS, Proc, free_port, start, tree_cpu, tree_rss, wait_http, wait_tcp
+from .proc import RESULTS, Proc, free_port, start, tree_cpu, tree_cpu_split, tree_rss, wait_http, wait_tcp
 
 __all__ = ["LITELLM_PIN", "TARGETS", "Running", "Target", "Unavailable", "routing_table", "start_target",
            "start_tinyproxy"]
@@ -45,6 +45,8 @@ class Target:
     workers: int = 1
     client: str = ""
     """A/B targets: the upstream HTTP client the gateway is started with (``bench/clients``)."""
+    probed: bool = False
+    """Started by ``python -m bench.phases`` (wall-clock stamps inside the gateway): the ``phases`` scenario only."""
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
@@ -58,6 +60,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            description="the gateway with `SSEGATE_REDIS_URL` (Redis Streams event log), native endpoint"),
     Target("ssegate-w2+redis", "ssegate", "/v1/chat/stream", native=True, redis=True, workers=2,
            description="the gateway with `--workers 2` and Redis (one Redis-backed event log, two processes)"),
+    Target("ssegate-probed", "ssegate", "/v1/chat/stream", native=True, probed=True,
+           description="`ssegate` with wall-clock stamps at each step of a stream's start (`bench/phases.py`)"),
     Target("nginx", "nginx", "/v1/chat/completions",
            description="nginx as a byte relay (C, one worker, `proxy_buffering off`, HTTP/1.1 keep-alive to the "
                        "upstream, no access log): the cost of relaying bytes without Python"),
@@ -97,6 +101,10 @@ class Running:
 
     def cpu(self) -> float:
         return tree_cpu(self.proc.ps) if self.proc else 0.0
+
+    def system_cpu(self) -> float:
+        """The kernel's share of ``cpu()``: system calls, the network stack, page faults."""
+        return tree_cpu_split(self.proc.ps)[1] if self.proc else 0.0
 
     def redis_cpu(self) -> float:
         return tree_cpu(self.redis.ps) if self.redis else 0.0
@@ -269,11 +277,18 @@ def start_target(target: Target, upstream_port: int, log: list[str], env: dict[s
         argv = [str(exe)]
         if target.client:
             argv = [sys.executable, "-m", "bench.launch_ssegate", "--client", target.client]
+        phases_file = ""
+        if target.probed:
+            argv = [sys.executable, "-m", "bench.phases"]
+            phases_file = str(RESULTS / f"phases-{port}.json")
+            env["BENCH_PHASES_FILE"] = phases_file
         argv += ["serve", *route, "--port", str(port)]
         if target.workers > 1:
             argv += ["--workers", str(target.workers)]
         proc = start(target.name + ("+proxy" if proxy else ""), argv, port, env=env, cwd=ROOT)
         running = Running(target, port, proc, redis)
+        if phases_file:
+            running.extra["phases_file"] = phases_file
         health = "/healthz"
         timeout = 30.0
     elif target.kind == "nginx":

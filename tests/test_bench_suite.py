@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -189,3 +190,48 @@ def test_the_accept_bench_shows_a_burst_taken_in_a_few_turns_by_ssegate_serves_l
                          capture_output=True, text=True, timeout=60, check=True).stdout
     turns = dict(re.findall(r"^(uvloop|ssegate serve)\s+20 connections at once: (\d+) turns", out, re.M))
     assert int(turns["uvloop"]) >= 20 and int(turns["ssegate serve"]) <= 5, out
+
+
+def test_every_probe_of_the_phases_profile_finds_its_function() -> None:
+    """``bench/phases.py`` names functions of ssegate: a rename must fail here, not leave a step of the report
+    empty. (A fresh interpreter: installing the probes wraps functions for the rest of the process.)"""
+    code = "import bench.phases as p; print(','.join(p.install()) or 'none')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "none", out.stdout + out.stderr
+
+
+async def test_the_phases_profile_stamps_each_step_of_a_stream_in_order(bench_upstream: BenchUpstream) -> None:
+    """The ``phases`` scenario on a gateway started by ``python -m bench.phases``: for every stream, warm and cold,
+    each probe fired once per stream in the order of a stream's start, so every step of the report has a
+    non-negative time from every stream."""
+    from bench import phases, scenarios
+    from bench.targets import TARGETS, start_target
+
+    rt = await asyncio.to_thread(start_target, TARGETS["ssegate-probed"], bench_upstream.port, [])
+    up = scenarios.Upstream(bench_upstream.port, None)
+    try:
+        cfg = scenarios.Config(phases_warm=20, ttft_serial=3)
+        got = await phases.run(rt, up, cfg)
+        for mode, n in (("warm", 20), ("cold", 3)):
+            assert got[mode]["failed"] == 0 and got[mode]["streams"] == n, got
+            for step, v in got[mode]["steps"].items():
+                assert v["n"] == n and v["median_us"] is not None and v["median_us"] >= 0, (mode, step, v)
+        # the stamps of one cold stream, in the order the module's docstring gives
+        path = rt.extra["phases_file"]
+        fleet = scenarios._fleet(rt, 1, 2, 0.01, 0.02)
+        fleet.open()
+        assert await fleet.wait(10)
+        await fleet.aclose()
+        await asyncio.sleep(0.2)
+        streams = phases.per_stream(await phases._collect(rt.proc.pid, Path(path)))
+        assert len(streams) == 1
+        order = ["accepted", "request read", "app called", "body validated", "routed", "response called",
+                 "producer running", "upstream request written", "upstream read", "first token read",
+                 "first event written"]
+        times = [streams[0][label] for label in order]
+        assert times == sorted(times), dict(zip(order, times, strict=True))
+        # the first token waited 20 ms at the upstream: the first read is the head, the token came in a later one
+        assert streams[0]["first token read"] - streams[0]["upstream read"] > 15_000_000
+    finally:
+        await up.client.aclose()
+        await asyncio.to_thread(rt.stop)
