@@ -217,9 +217,9 @@ def write_report(res: dict[str, Any]) -> Path:
         ("Cancel storm", "cancel", sections.cancel,
          f"{c('cancel', 'cancel_streams')} streams at {_rate(c('cancel', 'cancel_interval'))} tokens/s each, "
          "all receiving (at most 10 s to get there); then every client disconnects at once (FIN). Close time "
-         "= when the upstream saw each upstream connection closed by the peer, from the moment the clients "
-         "started closing. Tokens written after the disconnect = tokens the upstream wrote for those streams "
-         "after that moment.", None),
+         "= when the upstream read the end of each upstream connection (it takes the time before closing its "
+         "own side, which it does a callback later), from the moment the clients started closing. Tokens "
+         "written after the disconnect = tokens the upstream wrote for those streams after that moment.", None),
         ("Upstream HTTP client A/B", "ab", sections.ab,
          "The same gateway three times, started by `bench/launch_ssegate.py` with a different upstream client "
          "and nothing else changed: `httpclient` (ssegate's own: one asyncio protocol per connection, "

@@ -155,7 +155,7 @@ class BoundedRequestProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
         _client_gone(cycle)
 
-    def eof_received(self) -> None:
+    def eof_received(self) -> bool:  # type: ignore[override]
         # uvicorn closes the connection at the client's EOF, and the loop reports connection_lost a pass later,
         # behind whatever is queued (in a storm of disconnects: the unwinding of every stream cancelled so far)
         cycle = self.cycle
@@ -163,6 +163,11 @@ class BoundedRequestProtocol(HttpToolsProtocol):
             cycle.disconnected = True  # as connection_lost will say: the app's receive() gets http.disconnect
         _client_gone(cycle)
         super().eof_received()
+        # uvicorn's close, made a callback of its own: over loopback (a proxy in front) that system call also runs
+        # the client's side of the teardown, and in a storm of disconnects read in one turn, each upstream would
+        # otherwise be closed only after the client sockets of all those read before it
+        self.loop.call_soon(self.transport.close)
+        return True
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
