@@ -118,8 +118,9 @@ def _dump(signum: int, frame: Any) -> None:
 
 
 def per_stream(stamps: list[list[Any]]) -> list[dict[str, int]]:
-    """Stamps split at each accepted connection: per stream, the first time of each label (ns), plus
-    ``first token read`` (the last upstream read before the first event written)."""
+    """Stamps split at each accepted connection: per stream, the first time of each label (ns; an upstream read
+    counts once this stream's request was written), plus ``first token read`` (the last upstream read before the
+    first event written)."""
     streams: list[dict[str, int]] = []
     cur: dict[str, int] | None = None
     last_read = 0
@@ -132,6 +133,8 @@ def per_stream(stamps: list[list[Any]]) -> list[dict[str, int]]:
         if cur is None:
             continue
         if label == "upstream read":
+            if "upstream request written" not in cur:
+                continue  # the end of the previous stream's answer, read after this connection was accepted
             last_read = t
         if label == "first event written" and "first event written" not in cur and last_read:
             cur["first token read"] = last_read
