@@ -617,7 +617,7 @@ class RedisEventLog(MemoryEventLog):
         command = b"%s$%d\r\n%s\r\n%s" % (self._write_head, len(blob), blob, self._write_tail)
         reconnected = loaded = False
         while True:
-            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call,unused-ignore]
             try:
                 await conn.send_packed_command(command, check_health=False)
                 reply: list[Any] = await conn.read_response()

@@ -340,6 +340,6 @@ class Replicas:
                 self.link.down(exc)
             finally:
                 try:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # (typed from redis 8.2)
                 except REDIS_DOWN:
                     pass
