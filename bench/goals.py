@@ -83,7 +83,16 @@ def _us(target: str, scenario: str, with_redis: bool = False) -> Callable[[Res, 
 
 
 def _parts(res: Res) -> tuple[str, bool | None]:
-    return _per_event_ratios(res, _us("ssegate", "parts"), _us("ssegate", "cpu"), 1.10)
+    return _per_event_ratios(res, _us("ssegate", "parts"), _parts_text, 1.10)
+
+
+def _parts_text(res: Res, c: str) -> tuple[float | None, float]:
+    """The text runs interleaved with the ``parts`` runs (results from before they were: the ``cpu`` scenario's)."""
+    d = ((result(res, "ssegate", "parts") or {}).get(c) or {}).get("text")
+    if d is None:
+        return _us("ssegate", "cpu")(res, c)
+    v = d.get("gateway_us")
+    return (float(v) if v is not None else None), float(d.get("delivered_pct") or 0.0)
 
 
 def _redis(res: Res) -> tuple[str, bool | None]:
@@ -172,7 +181,7 @@ def _ab(res: Res) -> tuple[str, bool | None]:
 
 GOALS = (
     Goal("CPU per short stream (`setup`: 1 token, new connection, 20 at once), ssegate", "≤ 150 µs", _setup),
-    Goal("Reasoning + tool-call events ÷ text, CPU per event (`parts` vs `cpu`), ssegate", "≤ 1.10×", _parts),
+    Goal("Reasoning + tool-call events ÷ text, CPU per event (`parts`, text runs interleaved), ssegate", "≤ 1.10×", _parts),
     Goal("ssegate+redis ÷ ssegate, CPU per event (`cpu`)", "≤ 1.2×", _redis),
     Goal("Added TTFT p99 vs direct, 1 stream (`ttft`)", "≤ 1 ms", _ttft("1", 1.0)),
     Goal("Added TTFT p99 vs direct, 100 streams at once (`ttft`)", "≤ 10 ms", _ttft("100", 10.0)),

@@ -170,7 +170,9 @@ def write_report(res: dict[str, Any]) -> Path:
         ("Reasoning and tool calls", "parts", sections.parts,
          "The `cpu` scenario again on `ssegate`, the upstream sending reasoning and tool calls instead of text "
          "(`parts=1`, bench/upstream.py): cycles of 10 `reasoning_content` deltas, then a tool call (id, name, "
-         "the first fragment of its arguments) and 9 more argument fragments, each chunk one token. The "
+         "the first fragment of its arguments) and 9 more argument fragments, each chunk one token. Its "
+         "repetitions alternate with repetitions of plain text (and which goes first), and the ratio compares "
+         "those: run minutes apart, the machine's own speed moved by more than the difference measured. The "
          "gateway relays them as `reasoning` and `tool_call` / `tool_call_delta` events, and assembles each "
          "call for the final `done`. (The OpenAI-compatible endpoint is left out here: it repeats reasoning "
          "text as `reasoning_content` and `reasoning`, which would count twice.)", None),

@@ -187,12 +187,16 @@ def _redis_line(res: Res, concs: list[str]) -> str:
 
 
 def parts(res: Res) -> str:
-    text_cpu, parts_cpu = result(res, "ssegate", "cpu") or {}, result(res, "ssegate", "parts") or {}
+    parts_cpu = result(res, "ssegate", "parts") or {}
     if not parts_cpu:
         return ""
+    interleaved = all("text" in v for v in parts_cpu.values())
+    text_cpu = ({c: v["text"] for c, v in parts_cpu.items()} if interleaved
+                else result(res, "ssegate", "cpu") or {})
     concs = sorted(set(text_cpu) | set(parts_cpu), key=int)
     rows = []
-    for label, d in (("text (`cpu`)", text_cpu), ("reasoning + tool calls (`parts`)", parts_cpu)):
+    text_label = "text (interleaved)" if interleaved else "text (`cpu`)"
+    for label, d in ((text_label, text_cpu), ("reasoning + tool calls (`parts`)", parts_cpu)):
         row = [label]
         for c in concs:
             x = d.get(c) or {}

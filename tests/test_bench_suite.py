@@ -170,6 +170,23 @@ def test_a_saturated_run_is_shown_but_not_judged() -> None:
     assert "2.00× @500 (⚠ saturated" in row.measured
 
 
+def test_parts_is_judged_against_the_text_runs_interleaved_with_it() -> None:
+    """The ``parts`` scenario measures text between its own repetitions: the goal divides by those, not by the
+    ``cpu`` scenario's figure from other minutes (results without them still fall back to it)."""
+    parts = _cpu(33.0, 22.0)
+    for c, text_us in (("50", 31.0), ("500", 21.0)):
+        parts[c]["text"] = {"gateway_us": text_us, "delivered_pct": 100.0}
+    res = _res(ssegate__cpu=_cpu(20.0, 15.0), ssegate__parts=parts)  # 1.65x and 1.47x against cpu
+    (row,) = [r for r in goals.rows(res) if r.what.startswith("Reasoning")]
+    assert row.measured == "1.06× @50, 1.05× @500" and row.met is True
+    from bench import sections
+
+    assert "text (interleaved)" in sections.parts(res)
+    del parts["50"]["text"], parts["500"]["text"]
+    (row,) = [r for r in goals.rows(res) if r.what.startswith("Reasoning")]
+    assert row.measured == "1.65× @50, 1.47× @500" and row.met is False
+
+
 def test_the_report_names_the_runs_merged_into_its_results() -> None:
     """``--only``/``--targets`` runs replace part of the last results: the report says which run measured what."""
     full = {"date": "2026-12-03 16:10 UTC", "commit": "aaa", "mode": "full", "scenarios": "all", "targets": "all"}
