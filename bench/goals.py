@@ -181,7 +181,8 @@ def _ab(res: Res) -> tuple[str, bool | None]:
 
 GOALS = (
     Goal("CPU per short stream (`setup`: 1 token, new connection, 20 at once), ssegate", "≤ 150 µs", _setup),
-    Goal("Reasoning + tool-call events ÷ text, CPU per event (`parts`, text runs interleaved), ssegate", "≤ 1.10×", _parts),
+    Goal("Reasoning + tool-call events ÷ text, CPU per event (`parts`, text runs interleaved), ssegate", "≤ 1.10×",
+         _parts),
     Goal("ssegate+redis ÷ ssegate, CPU per event (`cpu`)", "≤ 1.2×", _redis),
     Goal("Added TTFT p99 vs direct, 1 stream (`ttft`)", "≤ 1 ms", _ttft("1", 1.0)),
     Goal("Added TTFT p99 vs direct, 100 streams at once (`ttft`)", "≤ 10 ms", _ttft("100", 10.0)),
