@@ -2,7 +2,8 @@
 
 - ``BoundedRequestProtocol``: uvicorn's httptools protocol with the request head bounded in size and the request
   in time, a JSON body on the 400 it answers to unparseable HTTP, and a streaming response told of its client's
-  disconnect inside ``connection_lost`` (``DISCONNECT_HOOK``), not a task later.
+  disconnect inside ``eof_received``/``connection_lost`` (``DISCONNECT_HOOK``), not a task later; at a client's
+  EOF its socket is closed a callback later, after the upstream closes of the other disconnects read in that turn.
 - ``direct_transport``: the client's transport when a body chunk may be written to it directly (uvicorn's
   httptools protocol, chunked framing, not HEAD, still open), for the streaming fast path of ``response.py``.
 - ``write_start``: the response start and the first body chunk in one write (and the end of the body too, when
