@@ -73,13 +73,17 @@ def _us(target: str, scenario: str, with_redis: bool = False) -> Callable[[Res, 
     """µs per event at ``c`` streams (Redis server's CPU added with ``with_redis``), and the delivered %."""
     def read(res: Res, c: str) -> tuple[float | None, float]:
         d = (result(res, target, scenario) or {}).get(c) or {}
-        v = d.get("gateway_us")
-        if v is None:
-            return None, 0.0
-        redis = (d.get("redis_us") or 0.0) if with_redis else 0.0
-        return float(v) + float(redis), float(d.get("delivered_pct") or 0.0)
+        return _per_event(d, float(d.get("redis_us") or 0.0) if with_redis else 0.0)
 
     return read
+
+
+def _per_event(d: dict[str, Any], extra_us: float = 0.0) -> tuple[float | None, float]:
+    """(µs per event + ``extra_us``, delivered %) of one concurrency's summary; (None, 0) when not measured."""
+    v = d.get("gateway_us")
+    if v is None:
+        return None, 0.0
+    return float(v) + extra_us, float(d.get("delivered_pct") or 0.0)
 
 
 def _parts(res: Res) -> tuple[str, bool | None]:
@@ -89,10 +93,7 @@ def _parts(res: Res) -> tuple[str, bool | None]:
 def _parts_text(res: Res, c: str) -> tuple[float | None, float]:
     """The text runs interleaved with the ``parts`` runs (results from before they were: the ``cpu`` scenario's)."""
     d = ((result(res, "ssegate", "parts") or {}).get(c) or {}).get("text")
-    if d is None:
-        return _us("ssegate", "cpu")(res, c)
-    v = d.get("gateway_us")
-    return (float(v) if v is not None else None), float(d.get("delivered_pct") or 0.0)
+    return _us("ssegate", "cpu")(res, c) if d is None else _per_event(d)
 
 
 def _redis(res: Res) -> tuple[str, bool | None]:

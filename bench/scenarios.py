@@ -259,14 +259,14 @@ async def setup(rt: Running, up: Upstream, cfg: Config) -> dict[str, Any]:
     for _ in range(cfg.setup_reps):
         await up.reset()
         host, port, req = build_request(rt.url, native=rt.target.native, tokens=1, interval=0.0, ttft=0.0)
-        g0, k0, r0, u0, l0, w0 = (rt.cpu(), rt.system_cpu(), rt.redis_cpu(), up.cpu(), time.process_time(),
-                                  time.monotonic())
+        (user0, k0), r0, u0, l0, w0 = rt.cpu_split(), rt.redis_cpu(), up.cpu(), time.process_time(), time.monotonic()
+        g0 = user0 + k0
         streams, finished = await closed_loop(host, port, req, cfg.setup_streams, cfg.setup_in_flight,
                                               cfg.setup_timeout_s)
         w_end = time.monotonic()
         await asyncio.sleep(0.3)
-        g1, k1, r1, u1, l1, w1 = (rt.cpu(), rt.system_cpu(), rt.redis_cpu(), up.cpu(), time.process_time(),
-                                  time.monotonic())
+        (user1, k1), r1, u1, l1, w1 = rt.cpu_split(), rt.redis_cpu(), up.cpu(), time.process_time(), time.monotonic()
+        g1 = user1 + k1
         st = await up.stats()
         good = sum(1 for s in streams if s.ok and s.tokens == 1 and s.t_end)
         errors: dict[str, int] = {}

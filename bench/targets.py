@@ -102,9 +102,9 @@ class Running:
     def cpu(self) -> float:
         return tree_cpu(self.proc.ps) if self.proc else 0.0
 
-    def system_cpu(self) -> float:
-        """The kernel's share of ``cpu()``: system calls, the network stack, page faults."""
-        return tree_cpu_split(self.proc.ps)[1] if self.proc else 0.0
+    def cpu_split(self) -> tuple[float, float]:
+        """``cpu()`` as (user, system): the system part is the kernel's (system calls, the network stack)."""
+        return tree_cpu_split(self.proc.ps) if self.proc else (0.0, 0.0)
 
     def redis_cpu(self) -> float:
         return tree_cpu(self.redis.ps) if self.redis else 0.0
