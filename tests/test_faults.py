@@ -529,13 +529,15 @@ def test_regression_a_storm_of_disconnects_closes_each_upstream_once_and_ends_ea
     """200 clients mid-answer hang up at once (FIN). A disconnect tears its upstream down at once and leaves the
     unwinding of its generation for its turn (``StreamHub.turn``), while the request's socket is already cut: this
     guards that nothing runs in between, that is, no upstream is sent the request again (a retry), no stream ends
-    with the cut's error instead of the cancel, and each upstream connection is closed by the gateway."""
+    with the cut's error instead of the cancel, each upstream connection is closed by the gateway, and so is each
+    client's (its close waits for a turn too)."""
     before = inv.snapshot().ended_by_cause
     prompts = [up.script(Script(deltas=[f"t{i} " for i in range(500)], delay=0.02)) for _ in range(200)]
 
     with ThreadPoolExecutor(16) as pool:
         clients = list(pool.map(lambda p: _streaming(gw, p), prompts))
     assert all(c.status == 200 for c in clients)
+    ports = {c.sock.getsockname()[1] for c in clients}
     t0 = time.monotonic()
     for c in clients:
         c.close()
@@ -543,6 +545,16 @@ def test_regression_a_storm_of_disconnects_closes_each_upstream_once_and_ends_ea
     assert all(r.closed_by == "client" and not r.finished for r in records)  # the gateway closed each, mid-answer
     assert all(len(up.records(p)) == 1 for p in prompts)  # none was sent again
     assert max(r.closed_at or 0.0 for r in records) - t0 < 5.0  # generous: it catches a hang, not a slow machine
+    # and the gateway closed its side of each client's connection too (after a client's EOF that close waits
+    # for its turn, core/turns.py): none is left open, half-closed
+    assert gw.proc is not None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = [c for c in psutil.Process(gw.proc.pid).net_connections("tcp") if c.raddr and c.raddr.port in ports]
+        if not left:
+            break
+        time.sleep(0.05)  # polling the gateway's sockets: no event tells this process when it closes one
+    assert not left, f"{len(left)} client connections still open in the gateway"
     inv.check()
     assert ended_by(inv, "cancelled:disconnect", before) == 200
 

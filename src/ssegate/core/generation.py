@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -43,15 +42,11 @@ from .entries import DELTA, DONE, ERROR, REASONING, START, TOOL_ARGS, TOOL_CALL
 from .log import MemoryEventLog, StreamLog
 from .outcome import Observer, Outcome, Started
 from .request import ChatRequest
+from .turns import Turns
 
 __all__ = ["Generation", "Producer", "StreamHub", "estimate_tokens", "new_stream_id"]
 
 logger = logging.getLogger("ssegate.generation")
-
-TURNS_PER_PASS = 8
-"""Cancelled generations whose tasks are stopped at once (``StreamHub.turn``)..."""
-TURN_PAUSE_S = 0.002
-"""... and the pause before the next ones, while more wait."""
 
 Producer = Callable[["Generation"], Awaitable[Finish]]
 """Produces a generation's parts into its sink methods and returns the ``Finish``."""
@@ -396,8 +391,7 @@ class StreamHub:
         self.check_elsewhere: Callable[[Generation], None] | None = None
         """Redis mode: decides for a generation left without followers here (``cluster/replicas.py``)."""
         self.shutting_down = False
-        self._turns: deque[Callable[[], None]] = deque()
-        self._turn_handle: asyncio.Handle | None = None
+        self._turns: Turns | None = None
 
     def start(self, request: ChatRequest, owner: str, producer: Producer) -> Generation:
         stream_id = new_stream_id()
@@ -424,25 +418,14 @@ class StreamHub:
         return gen.cancel("request") if gen is not None else False
 
     def turn(self, stop: Callable[[], None]) -> None:
-        """Call ``stop`` (a cancelled generation's: cancel its task) in the next pass of the event loop, or, while
-        others wait, after them: ``TURNS_PER_PASS`` at once, then a pause of ``TURN_PAUSE_S``.
-
-        The upstream of a cancelled generation is closed before this (``Generation.cancel``); what waits is the
-        unwinding of its task, its terminal entry, log line and metrics (~150 µs). When a thousand clients leave
-        at once, their disconnects arrive over some milliseconds: unwound as they come, the first ones would keep
-        the loop from reading the next ones (and take the CPU from everything else on the machine) for tens of
-        milliseconds, and every upstream would close that much later."""
-        self._turns.append(stop)
-        if self._turn_handle is None:
-            self._turn_handle = asyncio.get_running_loop().call_soon(self._give_turns)
-
-    def _give_turns(self) -> None:
-        self._turn_handle = None
+        """Call ``stop`` (a cancelled generation's: cancel its task) in the next pass of the event loop, or, in a
+        storm of cancels, in turns after those already waiting (``core/turns.py``). The upstream of a cancelled
+        generation is closed before this (``Generation.cancel``); what waits is the unwinding of its task, its
+        terminal entry, log line and metrics."""
         turns = self._turns
-        for _ in range(min(TURNS_PER_PASS, len(turns))):
-            turns.popleft()()
-        if turns:
-            self._turn_handle = asyncio.get_running_loop().call_later(TURN_PAUSE_S, self._give_turns)
+        if turns is None or turns.loop.is_closed():
+            turns = self._turns = Turns(asyncio.get_running_loop())
+        turns.add(stop)
 
     def discard(self, gen: Generation) -> None:
         """Forget a stream that failed before it was committed (its client got a plain HTTP error)."""

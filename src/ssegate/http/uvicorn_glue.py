@@ -3,7 +3,8 @@
 - ``BoundedRequestProtocol``: uvicorn's httptools protocol with the request head bounded in size and the request
   in time, a JSON body on the 400 it answers to unparseable HTTP, and a streaming response told of its client's
   disconnect inside ``eof_received``/``connection_lost`` (``DISCONNECT_HOOK``), not a task later; at a client's
-  EOF its socket is closed a callback later, after the upstream closes of the other disconnects read in that turn.
+  EOF its socket is closed a callback later, or in a storm of disconnects in turns (``core/turns.py``), after
+  the upstreams of the disconnects read so far were told.
 - ``direct_transport``: the client's transport when a body chunk may be written to it directly (uvicorn's
   httptools protocol, chunked framing, not HEAD, still open), for the streaming fast path of ``response.py``.
 - ``write_start``: the response start and the first body chunk in one write (and the end of the body too, when
@@ -39,6 +40,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.supervisors import Multiprocess
 
+from ..core.turns import Turns
 from ..errors import InvalidRequest
 from ..settings import Settings
 from ..sse import dumps
@@ -164,10 +166,10 @@ class BoundedRequestProtocol(HttpToolsProtocol):
             cycle.disconnected = True  # as connection_lost will say: the app's receive() gets http.disconnect
         _client_gone(cycle)
         super().eof_received()
-        # uvicorn's close, made a callback of its own: over loopback (a proxy in front) that system call also runs
-        # the client's side of the teardown, and in a storm of disconnects read in one turn, each upstream would
-        # otherwise be closed only after the client sockets of all those read before it
-        self.loop.call_soon(self.transport.close)
+        # uvicorn's close, made in turns: over loopback (a proxy in front) that system call also runs the client's
+        # side of the teardown, and its connection_lost follows; in a storm of disconnects, each upstream would
+        # otherwise be told only after the client sockets of all those read before it were closed
+        _closes(self.loop).add(self.transport.close)
         return True
 
     def data_received(self, data: bytes) -> None:
@@ -221,6 +223,18 @@ class BoundedRequestProtocol(HttpToolsProtocol):
         self._read_timer = None
         if not self.transport.is_closing():
             self.transport.close()
+
+
+_client_closes: Turns | None = None
+
+
+def _closes(loop: asyncio.AbstractEventLoop) -> Turns:
+    """The turns in which this loop closes the sockets of clients that sent their EOF (``core/turns.py``)."""
+    global _client_closes
+    turns = _client_closes
+    if turns is None or turns.loop is not loop:
+        turns = _client_closes = Turns(loop)
+    return turns
 
 
 def _client_gone(cycle: object) -> None:
