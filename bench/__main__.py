@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from . import ab, phases
+from . import ab, gc_pauses, phases
 from . import scenarios as sc
 from .proc import RESULTS, free_port, raise_fd_limit, start, wait_http
 from .report import write_report
@@ -38,7 +38,7 @@ PLAN: dict[str, tuple[str, ...]] = {
     "ssegate-openai": ("cpu", "setup", "ttft"),
     "ssegate+redis": ("cpu", "setup"),
     "ssegate-w2+redis": ("capacity",),
-    "ssegate-probed": ("phases",),
+    "ssegate-probed": ("phases", "gc"),
     "nginx": ("cpu", "setup", "ttft"),
     "httpx_relay": PEER,
     "fastapi_native_openai": PEER,
@@ -47,8 +47,8 @@ PLAN: dict[str, tuple[str, ...]] = {
 }
 AB_PLAN: dict[str, tuple[str, ...]] = {name: ("ab",) for name in ab.TARGETS}
 """Run with ``--ab`` (or when named in ``--targets``)."""
-RUNNERS = {**sc.RUNNERS, "ab": ab.run, "phases": phases.run}
-SCENARIOS = (*sc.SCENARIOS, "phases", "ab")
+RUNNERS = {**sc.RUNNERS, "ab": ab.run, "phases": phases.run, "gc": gc_pauses.run}
+SCENARIOS = (*sc.SCENARIOS, "phases", "gc", "ab")
 LATEST = RESULTS / "latest.json"
 
 

@@ -3,9 +3,9 @@
 For a change's before/after figures on a machine that other work shares: both gateways (``ssegate serve`` with
 ``PYTHONPATH`` set to each tree) run at once against one fake upstream, and repetitions of the scenario alternate
 between them (and which goes first), so both see the same load. ``--scenario cpu`` (the default) is the ``cpu``
-measurement at ``--streams`` streams (a token every 10 ms each); ``setup``, ``ttft``, ``capacity`` and ``cancel``
-are the bench's scenarios of those names. Prints each repetition (and, for ``cpu`` and ``setup``, the medians);
-writes nothing else.
+measurement at ``--streams`` streams (a token every 10 ms each); ``setup``, ``ttft``, ``capacity``, ``cancel`` and
+``gc`` are the bench's scenarios of those names (``gc`` on the probed gateway of ``bench/phases.py``). Prints each
+repetition (and, for ``cpu`` and ``setup``, the medians); writes nothing else.
 
     git archive HEAD~3 src | tar -x -C /tmp/before
     .venv/bin/python -m bench.before_after /tmp/before/src src --reps 6
@@ -22,6 +22,7 @@ import statistics
 import sys
 from typing import Any
 
+from . import gc_pauses
 from . import scenarios as sc
 from .proc import free_port, raise_fd_limit, start, wait_http
 from .tables import brief
@@ -40,7 +41,8 @@ async def run(args: argparse.Namespace) -> None:
     try:
         for label, src in (("old", args.old), ("new", args.new)):
             os.environ["PYTHONPATH"] = os.path.abspath(src)
-            target = dataclasses.replace(TARGETS["ssegate"], name=f"ssegate-{label}")
+            base = TARGETS["ssegate-probed" if args.scenario == "gc" else "ssegate"]
+            target = dataclasses.replace(base, name=f"ssegate-{label}")
             gateways[label] = await asyncio.to_thread(start_target, target, up_port, [])
             await sc.warmup(gateways[label], up)
         for rep in range(args.reps):
@@ -49,7 +51,8 @@ async def run(args: argparse.Namespace) -> None:
                     r = await sc._cpu_run(gateways[label], up, cfg, args.streams)
                     line = f"{r['gateway_us']} µs/event, {r['delivered_pct']}% delivered"
                 else:
-                    r = await sc.RUNNERS[args.scenario](gateways[label], up, cfg)
+                    runner = gc_pauses.run if args.scenario == "gc" else sc.RUNNERS[args.scenario]
+                    r = await runner(gateways[label], up, cfg)
                     line = brief(args.scenario, r)
                 runs[label].append(r)
                 print(f"rep {rep + 1} {label}: {line}", flush=True)
@@ -74,7 +77,7 @@ def main() -> None:
     parser.add_argument("new", help="the `src` directory of the other tree")
     parser.add_argument("--reps", type=int, default=6, help="repetitions per tree [6]")
     parser.add_argument("--streams", type=int, default=50, help="concurrent streams of `cpu` [50]")
-    parser.add_argument("--scenario", default="cpu", choices=("cpu", "setup", "ttft", "capacity", "cancel"),
+    parser.add_argument("--scenario", default="cpu", choices=("cpu", "setup", "ttft", "capacity", "cancel", "gc"),
                         help="what to compare [cpu: CPU per event at --streams streams]")
     args = parser.parse_args()
     raise_fd_limit()

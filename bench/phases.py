@@ -5,10 +5,12 @@ neither says which step of a stream's start the time is in, nor how much longer 
 process has been idle, which is what a single user's time to first token pays. This module answers that.
 
 - ``python -m bench.phases serve ...`` is ``ssegate serve`` with probes: before anything is built, ``install``
-  wraps the functions in ``PROBES`` so that each call appends ``(label, perf_counter_ns)`` to a list in the
-  process. ``SIGUSR1`` writes that list to the file named by ``BENCH_PHASES_FILE`` and empties it. Nothing else
-  changes; the wrappers cost about a microsecond each, so this gateway is a target of its own
-  (``ssegate-probed``) and measures nothing but this scenario.
+  wraps the functions in ``PROBES`` so that each call records its label and ``perf_counter_ns`` in the process,
+  and every garbage collection's generation, pause and yield is recorded too (``gc.callbacks``; the records are
+  arrays of machine integers: keeping them allocates nothing the collector counts). ``SIGUSR1`` writes both to
+  the file named by ``BENCH_PHASES_FILE`` and empties them. Nothing else changes; the wrappers cost about a
+  microsecond each, so this gateway is a target of its own (``ssegate-probed``) and measures nothing but this
+  scenario and the ``gc`` scenario (``bench/gc_pauses.py``).
 - The ``phases`` scenario (``run``) sends streams one at a time, so that every stamp between two connections
   belongs to one stream: ``warm`` = ``phases_warm`` one-token streams back to back (the upstream answers at
   once, the next stream starts as soon as the last one closed), ``cold`` = the ``ttft`` scenario's single
@@ -26,12 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import inspect
 import os
 import signal
 import statistics
 import sys
 import time
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -67,26 +71,48 @@ STEPS: tuple[tuple[str, str, str], ...] = (
     ("first token read to first event written (the commit)", "first token read", "first event written"),
 )
 
-_stamps: list[tuple[str, int]] = []
+LABELS = tuple(label for label, _, _ in PROBES)
+_labels = array("B")
+_times = array("q")
+"""The stamps: label (index in ``LABELS``) and ``perf_counter_ns``, in arrays of machine integers, so that keeping
+them allocates nothing the garbage collector counts or walks (the ``gc`` scenario times its pauses)."""
+_collections = array("q")
+"""Every collection since the last dump: generation, pause (ns), objects collected."""
 
 
 def _wrap(fn: Any, label: str) -> Any:
-    stamps = _stamps
+    labels, times, index = _labels, _times, LABELS.index(label)
     clock = time.perf_counter_ns
     if inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)
         async def stamped_coro(*args: Any, **kwargs: Any) -> Any:
-            stamps.append((label, clock()))
+            labels.append(index)
+            times.append(clock())
             return await fn(*args, **kwargs)
 
         return stamped_coro
 
     @functools.wraps(fn)
     def stamped(*args: Any, **kwargs: Any) -> Any:
-        stamps.append((label, clock()))
+        labels.append(index)
+        times.append(clock())
         return fn(*args, **kwargs)
 
     return stamped
+
+
+def _time_collections() -> None:
+    """Record each garbage collection's generation, pause and yield (``gc.callbacks``)."""
+    started = array("q", [0])
+    clock = time.perf_counter_ns
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = clock()
+        else:
+            _collections.extend((info["generation"], clock() - started[0], info["collected"]))
+
+    gc.callbacks.append(on_gc)
 
 
 def install() -> list[str]:
@@ -109,11 +135,12 @@ def install() -> list[str]:
 
 def _dump(signum: int, frame: Any) -> None:
     path = os.environ.get("BENCH_PHASES_FILE")
-    taken = list(_stamps)
-    _stamps.clear()
+    stamps = [[LABELS[i], t] for i, t in zip(_labels, _times, strict=True)]
+    collections = [list(_collections[i:i + 3]) for i in range(0, len(_collections), 3)]
+    del _labels[:], _times[:], _collections[:]
     if path:
         tmp = path + ".tmp"
-        Path(tmp).write_bytes(orjson.dumps(taken))
+        Path(tmp).write_bytes(orjson.dumps({"stamps": stamps, "gc": collections}))
         os.replace(tmp, path)
 
 
@@ -151,7 +178,9 @@ def summarize(stamps: list[list[Any]]) -> dict[str, Any]:
     return {"streams": len(streams), "steps": steps}
 
 
-async def _collect(pid: int, path: Path, timeout: float = 10.0) -> list[list[Any]]:
+async def _collect(pid: int, path: Path, timeout: float = 10.0) -> dict[str, list[list[Any]]]:
+    """What the probed gateway recorded since the last call: ``stamps`` ([label, ns]) and ``gc`` ([generation,
+    pause ns, objects collected])."""
     path.unlink(missing_ok=True)
     os.kill(pid, signal.SIGUSR1)
     deadline = time.monotonic() + timeout
@@ -159,7 +188,7 @@ async def _collect(pid: int, path: Path, timeout: float = 10.0) -> list[list[Any
         if time.monotonic() > deadline:
             raise RuntimeError("the probed gateway wrote no stamps")
         await asyncio.sleep(0.05)
-    data: list[list[Any]] = orjson.loads(path.read_bytes())
+    data: dict[str, list[list[Any]]] = orjson.loads(path.read_bytes())
     path.unlink(missing_ok=True)
     return data
 
@@ -184,7 +213,7 @@ async def run(rt: Any, up: Any, cfg: Any) -> dict[str, Any]:
             s = fleet.streams[0]
             failed += int(not ok or s.tokens != tokens or bool(s.error))
         await asyncio.sleep(0.2)  # the last stream's close
-        out[mode] = {**summarize(await _collect(rt.proc.pid, path)), "failed": failed, "tokens": tokens,
+        out[mode] = {**summarize((await _collect(rt.proc.pid, path))["stamps"]), "failed": failed, "tokens": tokens,
                      "upstream_ttft_s": first}
     await up.reset()
     return out
@@ -197,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = install()
     if missing:
         print(f"bench.phases: no probe for {', '.join(missing)} in this tree", file=sys.stderr)
+    _time_collections()
     signal.signal(signal.SIGUSR1, _dump)
     from ssegate.cli import main as ssegate_main
 

@@ -124,6 +124,7 @@ def write_report(res: dict[str, Any]) -> Path:
         ".venv/bin/python -m bench --report-only      # re-render from bench/results/latest.json",
         ".venv/bin/python -m bench --ssegate-models 50 --targets ssegate --only cpu  # a 50-entry routing table",
         ".venv/bin/python -m bench --only phases --targets ssegate-probed   # where a stream's start goes (~5 s)",
+        ".venv/bin/python -m bench --only gc --targets ssegate-probed       # garbage collector pauses (~10 s)",
         ".venv/bin/python -m bench.callgrind          # instructions per short stream (valgrind; load-independent)",
         ".venv/bin/python -m bench.before_after OLD/src src --scenario setup   # two trees side by side",
         ".venv/bin/python -m bench.encoders           # each wire format's encoder per text delta",
@@ -195,6 +196,13 @@ def write_report(res: dict[str, Any]) -> Path:
          "first token, then 5 tokens 10 ms apart), so the gateway waits idle between its steps, as it does for "
          "a single user. The same code takes longer cold: caches and predictors hold other work by then. Wall "
          "time includes the system calls of each step, and the wait for a loop turn where there is one.", None),
+        ("Garbage collector pauses", "gc", sections.gc,
+         f"{c('gc', 'gc_streams')} one-token streams through `ssegate-probed`, at most "
+         f"{c('gc', 'setup_in_flight')} at once, each on a new connection, the upstream answering at once; every "
+         "collection the gateway's process made meanwhile, by generation: how often (streams per collection), how "
+         "long it stopped the event loop (every stream of the process waits it out), and how many objects it "
+         "found in reference cycles (what streams left for the collector instead of freeing them). Generation 1 "
+         "comes after 50 collections of generation 0: a longer run than this one (`bench/gc_pauses.py`).", None),
         ("Time to first token", "ttft", sections.ttft,
          "From the client's connect to the first token in the response; the upstream waits 20 ms before its "
          f"first token. 1 = {c('ttft', 'ttft_serial')} sequential single streams; more = that many opened at "
@@ -253,7 +261,7 @@ def write_report(res: dict[str, Any]) -> Path:
     noise = [(n, res["targets"][n].get("other_cpu_pct", {})) for n in ORDER if res["targets"].get(n, {}).get(
         "other_cpu_pct")]
     if noise:
-        scen_names = [x for x in ("memory", "cpu", "parts", "setup", "phases", "ttft", "cancel", "capacity",
+        scen_names = [x for x in ("memory", "cpu", "parts", "setup", "phases", "gc", "ttft", "cancel", "capacity",
                                   "proxy", "ab") if any(x in d for _, d in noise)]
         peak = max(v for _, d in noise for v in d.values())
         parts += ["## Other load on the machine", "",

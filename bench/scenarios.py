@@ -66,13 +66,15 @@ class Config:
     """Stop waiting for streams to start when none started for this long."""
     phases_warm: int = 200
     """``phases``: one-token streams sent back to back (its cold streams are the ``ttft`` scenario's single ones)."""
+    gc_streams: int = 20_000
+    """``gc``: one-token streams, ``setup_in_flight`` at once (``bench/gc_pauses.py``)."""
 
     @classmethod
     def quick_config(cls) -> Config:
         return cls(quick=True, cpu_settle_s=3.0, cpu_window_s=1.0, cpu_reps=1, ttft_conc=(1, 100), ttft_serial=5,
                    ttft_reps=1, cap_steps=(250, 500), cap_below=(50,), cap_window_s=1.0, mem_streams=300,
                    mem_reps=1, cancel_streams=300, cancel_reps=1, cancel_wait_s=2.0, stall_s=2.0, setup_streams=300,
-                   setup_reps=1, setup_timeout_s=30.0, phases_warm=50)
+                   setup_reps=1, setup_timeout_s=30.0, phases_warm=50, gc_streams=3000)
 
     def deadline(self, nominal_s: float) -> float:
         return 1.5 * nominal_s + 3.0 if self.quick else 2.0 * nominal_s + 5.0

@@ -17,7 +17,7 @@ from .tables import (
     targets_with,
 )
 
-__all__ = ["ab", "cancel", "capacity", "cpu", "memory", "parts", "phases", "proxy", "setup", "ttft"]
+__all__ = ["ab", "cancel", "capacity", "cpu", "gc", "memory", "parts", "phases", "proxy", "setup", "ttft"]
 
 Res = dict[str, Any]
 
@@ -271,6 +271,23 @@ def phases(res: Res) -> str:
     text = table(["step (median of the streams)", "warm µs", "cold µs", "cold ÷ warm"], rows) + "\n\n"
     text += (f"Streams: {d['warm']['streams']} warm ({d['warm']['failed']} failed), {d['cold']['streams']} cold "
              f"({d['cold']['failed']} failed).\n")
+    return text
+
+
+def gc(res: Res) -> str:
+    d = result(res, "ssegate-probed", "gc")
+    if not d or "generations" not in d:
+        return ""
+    rows = []
+    for gen, g in d["generations"].items():
+        if not g.get("collections"):
+            rows.append([gen, "0", "—", "—", "—", "—"])
+            continue
+        rows.append([gen, str(g["collections"]), fmt(g["streams_per_collection"], 0), fmt(g["pause_p50_ms"]),
+                     fmt(g["pause_max_ms"]), fmt(g["collected_mean"], 0)])
+    text = table(["generation", "collections", "streams per collection", "pause p50 ms", "pause max ms",
+                  "objects found in cycles per collection"], rows) + "\n\n"
+    text += f"Streams: {d['streams']} of {d['attempted']} ended well.\n"
     return text
 
 

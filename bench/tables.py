@@ -117,6 +117,10 @@ def brief(s: str, r: Any) -> str:
         total = "= accept to upstream request written"
         return ", ".join(f"{m}: accept to upstream request {r[m]['steps'][total]['median_us']} µs ({r[m]['streams']} "
                          "streams)" for m in ("warm", "cold") if m in r)
+    if s == "gc":
+        g0 = r["generations"]["0"]
+        return (f"generation 0: {g0['collections']} collections in {r['streams']} streams"
+                + (f", pause p50 {g0['pause_p50_ms']} max {g0['pause_max_ms']} ms" if g0["collections"] else ""))
     if s == "cancel":
         return (f"close p50 {r['p50_ms']} p99 {r['p99_ms']} max {r['max_ms']} ms, not closed {r['not_closed']}"
                )

@@ -46,7 +46,8 @@ class Target:
     client: str = ""
     """A/B targets: the upstream HTTP client the gateway is started with (``bench/clients``)."""
     probed: bool = False
-    """Started by ``python -m bench.phases`` (wall-clock stamps inside the gateway): the ``phases`` scenario only."""
+    """Started by ``python -m bench.phases`` (wall-clock stamps and garbage collections recorded inside the gateway):
+    the ``phases`` and ``gc`` scenarios only."""
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
@@ -61,7 +62,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("ssegate-w2+redis", "ssegate", "/v1/chat/stream", native=True, redis=True, workers=2,
            description="the gateway with `--workers 2` and Redis (one Redis-backed event log, two processes)"),
     Target("ssegate-probed", "ssegate", "/v1/chat/stream", native=True, probed=True,
-           description="`ssegate` with wall-clock stamps at each step of a stream's start (`bench/phases.py`)"),
+           description="`ssegate` with wall-clock stamps at each step of a stream's start and its garbage "
+                       "collections recorded (`bench/phases.py`)"),
     Target("nginx", "nginx", "/v1/chat/completions",
            description="nginx as a byte relay (C, one worker, `proxy_buffering off`, HTTP/1.1 keep-alive to the "
                        "upstream, no access log): the cost of relaying bytes without Python"),

@@ -217,6 +217,29 @@ def test_every_probe_of_the_phases_profile_finds_its_function() -> None:
     assert out.stdout.strip() == "none", out.stdout + out.stderr
 
 
+def test_the_gc_scenario_times_each_collection_by_generation() -> None:
+    """``bench/phases.py`` records every collection (generation, pause, objects found) in machine integers, and
+    ``bench/gc_pauses.py`` sums them up per generation."""
+    import gc
+
+    from bench import gc_pauses, phases
+
+    before = len(gc.callbacks)
+    phases._time_collections()
+    try:
+        gc.collect()
+        gc.collect(0)
+    finally:
+        del gc.callbacks[before:]
+    got = [list(phases._collections[i:i + 3]) for i in range(0, len(phases._collections), 3)]
+    del phases._collections[:]
+    assert [g for g, _, _ in got[-2:]] == [2, 0] and all(pause > 0 for _, pause, _ in got), got
+    summary = gc_pauses.summarize([[0, 2_000_000, 5], [0, 4_000_000, 0], [1, 30_000_000, 100]], 1000)
+    assert summary["0"] == {"collections": 2, "streams_per_collection": 500, "pause_p50_ms": 3.0,
+                            "pause_max_ms": 4.0, "collected_mean": 2}
+    assert summary["1"]["pause_max_ms"] == 30.0 and summary["2"] == {"collections": 0}
+
+
 async def test_the_phases_profile_stamps_each_step_of_a_stream_in_order(bench_upstream: BenchUpstream) -> None:
     """The ``phases`` scenario on a gateway started by ``python -m bench.phases``: for every stream, warm and cold,
     each probe fired once per stream in the order of a stream's start, so every step of the report has a
@@ -240,7 +263,9 @@ async def test_the_phases_profile_stamps_each_step_of_a_stream_in_order(bench_up
         assert await fleet.wait(10)
         await fleet.aclose()
         await asyncio.sleep(0.2)
-        streams = phases.per_stream(await phases._collect(rt.proc.pid, Path(path)))
+        got_now = await phases._collect(rt.proc.pid, Path(path))
+        assert isinstance(got_now["gc"], list)  # the probed gateway records its garbage collections too
+        streams = phases.per_stream(got_now["stamps"])
         assert len(streams) == 1
         order = ["accepted", "request read", "app called", "body validated", "routed", "response called",
                  "producer running", "upstream request written", "upstream read", "first token read",

@@ -62,8 +62,10 @@ class StreamLog:
         self.history: bytes | None = None
         """What a later request continues from (``ChatRequest.history``), kept as long as the events; not counted
         against ``max_bytes`` (who sets it bounds it: the Responses API at ``LOG_MAX_BYTES``)."""
-        self._waiters: list[asyncio.Future[None]] = []
-        self._listeners: list[Callable[[], None]] = []
+        # followers, made on first use and dropped when the last one leaves: a finished log nobody follows (what
+        # the log keeps for ``ttl_s``, thousands of them) holds no empty lists for the garbage collector to walk
+        self._waiters: list[asyncio.Future[None]] | None = None
+        self._listeners: list[Callable[[], None]] | None = None
 
     @property
     def last_seq(self) -> int:
@@ -110,35 +112,44 @@ class StreamLog:
     def wake(self) -> None:
         """Tell every follower to look again (after an append, or when the stream's state changed)."""
         if self._waiters:
-            waiters, self._waiters = self._waiters, []
+            waiters, self._waiters = self._waiters, None
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
-        for listener in self._listeners:
-            listener()
+        if self._listeners:
+            for listener in self._listeners:
+                listener()
 
     def listen(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` at every ``wake`` until ``unlisten``; it runs inside the appender and must not block
         or raise."""
-        self._listeners.append(listener)
+        if self._listeners is None:
+            self._listeners = [listener]
+        else:
+            self._listeners.append(listener)
 
     def unlisten(self, listener: Callable[[], None]) -> None:
-        try:
-            self._listeners.remove(listener)
-        except ValueError:
-            pass
+        listeners = self._listeners
+        if listeners is not None and listener in listeners:
+            listeners.remove(listener)
+            if not listeners:
+                self._listeners = None
 
     def waiter(self) -> asyncio.Future[None]:
         """A future resolved at the next append (or ``wake``)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
+        if self._waiters is None:
+            self._waiters = [fut]
+        else:
+            self._waiters.append(fut)
         return fut
 
     def discard_waiter(self, fut: asyncio.Future[None]) -> None:
-        try:
-            self._waiters.remove(fut)
-        except ValueError:
-            pass
+        waiters = self._waiters
+        if waiters is not None and fut in waiters:
+            waiters.remove(fut)
+            if not waiters:
+                self._waiters = None
 
     def since(self, after: int) -> list[Entry] | None:
         """Entries with seq > ``after``; ``None`` when some of them were already dropped."""

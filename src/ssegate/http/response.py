@@ -83,9 +83,14 @@ def expose_server(app: Any) -> Any:
     wrappers do; ``SSEGateApp`` checks its middleware itself and needs no wrapper)."""
 
     async def wrapper(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope[RAW_KEY] = (receive, send)
-        await app(scope, receive, send)
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        scope[RAW_KEY] = (receive, send)
+        try:
+            await app(scope, receive, send)
+        finally:
+            scope.pop(RAW_KEY, None)  # the server's request cycle holds the scope: no cycle left for the GC
 
     return wrapper
 

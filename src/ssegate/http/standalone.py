@@ -57,10 +57,15 @@ class SSEGateApp(FastAPI):
                 self._fast = all(getattr(m.cls, "__name__", "") in SAFE_MIDDLEWARE for m in self.user_middleware)
             if self._fast:
                 scope[RAW_KEY] = (receive, send)
-                handler = self.direct.handler(scope) if self.direct is not None else None
-                if handler is not None:
-                    await handler(scope, receive, send)
-                    return
+                try:
+                    handler = self.direct.handler(scope) if self.direct is not None else None
+                    if handler is not None:
+                        await handler(scope, receive, send)
+                    else:
+                        await super().__call__(scope, receive, send)
+                finally:
+                    scope.pop(RAW_KEY, None)  # the server's request cycle holds the scope: no cycle left for the GC
+                return
         await super().__call__(scope, receive, send)
 
 
