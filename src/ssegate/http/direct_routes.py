@@ -70,7 +70,9 @@ class DirectRoutes:
                 response = start(self.gate, body, raw, caller(conn))
             except Exception as exc:  # answered here: no framework around to do it
                 err = _as_gateway_error(exc)
-                await json_error_response(send, err.status, dumps(error_body(err)), _headers(err))
+                status, content, headers = err.status, dumps(error_body(err)), _headers(err)
+                del err  # its traceback holds this frame: kept, they would be a reference cycle per bad request
+                await json_error_response(send, status, content, headers)
                 return
             await response(scope, receive, send)
 

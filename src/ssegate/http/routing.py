@@ -58,18 +58,24 @@ class GatewayRoute(APIRoute):
         inner = super().get_route_handler()
         openai = self.openai_errors
 
+        # An error answered here drops its traceback first: FastAPI keeps the validation error it raises in a local
+        # of the frame that raised it, and the traceback holds that frame, a reference cycle (with the request, its
+        # scope and the server's request cycle) left for the garbage collector by every refused request.
         async def handler(request: Request) -> Response:
             try:
                 return await inner(request)
             except GatewayError as err:
+                err.__traceback__ = None
                 return JSONResponse(error_body(err, openai), status_code=err.status, headers=err.headers())
             except RequestValidationError as exc:
+                exc.__traceback__ = None
                 invalid = validation_error(request, exc)
                 return JSONResponse(error_body(invalid, openai), status_code=invalid.status, headers=invalid.headers())
             except HTTPException as exc:  # FastAPI's wrapper of a failed body read (e.g. the body limit)
                 cause = exc.__cause__
                 if not isinstance(cause, GatewayError):
                     raise
+                exc.__traceback__ = cause.__traceback__ = None
                 return JSONResponse(error_body(cause, openai), status_code=cause.status, headers=cause.headers())
 
         return handler
