@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 
-from ssegate.core.entries import DELTA, DONE, START
+from ssegate.core.entries import DELTA, DONE, REASONING, START, TOOL_ARGS, TOOL_CALL
 from ssegate.core.log import MemoryEventLog, StreamLog
 
 
@@ -68,6 +69,42 @@ async def test_finished_logs_expire_in_turn_with_one_timer() -> None:
     later.append(DONE, {})
     reg.finished(later)
     await asyncio.sleep(max(0.0, first[0].finished_at + 1.2 - time.monotonic()))
-    assert len(reg) == 1 and reg.get("b") is later  # the first ones' time has come, not the later one's
+    got = reg.get("b")  # (a copy: a finished log is kept as bytes)
+    assert len(reg) == 1 and got is not None and got.entries == later.entries  # the first ones' time has come
     await asyncio.sleep(max(0.0, later.finished_at + 1.2 - time.monotonic()))
     assert len(reg) == 0
+
+
+async def test_a_finished_log_is_kept_as_bytes_and_read_back_whole() -> None:
+    """A finished log is kept as bytes (nothing the garbage collector walks) and every reader gets it back as it
+    was: entries (kinds and payloads), numbering, owner, model, history, resume grace, times. Whoever followed it
+    keeps the object it had. A log whose payloads are not plain JSON stays the object it is."""
+    reg = MemoryEventLog(ttl_s=60.0, max_events=4)
+    log = reg.create("s", "owner", "model")
+    log.history = b'{"messages": []}'
+    log.grace_s = 30.0
+    log.append(START, {"stream_id": "s", "model": "model"})
+    log.append(REASONING, "think")
+    log.append(TOOL_CALL, {"index": 0, "id": "c1", "name": "f"})
+    log.append(TOOL_ARGS, {"index": 0, "arguments": '{"a": 1.5}'})
+    log.append(DELTA, "é ✓")  # over max_events: the first entry is dropped, seq goes on
+    log.append(DONE, {"finish_reason": "tool_calls", "usage": {"prompt_tokens": 9, "completion_tokens": 3},
+                      "provider_data": {"signature": "x" * 100, "n": [1, None, True]}})
+    reg.finished(log)
+    assert reg._logs == {} and list(reg._frozen) == ["s"]
+    gc.collect()
+    assert not gc.is_tracked(reg._frozen["s"])
+    got = reg.get("s")
+    assert got is not None and got is not log
+    assert got.entries == log.entries and all(type(e) is tuple for e in got.entries)
+    assert (got.first_seq, got.last_seq, got.finished, got.finished_at, got.created_at, got.size) == (
+        log.first_seq, log.last_seq, True, log.finished_at, log.created_at, log.size)
+    assert (got.owner, got.model, got.history, got.grace_s, got.max_events) == ("owner", "model", log.history, 30.0, 4)
+    assert got.terminal() == log.terminal() and got.since(3) == log.since(3) and got.since(1) is None
+
+    odd = reg.create("odd", "o", "m")
+    odd.append(DONE, {"finish_reason": "stop", "usage": {1, 2}})  # a set: not JSON
+    reg.finished(odd)
+    assert reg.get("odd") is odd and len(reg) == 2
+    reg.remove("s")
+    assert reg.get("s") is None and len(reg) == 1

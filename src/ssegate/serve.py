@@ -89,9 +89,12 @@ def app_factory() -> ASGIApp:
     # Everything imported so far lives as long as the process: move it out of the collector's sight, and
     # collect the young generation less often. Full collections then scan only what streams allocate,
     # instead of pausing the event loop for tens of milliseconds under load (measured with make bench).
+    # A stream leaves no reference cycle (tests/test_garbage.py): what the collector walks is what finished
+    # streams keep for resume (~7 objects each), so a generation-1 collection walks what 10 generation-0 ones
+    # passed on: ~55 ms every ~20,000 short streams (after 50, five times as much at once; bench/gc_pauses.py).
     gc.collect()
     gc.freeze()
-    gc.set_threshold(20_000, 50, 100)
+    gc.set_threshold(20_000, 10, 100)
     # Our log lines name no source file, thread or process: skip collecting them for every record (the logging
     # HOWTO's "Optimization" section), a few µs off each of a stream's two log lines.
     logging._srcfile = None

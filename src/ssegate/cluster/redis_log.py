@@ -401,6 +401,9 @@ def _apply(log: StreamLog, chunk_id: bytes, fields: dict[bytes, bytes]) -> bool:
 class RedisEventLog(MemoryEventLog):
     """The in-process log of this replica's streams, mirrored to Redis; and reads of other replicas' streams."""
 
+    freeze_finished = False
+    """Finished logs stay objects: ``_resync`` rewrites them from memory when Redis comes back empty."""
+
     def __init__(
         self,
         link: RedisLink,

@@ -6,7 +6,8 @@ without a task switch. Followers read by seq. Per stream at most ``max_events`` 
 of text are kept (older ones are dropped and resuming before them is ``not_found``); at most
 ``max_streams`` logs are kept in total (the oldest finished go first); a finished log expires ``ttl_s``
 after its terminal entry. A log also keeps what its request asked to keep for later requests (``history``,
-the Responses API's conversation), for as long as its entries.
+the Responses API's conversation), for as long as its entries. A finished log is kept as bytes until it expires
+(``MemoryEventLog``): out of the garbage collector's sight, whose pauses stop every stream.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from .entries import DELTA, REASONING, TERMINAL, TOOL_ARGS, Entry, entry_size
 
@@ -166,8 +169,42 @@ class StreamLog:
         return None
 
 
+def _freeze(log: StreamLog) -> tuple[bytes, bytes | None] | None:
+    """A finished log as bytes (and its ``history``), or None when a payload is not plain JSON."""
+    try:
+        blob = orjson.dumps((log.first_seq, log.entries, log.owner, log.model, log.grace_s, log.created_at,
+                             log.finished_at, log.size, log.max_events, log.max_bytes))
+    except TypeError:  # (orjson.JSONEncodeError) a payload of another type: kept as it is
+        return None
+    return blob, log.history
+
+
+def _thaw(stream_id: str, frozen: tuple[bytes, bytes | None]) -> StreamLog:
+    blob, history = frozen
+    first, entries, owner, model, grace_s, created_at, finished_at, size, max_events, max_bytes = orjson.loads(blob)
+    log = StreamLog(stream_id, owner, model, max_events, max_bytes)
+    log.entries = [(kind, payload) for kind, payload in entries]
+    log.first_seq = first
+    log.size = size
+    log.grace_s = grace_s
+    log.created_at = created_at
+    log.finished = True
+    log.finished_at = finished_at
+    log.history = history
+    return log
+
+
 class MemoryEventLog:
-    """The registry of ``StreamLog``s of this process."""
+    """The registry of ``StreamLog``s of this process.
+
+    A finished log is kept as bytes (``_frozen``: its entries as JSON, which they are by design, ``entries.py``)
+    until it expires, and made a ``StreamLog`` again for each reader that asks for it (a resume, a later request
+    that continues it). Kept as objects, the logs of the last ``ttl_s`` (thousands of objects a minute) were what
+    the garbage collector walked at each pass, its pauses growing with traffic; as bytes they are nothing it
+    looks at, and a third of the memory. Whoever already follows the log keeps the object it has."""
+
+    freeze_finished = True
+    """Keep finished logs as bytes (``RedisEventLog`` keeps its objects: it rewrites them after Redis restarts)."""
 
     def __init__(
         self, *, ttl_s: float = 600.0, max_streams: int = 100_000, max_events: int = 100_000, max_bytes: int = 16 << 20
@@ -177,15 +214,17 @@ class MemoryEventLog:
         self.max_streams = max_streams
         self.max_events = max_events
         self._logs: OrderedDict[str, StreamLog] = OrderedDict()
+        self._frozen: dict[str, tuple[bytes, bytes | None]] = {}
+        """Finished logs as bytes, in the order they finished."""
         self._expiring: deque[tuple[float, str]] = deque()
         """Finished logs by when they expire: every log has the same ``ttl_s``, so the order they finished in."""
         self._sweep: asyncio.TimerHandle | None = None
 
     def __len__(self) -> int:
-        return len(self._logs)
+        return len(self._logs) + len(self._frozen)
 
     def create(self, stream_id: str, owner: str, model: str) -> StreamLog:
-        if len(self._logs) >= self.max_streams:
+        if len(self) >= self.max_streams:
             self._evict()
         log = StreamLog(stream_id, owner, model, self.max_events, self.max_bytes)
         self._logs[stream_id] = log
@@ -193,24 +232,38 @@ class MemoryEventLog:
 
     def get(self, stream_id: str) -> StreamLog | None:
         log = self._logs.get(stream_id)
-        if log is not None and log.finished and time.monotonic() - log.finished_at > self.ttl_s:
+        if log is None:
+            frozen = self._frozen.get(stream_id)
+            if frozen is None:
+                return None
+            log = _thaw(stream_id, frozen)
+        if log.finished and time.monotonic() - log.finished_at > self.ttl_s:
             self.remove(stream_id)
             return None
         return log
 
     def finished(self, log: StreamLog) -> None:
-        """Start the expiry clock of a finished log. One timer for all of them (``_expire``), not one each: a
-        timer per stream would keep ``ttl_s`` × streams per second entries in the event loop's heap."""
-        self._expiring.append((log.finished_at + self.ttl_s, log.stream_id))
+        """Start the expiry clock of a finished log, and keep it as bytes from now on. One timer for all of them
+        (``_expire``), not one each: a timer per stream would keep ``ttl_s`` × streams per second entries in the
+        event loop's heap."""
+        sid = log.stream_id
+        self._expiring.append((log.finished_at + self.ttl_s, sid))
         if self._sweep is None:
             self._sweep = asyncio.get_running_loop().call_later(self.ttl_s, self._expire)
+        if self.freeze_finished and self._logs.get(sid) is log:
+            frozen = _freeze(log)
+            if frozen is not None:
+                del self._logs[sid]
+                self._frozen[sid] = frozen
 
     def _expire(self) -> None:
         self._sweep = None
         now = time.monotonic()
-        expiring, logs = self._expiring, self._logs
+        expiring, logs, frozen = self._expiring, self._logs, self._frozen
         while expiring and expiring[0][0] <= now:
             _, sid = expiring.popleft()
+            if frozen.pop(sid, None) is not None:
+                continue
             log = logs.get(sid)
             if log is not None and log.finished and log.finished_at + self.ttl_s <= now:
                 del logs[sid]
@@ -219,8 +272,12 @@ class MemoryEventLog:
 
     def remove(self, stream_id: str) -> None:
         self._logs.pop(stream_id, None)
+        self._frozen.pop(stream_id, None)
 
     def _evict(self) -> None:
+        if self._frozen:  # the one that finished first
+            self._frozen.pop(next(iter(self._frozen)))
+            return
         for sid, log in self._logs.items():
             if log.finished:
                 self.remove(sid)
@@ -236,3 +293,4 @@ class MemoryEventLog:
             self._sweep = None
         self._expiring.clear()
         self._logs.clear()
+        self._frozen.clear()
