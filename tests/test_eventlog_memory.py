@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+import tracemalloc
 
 from ssegate.core.entries import DELTA, DONE, REASONING, START, TOOL_ARGS, TOOL_CALL
 from ssegate.core.log import MemoryEventLog, StreamLog
@@ -101,6 +102,20 @@ async def test_a_finished_log_is_kept_as_bytes_and_read_back_whole() -> None:
         log.first_seq, log.last_seq, True, log.finished_at, log.created_at, log.size)
     assert (got.owner, got.model, got.history, got.grace_s, got.max_events) == ("owner", "model", log.history, 30.0, 4)
     assert got.terminal() == log.terminal() and got.since(3) == log.since(3) and got.since(1) is None
+
+    # the bytes kept are the JSON's size (orjson's own bytes keep its 4 KiB buffer: kept for ttl_s, that was
+    # three times what the objects took)
+    small = reg.create("small", "o", "m")
+    small.append(DONE, {"finish_reason": "stop"})
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        reg.finished(small)
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 1024, kept
+    reg.remove("small")
 
     odd = reg.create("odd", "o", "m")
     odd.append(DONE, {"finish_reason": "stop", "usage": {1, 2}})  # a set: not JSON

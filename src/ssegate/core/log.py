@@ -176,7 +176,8 @@ def _freeze(log: StreamLog) -> tuple[bytes, bytes | None] | None:
                              log.finished_at, log.size, log.max_events, log.max_bytes))
     except TypeError:  # (orjson.JSONEncodeError) a payload of another type: kept as it is
         return None
-    return blob, log.history
+    # orjson's bytes keep the buffer it wrote into (4 KiB at least): kept for ttl_s, they are copied to their size
+    return memoryview(blob).tobytes(), log.history
 
 
 def _thaw(stream_id: str, frozen: tuple[bytes, bytes | None]) -> StreamLog:
@@ -201,7 +202,8 @@ class MemoryEventLog:
     until it expires, and made a ``StreamLog`` again for each reader that asks for it (a resume, a later request
     that continues it). Kept as objects, the logs of the last ``ttl_s`` (thousands of objects a minute) were what
     the garbage collector walked at each pass, its pauses growing with traffic; as bytes they are nothing it
-    looks at, and a third of the memory. Whoever already follows the log keeps the object it has."""
+    looks at, in less than half the memory (a one-token stream: 585 bytes of RSS instead of 1,479; one of 100
+    tokens: a fifth). Whoever already follows the log keeps the object it has."""
 
     freeze_finished = True
     """Keep finished logs as bytes (``RedisEventLog`` keeps its objects: it rewrites them after Redis restarts)."""

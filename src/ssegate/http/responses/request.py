@@ -518,6 +518,7 @@ def responses_request(body: ResponsesIn, model: str, previous: Previous | None =
         reasoning_effort=_effort(body.reasoning),
         extra=extra,
         echo=echo,
-        history=orjson.dumps(messages[start:]) if body.store is not False else None,
+        # copied to its size: kept with the log for its ttl_s, orjson's own bytes keep a 4 KiB buffer
+        history=memoryview(orjson.dumps(messages[start:])).tobytes() if body.store is not False else None,
     )
     return chat, origins
