@@ -3,9 +3,10 @@
 For a change's before/after figures on a machine that other work shares: both gateways (``ssegate serve`` with
 ``PYTHONPATH`` set to each tree) run at once against one fake upstream, and repetitions of the scenario alternate
 between them (and which goes first), so both see the same load. ``--scenario cpu`` (the default) is the ``cpu``
-measurement at ``--streams`` streams (a token every 10 ms each); ``setup``, ``ttft``, ``capacity``, ``cancel`` and
-``gc`` are the bench's scenarios of those names (``gc`` on the probed gateway of ``bench/phases.py``). Prints each
-repetition (and, for ``cpu`` and ``setup``, the medians); writes nothing else.
+measurement at ``--streams`` streams (a token every 10 ms each), ``parts`` the same with reasoning and tool-call
+pieces instead of text; ``setup``, ``ttft``, ``capacity``, ``cancel`` and ``gc`` are the bench's scenarios of those
+names (``gc`` on the probed gateway of ``bench/phases.py``). Prints each repetition (and, for ``cpu``, ``parts``
+and ``setup``, the medians); writes nothing else.
 
     git archive HEAD~3 src | tar -x -C /tmp/before
     .venv/bin/python -m bench.before_after /tmp/before/src src --reps 6
@@ -47,8 +48,9 @@ async def run(args: argparse.Namespace) -> None:
             await sc.warmup(gateways[label], up)
         for rep in range(args.reps):
             for label in ("old", "new") if rep % 2 == 0 else ("new", "old"):
-                if args.scenario == "cpu":
-                    r = await sc._cpu_run(gateways[label], up, cfg, args.streams)
+                if args.scenario in ("cpu", "parts"):
+                    shape = {"parts": 1.0} if args.scenario == "parts" else None
+                    r = await sc._cpu_run(gateways[label], up, cfg, args.streams, shape=shape)
                     line = f"{r['gateway_us']} µs/event, {r['delivered_pct']}% delivered"
                 else:
                     runner = gc_pauses.run if args.scenario == "gc" else sc.RUNNERS[args.scenario]
@@ -62,11 +64,11 @@ async def run(args: argparse.Namespace) -> None:
         await up.aclose()
         upstream.stop()
     for label, rs in runs.items():
-        if args.scenario not in ("cpu", "setup"):
+        if args.scenario not in ("cpu", "parts", "setup"):
             continue  # each repetition's line above is the comparison
         us = [r["gateway_us"] for r in rs if r.get("gateway_us") is not None]
         if us:
-            unit = "µs/event" if args.scenario == "cpu" else "µs/stream"
+            unit = "µs/stream" if args.scenario == "setup" else "µs/event"
             print(f"{label} ({getattr(args, label)}): median {statistics.median(us):.2f} {unit} "
                   f"(min {min(us):.2f}, max {max(us):.2f}, {len(us)} runs)")
 
@@ -77,7 +79,8 @@ def main() -> None:
     parser.add_argument("new", help="the `src` directory of the other tree")
     parser.add_argument("--reps", type=int, default=6, help="repetitions per tree [6]")
     parser.add_argument("--streams", type=int, default=50, help="concurrent streams of `cpu` [50]")
-    parser.add_argument("--scenario", default="cpu", choices=("cpu", "setup", "ttft", "capacity", "cancel", "gc"),
+    parser.add_argument("--scenario", default="cpu",
+                        choices=("cpu", "parts", "setup", "ttft", "capacity", "cancel", "gc"),
                         help="what to compare [cpu: CPU per event at --streams streams]")
     args = parser.parse_args()
     raise_fd_limit()

@@ -10,8 +10,8 @@ The ``gc`` scenario runs ``gc_streams`` one-token streams through ``ssegate-prob
 ``bench/phases.py``, which records each collection's generation, pause and yield), at most ``setup_in_flight``
 at once, each on a new connection, as the ``setup`` scenario does, and reports per generation the collections,
 the streams per collection, the pauses (median and longest) and the objects each found unreachable (what
-reference cycles left). A generation-1 collection comes after 50 of generation 0 (~35,000 to 140,000 streams
-here): longer runs than the bench's would show those.
+reference cycles left). ``ssegate serve`` collects generation 1 after 10 collections of generation 0 (~18,000
+short streams here), generation 2 after 100 of generation 1: runs far longer than the bench's would show those.
 """
 
 from __future__ import annotations

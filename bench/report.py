@@ -201,8 +201,10 @@ def write_report(res: dict[str, Any]) -> Path:
          f"{c('gc', 'setup_in_flight')} at once, each on a new connection, the upstream answering at once; every "
          "collection the gateway's process made meanwhile, by generation: how often (streams per collection), how "
          "long it stopped the event loop (every stream of the process waits it out), and how many objects it "
-         "found in reference cycles (what streams left for the collector instead of freeing them). Generation 1 "
-         "comes after 50 collections of generation 0: a longer run than this one (`bench/gc_pauses.py`).", None),
+         "found in reference cycles (what streams left for the collector instead of freeing them). `ssegate serve` "
+         "collects generation 1 after 10 collections of generation 0, generation 2 after 100 of generation 1 "
+         "(and only once a quarter of what it holds is new): a far longer run than this one "
+         "(`bench/gc_pauses.py`).", None),
         ("Time to first token", "ttft", sections.ttft,
          "From the client's connect to the first token in the response; the upstream waits 20 ms before its "
          f"first token. 1 = {c('ttft', 'ttft_serial')} sequential single streams; more = that many opened at "
