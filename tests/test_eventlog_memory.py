@@ -8,7 +8,7 @@ import time
 import tracemalloc
 
 from ssegate.core.entries import DELTA, DONE, REASONING, START, TOOL_ARGS, TOOL_CALL
-from ssegate.core.log import MemoryEventLog, StreamLog
+from ssegate.core.log import FREEZE_MAX_TEXT, MemoryEventLog, StreamLog
 
 
 def test_seq_numbering_and_since() -> None:
@@ -116,6 +116,13 @@ async def test_a_finished_log_is_kept_as_bytes_and_read_back_whole() -> None:
         tracemalloc.stop()
     assert kept < 1024, kept
     reg.remove("small")
+
+    long = reg.create("long", "o", "m")  # over FREEZE_MAX_TEXT: freezing and reading it back would stall the loop
+    long.append(DELTA, "x" * (FREEZE_MAX_TEXT + 1))
+    long.append(DONE, {"finish_reason": "stop"})
+    reg.finished(long)
+    assert reg.get("long") is long
+    reg.remove("long")
 
     odd = reg.create("odd", "o", "m")
     odd.append(DONE, {"finish_reason": "stop", "usage": {1, 2}})  # a set: not JSON

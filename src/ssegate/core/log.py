@@ -22,7 +22,7 @@ import orjson
 
 from .entries import DELTA, REASONING, TERMINAL, TOOL_ARGS, Entry, entry_size
 
-__all__ = ["MemoryEventLog", "StreamLog"]
+__all__ = ["FREEZE_MAX_ENTRIES", "FREEZE_MAX_TEXT", "MemoryEventLog", "StreamLog"]
 
 
 class StreamLog:
@@ -169,6 +169,13 @@ class StreamLog:
         return None
 
 
+FREEZE_MAX_ENTRIES = 10_000
+"""A finished log with more entries than this stays an object (see ``MemoryEventLog``)..."""
+FREEZE_MAX_TEXT = 1 << 20
+"""... and so does one with more text than this: freezing it costs up to ~1.5 ms in the event loop, reading it
+back ~3 ms (10,000 entries, 1 MB); a log of 100,000 entries would take 25 ms to read back."""
+
+
 def _freeze(log: StreamLog) -> tuple[bytes, bytes | None] | None:
     """A finished log as bytes (and its ``history``), or None when a payload is not plain JSON."""
     try:
@@ -203,7 +210,8 @@ class MemoryEventLog:
     that continues it). Kept as objects, the logs of the last ``ttl_s`` (thousands of objects a minute) were what
     the garbage collector walked at each pass, its pauses growing with traffic; as bytes they are nothing it
     looks at, in less than half the memory (a one-token stream: 585 bytes of RSS instead of 1,479; one of 100
-    tokens: a fifth). Whoever already follows the log keeps the object it has."""
+    tokens: a fifth). Whoever already follows the log keeps the object it has. A very long log stays an object
+    (``FREEZE_MAX_ENTRIES``, ``FREEZE_MAX_TEXT``): writing and reading it back would stall the event loop."""
 
     freeze_finished = True
     """Keep finished logs as bytes (``RedisEventLog`` keeps its objects: it rewrites them after Redis restarts)."""
@@ -252,7 +260,8 @@ class MemoryEventLog:
         self._expiring.append((log.finished_at + self.ttl_s, sid))
         if self._sweep is None:
             self._sweep = asyncio.get_running_loop().call_later(self.ttl_s, self._expire)
-        if self.freeze_finished and self._logs.get(sid) is log:
+        if (self.freeze_finished and len(log.entries) <= FREEZE_MAX_ENTRIES and log.size <= FREEZE_MAX_TEXT
+                and self._logs.get(sid) is log):
             frozen = _freeze(log)
             if frozen is not None:
                 del self._logs[sid]
