@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ssegate.core.turns import Turns
+from ssegate.core.turns import Turns, on_loop
 
 
 def test_a_lone_call_runs_in_the_next_pass_of_the_loop() -> None:
@@ -47,3 +47,12 @@ def test_many_calls_run_per_pass_at_a_time_with_a_pause_between_in_order() -> No
     assert first == list(range(8))
     assert still == list(range(8)) and left == 12
     assert done == list(range(20))
+
+
+def test_each_job_has_one_turns_per_loop() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        assert on_loop("stop", loop) is on_loop("stop", loop) is not on_loop("close", loop)
+
+    asyncio.run(main())
+    asyncio.run(main())  # a new loop: new ones (those of a closed loop go with it)

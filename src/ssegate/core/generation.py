@@ -42,7 +42,7 @@ from .entries import DELTA, DONE, ERROR, REASONING, START, TOOL_ARGS, TOOL_CALL
 from .log import MemoryEventLog, StreamLog
 from .outcome import Observer, Outcome, Started
 from .request import ChatRequest
-from .turns import Turns
+from .turns import on_loop
 
 __all__ = ["Generation", "Producer", "StreamHub", "estimate_tokens", "new_stream_id"]
 
@@ -391,7 +391,6 @@ class StreamHub:
         self.check_elsewhere: Callable[[Generation], None] | None = None
         """Redis mode: decides for a generation left without followers here (``cluster/replicas.py``)."""
         self.shutting_down = False
-        self._turns: Turns | None = None
 
     def start(self, request: ChatRequest, owner: str, producer: Producer) -> Generation:
         stream_id = new_stream_id()
@@ -422,10 +421,7 @@ class StreamHub:
         storm of cancels, in turns after those already waiting (``core/turns.py``). The upstream of a cancelled
         generation is closed before this (``Generation.cancel``); what waits is the unwinding of its task, its
         terminal entry, log line and metrics."""
-        turns = self._turns
-        if turns is None or turns.loop.is_closed():
-            turns = self._turns = Turns(asyncio.get_running_loop())
-        turns.add(stop)
+        on_loop("stop", asyncio.get_running_loop()).add(stop)
 
     def discard(self, gen: Generation) -> None:
         """Forget a stream that failed before it was committed (its client got a plain HTTP error)."""

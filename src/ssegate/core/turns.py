@@ -8,17 +8,19 @@ client's socket and the callbacks that follow. Done as they come, those would ke
 next disconnects (and take the CPU from everything else on the machine) for tens of milliseconds, and every
 upstream would be told that much later. Alone, a call costs one loop pass, as ``call_soon`` would.
 
-One ``Turns`` per job and event loop: the hub's for stopping cancelled generations (``StreamHub.turn``), the
-server protocol's for closing the sockets of clients that left (``http/uvicorn_glue.py``).
+One ``Turns`` per job and event loop (``on_loop``): ``"stop"``, the hub's stopping of cancelled generations
+(``StreamHub.turn``), and ``"close"``, the server protocol's closing of the sockets of clients that left
+(``http/uvicorn_glue.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import deque
 from collections.abc import Callable
 
-__all__ = ["PAUSE_S", "PER_PASS", "Turns"]
+__all__ = ["PAUSE_S", "PER_PASS", "Turns", "on_loop"]
 
 PER_PASS = 8
 """Calls made at once..."""
@@ -55,3 +57,17 @@ class Turns:
             waiting.popleft()()
         if waiting:
             self._handle = self.loop.call_later(self.pause_s, self._give)
+
+
+_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Turns]] = weakref.WeakKeyDictionary()
+
+
+def on_loop(job: str, loop: asyncio.AbstractEventLoop) -> Turns:
+    """The ``Turns`` of ``job`` on ``loop`` (made on first use, gone with the loop)."""
+    jobs = _by_loop.get(loop)
+    if jobs is None:
+        jobs = _by_loop[loop] = {}
+    turns = jobs.get(job)
+    if turns is None:
+        turns = jobs[job] = Turns(loop)
+    return turns

@@ -40,7 +40,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.supervisors import Multiprocess
 
-from ..core.turns import Turns
+from ..core.turns import on_loop
 from ..errors import InvalidRequest
 from ..settings import Settings
 from ..sse import dumps
@@ -169,7 +169,7 @@ class BoundedRequestProtocol(HttpToolsProtocol):
         # uvicorn's close, made in turns: over loopback (a proxy in front) that system call also runs the client's
         # side of the teardown, and its connection_lost follows; in a storm of disconnects, each upstream would
         # otherwise be told only after the client sockets of all those read before it were closed
-        _closes(self.loop).add(self.transport.close)
+        on_loop("close", self.loop).add(self.transport.close)
         return True
 
     def data_received(self, data: bytes) -> None:
@@ -223,18 +223,6 @@ class BoundedRequestProtocol(HttpToolsProtocol):
         self._read_timer = None
         if not self.transport.is_closing():
             self.transport.close()
-
-
-_client_closes: Turns | None = None
-
-
-def _closes(loop: asyncio.AbstractEventLoop) -> Turns:
-    """The turns in which this loop closes the sockets of clients that sent their EOF (``core/turns.py``)."""
-    global _client_closes
-    turns = _client_closes
-    if turns is None or turns.loop is not loop:
-        turns = _client_closes = Turns(loop)
-    return turns
 
 
 def _client_gone(cycle: object) -> None:
