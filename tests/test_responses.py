@@ -380,6 +380,22 @@ def test_previous_response_id_without_a_response_to_continue_is_a_bad_request(re
     assert continued.output_text == "b" and continued.previous_response_id == kept.id
 
 
+def test_a_response_continues_on_another_replica_at_once(replicas: Pair, sdk: Any) -> None:
+    """An agent's loop: a response ends on A and the next request, continuing it, reaches B a millisecond later,
+    before A's writer has put the end in Redis (``cluster/redis_log.py``, every 20 ms): B waits for it, and
+    continues the response instead of calling it unknown or still running."""
+    a, b = replicas
+    on_a, on_b = sdk(a), sdk(b)  # kept: the next request leaves at once
+    previous = on_a.responses.create(model="ssegate-demo", input=script(["0"]))
+    for i in range(1, 9):
+        created = on_a.responses.create(model="ssegate-demo", input=script([str(i)]),
+                                        previous_response_id=previous.id)
+        continued = on_b.responses.create(model="ssegate-demo", input=script([f"{i}b"]),
+                                          previous_response_id=created.id)
+        assert (created.output_text, continued.output_text) == (str(i), f"{i}b")
+        previous = continued
+
+
 def test_previous_response_id_of_a_running_response_is_a_bad_request(replicas: Pair, sdk: Any) -> None:
     a, b = replicas
     created = sdk(a).responses.create(model="ssegate-demo", input=script(words(400), delay=0.02), background=True)

@@ -12,6 +12,7 @@ import json
 import random
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -110,17 +111,52 @@ def test_resume_once_the_terminal_event_was_delivered_is_204(replicas: Pair, sty
     a, b = replicas
     resp, events = start(a.url, script(["one", "two"]))
     assert_whole(events, ["one", "two"])
-    if a is not b:
-        # another replica sees what the generating one wrote to Redis up to FLUSH_INTERVAL_S (20 ms) plus a round
-        # trip later (cluster/redis_log.py); until then the end is not known there, and it answers the resume as a
-        # live stream. A browser's reconnect comes after its retry delay (seconds), well past that.
-        time.sleep(0.5)
     resp, more = resume(b.url, events[-1].id or "", style=style)
     assert resp.status_code == 204 and not more
     # one event short of the end: just the terminal event
     resp, more = resume(b.url, events[-2].id or "", style=style)
     assert resp.status_code == 200
     assert [e.id for e in more] == [events[-1].id] and more[0].event == "done"
+
+
+def test_a_resume_or_cancel_elsewhere_at_once_finds_the_stream_as_far_as_the_client_has_it(replicas: Pair) -> None:
+    """Another replica learns of a stream when the generating one's writer puts it in Redis (every 20 ms while a
+    reader may wait, ``cluster/redis_log.py``). A client that resumes there at once, already holding events Redis
+    does not have yet (even the stream's start), gets the stream as it is, not 404 for a stream that exists, nor a
+    live stream that ends with the terminal event it already has: the replica waits for Redis to catch up. So does
+    a cancel sent there."""
+    a, b = replicas
+    # a stream of A followed on B keeps A's writer flushing every 20 ms: each stream below lands inside that wait
+    deltas = words(300, "bg")
+    _, head = start(a.url, script(deltas, delay=0.01), n=2)
+    body = chat_body(script(["one", "two"]))
+    # kept-alive clients: a resume leaves within a millisecond or two of the end (a new client takes ~10 ms)
+    with ThreadPoolExecutor(1) as pool, httpx.Client(headers=auth(), timeout=15) as ca, \
+            httpx.Client(headers=auth(), timeout=15) as cb:
+        background = pool.submit(resume, b.url, head[-1].id or "", style="after")
+        for i in range(16):
+            with ca.stream("POST", a.url + "/v1/chat/stream", content=body,
+                           headers={"content-type": "application/json"}) as resp:
+                events = list(sse_events(resp.iter_text()))
+            assert_whole(events, ["one", "two"])
+            sid, _, last = (events[-1].id or "").rpartition(":")
+            after = last if i % 2 else "1"  # everything (204), or all but the start (the rest, once)
+            resp = cb.get(f"{b.url}/v1/streams/{sid}", params={"after": after})
+            got = [(e.id, e.event) for e in sse_events(iter([resp.text]))]
+            want = [(e.id, e.event) for e in events[int(after):]]
+            assert (resp.status_code, got) == (204 if i % 2 else 200, want), resp.text
+        for _ in range(4):  # and a cancel there, as soon as the client knows the stream's id
+            with ca.stream("POST", a.url + "/v1/chat/stream", content=chat_body(script(["a", "b"], stall=True)),
+                           headers={"content-type": "application/json"}) as resp:
+                it = sse_events(resp.iter_text())
+                events = [next(it)]
+                cancel = cb.post(f"{b.url}/v1/streams/{events[0].json()['stream_id']}/cancel")
+                assert cancel.status_code == 202, cancel.text
+                events += list(it)
+            assert_whole(events, ["a", "b"], finish_reason="cancelled")
+        assert not background.done(), "the background stream ended before the checks: they may have missed the wait"
+        _, rest = background.result()
+    assert_whole(head + rest, deltas)
 
 
 def test_resume_replays_from_the_start_with_after_zero(replicas: Pair) -> None:

@@ -274,9 +274,9 @@ class Gateway:
         event. A stream this process does not have is read from Redis (another replica's), when configured."""
         follows: Follows | None
         if self.replicas is not None and self.eventlog.get(stream_id) is None:
-            remote = await self.replicas.open(stream_id, owner)
+            remote = await self.replicas.open(stream_id, owner, seen=after)
             log, follows = remote.log, remote
-            # the generating replica may have sent an event that its writer has not put in Redis yet
+            # (still) short of what the client has: the generating replica's writer is slow to put it in Redis
             ahead_ok = not log.finished
         else:
             log = self.hub.get_log(stream_id, owner)

@@ -128,6 +128,12 @@ it a few µs more on both sides: the longer the pace, the fewer round trips and 
 rest follows one fast round trip after its notice), and a replica that dies takes up to this much of an
 unfollowed stream's end with it (its clients get ``generation_lost`` either way)."""
 
+CATCH_UP_S = 0.25
+"""How long a reader waits for Redis to catch up with what its client already has before it answers from what
+Redis has: a stream started or ended a moment ago on another replica may not be there yet (the writer's pace,
+at most ``QUIET_FLUSH_S``, plus a margin for a busy replica). Only what is missing waits: an unknown or expired
+stream's 404 comes this much later."""
+
 
 def events_key(stream_id: str) -> str:
     return f"ssegate:stream:{stream_id}:events"
@@ -722,9 +728,47 @@ class RedisEventLog(MemoryEventLog):
                 logger.error("Redis refused a lease renewal: %s", res)
 
     # --- reading streams of other replicas ----------------------------------------------------------
-    async def fetch(self, stream_id: str, *, history: bool = False) -> RemoteCopy | None:
+    async def fetch(self, stream_id: str, *, history: bool = False, seen: int = 0,
+                    within_s: float = CATCH_UP_S) -> RemoteCopy | None:
         """The stream as Redis has it, or ``None`` when Redis does not know it (never existed, or expired); with
-        ``history``, what its log keeps for later requests too (``StreamLog.history``)."""
+        ``history``, what its log keeps for later requests too (``StreamLog.history``).
+
+        The generating replica writes to Redis a moment after its clients got the events (``FLUSH_INTERVAL_S``,
+        ``QUIET_FLUSH_S``): when Redis does not know the stream yet, or its copy is short of ``seen`` (the last
+        event the client already has) and not finished, this waits up to ``within_s`` for the rest (``XREAD
+        BLOCK`` on the stream's events: it returns the moment they are written). Otherwise a client that resumed
+        elsewhere at once would get 404 for a stream that exists, or a live stream for one that is over (and
+        its terminal event again)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        copy = await self._read(stream_id, history)
+        if copy is None:
+            if not await self.written(stream_id, within_s):
+                return None
+            copy = await self._read(stream_id, history)
+            if copy is None:
+                return None
+        key = events_key(stream_id)
+        log = copy.log
+        while not log.finished and log.last_seq < seen and (left := deadline - loop.time()) > 0:
+            reply: Any = await self.link.blocking.xread({key: f"{log.last_seq}-0"}, count=1024,
+                                                        block=max(1, round(left * 1000)))
+            if not reply:
+                break
+            for _key, chunks in reply:
+                for chunk_id, fields in chunks:
+                    if not _apply(log, chunk_id, fields):
+                        return copy
+        return copy
+
+    async def written(self, stream_id: str, within_s: float = CATCH_UP_S) -> bool:
+        """Whether Redis has the stream, or gets its first chunk within ``within_s``: a stream another replica
+        started a moment ago may not be there yet (its first chunk and its meta are written together)."""
+        reply: Any = await self.link.blocking.xread({events_key(stream_id): "0-0"}, count=1,
+                                                    block=max(1, round(within_s * 1000)))
+        return bool(reply)
+
+    async def _read(self, stream_id: str, history: bool) -> RemoteCopy | None:
         fields = [*_META_FIELDS, "history"] if history else list(_META_FIELDS)
         pipe = self.link.redis.pipeline(transaction=False)
         pipe.hmget(meta_key(stream_id), fields)

@@ -214,12 +214,14 @@ class Replicas:
             raise EventLogUnavailable("the event log (Redis) is unreachable", retry_after=1.0)
 
     # --- resume and cancel of other replicas' streams ----------------------------------------------
-    async def open(self, stream_id: str, owner: str, *, history: bool = False) -> RemoteStream:
+    async def open(self, stream_id: str, owner: str, *, history: bool = False, seen: int = 0) -> RemoteStream:
         """A local copy of a stream in Redis, to follow; ``NotFound`` for unknown, expired or others'. With
-        ``history``, the copy has what the stream's log keeps for later requests (``StreamLog.history``)."""
+        ``history``, the copy has what the stream's log keeps for later requests (``StreamLog.history``). A
+        stream that Redis does not have yet, or not as far as ``seen`` (the last event its client has), is waited
+        for a moment (``RedisEventLog.fetch``)."""
         self._require_link()
         with map_redis_errors():
-            copy = await self.eventlog.fetch(stream_id, history=history)
+            copy = await self.eventlog.fetch(stream_id, history=history, seen=seen)
         if copy is None and self.link.recovering(max(1.0, self.lease_s)):
             raise EventLogUnavailable("the event log (Redis) is recovering from an outage", retry_after=1.0)
         if copy is None or not secrets.compare_digest(copy.owner, owner):
@@ -231,6 +233,8 @@ class Replicas:
         with map_redis_errors():
             found: list[bytes | None] = await self.link.redis.hmget(  # type: ignore[assignment]
                 meta_key(stream_id), ["owner", "replica"])
+            if found[0] is None and await self.eventlog.written(stream_id):  # started elsewhere a moment ago
+                found = await self.link.redis.hmget(meta_key(stream_id), ["owner", "replica"])  # type: ignore[assignment]
             stream_owner, replica = found
             if stream_owner is None or replica is None or not secrets.compare_digest(stream_owner.decode(), owner):
                 raise NotFound("unknown or expired stream")
