@@ -9,6 +9,7 @@ and without disconnects, is in ``test_resume.py``, which runs every resume test 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -447,6 +448,71 @@ async def test_the_writer_hurries_only_for_what_is_awaited_elsewhere(redis_serve
         ending.append(DONE, {"finish_reason": "stop"})  # ...and hurried by its end
         assert await landed("q2", 3, 3.0) < 0.5
         assert not log.followed_elsewhere("q2")
+    finally:
+        await admin.aclose()
+        await link.supervisor.stop("writer", "lease")
+        await link.aclose()
+
+
+async def test_finished_logs_are_kept_as_bytes_once_redis_has_them_and_rewritten_after_a_restart(
+        redis_server: RedisServer) -> None:
+    """As in memory mode, a finished log is kept as bytes (out of the garbage collector's sight), but only once
+    Redis has it whole: until then the writer needs the object. Redis restarted empty: ``_resync`` rewrites the
+    frozen logs from their bytes, and they are kept as bytes again once written."""
+    import gc
+
+    from redis.asyncio import Redis
+
+    from ssegate.cluster.redis_log import MirroredStreamLog, RedisEventLog, RedisLink, events_key
+    from ssegate.core.entries import DELTA, DONE, START
+
+    link = RedisLink(redis_server.url)
+    admin = Redis.from_url(redis_server.url)
+
+    async def until(check: Any, what: str) -> None:
+        t0 = time.monotonic()
+        while not check():
+            assert time.monotonic() - t0 < 5.0, what  # a hang, not a timing
+            await asyncio.sleep(0.005)
+
+    async def entries_in_redis(sid: str) -> list[Any]:
+        return [e for _, f in await admin.xrange(events_key(sid)) for e in json.loads(f[b"e"])]
+
+    try:
+        await link.start(5)
+        reg = RedisEventLog(link, "freeze-test")
+        await reg.start()
+        log = reg.create("f1", "owner", "model")
+        assert isinstance(log, MirroredStreamLog)
+        log.grace_s = 2.5
+        log.history = b'{"kept": true}'
+        for kind, payload in [(START, {"stream_id": "f1"}), (DELTA, "hello "), (DELTA, "world"),
+                              (DONE, {"finish_reason": "stop"})]:
+            log.append(kind, payload)
+        reg.finished(log)
+        assert reg._logs.get("f1") is log and "f1" not in reg._frozen  # Redis does not have its end yet
+        await until(lambda: "f1" in reg._frozen, "the log was never frozen after its end reached Redis")
+        assert reg._logs.get("f1") is None
+        gc.collect()  # (a tuple of bytes is untracked at its first collection)
+        assert not gc.is_tracked(reg._frozen["f1"])
+        whole = [[START, {"stream_id": "f1"}], [DELTA, "hello "], [DELTA, "world"], [DONE, {"finish_reason": "stop"}]]
+        assert await entries_in_redis("f1") == whole
+        back = reg.get("f1")
+        assert back is not None and back.finished and back.text() == "hello world" and back.last_seq == 4
+        assert (back.owner, back.grace_s, back.history) == ("owner", 2.5, b'{"kept": true}')
+
+        # a stream that is still running stays an object, and is written whole too
+        live = reg.create("f2", "owner", "model")
+        live.append(START, {"stream_id": "f2"})
+        await until(lambda: reg._live["f2"].mirrored == 1, "the live stream never reached Redis")
+
+        await admin.flushall()  # Redis restarted empty
+        await reg._resync()
+        assert await entries_in_redis("f1") == whole and await entries_in_redis("f2") == [[START, {"stream_id": "f2"}]]
+        assert (await admin.hgetall("ssegate:stream:f1:meta"))[b"history"] == b'{"kept": true}'
+        assert "f1" in reg._frozen and reg._logs.get("f1") is None  # kept as bytes again once written
+        assert "f2" in reg._logs and "f2" not in reg._frozen
+        await reg.close()
     finally:
         await admin.aclose()
         await link.supervisor.stop("writer", "lease")

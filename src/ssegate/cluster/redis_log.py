@@ -40,6 +40,10 @@ Following a stream generated elsewhere: ``fetch`` copies it into a local ``Strea
 blocking read times out with nothing new and the generating replica's lease is gone, a Lua script appends the
 tombstone (``error``, code ``generation_lost``, retryable) unless the stream already ended.
 
+As in memory mode (``core/log.py``), a finished log is kept as bytes until it expires, once Redis has it whole
+(until then the writer needs the object); when Redis comes back empty, ``_resync`` rewrites the frozen ones from
+their bytes too.
+
 Background loops (the writer, the lease, the link's probe, and ``replicas.py``'s control listener) run under the
 link's ``Supervisor`` (``supervise.py``): one that fails on something it did not expect is logged, restarted with
 backoff, and reported as down meanwhile (``/readyz`` 503; new streams 503 while the writer or the lease is down).
@@ -61,7 +65,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import orjson
@@ -356,7 +360,7 @@ def _address(url: str) -> str:
 class MirroredStreamLog(StreamLog):
     """A ``StreamLog`` that the ``RedisEventLog``'s writer copies to Redis in the background."""
 
-    __slots__ = ("dirty", "followed", "key", "mirrored", "orphaned", "renew_at", "sink")
+    __slots__ = ("dirty", "ended", "followed", "key", "mirrored", "orphaned", "renew_at", "sink")
 
     def __init__(
         self, stream_id: str, owner: str, model: str, max_events: int, max_bytes: int,
@@ -371,6 +375,8 @@ class MirroredStreamLog(StreamLog):
         """No longer mirrored: another replica declared the stream lost, or Redis refused it."""
         self.followed = False
         """A follower on another replica joined it: its entries go at the writer's fast pace."""
+        self.ended = False
+        """Its generation ended (``RedisEventLog.finished``): it is kept as bytes once Redis has it whole."""
         self.renew_at = 0.0
         self.sink = sink
         self.key = events_key(stream_id).encode()
@@ -406,9 +412,6 @@ def _apply(log: StreamLog, chunk_id: bytes, fields: dict[bytes, bytes]) -> bool:
 
 class RedisEventLog(MemoryEventLog):
     """The in-process log of this replica's streams, mirrored to Redis; and reads of other replicas' streams."""
-
-    freeze_finished = False
-    """Finished logs stay objects: ``_resync`` rewrites them from memory when Redis comes back empty."""
 
     def __init__(
         self,
@@ -449,12 +452,28 @@ class RedisEventLog(MemoryEventLog):
 
     # --- the registry (MemoryEventLog) ------------------------------------------------------------
     def create(self, stream_id: str, owner: str, model: str) -> StreamLog:
-        if len(self._logs) >= self.max_streams:
-            self._evict()
-        log = MirroredStreamLog(stream_id, owner, model, self.max_events, self.max_bytes, self._enqueue)
-        self._logs[stream_id] = log
+        log = cast(MirroredStreamLog, super().create(stream_id, owner, model))
         self._live[stream_id] = log
         return log
+
+    def _new_log(self, stream_id: str, owner: str, model: str, max_events: int, max_bytes: int) -> StreamLog:
+        return MirroredStreamLog(stream_id, owner, model, max_events, max_bytes, self._enqueue)
+
+    def finished(self, log: StreamLog) -> None:
+        """As in memory mode, a finished log is kept as bytes, but only once Redis has it whole (``_holds``): until
+        then the writer, and ``_resync`` after Redis comes back empty, need the object."""
+        if isinstance(log, MirroredStreamLog):
+            log.ended = True
+        super().finished(log)
+
+    def _holds(self, log: StreamLog) -> bool:
+        return isinstance(log, MirroredStreamLog) and not log.orphaned and log.mirrored < log.last_seq
+
+    def _settled(self, log: MirroredStreamLog) -> None:
+        """Redis has ``log`` whole (or will never have it): no longer live; kept as bytes if it has ended."""
+        self._live.pop(log.stream_id, None)
+        if log.ended:
+            self._keep_frozen(log)
 
     # --- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -609,7 +628,7 @@ class RedisEventLog(MemoryEventLog):
                 continue
             log.mirrored = last
             if terminal:
-                self._live.pop(log.stream_id, None)
+                self._settled(log)
         if conflicts:
             await self._resolve(conflicts)
 
@@ -662,7 +681,7 @@ class RedisEventLog(MemoryEventLog):
                 continue
             log.mirrored = max(log.mirrored, int(chunk_id.split(b"-", 1)[0]) + int(fields[b"n"]) - 1)
             if b"t" in fields:
-                self._live.pop(log.stream_id, None)
+                self._settled(log)
             elif not log.dirty and log.mirrored < log.last_seq:
                 self._enqueue(log)
 
@@ -670,18 +689,27 @@ class RedisEventLog(MemoryEventLog):
         """Redis answers again, perhaps restarted empty: before new streams are admitted, renew the lease,
         rewrite the streams it lost (from memory, as far as memory still has them) and flush the backlog."""
         await self._renew()
-        logs = [log for log in self._logs.values()
-                if isinstance(log, MirroredStreamLog) and log.mirrored and not log.orphaned]
-        if logs:
+        ids = [sid for sid, log in self._logs.items()
+               if isinstance(log, MirroredStreamLog) and log.mirrored and not log.orphaned]
+        ids += self._frozen  # finished, Redis had them whole
+        if ids:
             pipe = self.link.redis.pipeline(transaction=False)
-            for log in logs:
-                pipe.exists(meta_key(log.stream_id))
-            for log, exists in zip(logs, await pipe.execute(), strict=True):
-                if not exists:
-                    log.mirrored = 0
-                    self._live[log.stream_id] = log
-                    if not log.dirty:
-                        self._enqueue(log)
+            for sid in ids:
+                pipe.exists(meta_key(sid))
+            for sid, exists in zip(ids, await pipe.execute(), strict=True):
+                if exists:
+                    continue
+                log = self._logs.get(sid)
+                if log is None:
+                    log = self._unfreeze(sid)  # (or expired meanwhile: gone)
+                    if isinstance(log, MirroredStreamLog):
+                        log.ended = True  # kept as bytes again once this is written
+                if not isinstance(log, MirroredStreamLog):
+                    continue
+                log.mirrored = 0
+                self._live[sid] = log
+                if not log.dirty:
+                    self._enqueue(log)
         batch, self._dirty = self._dirty, []
         self._hurry = False
         for log in batch:
@@ -694,7 +722,7 @@ class RedisEventLog(MemoryEventLog):
 
     def _orphan(self, log: MirroredStreamLog) -> None:
         log.orphaned = True
-        self._live.pop(log.stream_id, None)
+        self._settled(log)
 
     # --- the lease ----------------------------------------------------------------------------------
     async def _renew_loop(self) -> None:

@@ -187,10 +187,12 @@ def _freeze(log: StreamLog) -> tuple[bytes, bytes | None] | None:
     return memoryview(blob).tobytes(), log.history
 
 
-def _thaw(stream_id: str, frozen: tuple[bytes, bytes | None]) -> StreamLog:
+def _thaw(stream_id: str, frozen: tuple[bytes, bytes | None],
+          make: Callable[[str, str, str, int, int], StreamLog] = StreamLog) -> StreamLog:
+    """The log again, as ``make`` builds one (``StreamLog``'s arguments)."""
     blob, history = frozen
     first, entries, owner, model, grace_s, created_at, finished_at, size, max_events, max_bytes = orjson.loads(blob)
-    log = StreamLog(stream_id, owner, model, max_events, max_bytes)
+    log = make(stream_id, owner, model, max_events, max_bytes)
     log.entries = [(kind, payload) for kind, payload in entries]
     log.first_seq = first
     log.size = size
@@ -211,10 +213,9 @@ class MemoryEventLog:
     the garbage collector walked at each pass, its pauses growing with traffic; as bytes they are nothing it
     looks at, in less than half the memory (a one-token stream: 585 bytes of RSS instead of 1,479; one of 100
     tokens: a fifth). Whoever already follows the log keeps the object it has. A very long log stays an object
-    (``FREEZE_MAX_ENTRIES``, ``FREEZE_MAX_TEXT``): writing and reading it back would stall the event loop."""
-
-    freeze_finished = True
-    """Keep finished logs as bytes (``RedisEventLog`` keeps its objects: it rewrites them after Redis restarts)."""
+    (``FREEZE_MAX_ENTRIES``, ``FREEZE_MAX_TEXT``): writing and reading it back would stall the event loop. A
+    subclass may hold a finished log as an object for a while longer (``_holds``; ``RedisEventLog``: until Redis
+    has it whole) and then freeze it (``_keep_frozen``)."""
 
     def __init__(
         self, *, ttl_s: float = 600.0, max_streams: int = 100_000, max_events: int = 100_000, max_bytes: int = 16 << 20
@@ -236,9 +237,13 @@ class MemoryEventLog:
     def create(self, stream_id: str, owner: str, model: str) -> StreamLog:
         if len(self) >= self.max_streams:
             self._evict()
-        log = StreamLog(stream_id, owner, model, self.max_events, self.max_bytes)
+        log = self._new_log(stream_id, owner, model, self.max_events, self.max_bytes)
         self._logs[stream_id] = log
         return log
+
+    def _new_log(self, stream_id: str, owner: str, model: str, max_events: int, max_bytes: int) -> StreamLog:
+        """A log of this registry's own (``RedisEventLog``: one its writer mirrors)."""
+        return StreamLog(stream_id, owner, model, max_events, max_bytes)
 
     def get(self, stream_id: str) -> StreamLog | None:
         log = self._logs.get(stream_id)
@@ -256,16 +261,34 @@ class MemoryEventLog:
         """Start the expiry clock of a finished log, and keep it as bytes from now on. One timer for all of them
         (``_expire``), not one each: a timer per stream would keep ``ttl_s`` × streams per second entries in the
         event loop's heap."""
-        sid = log.stream_id
-        self._expiring.append((log.finished_at + self.ttl_s, sid))
+        self._expiring.append((log.finished_at + self.ttl_s, log.stream_id))
         if self._sweep is None:
             self._sweep = asyncio.get_running_loop().call_later(self.ttl_s, self._expire)
-        if (self.freeze_finished and len(log.entries) <= FREEZE_MAX_ENTRIES and log.size <= FREEZE_MAX_TEXT
-                and self._logs.get(sid) is log):
+        self._keep_frozen(log)
+
+    def _keep_frozen(self, log: StreamLog) -> None:
+        """Keep ``log`` (finished) as bytes from now on, unless it is too long, or gone, or ``_holds`` it."""
+        sid = log.stream_id
+        if (len(log.entries) <= FREEZE_MAX_ENTRIES and log.size <= FREEZE_MAX_TEXT and self._logs.get(sid) is log
+                and not self._holds(log)):
             frozen = _freeze(log)
             if frozen is not None:
                 del self._logs[sid]
                 self._frozen[sid] = frozen
+
+    def _unfreeze(self, stream_id: str) -> StreamLog | None:
+        """Keep the frozen log ``stream_id`` as an object again (``_new_log``'s), and return it; ``None`` when it
+        is not frozen."""
+        frozen = self._frozen.pop(stream_id, None)
+        if frozen is None:
+            return None
+        log = self._logs[stream_id] = _thaw(stream_id, frozen, self._new_log)
+        return log
+
+    def _holds(self, log: StreamLog) -> bool:
+        """Whether this registry still needs ``log``, finished, as an object (``RedisEventLog``: until Redis has
+        it whole)."""
+        return False
 
     def _expire(self) -> None:
         self._sweep = None
