@@ -39,6 +39,7 @@ PLAN: dict[str, tuple[str, ...]] = {
     "ssegate+redis": ("cpu", "setup"),
     "ssegate-w2+redis": ("capacity",),
     "ssegate-probed": ("phases", "gc"),
+    "ssegate+redis-probed": ("gc",),
     "nginx": ("cpu", "setup", "ttft"),
     "httpx_relay": PEER,
     "fastapi_native_openai": PEER,

@@ -6,8 +6,9 @@ generation's turn, everything that survived into it. Objects left in reference c
 objects a finished stream keeps (its event log, for resume) are what it walks on the way. So the pauses are a
 property of what a stream allocates and keeps, and of nothing else the other scenarios time.
 
-The ``gc`` scenario runs ``gc_streams`` one-token streams through ``ssegate-probed`` (the gateway started by
-``bench/phases.py``, which records each collection's generation, pause and yield), at most ``setup_in_flight``
+The ``gc`` scenario runs ``gc_streams`` one-token streams through ``ssegate-probed`` and ``ssegate+redis-probed``
+(the same with the event log in Redis; both started by ``bench/phases.py``, which records each collection's
+generation, pause and yield), at most ``setup_in_flight``
 at once, each on a new connection, as the ``setup`` scenario does, and reports per generation the collections,
 the streams per collection, the pauses (median and longest) and the objects each found unreachable (what
 reference cycles left). ``ssegate serve`` collects generation 1 after 10 collections of generation 0 (~18,000

@@ -124,7 +124,7 @@ def write_report(res: dict[str, Any]) -> Path:
         ".venv/bin/python -m bench --report-only      # re-render from bench/results/latest.json",
         ".venv/bin/python -m bench --ssegate-models 50 --targets ssegate --only cpu  # a 50-entry routing table",
         ".venv/bin/python -m bench --only phases --targets ssegate-probed   # where a stream's start goes (~5 s)",
-        ".venv/bin/python -m bench --only gc --targets ssegate-probed       # garbage collector pauses (~10 s)",
+        ".venv/bin/python -m bench --only gc --targets ssegate-probed,ssegate+redis-probed  # collector pauses (~25 s)",
         ".venv/bin/python -m bench.callgrind          # instructions per short stream (valgrind; load-independent)",
         ".venv/bin/python -m bench.before_after OLD/src src --scenario setup   # two trees side by side",
         ".venv/bin/python -m bench.encoders           # each wire format's encoder per text delta",
@@ -197,7 +197,8 @@ def write_report(res: dict[str, Any]) -> Path:
          "a single user. The same code takes longer cold: caches and predictors hold other work by then. Wall "
          "time includes the system calls of each step, and the wait for a loop turn where there is one.", None),
         ("Garbage collector pauses", "gc", sections.gc,
-         f"{c('gc', 'gc_streams')} one-token streams through `ssegate-probed`, at most "
+         f"{c('gc', 'gc_streams')} one-token streams through `ssegate-probed` (and `ssegate+redis-probed`: the "
+         "same with the event log in Redis), at most "
          f"{c('gc', 'setup_in_flight')} at once, each on a new connection, the upstream answering at once; every "
          "collection the gateway's process made meanwhile, by generation: how often (streams per collection), how "
          "long it stopped the event loop (every stream of the process waits it out), and how many objects it "

@@ -275,19 +275,24 @@ def phases(res: Res) -> str:
 
 
 def gc(res: Res) -> str:
-    d = result(res, "ssegate-probed", "gc")
-    if not d or "generations" not in d:
-        return ""
-    rows = []
-    for gen, g in d["generations"].items():
-        if not g.get("collections"):
-            rows.append([gen, "0", "—", "—", "—", "—"])
+    rows, ended = [], []
+    for name in targets_with(res, "gc"):
+        d = result(res, name, "gc")
+        if not d or "generations" not in d:
             continue
-        rows.append([gen, str(g["collections"]), fmt(g["streams_per_collection"], 0), fmt(g["pause_p50_ms"]),
-                     fmt(g["pause_max_ms"]), fmt(g["collected_mean"], 0)])
-    text = table(["generation", "collections", "streams per collection", "pause p50 ms", "pause max ms",
-                  "objects found in cycles per collection"], rows) + "\n\n"
-    text += f"Streams: {d['streams']} of {d['attempted']} ended well.\n"
+        log = "Redis" if "redis" in name else "memory"
+        for gen, g in d["generations"].items():
+            if not g.get("collections"):
+                rows.append([f"`{name}`", log, gen, "0", "—", "—", "—", "—"])
+                continue
+            rows.append([f"`{name}`", log, gen, str(g["collections"]), fmt(g["streams_per_collection"], 0),
+                         fmt(g["pause_p50_ms"]), fmt(g["pause_max_ms"]), fmt(g["collected_mean"], 0)])
+        ended.append(f"`{name}` {d['streams']} of {d['attempted']}")
+    if not rows:
+        return ""
+    text = table(["target", "event log", "generation", "collections", "streams per collection", "pause p50 ms",
+                  "pause max ms", "objects found in cycles per collection"], rows) + "\n\n"
+    text += f"Streams that ended well: {', '.join(ended)}.\n"
     return text
 
 

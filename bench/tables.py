@@ -13,7 +13,7 @@ BASELINES = ("httpx_relay", "fastapi_native_openai", "sync_sdk", "litellm")
 PEERS = ("nginx", *BASELINES)
 """What the gateways are compared with: a C byte relay and the Python ways to put a stream behind FastAPI."""
 AB = ("ab-httpclient", "ab-aiohttp", "ab-pycurl")
-ORDER = ("direct", *GATEWAYS, "ssegate-probed", *PEERS, *AB)
+ORDER = ("direct", *GATEWAYS, "ssegate-probed", "ssegate+redis-probed", *PEERS, *AB)
 
 
 def fmt(v: Any, nd: int = 1, unit: str = "") -> str:

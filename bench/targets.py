@@ -64,6 +64,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("ssegate-probed", "ssegate", "/v1/chat/stream", native=True, probed=True,
            description="`ssegate` with wall-clock stamps at each step of a stream's start and its garbage "
                        "collections recorded (`bench/phases.py`)"),
+    Target("ssegate+redis-probed", "ssegate", "/v1/chat/stream", native=True, redis=True, probed=True,
+           description="`ssegate+redis` with its garbage collections recorded (`bench/phases.py`)"),
     Target("nginx", "nginx", "/v1/chat/completions",
            description="nginx as a byte relay (C, one worker, `proxy_buffering off`, HTTP/1.1 keep-alive to the "
                        "upstream, no access log): the cost of relaying bytes without Python"),
