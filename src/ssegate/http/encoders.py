@@ -70,14 +70,16 @@ class NativeEncoder:
         for kind, payload in entries:
             if kind == DELTA:
                 parts.append(b"id: %s%d\ndata: %s\n\n" % (prefix, seq, dumps({"delta": payload})))
+            elif kind == REASONING:
+                parts.append(b"id: %s%d\nevent: reasoning\ndata: %s\n\n" % (prefix, seq, dumps({"delta": payload})))
+            elif kind == TOOL_ARGS:
+                parts.append(b"id: %s%d\nevent: tool_call_delta\ndata: %s\n\n" % (prefix, seq, dumps(payload)))
             else:
                 parts.append(self._other(seq, kind, payload))
             seq += 1
         return b"".join(parts)
 
     def _other(self, seq: int, kind: int, payload: Any) -> bytes:
-        if kind == REASONING:
-            return encode(self._prefix, seq, b"reasoning", dumps({"delta": payload}))
         if kind == START and "echo" in payload:  # another protocol's copy of its request: not part of `start`
             payload = {k: v for k, v in payload.items() if k != "echo"}
         return encode(self._prefix, seq, _NAMES[kind], dumps(payload))
