@@ -11,6 +11,7 @@ warm-up and shutdown are not counted. Kernel time (syscalls) is not an instructi
     .venv/bin/python -m bench.callgrind                            # native POST /v1/chat/stream
     .venv/bin/python -m bench.callgrind --path /v1/chat/completions
     .venv/bin/python -m bench.callgrind --src /tmp/before/src      # another tree (git archive REV src | tar -x)
+    .venv/bin/python -m bench.callgrind --tokens 100 --parts       # per event: reasoning and tool-call pieces
 
 Needs valgrind (``apt-get install valgrind``). Prints one line; writes nothing else.
 """
@@ -48,11 +49,11 @@ def _total(out_dir: Path) -> int:
     return total
 
 
-async def _batch(host: str, port: int, req: bytes, k: int) -> int:
+async def _batch(host: str, port: int, req: bytes, k: int, tokens: int = 1) -> int:
     fleet = Fleet(host, port, req, k)
     fleet.open()
     await fleet.wait(120)
-    ok = sum(1 for s in fleet.streams if s.tokens == 1)
+    ok = sum(1 for s in fleet.streams if s.tokens >= tokens and not s.error)  # (a final event may repeat some)
     await fleet.aclose()
     return ok
 
@@ -84,13 +85,14 @@ async def run(args: argparse.Namespace) -> str:
                         raise SystemExit("the gateway did not start under valgrind") from None
                     await asyncio.sleep(0.2)
             host, p, req = build_request(f"http://127.0.0.1:{port}{args.path}", native=args.path == "/v1/chat/stream",
-                                         tokens=1, interval=0, ttft=0)
+                                         tokens=args.tokens, interval=0, ttft=0,
+                                         shape={"parts": 1} if args.parts else None)
             for _ in range(10):  # warm up: imports, caches, the upstream pool
-                await _batch(host, p, req, BATCH)
+                await _batch(host, p, req, BATCH, args.tokens)
             subprocess.run(["callgrind_control", "-i", "on", str(gw.pid)], capture_output=True, check=True)
             ok = 0
             for _ in range(max(1, args.streams // BATCH)):
-                ok += await _batch(host, p, req, BATCH)
+                ok += await _batch(host, p, req, BATCH, args.tokens)
             subprocess.run(["callgrind_control", "-i", "off", str(gw.pid)], capture_output=True, check=True)
             subprocess.run(["callgrind_control", "-d", str(gw.pid)], capture_output=True, check=True)
         finally:
@@ -102,7 +104,10 @@ async def run(args: argparse.Namespace) -> str:
             upstream.stop()
         total = _total(out)
     attempted = max(1, args.streams // BATCH) * BATCH
-    return (f"{ok}/{attempted} streams ok; {total / max(ok, 1) / 1000:.0f}k instructions per stream "
+    per_stream = total / max(ok, 1)
+    tokens = "" if args.tokens == 1 else (f"; {args.tokens} {'parts' if args.parts else 'text'} tokens each: "
+                                          f"{per_stream / args.tokens / 1000:.1f}k per event, stream included")
+    return (f"{ok}/{attempted} streams ok; {per_stream / 1000:.0f}k instructions per stream{tokens} "
             f"({args.path}, log level {args.log_level}, {args.src})")
 
 
@@ -112,6 +117,9 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=300)
     parser.add_argument("--src", default=str(ROOT / "src"), help="the source tree to run [src]")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--tokens", type=int, default=1, help="tokens per stream [1]: >1 to weigh events, not starts")
+    parser.add_argument("--parts", action="store_true",
+                        help="reasoning and tool-call pieces instead of text tokens (the upstream's parts=1)")
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")

@@ -140,7 +140,11 @@ class _ChunkReader:
                 text = delta.get("content")
                 if text:
                     self.emit(text)
-                if len(delta) > 1 or text is None:
+                    if len(delta) > 1:
+                        self._other(delta)
+                elif len(delta) == 1 and (reasoning := delta.get("reasoning_content")).__class__ is str and reasoning:
+                    self.emit(Reasoning(reasoning))  # a chunk of reasoning alone (the usual one), inline
+                else:
                     self._other(delta)
             fr = choice.get("finish_reason")
             if fr and self.reason is None:
