@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -186,3 +187,39 @@ def test_a_chat_cancels_on_another_replica(pair: tuple[GatewayProcess, GatewayPr
     assert [c if isinstance(c, str) else c["type"] for c in got][-3:] == ["finish-step", "abort", "[DONE]"]
     rec = up.wait_closed(prompt, timeout=5)
     assert not rec.finished
+
+
+def test_a_chat_resumes_on_another_replica_at_once(pair: tuple[GatewayProcess, GatewayProcess, RedisServer],
+                                                   up: FakeUpstream) -> None:
+    """The tab reloads a millisecond after its answer started, before A's writer has put the stream in Redis
+    (every 20 ms while a reader may wait, ``cluster/redis_log.py``): B waits for it and resumes the answer from
+    its start, instead of answering 204 (nothing running) for a running answer."""
+    a, b, _ = pair
+    json_body = {"content-type": "application/json"}
+
+    def whole(url: str) -> tuple[int, list[Any]]:
+        with httpx.stream("GET", url, timeout=30) as resp:
+            return resp.status_code, list(chunks(resp)) if resp.status_code == 200 else []
+
+    # a chat of A followed on B keeps A's writer at its 20 ms pace: each chat below starts inside that wait
+    bg_id = "chat-" + uuid.uuid4().hex
+    bg_deltas = [f"b{i} " for i in range(300)]
+    bg_prompt = up.script(Script(deltas=bg_deltas, delay=0.01))
+    with ThreadPoolExecutor(1) as pool, httpx.Client(timeout=30) as ca, httpx.Client(timeout=30) as cb:
+        with ca.stream("POST", a.url + "/api/chat", content=chat_body(bg_prompt, bg_id, resume_grace_s=10),
+                       headers=json_body) as first:
+            next(chunks(first))
+        background = pool.submit(whole, f"{b.url}/api/chat/{bg_id}/stream")
+        for i in range(8):
+            chat_id = "chat-" + uuid.uuid4().hex
+            prompt = up.script(Script(deltas=[f"x{i} ", "y", "z"], delay=0.05))
+            with ca.stream("POST", a.url + "/api/chat", content=chat_body(prompt, chat_id, resume_grace_s=10),
+                           headers=json_body) as resp:
+                next(chunks(resp))  # the answer started: the tab reloads, the balancer picks B
+                with cb.stream("GET", f"{b.url}/api/chat/{chat_id}/stream") as again:
+                    assert again.status_code == 200, f"chat {i}: {again.status_code}"
+                    resumed = list(chunks(again))
+            assert text_of(resumed) == f"x{i} yz" and resumed[-2:] == [{"type": "finish"}, "[DONE]"]
+        assert not background.done(), "the background chat ended before the checks: they may have missed the wait"
+        status, rest = background.result()
+    assert status == 200 and text_of(rest) == "".join(bg_deltas)
