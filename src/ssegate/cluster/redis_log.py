@@ -797,6 +797,7 @@ class RedisEventLog(MemoryEventLog):
         return bool(reply)
 
     async def _read(self, stream_id: str, history: bool) -> RemoteCopy | None:
+        """One read of the stream's meta and events (``fetch`` without the wait)."""
         fields = [*_META_FIELDS, "history"] if history else list(_META_FIELDS)
         pipe = self.link.redis.pipeline(transaction=False)
         pipe.hmget(meta_key(stream_id), fields)
