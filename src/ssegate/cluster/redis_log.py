@@ -360,7 +360,7 @@ def _address(url: str) -> str:
 class MirroredStreamLog(StreamLog):
     """A ``StreamLog`` that the ``RedisEventLog``'s writer copies to Redis in the background."""
 
-    __slots__ = ("dirty", "ended", "followed", "key", "mirrored", "orphaned", "renew_at", "sink")
+    __slots__ = ("dirty", "followed", "key", "mirrored", "orphaned", "renew_at", "sink")
 
     def __init__(
         self, stream_id: str, owner: str, model: str, max_events: int, max_bytes: int,
@@ -375,8 +375,6 @@ class MirroredStreamLog(StreamLog):
         """No longer mirrored: another replica declared the stream lost, or Redis refused it."""
         self.followed = False
         """A follower on another replica joined it: its entries go at the writer's fast pace."""
-        self.ended = False
-        """Its generation ended (``RedisEventLog.finished``): it is kept as bytes once Redis has it whole."""
         self.renew_at = 0.0
         self.sink = sink
         self.key = events_key(stream_id).encode()
@@ -459,20 +457,16 @@ class RedisEventLog(MemoryEventLog):
     def _new_log(self, stream_id: str, owner: str, model: str, max_events: int, max_bytes: int) -> StreamLog:
         return MirroredStreamLog(stream_id, owner, model, max_events, max_bytes, self._enqueue)
 
-    def finished(self, log: StreamLog) -> None:
-        """As in memory mode, a finished log is kept as bytes, but only once Redis has it whole (``_holds``): until
-        then the writer, and ``_resync`` after Redis comes back empty, need the object."""
-        if isinstance(log, MirroredStreamLog):
-            log.ended = True
-        super().finished(log)
-
     def _holds(self, log: StreamLog) -> bool:
+        """As in memory mode, a finished log is kept as bytes, but only once Redis has it whole (``_settled``):
+        until then the writer, and ``_resync`` after Redis comes back empty, need the object."""
         return isinstance(log, MirroredStreamLog) and not log.orphaned and log.mirrored < log.last_seq
 
     def _settled(self, log: MirroredStreamLog) -> None:
-        """Redis has ``log`` whole (or will never have it): no longer live; kept as bytes if it has ended."""
+        """Redis has ``log`` whole (or will never have it): no longer live; kept as bytes if it has ended (before
+        or after ``finished``, which starts its expiry clock either way)."""
         self._live.pop(log.stream_id, None)
-        if log.ended:
+        if log.finished:
             self._keep_frozen(log)
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -699,11 +693,7 @@ class RedisEventLog(MemoryEventLog):
             for sid, exists in zip(ids, await pipe.execute(), strict=True):
                 if exists:
                     continue
-                log = self._logs.get(sid)
-                if log is None:
-                    log = self._unfreeze(sid)  # (or expired meanwhile: gone)
-                    if isinstance(log, MirroredStreamLog):
-                        log.ended = True  # kept as bytes again once this is written
+                log = self._logs.get(sid) or self._unfreeze(sid)  # (or expired meanwhile: gone)
                 if not isinstance(log, MirroredStreamLog):
                     continue
                 log.mirrored = 0

@@ -231,10 +231,10 @@ class Replicas:
     async def cancel(self, stream_id: str, owner: str) -> None:
         self._require_link()
         with map_redis_errors():
-            found: list[bytes | None] = await self.link.redis.hmget(  # type: ignore[assignment]
-                meta_key(stream_id), ["owner", "replica"])
+            key, fields = meta_key(stream_id), ["owner", "replica"]
+            found: list[bytes | None] = await self.link.redis.hmget(key, fields)  # type: ignore[assignment]
             if found[0] is None and await self.eventlog.written(stream_id):  # started elsewhere a moment ago
-                found = await self.link.redis.hmget(meta_key(stream_id), ["owner", "replica"])  # type: ignore[assignment]
+                found = await self.link.redis.hmget(key, fields)  # type: ignore[assignment]
             stream_owner, replica = found
             if stream_owner is None or replica is None or not secrets.compare_digest(stream_owner.decode(), owner):
                 raise NotFound("unknown or expired stream")

@@ -29,6 +29,10 @@ from ..sse import dumps, encode, retry_field
 __all__ = ["FINISH_REASONS", "Answer", "NativeEncoder", "OpenAIChunkEncoder", "as_error", "finish_reason",
            "openai_usage"]
 
+_DELTA = b"id: %s%d\ndata: %s\n\n"
+_REASONING = b"id: %s%d\nevent: reasoning\ndata: %s\n\n"
+_TOOL_ARGS = b"id: %s%d\nevent: tool_call_delta\ndata: %s\n\n"
+"""The native events written most (``sse.encode``'s framing, inline): one batch of entries or one entry alone."""
 _NAMES = {START: b"start", DONE: b"done", ERROR: b"error", TOOL_CALL: b"tool_call", TOOL_ARGS: b"tool_call_delta"}
 
 FINISH_REASONS = frozenset({"stop", "length", "content_filter", "tool_calls"})
@@ -60,20 +64,20 @@ class NativeEncoder:
         if len(entries) == 1:
             kind, payload = entries[0]
             if kind == DELTA:
-                return b"id: %s%d\ndata: %s\n\n" % (prefix, seq, dumps({"delta": payload}))
+                return _DELTA % (prefix, seq, dumps({"delta": payload}))
             if kind == REASONING:
-                return b"id: %s%d\nevent: reasoning\ndata: %s\n\n" % (prefix, seq, dumps({"delta": payload}))
+                return _REASONING % (prefix, seq, dumps({"delta": payload}))
             if kind == TOOL_ARGS:
-                return b"id: %s%d\nevent: tool_call_delta\ndata: %s\n\n" % (prefix, seq, dumps(payload))
+                return _TOOL_ARGS % (prefix, seq, dumps(payload))
             return self._other(seq, kind, payload)
         parts = []
         for kind, payload in entries:
             if kind == DELTA:
-                parts.append(b"id: %s%d\ndata: %s\n\n" % (prefix, seq, dumps({"delta": payload})))
+                parts.append(_DELTA % (prefix, seq, dumps({"delta": payload})))
             elif kind == REASONING:
-                parts.append(b"id: %s%d\nevent: reasoning\ndata: %s\n\n" % (prefix, seq, dumps({"delta": payload})))
+                parts.append(_REASONING % (prefix, seq, dumps({"delta": payload})))
             elif kind == TOOL_ARGS:
-                parts.append(b"id: %s%d\nevent: tool_call_delta\ndata: %s\n\n" % (prefix, seq, dumps(payload)))
+                parts.append(_TOOL_ARGS % (prefix, seq, dumps(payload)))
             else:
                 parts.append(self._other(seq, kind, payload))
             seq += 1
