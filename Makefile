@@ -4,25 +4,40 @@ VENV      ?= .venv
 BIN       := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-js npm-deps lint bench soak reliability system-deps clean
+.PHONY: install compile uncompile run test test-js npm-deps lint bench soak reliability system-deps clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -e '.[compile]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	$(BIN)/python -m pip install -q -e '.[dev,bench,compile]'
 	touch $@ $(VENV)/.installed-run
 
-## install: virtualenv + the project + dev dependencies
-install: $(VENV)/.installed-dev
+## install: virtualenv + the project + dev dependencies, its hot modules compiled (COMPILE=0: the source only)
+install: $(VENV)/.installed-dev $(if $(filter 0,$(COMPILE)),,$(VENV)/.compiled)
+
+# mypyc (scripts/compile.py): rebuilt when any source changed, since compiled modules call each other natively
+$(VENV)/.compiled: $(shell find src/ssegate -name '*.py') pyproject.toml scripts/compile.py | $(VENV)/.installed-run
+	$(BIN)/python scripts/compile.py
+	touch $@
+
+## compile: build the compiled modules now (make install and make run do it when a source changed)
+compile: $(VENV)/.installed-run
+	$(BIN)/python scripts/compile.py
+	touch $(VENV)/.compiled
+
+## uncompile: remove the compiled modules: the Python source runs (until the next make install / run / test)
+uncompile:
+	$(BIN)/python scripts/compile.py --remove
+	rm -f $(VENV)/.compiled
 
 ## run: serve on http://127.0.0.1:8000 with the embedded demo model
-run: $(VENV)/.installed-run
+run: $(VENV)/.installed-run $(if $(filter 0,$(COMPILE)),,$(VENV)/.compiled)
 	$(BIN)/ssegate serve
 
 ## system-deps: Debian packages the tests drive for real (redis-server, nginx, chromium)
@@ -61,4 +76,5 @@ soak: install
 	$(BIN)/python -m tests.soak --seconds $${SOAK_SECONDS:-600}
 
 clean:
+	-$(BIN)/python scripts/compile.py --remove
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tests/npm/node_modules

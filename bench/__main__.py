@@ -66,8 +66,9 @@ def _machine() -> dict[str, Any]:
                 break
     import psutil
 
+    compiled = sorted((ROOT / "src" / "ssegate").rglob("*.so"))  # make compile (scripts/compile.py)
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "kernel": platform.release(), "python": platform.python_version()}
+            "kernel": platform.release(), "python": platform.python_version(), "compiled_modules": len(compiled)}
 
 
 def _packages() -> dict[str, str]:

@@ -44,7 +44,7 @@ def serve(stack: str, port: int) -> None:
     from examples import rag_app
 
     import ssegate
-    from ssegate.http.response import expose_server
+    from ssegate.http.standalone import expose_server
     from ssegate.http.uvicorn_glue import BoundedRequestProtocol
 
     gate = ssegate.Gateway(ssegate.Settings(demo_ttft_s=0.01, demo_tokens_per_s=200))

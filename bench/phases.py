@@ -10,7 +10,8 @@ process has been idle, which is what a single user's time to first token pays. T
   arrays of machine integers: keeping them allocates nothing the collector counts). ``SIGUSR1`` writes both to
   the file named by ``BENCH_PHASES_FILE`` and empties them. Nothing else changes; the wrappers cost about a
   microsecond each, so this gateway is a target of its own (``ssegate-probed``) and measures nothing but this
-  scenario and the ``gc`` scenario (``bench/gc_pauses.py``).
+  scenario and the ``gc`` scenario (``bench/gc_pauses.py``). It runs ssegate from its Python source, also where
+  ``make compile`` built the compiled modules (a compiled function cannot be wrapped from outside).
 - The ``phases`` scenario (``run``) sends streams one at a time, so that every stamp between two connections
   belongs to one stream: ``warm`` = ``phases_warm`` one-token streams back to back (the upstream answers at
   once, the next stream starts as soon as the last one closed), ``cold`` = the ``ttft`` scenario's single
@@ -223,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if "--workers" in args:
         raise SystemExit("one worker only: the stamps are kept in this process")
+    from .launch_ssegate import from_source
+
+    from_source()
     missing = install()
     if missing:
         print(f"bench.phases: no probe for {', '.join(missing)} in this tree", file=sys.stderr)

@@ -106,6 +106,9 @@ def write_report(res: dict[str, Any]) -> Path:
         "",
         f"- CPU: {m['cpu']}, {m['cores']} cores; memory {m['memory_gb']} GiB; Linux {m['kernel']}",
         f"- Python {m['python']}; {pkgs}",
+        (f"- ssegate's targets: {m['compiled_modules']} modules compiled with mypyc (`make compile`), the rest from "
+         "source; `ab-*` and `*-probed` from source (bench/launch_ssegate.py, bench/phases.py)"
+         if m.get("compiled_modules") else "- ssegate's targets: from the Python source (not compiled)"),
         f"- LiteLLM: {meta.get('litellm', 'not installed')} (pinned `litellm[proxy]=={LITELLM_PIN}`, in "
         "`bench/.venv-litellm`); redis-server " + meta.get("redis", "?") + "; nginx " + meta.get("nginx", "?")
         + "; libcurl " + meta.get("libcurl", "?"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -16,6 +17,21 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 pytest_plugins = ["tests.support.matrix", "tests.support.clean_tree"]
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite tests what runs: the compiled modules (``make compile``) when they are there, so they must be
+    built from the source as it is now."""
+    shared = sorted(SRC.glob("*__mypyc*.so"))
+    if not shared:
+        return
+    built = min(p.stat().st_mtime for p in shared)
+    newer = [p for p in (SRC / "ssegate").rglob("*.py") if p.stat().st_mtime > built]
+    if newer:
+        pytest.exit(f"the compiled modules are older than {newer[0].relative_to(SRC)}: `make compile` "
+                    "(or `make uncompile` to test the Python source)", returncode=4)
 
 if TYPE_CHECKING:
     from tests.fakes import FakeUpstream

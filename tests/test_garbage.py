@@ -23,7 +23,7 @@ import pytest
 from fastapi import FastAPI
 
 import ssegate
-from ssegate.http.response import expose_server
+from ssegate.http.standalone import expose_server
 from ssegate.http.uvicorn_glue import BoundedRequestProtocol
 from tests.support.gateway import chat_body
 from tests.support.inproc import ServerThread

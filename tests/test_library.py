@@ -37,7 +37,8 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import ssegate
-from ssegate.http.response import EventStreamResponse, expose_server
+from ssegate.http.response import EventStreamResponse
+from ssegate.http.standalone import expose_server
 from ssegate.http.uvicorn_glue import BoundedRequestProtocol
 from ssegate.sse import ServerSentEvent
 from tests.support.gateway import ROOT, free_port, sse_events

@@ -281,6 +281,8 @@ def test_json_logs_on_a_terminal_have_no_banner(terminal: list[OnTerminal]) -> N
     records = [json.loads(line) for line in text.splitlines() if line.strip()]
     serving = next(r for r in records if r["msg"] == "serving")
     assert serving["upstreams"] == [{"model": "ssegate-demo", "provider": "demo", "url": "embedded, offline"}]
+    compiled = any((ROOT / "src").glob("*__mypyc*.so"))  # make compile
+    assert serving["compiled"] is compiled
     assert "chat page" not in text
     one_stream(serving["url"])
     text = t.wait_for(r'"msg":"stream ended"')

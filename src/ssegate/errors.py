@@ -35,7 +35,7 @@ map_upstream_errors`` for the upstream client and parsers, ``cluster.redis_log.m
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 __all__ = [
     "ClientError",
@@ -57,6 +57,7 @@ __all__ = [
     "UpstreamRefused",
     "UpstreamRejected",
     "UpstreamTimeout",
+    "caused",
     "error_from_code",
 ]
 
@@ -226,6 +227,16 @@ _BY_CODE: dict[str, type[GatewayError]] = {
         GenerationLost,
     )
 }
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def caused(error: E, cause: BaseException) -> E:
+    """``error`` with ``cause`` as its ``__cause__``: what ``raise error from cause`` does, for the modules compiled
+    with mypyc (``pyproject.toml``, ``[tool.ssegate.compile]``), which drops the ``from``."""
+    error.__cause__ = cause
+    return error
 
 
 def error_from_code(code: str, message: str, retryable: bool | None = None) -> GatewayError:

@@ -255,6 +255,13 @@ def banner(url: str, lines: Sequence[Upstream], *, workers: int = 1, listening: 
     return "\n".join(out)
 
 
+def compiled() -> bool:
+    """Whether the hot modules run compiled (``make compile``, scripts/compile.py) or from their source."""
+    from .http import response
+
+    return not response.__file__.endswith(".py")
+
+
 # --- serve ----------------------------------------------------------------------------------------------------
 def serve(overrides: Mapping[str, str] | None = None, flags: Mapping[str, str] | None = None) -> int:
     """Run the gateway; the exit status. ``overrides`` are settings from flags (names without ``SSEGATE_``),
@@ -318,7 +325,8 @@ def _run(settings: Settings, sock: socket.socket, routes: RoutingConfig) -> int:
     if fmt == "text":
         print(banner(url, lines, workers=settings.workers, listening=public), file=sys.stderr, flush=True)
     else:
-        log.info("serving", extra={"url": url, "version": __version__, "workers": settings.workers,
+        log.info("serving", extra={"url": url, "version": __version__, "compiled": compiled(),
+                                   "workers": settings.workers,
                                    "upstreams": [{"model": m, "provider": p, "url": u} for m, p, u in lines]})
     warning = startup_warning(settings)
     if warning is not None:

@@ -19,12 +19,14 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from mypy_extensions import mypyc_attr
 
 from .entries import DELTA, REASONING, TERMINAL, TOOL_ARGS, Entry, entry_size
 
 __all__ = ["FREEZE_MAX_ENTRIES", "FREEZE_MAX_TEXT", "MemoryEventLog", "StreamLog"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # cluster/redis_log.py: MirroredStreamLog
 class StreamLog:
     __slots__ = (
         "_listeners",
@@ -204,6 +206,7 @@ def _thaw(stream_id: str, frozen: tuple[bytes, bytes | None],
     return log
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # cluster/redis_log.py: RedisEventLog
 class MemoryEventLog:
     """The registry of ``StreamLog``s of this process.
 

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from ..core.log import StreamLog
     from ..errors import GatewayError
 
-__all__ = ["EventStreamResponse", "Follows", "StreamEncoder", "expose_server", "json_error_response",
+__all__ = ["EventStreamResponse", "Follows", "StreamEncoder", "json_error_response",
            "routing_headers"]
 
 RAW_KEY = "ssegate.server"
@@ -75,24 +75,6 @@ class StreamEncoder(Protocol):
     def error_response(self, error: GatewayError | None, payload: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
         """Status, JSON body and headers for a failure before the commit."""
         ...
-
-
-def expose_server(app: Any) -> Any:
-    """Outermost ASGI wrapper: keep the server's own ``receive``/``send`` in the scope (``RAW_KEY``), which turns
-    the fast path on. Only around an app whose middleware leaves body messages alone (FastAPI's own exception
-    wrappers do; ``SSEGateApp`` checks its middleware itself and needs no wrapper)."""
-
-    async def wrapper(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        scope[RAW_KEY] = (receive, send)
-        try:
-            await app(scope, receive, send)
-        finally:
-            scope.pop(RAW_KEY, None)  # the server's request cycle holds the scope: no cycle left for the GC
-
-    return wrapper
 
 
 STREAM_HEADERS = [

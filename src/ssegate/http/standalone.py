@@ -6,10 +6,14 @@ This is the one place where the streaming fast path is switched on: ``SSEGateApp
 ``receive``/``send`` in the scope (``response.RAW_KEY``), so stream bodies skip the framework's per-message
 wrappers and may be written to the transport directly. That is provably safe only here, where the middleware
 stack is known (the body limit wraps ``receive`` only; CORS adds headers to the response start, which still goes
-through it). Mounted in another application, ``Gateway.router`` uses the plain ASGI ``send`` it is given.
+through it). Mounted in another application, ``Gateway.router`` uses the plain ASGI ``send`` it is given, unless
+the application is wrapped in ``expose_server`` (here, not in the compiled ``response.py``: servers and frameworks
+tell an ASGI app by ``iscoroutinefunction``, which a compiled function fails).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -29,13 +33,31 @@ from .response import RAW_KEY, json_error_response
 from .routes.ops import WEB_DIR
 from .routing import validation_error
 
-__all__ = ["SSEGateApp", "create_app"]
+__all__ = ["SSEGateApp", "create_app", "expose_server"]
 
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/models", "/v1/completions", "/v1/responses")
 
 
 def uses_openai_errors(path: str) -> bool:
     return path.startswith(OPENAI_PATHS)
+
+
+def expose_server(app: Any) -> Any:
+    """Outermost ASGI wrapper: keep the server's own ``receive``/``send`` in the scope (``RAW_KEY``), which turns
+    the fast path on. Only around an app whose middleware leaves body messages alone (FastAPI's own exception
+    wrappers do; ``SSEGateApp`` checks its middleware itself and needs no wrapper)."""
+
+    async def wrapper(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        scope[RAW_KEY] = (receive, send)
+        try:
+            await app(scope, receive, send)
+        finally:
+            scope.pop(RAW_KEY, None)  # the server's request cycle holds the scope: no cycle left for the GC
+
+    return wrapper
 
 
 SAFE_MIDDLEWARE = ("BodyLimit", "CORSMiddleware")

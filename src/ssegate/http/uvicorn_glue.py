@@ -238,7 +238,7 @@ def drop_if_unread(send: Send, timeout: float) -> None:
     for it for ``timeout`` s (and again each ``timeout`` s while it takes some). uvicorn's ``send`` returns once
     bytes are queued, so a client that stopped reading a response written in one go (a whole ``chat.completion``,
     a final batch) would otherwise hold that memory and its socket for as long as it stays connected.
-    ``send`` is the server's own (see ``expose_server``)."""
+    ``send`` is the server's own (see ``standalone.expose_server``)."""
     cycle = server_cycle(send)
     transport = cycle.transport if cycle is not None else None
     if transport is None or transport.is_closing() or not transport.get_write_buffer_size():

@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from ..core.request import ChatRequest, message_text
-from ..errors import GatewayError, InvalidRequest, error_from_code
+from ..errors import GatewayError, InvalidRequest, caused, error_from_code
 from ..parts import Finish, Part, Reasoning, ToolCallDelta, ToolCallStart, Usage
 from .base import Sink, refuse_field
 from .demo_answers import (
@@ -177,7 +177,7 @@ def _parse_script(raw: str) -> dict[str, Any]:
     try:
         script = orjson.loads(raw)
     except ValueError as exc:
-        raise InvalidRequest(f"/script needs a JSON object: {exc}") from exc
+        raise caused(InvalidRequest(f"/script needs a JSON object: {exc}"), exc)  # noqa: B904 (the cause is set: see errors.caused)
     if not isinstance(script, dict):
         raise InvalidRequest("/script needs a JSON object")
     return script

@@ -49,7 +49,7 @@ from urllib.parse import unquote, urlsplit
 
 import httptools
 
-from ..errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from ..errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout, caused
 
 __all__ = ["HAPPY_EYEBALLS_S", "Proxies", "Proxy", "connect", "dial", "refusal", "tunnel"]
 
@@ -146,7 +146,7 @@ async def connect(
                 try:
                     sock = await dial(proxy.host, proxy.port)
                 except OSError as exc:
-                    raise UpstreamError(f"cannot connect to {proxy.label}") from exc
+                    raise caused(UpstreamError(f"cannot connect to {proxy.label}"), exc)  # noqa: B904 (the cause is set: see errors.caused)
                 if ssl_context is not None:
                     await tunnel(sock, proxy, host, port)
             transport, _ = await loop.create_connection(
@@ -156,9 +156,9 @@ async def connect(
         if sock is not None and not made and sock.fileno() != -1:
             sock.close()
         if isinstance(exc, TimeoutError):
-            raise UpstreamTimeout(f"connecting to {where} timed out") from exc
+            raise caused(UpstreamTimeout(f"connecting to {where} timed out"), exc)  # noqa: B904 (the cause is set: see errors.caused)
         if isinstance(exc, OSError):  # refused, unreachable, DNS, TLS
-            raise UpstreamError(f"cannot connect to {where}") from exc
+            raise caused(UpstreamError(f"cannot connect to {where}"), exc)  # noqa: B904 (the cause is set: see errors.caused)
         raise
     assert sock is not None
     return sock
@@ -251,7 +251,7 @@ async def tunnel(sock: socket.socket, proxy: Proxy, host: str, port: int) -> Non
     try:
         parser.feed_data(head + b"\r\n\r\n")
     except httptools.HttpParserError as exc:
-        raise UpstreamProtocolError(f"{proxy.label} answered CONNECT {authority} with malformed HTTP") from exc
+        raise caused(UpstreamProtocolError(f"{proxy.label} answered CONNECT {authority} with malformed HTTP"), exc)  # noqa: B904 (the cause is set: see errors.caused)
     status = parser.get_status_code()
     if not 200 <= status < 300:
         raise refusal(proxy, status, f"the tunnel to {authority}")
