@@ -59,7 +59,7 @@ def build() -> None:
     extensions = mypycify(["--config-file", str(ROOT / "pyproject.toml"), *files], opt_level="3",
                           target_dir=str(BUILD / "c"))
     setup(name="ssegate-compiled", ext_modules=extensions, script_args=[
-        "--quiet", "build_ext", "--inplace", "--build-temp", str(BUILD / "temp"), "--parallel", str(os.cpu_count() or 1),
+        "--quiet", "build_ext", "--inplace", "--build-temp", str(BUILD / "temp"), "--build-lib", str(BUILD / "lib"),
     ])
     print(f"compile: {len(files)} modules compiled with mypyc ({len(built())} extension files in src/)")
 
