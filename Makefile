@@ -18,8 +18,11 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev,bench,compile]'
 	touch $@ $(VENV)/.installed-run
 
+# the compiled modules, unless COMPILE=0
+COMPILED := $(if $(filter 0,$(COMPILE)),,$(VENV)/.compiled)
+
 ## install: virtualenv + the project + dev dependencies, its hot modules compiled (COMPILE=0: the source only)
-install: $(VENV)/.installed-dev $(if $(filter 0,$(COMPILE)),,$(VENV)/.compiled)
+install: $(VENV)/.installed-dev $(COMPILED)
 
 # mypyc (scripts/compile.py): rebuilt when any source changed, since compiled modules call each other natively
 $(VENV)/.compiled: $(shell find src/ssegate -name '*.py') pyproject.toml scripts/compile.py | $(VENV)/.installed-run
@@ -27,9 +30,9 @@ $(VENV)/.compiled: $(shell find src/ssegate -name '*.py') pyproject.toml scripts
 	touch $@
 
 ## compile: build the compiled modules now (make install and make run do it when a source changed)
-compile: $(VENV)/.installed-run
-	$(BIN)/python scripts/compile.py
-	touch $(VENV)/.compiled
+compile:
+	rm -f $(VENV)/.compiled
+	$(MAKE) $(VENV)/.compiled
 
 ## uncompile: remove the compiled modules: the Python source runs (until the next make install / run / test)
 uncompile:
@@ -37,7 +40,7 @@ uncompile:
 	rm -f $(VENV)/.compiled
 
 ## run: serve on http://127.0.0.1:8000 with the embedded demo model
-run: $(VENV)/.installed-run $(if $(filter 0,$(COMPILE)),,$(VENV)/.compiled)
+run: $(VENV)/.installed-run $(COMPILED)
 	$(BIN)/ssegate serve
 
 ## system-deps: Debian packages the tests drive for real (redis-server, nginx, chromium)

@@ -66,7 +66,7 @@ def _machine() -> dict[str, Any]:
                 break
     import psutil
 
-    compiled = sorted((ROOT / "src" / "ssegate").rglob("*.so"))  # make compile (scripts/compile.py)
+    compiled = list((ROOT / "src" / "ssegate").rglob("*.so"))  # make compile (scripts/compile.py)
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
             "kernel": platform.release(), "python": platform.python_version(), "compiled_modules": len(compiled)}
 

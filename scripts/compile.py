@@ -11,7 +11,7 @@ A compiled module is a snapshot of its source: after an edit, ``make compile`` a
 ``make run`` do it when a source changed; ``tests/conftest.py`` refuses to run tests on a stale build).
 Every build starts by removing the previous one, so a module taken off the list is not left compiled.
 
-    python scripts/compile.py            # build (about 90 s on two cores)
+    python scripts/compile.py            # build (about 100 s on two cores)
     python scripts/compile.py --remove   # back to the Python source
 """
 

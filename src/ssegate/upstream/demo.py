@@ -177,7 +177,7 @@ def _parse_script(raw: str) -> dict[str, Any]:
     try:
         script = orjson.loads(raw)
     except ValueError as exc:
-        raise caused(InvalidRequest(f"/script needs a JSON object: {exc}"), exc)  # noqa: B904 (the cause is set: see errors.caused)
+        raise caused(InvalidRequest(f"/script needs a JSON object: {exc}"), exc)  # noqa: B904 (errors.caused)
     if not isinstance(script, dict):
         raise InvalidRequest("/script needs a JSON object")
     return script

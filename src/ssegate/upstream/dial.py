@@ -146,7 +146,8 @@ async def connect(
                 try:
                     sock = await dial(proxy.host, proxy.port)
                 except OSError as exc:
-                    raise caused(UpstreamError(f"cannot connect to {proxy.label}"), exc)  # noqa: B904 (the cause is set: see errors.caused)
+                    unreached = UpstreamError(f"cannot connect to {proxy.label}")
+                    raise caused(unreached, exc)  # noqa: B904 (errors.caused)
                 if ssl_context is not None:
                     await tunnel(sock, proxy, host, port)
             transport, _ = await loop.create_connection(
@@ -156,9 +157,9 @@ async def connect(
         if sock is not None and not made and sock.fileno() != -1:
             sock.close()
         if isinstance(exc, TimeoutError):
-            raise caused(UpstreamTimeout(f"connecting to {where} timed out"), exc)  # noqa: B904 (the cause is set: see errors.caused)
+            raise caused(UpstreamTimeout(f"connecting to {where} timed out"), exc)  # noqa: B904 (errors.caused)
         if isinstance(exc, OSError):  # refused, unreachable, DNS, TLS
-            raise caused(UpstreamError(f"cannot connect to {where}"), exc)  # noqa: B904 (the cause is set: see errors.caused)
+            raise caused(UpstreamError(f"cannot connect to {where}"), exc)  # noqa: B904 (errors.caused)
         raise
     assert sock is not None
     return sock
@@ -251,7 +252,8 @@ async def tunnel(sock: socket.socket, proxy: Proxy, host: str, port: int) -> Non
     try:
         parser.feed_data(head + b"\r\n\r\n")
     except httptools.HttpParserError as exc:
-        raise caused(UpstreamProtocolError(f"{proxy.label} answered CONNECT {authority} with malformed HTTP"), exc)  # noqa: B904 (the cause is set: see errors.caused)
+        malformed = UpstreamProtocolError(f"{proxy.label} answered CONNECT {authority} with malformed HTTP")
+        raise caused(malformed, exc)  # noqa: B904 (errors.caused)
     status = parser.get_status_code()
     if not 200 <= status < 300:
         raise refusal(proxy, status, f"the tunnel to {authority}")
