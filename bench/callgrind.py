@@ -12,14 +12,17 @@ warm-up and shutdown are not counted. Kernel time (syscalls) is not an instructi
     .venv/bin/python -m bench.callgrind --path /v1/chat/completions
     .venv/bin/python -m bench.callgrind --src /tmp/before/src      # another tree (git archive REV src | tar -x)
     .venv/bin/python -m bench.callgrind --tokens 100 --parts       # per event: reasoning and tool-call pieces
+    .venv/bin/python -m bench.callgrind --keep /tmp/cg             # then: callgrind_annotate --inclusive=yes
+                                                                   #   /tmp/cg/cg.out.*.1 (where it goes)
 
-Needs valgrind (``apt-get install valgrind``). Prints one line; writes nothing else.
+Needs valgrind (``apt-get install valgrind``). Prints one line; writes nothing else (but ``--keep``'s directory).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -69,8 +72,15 @@ async def run(args: argparse.Namespace) -> str:
            "SSEGATE_UPSTREAM_API_KEY": "bench", "SSEGATE_MODEL": "bench", "SSEGATE_PROVIDER": "openai",
            "SSEGATE_UPSTREAM_URL": f"http://127.0.0.1:{up_port}/v1", "SSEGATE_PORT": str(port),
            "SSEGATE_LOG_LEVEL": args.log_level}
-    with tempfile.TemporaryDirectory(prefix="ssegate-callgrind-") as tmp:
-        out = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            out = Path(args.keep).resolve()
+            out.mkdir(parents=True, exist_ok=True)
+            for old in out.glob("cg.out.*"):
+                old.unlink()
+        else:
+            out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ssegate-callgrind-")))
+        tmp = str(out)
         gw = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no",
                                f"--callgrind-out-file={out}/cg.out.%p", sys.executable, "-m", "ssegate", "serve"],
                               env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -120,6 +130,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=1, help="tokens per stream [1]: >1 to weigh events, not starts")
     parser.add_argument("--parts", action="store_true",
                         help="reasoning and tool-call pieces instead of text tokens (the upstream's parts=1)")
+    parser.add_argument("--keep", metavar="DIR", help="keep callgrind's output in DIR (cg.out.<pid>.1 is the measured "
+                        "streams' dump: callgrind_annotate --inclusive=yes reads it)")
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
