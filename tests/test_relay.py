@@ -10,7 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE
 
+from ssegate.http.uvicorn_glue import header_bytes_ok
 from ssegate.sse import ServerSentEvent, SSEDecoder
 from tests.fakes import FakeUpstream, Fault, Script
 from tests.support.gateway import GatewayProcess, chat_body, free_port, post_events, text_of
@@ -251,6 +253,18 @@ def _read_response(sock: socket.socket) -> tuple[bytes, bytes]:
         body, rest = body + rest[:size], rest[size + 2:]
         if size == 0:
             return head, body
+
+
+def test_the_one_write_start_refuses_the_header_bytes_uvicorn_refuses() -> None:
+    """``write_start`` leaves a response to uvicorn's ``send`` (which raises) for any header byte uvicorn's own
+    patterns find, and for no other: checked byte by byte against them, alone and inside a longer header."""
+    for b in range(256):
+        one = bytes([b])
+        assert header_bytes_ok(one, b"") is (HEADER_RE.search(one) is None), b
+        assert header_bytes_ok(b"", one) is (HEADER_VALUE_RE.search(one) is None), b
+        assert header_bytes_ok(b"x-a" + one + b"b", b"v") is (HEADER_RE.search(b"x-a" + one + b"b") is None), b
+        assert header_bytes_ok(b"x", b"a " + one + b"b") is (HEADER_VALUE_RE.search(b"a " + one + b"b") is None), b
+    assert header_bytes_ok(b"content-type-cache-control", b"text/event-stream\tno-cache")
 
 
 def test_the_start_sent_with_the_first_body_keeps_http_framing(gateway: GatewayProcess, upstream: FakeUpstream) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -27,7 +27,7 @@ __all__ = [
     "split_event_id",
 ]
 
-PING = b": ping\n\n"
+PING: Final = b": ping\n\n"
 
 
 def dumps(obj: Any) -> bytes:
@@ -78,10 +78,18 @@ def split_event_id(value: str) -> tuple[str, int] | None:
 
 @dataclass(slots=True)
 class ServerSentEvent:
-    event: str = "message"
-    data: str = ""
-    id: str | None = None
-    retry: int | None = None
+    event: str
+    data: str
+    id: str | None
+    retry: int | None
+
+    def __init__(self, event: str = "message", data: str = "", id: str | None = None,
+                 retry: int | None = None) -> None:
+        # written out: mypyc compiles it, where @dataclass's own would run in the interpreter (one per event read)
+        self.event = event
+        self.data = data
+        self.id = id
+        self.retry = retry
 
     def json(self) -> Any:
         return orjson.loads(self.data)

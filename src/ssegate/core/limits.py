@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Final
 
 from ..errors import Overloaded, RateLimited
 from ..settings import Settings
@@ -29,7 +30,7 @@ from .outcome import Outcome, Started
 
 __all__ = ["Limits", "TokenBucket"]
 
-CONCURRENCY_RETRY_AFTER_S = 1.0
+CONCURRENCY_RETRY_AFTER_S: Final = 1.0
 """What ``Retry-After`` says when a cap on concurrent streams is reached (nobody knows when one ends)."""
 
 

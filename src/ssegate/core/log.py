@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from mypy_extensions import mypyc_attr
@@ -171,9 +171,9 @@ class StreamLog:
         return None
 
 
-FREEZE_MAX_ENTRIES = 10_000
+FREEZE_MAX_ENTRIES: Final = 10_000
 """A finished log with more entries than this stays an object (see ``MemoryEventLog``)..."""
-FREEZE_MAX_TEXT = 1 << 20
+FREEZE_MAX_TEXT: Final = 1 << 20
 """... and so does one with more text than this: freezing it costs up to ~1.5 ms in the event loop, reading it
 back ~3 ms (10,000 entries, 1 MB); a log of 100,000 entries would take 25 ms to read back."""
 

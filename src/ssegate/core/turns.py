@@ -19,12 +19,13 @@ import asyncio
 import weakref
 from collections import deque
 from collections.abc import Callable
+from typing import Final
 
 __all__ = ["PAUSE_S", "PER_PASS", "Turns", "on_loop"]
 
-PER_PASS = 8
+PER_PASS: Final = 8
 """Calls made at once..."""
-PAUSE_S = 0.002
+PAUSE_S: Final = 0.002
 """... and the pause before the next ones, while more wait."""
 
 
@@ -59,7 +60,7 @@ class Turns:
             self._handle = self.loop.call_later(self.pause_s, self._give)
 
 
-_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Turns]] = weakref.WeakKeyDictionary()
+_by_loop: Final[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Turns]]] = weakref.WeakKeyDictionary()
 
 
 def on_loop(job: str, loop: asyncio.AbstractEventLoop) -> Turns:

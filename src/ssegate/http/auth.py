@@ -42,7 +42,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Final, Literal, NamedTuple
 
 import orjson
 from starlette.requests import HTTPConnection
@@ -52,14 +52,14 @@ from ..settings import Settings
 
 __all__ = ["ANONYMOUS", "SCOPES", "Grant", "Scope", "fingerprint", "identity", "issue_token", "verify_token"]
 
-ANONYMOUS = "anonymous"
-TOKEN_METHODS = ("GET", "HEAD")
+ANONYMOUS: Final = "anonymous"
+TOKEN_METHODS: Final = ("GET", "HEAD")
 """Methods on which ``?token=`` is accepted (what ``EventSource`` sends) ..."""
-TOKEN_PATHS = ("/chat", "/v1/streams/")
+TOKEN_PATHS: Final = ("/chat", "/v1/streams/")
 """... on these paths (``/chat`` exactly, and what starts with ``/v1/streams/``): starting and resuming streams."""
 
 Scope = Literal["resume", "stream"]
-SCOPES: tuple[Scope, ...] = ("resume", "stream")
+SCOPES: Final[tuple[Scope, ...]] = ("resume", "stream")
 """What a stream token may do: ``resume`` streams (the default), or also start them (``stream``)."""
 
 
@@ -70,8 +70,8 @@ class Grant(NamedTuple):
     scope: Scope
 
 
-_PROCESS_SECRET = secrets.token_bytes(32)
-_TOKEN_VERSION = "v1"
+_PROCESS_SECRET: Final = secrets.token_bytes(32)
+_TOKEN_VERSION: Final = "v1"
 
 
 def _derived(secret: str, purpose: bytes) -> bytes:

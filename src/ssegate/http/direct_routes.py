@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from operator import methodcaller
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 from pydantic import ValidationError
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DirectRoutes"]
 
-logger = logging.getLogger("ssegate.http")
+logger: Final = logging.getLogger("ssegate.http")
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 

@@ -19,8 +19,8 @@ a non-streamed ``chat.completion`` message.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 from ..core.entries import DELTA, DONE, ERROR, REASONING, START, TOOL_ARGS, TOOL_CALL, Entry
 from ..errors import GatewayError, error_from_code
@@ -29,13 +29,14 @@ from ..sse import dumps, encode, retry_field
 __all__ = ["FINISH_REASONS", "Answer", "NativeEncoder", "OpenAIChunkEncoder", "as_error", "finish_reason",
            "openai_usage"]
 
-_DELTA = b"id: %s%d\ndata: %s\n\n"
-_REASONING = b"id: %s%d\nevent: reasoning\ndata: %s\n\n"
-_TOOL_ARGS = b"id: %s%d\nevent: tool_call_delta\ndata: %s\n\n"
+_DELTA: Final = b"id: %s%d\ndata: %s\n\n"
+_REASONING: Final = b"id: %s%d\nevent: reasoning\ndata: %s\n\n"
+_TOOL_ARGS: Final = b"id: %s%d\nevent: tool_call_delta\ndata: %s\n\n"
 """The native events written most (``sse.encode``'s framing, inline): one batch of entries or one entry alone."""
-_NAMES = {START: b"start", DONE: b"done", ERROR: b"error", TOOL_CALL: b"tool_call", TOOL_ARGS: b"tool_call_delta"}
+_NAMES: Final = {START: b"start", DONE: b"done", ERROR: b"error", TOOL_CALL: b"tool_call",
+                 TOOL_ARGS: b"tool_call_delta"}
 
-FINISH_REASONS = frozenset({"stop", "length", "content_filter", "tool_calls"})
+FINISH_REASONS: Final = frozenset({"stop", "length", "content_filter", "tool_calls"})
 """The finish reasons OpenAI clients know; others (``cancelled``) are reported as ``stop``."""
 
 
@@ -162,9 +163,14 @@ class OpenAIChunkEncoder:
 class Answer:
     """A whole answer read from a log's entries: for non-streamed responses."""
 
-    text: list[str] = field(default_factory=list)
-    reasoning: list[str] = field(default_factory=list)
-    terminal: Entry | None = None
+    text: list[str]
+    reasoning: list[str]
+    terminal: Entry | None
+
+    def __init__(self) -> None:  # written out: mypyc compiles it (core/outcome.py)
+        self.text = []
+        self.reasoning = []
+        self.terminal = None
 
     def add(self, entries: list[Entry]) -> None:
         for kind, payload in entries:

@@ -35,7 +35,7 @@ change (the stream's log line and metrics name the one that did).
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
 from starlette.responses import Response
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 __all__ = ["EventStreamResponse", "Follows", "StreamEncoder", "json_error_response",
            "routing_headers"]
 
-RAW_KEY = "ssegate.server"
+RAW_KEY: Final = "ssegate.server"
 
 
 class Follows(Protocol):
@@ -77,7 +77,7 @@ class StreamEncoder(Protocol):
         ...
 
 
-STREAM_HEADERS = [
+STREAM_HEADERS: Final = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),

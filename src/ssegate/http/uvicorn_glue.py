@@ -26,14 +26,12 @@ import functools
 import logging
 import os
 import signal
-from typing import Any
+from typing import Any, Final
 
 from starlette.types import Send
 from uvicorn.logging import TRACE_LOG_LEVEL
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import (
-    HEADER_RE,
-    HEADER_VALUE_RE,
     STATUS_LINE,
     HttpToolsProtocol,
     RequestResponseCycle,
@@ -56,7 +54,7 @@ __all__ = [
     "write_start",
 ]
 
-DISCONNECT_HOOK = "ssegate_on_disconnect"
+DISCONNECT_HOOK: Final = "ssegate_on_disconnect"
 """Attribute a response sets on the server's request cycle (``send.__self__``): ``ssegate serve``'s protocol
 calls it from ``connection_lost``, so a vanished client stops its generation in that very callback, before
 any task runs (the watcher task covers other servers)."""
@@ -296,6 +294,19 @@ def direct_transport(send: Send) -> asyncio.WriteTransport | None:
     return cycle.transport
 
 
+NAME_REFUSED: Final = bytes(range(0x20)) + b"\x7f()<>@,;:[]={} \t\\\""
+"""The bytes uvicorn refuses in a header name (``HEADER_RE``)."""
+VALUE_REFUSED: Final = bytes(range(0x09)) + bytes(range(0x0A, 0x20)) + b"\x7f"
+"""The bytes uvicorn refuses in a header value (``HEADER_VALUE_RE``)."""
+
+
+def header_bytes_ok(names: bytes, values: bytes) -> bool:
+    """No name or value byte that uvicorn's ``send`` refuses: what its two patterns find, as a deletion that
+    changes the length (``bytes.translate``: a tenth of the pattern search's instructions, ~12k a stream)."""
+    return (len(names.translate(None, NAME_REFUSED)) == len(names)
+            and len(values.translate(None, VALUE_REFUSED)) == len(values))
+
+
 def write_start(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, more_body: bool) -> bool:
     """Send ``http.response.start`` and one ``http.response.body`` as uvicorn's own ``send`` would (the same bytes,
     the same state of its request cycle), in one write to the transport. False, with nothing sent, where
@@ -306,8 +317,8 @@ def write_start(send: Send, status: int, headers: list[tuple[bytes, bytes]], bod
             or cycle.access_log or cycle.scope.get("method") == "HEAD" or cycle.chunked_encoding is not None):
         return False
     every = (*cycle.default_headers, *headers)
-    # uvicorn's checks of each name and value, in one search each ("-" and tab are allowed where they join)
-    if HEADER_RE.search(b"-".join(n for n, _ in every)) or HEADER_VALUE_RE.search(b"\t".join(v for _, v in every)):
+    # uvicorn's checks of each name and value, over all of them joined ("-" and tab are allowed where they join)
+    if not header_bytes_ok(b"-".join(n for n, _ in every), b"\t".join(v for _, v in every)):
         return False  # uvicorn's send raises for it: let it
     content = [STATUS_LINE[status]]
     for name, value in every:

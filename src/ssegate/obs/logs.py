@@ -31,16 +31,17 @@ import logging
 import os
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 __all__ = ["JSONFormatter", "TextFormatter", "log_config", "redact_also"]
 
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "color_message"}
-_TASK_PREFIX = "ssegate-gen-"
-REDACTED = "[redacted]"
-_also: list[str] = []
+_STANDARD: Final = (frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
+                    | {"message", "asctime", "color_message"})
+_TASK_PREFIX: Final = "ssegate-gen-"
+REDACTED: Final = "[redacted]"
+_also: Final[list[str]] = []
 
 
 def redact_also(secrets: list[str]) -> None:
@@ -71,7 +72,10 @@ def _current_stream_id() -> str | None:
     return name[len(_TASK_PREFIX) :] if name.startswith(_TASK_PREFIX) else None
 
 
-_LATE = frozenset({"message", "asctime", "color_message"})
+_MILLIS: Final = tuple(f".{ms:03d}+00:00" for ms in range(1000))
+"""A timestamp's end by its milliseconds (formatting them per line was a sixth of the JSON formatter's cost)."""
+
+_LATE: Final = frozenset({"message", "asctime", "color_message"})
 """Standard attributes a formatter adds to a record after it was made (so after its ``extra``)."""
 
 
@@ -82,15 +86,11 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     formatter or filter added later): they are read from the end, back to the first standard attribute, instead
     of testing every attribute of the record."""
     attrs = record.__dict__
-    found = []
-    for key in reversed(attrs):
-        if key in _STANDARD:
-            if key in _LATE:
-                continue
-            break
-        if key[0] != "_":
-            found.append(key)
-    out = {key: attrs[key] for key in reversed(found)}
+    keys = list(attrs)
+    first = len(keys)
+    while first > 0 and not (keys[first - 1] in _STANDARD and keys[first - 1] not in _LATE):
+        first -= 1
+    out = {key: attrs[key] for key in keys[first:] if key not in _LATE and not key.startswith("_")}
     if "stream_id" not in out:
         sid = _current_stream_id()
         if sid is not None:
@@ -118,14 +118,14 @@ class JSONFormatter(logging.Formatter):
         if second != self._second:
             self._second = second
             self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{self._prefix}.{int((created - second) * 1000):03d}+00:00"
+        return self._prefix + _MILLIS[int((created - second) * 1000)]
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "ts": self._timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": record.msg if not record.args and type(record.msg) is str else record.getMessage(),
         }
         out.update(_fields(record))
         if record.exc_info:
@@ -133,8 +133,8 @@ class JSONFormatter(logging.Formatter):
         return _redact(orjson.dumps(out, default=str).decode(), self.redact)
 
 
-_LEVEL_COLORS = {"DEBUG": "\x1b[2m", "WARNING": "\x1b[33m", "ERROR": "\x1b[31m", "CRITICAL": "\x1b[1;31m"}
-_RESET = "\x1b[0m"
+_LEVEL_COLORS: Final = {"DEBUG": "\x1b[2m", "WARNING": "\x1b[33m", "ERROR": "\x1b[31m", "CRITICAL": "\x1b[1;31m"}
+_RESET: Final = "\x1b[0m"
 
 
 def _text_value(value: Any) -> str:

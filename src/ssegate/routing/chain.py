@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import random
 from collections.abc import Callable, Sequence
+from typing import Final
 
 from ..core.generation import Generation
 from ..core.request import ChatRequest
@@ -34,7 +35,7 @@ from .table import Deployed, Group
 
 __all__ = ["Route", "Step", "usable"]
 
-log = logging.getLogger("ssegate.routing")
+log: Final = logging.getLogger("ssegate.routing")
 
 
 @dataclasses.dataclass(slots=True)
@@ -42,8 +43,14 @@ class Step:
     group: Group
     asked: str
     """The model name this step asks its group for."""
-    candidates: Sequence[Deployed] | None = None
+    candidates: Sequence[Deployed] | None
     """The deployments that can honour the request (None: not checked yet)."""
+
+    def __init__(self, group: Group, asked: str, candidates: Sequence[Deployed] | None = None) -> None:
+        # written out: mypyc compiles it, where @dataclass's own would run in the interpreter (core/outcome.py)
+        self.group = group
+        self.asked = asked
+        self.candidates = candidates
 
 
 def usable(group: Group, asked: str, request: ChatRequest) -> tuple[list[Deployed], InvalidRequest | None]:

@@ -45,7 +45,7 @@ import re
 import tomllib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
@@ -60,14 +60,14 @@ __all__ = [
     "load_config",
 ]
 
-MODEL_FIELDS = ("name", "provider", "url", "api_key", "upstream_model", "fallbacks", "label")
-KEY_FIELDS = ("key", "models")
-TOP_FIELDS = ("models", "keys")
+MODEL_FIELDS: Final = ("name", "provider", "url", "api_key", "upstream_model", "fallbacks", "label")
+KEY_FIELDS: Final = ("key", "models")
+TOP_FIELDS: Final = ("models", "keys")
 
-_ENV_REF = re.compile(r"\$\{([^}]*)\}")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_PRINTABLE = re.compile(r"[!-~]+")  # visible ASCII, no spaces: safe in a header and a Prometheus label
-_LABEL = re.compile(r"[!-~][ -~]*")
+_ENV_REF: Final = re.compile(r"\$\{([^}]*)\}")
+_ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PRINTABLE: Final = re.compile(r"[!-~]+")  # visible ASCII, no spaces: safe in a header and a Prometheus label
+_LABEL: Final = re.compile(r"[!-~][ -~]*")
 
 
 @dataclass(frozen=True, slots=True)

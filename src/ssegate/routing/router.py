@@ -19,7 +19,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Final
 
 from ..core.request import ChatRequest
 from ..errors import ConfigError
@@ -33,9 +33,9 @@ from .table import Deployed, DeploymentStats, HealthPolicy, RoutingTable
 
 __all__ = ["DEMO_MODEL", "Router", "settings_config"]
 
-log = logging.getLogger("ssegate.routing")
+log: Final = logging.getLogger("ssegate.routing")
 
-DEMO_MODEL = "ssegate-demo"
+DEMO_MODEL: Final = "ssegate-demo"
 """The default model name of the embedded demo model, without a routing file."""
 
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -54,14 +54,14 @@ from .httpclient import Pool, Response
 __all__ = ["ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS", "JSON_TOOL", "THINKING_BUDGETS", "AnthropicProvider",
            "messages_body"]
 
-ANTHROPIC_VERSION = "2023-06-01"
-DEFAULT_MAX_TOKENS = 4096
-JSON_TOOL = "json_response"
+ANTHROPIC_VERSION: Final = "2023-06-01"
+DEFAULT_MAX_TOKENS: Final = 4096
+JSON_TOOL: Final = "json_response"
 """The forced tool that carries a ``response_format`` answer."""
-THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576, "xhigh": 32768, "max": 32768}
-MIN_THINKING_BUDGET = 1024
+THINKING_BUDGETS: Final = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576, "xhigh": 32768, "max": 32768}
+MIN_THINKING_BUDGET: Final = 1024
 
-_FINISH = {
+_FINISH: Final = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "pause_turn": "stop",
@@ -72,7 +72,7 @@ _FINISH = {
 }
 
 # Anthropic's error types (in bodies and in mid-stream ``error`` events) and the HTTP status they stand for
-_ERROR_STATUS = {
+_ERROR_STATUS: Final = {
     "invalid_request_error": 400,
     "authentication_error": 401,
     "permission_error": 403,
@@ -83,15 +83,15 @@ _ERROR_STATUS = {
     "timeout_error": 504,
     "overloaded_error": 529,
 }
-_MESSAGE_FIELDS = {
+_MESSAGE_FIELDS: Final = {
     "system": {"role", "content"},
     "developer": {"role", "content"},
     "user": {"role", "content"},
     "assistant": {"role", "content", "tool_calls", "reasoning", "provider_data"},
     "tool": {"role", "content", "tool_call_id"},
 }
-_DATA_URL = re.compile(r"^data:(image/[a-z0-9.+-]+);base64,(.*)$", re.S)
-NAME = "anthropic"
+_DATA_URL: Final = re.compile(r"^data:(image/[a-z0-9.+-]+);base64,(.*)$", re.S)
+NAME: Final = "anthropic"
 
 
 def _refuse(field: str, why: str = "") -> InvalidRequest:

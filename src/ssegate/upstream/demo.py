@@ -24,7 +24,7 @@ the last call.)
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -43,7 +43,7 @@ from .demo_answers import (
 
 __all__ = ["DemoProvider"]
 
-ACCEPTED_EXTRA = frozenset({"seed", "top_p", "user", "metadata", "service_tier", "store"})
+ACCEPTED_EXTRA: Final = frozenset({"seed", "top_p", "user", "metadata", "service_tier", "store"})
 """Fields the demo accepts and that change nothing: it is deterministic and keeps no record."""
 
 

@@ -44,7 +44,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 import httptools
@@ -53,11 +53,11 @@ from ..errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout, caus
 
 __all__ = ["HAPPY_EYEBALLS_S", "Proxies", "Proxy", "connect", "dial", "refusal", "tunnel"]
 
-HAPPY_EYEBALLS_S = 0.25
+HAPPY_EYEBALLS_S: Final = 0.25
 """Head start of each address over the next one (RFC 8305 recommends 250 ms)."""
-MAX_CONNECT_HEAD = 64 << 10
+MAX_CONNECT_HEAD: Final = 64 << 10
 """Largest answer head accepted from a proxy to a CONNECT."""
-_VARIABLE = {"http": "HTTP_PROXY", "https": "HTTPS_PROXY", "all": "ALL_PROXY"}
+_VARIABLE: Final = {"http": "HTTP_PROXY", "https": "HTTPS_PROXY", "all": "ALL_PROXY"}
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ into ``(event, data)`` pairs at the byte level, without building an object per l
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -20,7 +20,7 @@ from .httpclient import Pool, Response
 
 __all__ = ["MAX_LINE", "EventSplitter", "check_models", "post_stream", "read_events"]
 
-MAX_LINE = 8 << 20
+MAX_LINE: Final = 8 << 20
 """Longest upstream SSE line accepted: a bound on what one endless line can make the gateway buffer."""
 
 

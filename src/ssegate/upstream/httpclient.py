@@ -48,7 +48,7 @@ import ssl
 import zlib
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import httptools
@@ -60,22 +60,22 @@ from .dial import Proxies, Proxy, connect, refusal
 
 __all__ = ["Pool", "Response"]
 
-USER_AGENT = f"ssegate/{__version__}"
-MAX_HEAD = 64 << 10
+USER_AGENT: Final = f"ssegate/{__version__}"
+MAX_HEAD: Final = 64 << 10
 """Largest response head accepted (status lines and headers, interim answers included)."""
-MAX_IDLE_PER_ORIGIN = 256
-PREPARED_MAX = 256
+MAX_IDLE_PER_ORIGIN: Final = 256
+PREPARED_MAX: Final = 256
 """Request heads kept per (method, URL, headers) by a pool; the table starts again when full."""
-_WITH_BODY = frozenset(("POST", "PUT", "PATCH"))
+_WITH_BODY: Final = frozenset(("POST", "PUT", "PATCH"))
 KEEPALIVE_S = 4.0
 """An idle connection is closed after this long: under the 5 s of uvicorn and Node (others keep theirs longer)."""
-DRAIN_S = 1.0
+DRAIN_S: Final = 1.0
 """After ``stop()`` and ``close()``, how long the rest of the message may take to arrive."""
-DRAIN_BYTES = 16 << 10
+DRAIN_BYTES: Final = 16 << 10
 """After ``stop()``, how much more body may arrive before the connection is given up."""
-READ_TIMEOUT_S = 30.0
+READ_TIMEOUT_S: Final = 30.0
 """``Response.read()``: the longest wait for more of a short body."""
-CLOSE_WAIT_S = 1.0
+CLOSE_WAIT_S: Final = 1.0
 """How long ``Pool.aclose()`` waits for the connections it closed to be gone (a TLS close takes loop passes)."""
 
 Origin = tuple[str, str, int]

@@ -23,7 +23,7 @@ Stream (``chat.completion.chunk`` events), normalised into parts:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -36,9 +36,9 @@ from .httpclient import Pool, Response
 
 __all__ = ["OpenAIProvider"]
 
-loads = orjson.loads
+loads: Final = orjson.loads
 
-_FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter", "tool_calls": "tool_calls",
+_FINISH: Final = {"stop": "stop", "length": "length", "content_filter": "content_filter", "tool_calls": "tool_calls",
            "function_call": "tool_calls", "eos": "stop", "end_turn": "stop"}
 
 

@@ -54,7 +54,7 @@ FINISH_REASONS: Final = {"stop": "stop", "length": "length", "tool_calls": "tool
                          "content_filter": "content-filter"}
 """OpenAI's finish reasons as the AI SDK names them; any other is ``other`` (``cancelled`` is an ``abort`` chunk)."""
 
-_VERSION = re.compile(r"^v?(\d{1,4})(?:\.(\d{1,4}))?(?:\.(\d{1,6}))?(?:[-+][0-9A-Za-z.-]*)?$")
+_VERSION: Final = re.compile(r"^v?(\d{1,4})(?:\.(\d{1,4}))?(?:\.(\d{1,6}))?(?:[-+][0-9A-Za-z.-]*)?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +110,11 @@ class _Call:
     id: str
     name: str
     pieces: list[str]
+
+    def __init__(self, id: str, name: str, pieces: list[str]) -> None:  # written out: mypyc compiles it
+        self.id = id
+        self.name = name
+        self.pieces = pieces
 
 
 class UIMessageStreamEncoder:

@@ -33,8 +33,8 @@ next input keeps the upstream's reasoning; the usage is the log's (``input_token
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 from ...core.entries import DELTA, DONE, ERROR, REASONING, START, TOOL_ARGS, TOOL_CALL, Entry
 from ...errors import GatewayError
@@ -44,12 +44,12 @@ from .request import ECHO_API
 
 __all__ = ["ResponseState", "ResponsesEncoder", "response_id", "stream_id_of"]
 
-RESP = "resp_"
+RESP: Final = "resp_"
 
 MESSAGE, REASONING_ITEM, CALL = "message", "reasoning", "function_call"
 
-_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
-_OPENAI_CODES = {"rate_limited": "rate_limit_exceeded"}
+_INCOMPLETE: Final = {"length": "max_output_tokens", "content_filter": "content_filter"}
+_OPENAI_CODES: Final = {"rate_limited": "rate_limit_exceeded"}
 """ssegate's error codes as a failed response's ``error.code`` (the others are ``server_error``)."""
 
 
@@ -66,13 +66,25 @@ class _Item:
     kind: str
     id: str
     index: int
-    pieces: list[str] = field(default_factory=list)
-    status: str = "in_progress"
-    call_id: str = ""
-    name: str = ""
-    encrypted: str | None = None
-    delta_pre: bytes = b""
+    pieces: list[str]
+    status: str
+    call_id: str
+    name: str
+    encrypted: str | None
+    delta_pre: bytes
     """Text and reasoning: the bytes of a delta event up to its ``delta`` value (the hot path)."""
+
+    def __init__(self, kind: str, id: str, index: int, call_id: str = "", name: str = "") -> None:
+        # written out: mypyc compiles it, where @dataclass's own would run in the interpreter (core/outcome.py)
+        self.kind = kind
+        self.id = id
+        self.index = index
+        self.pieces = []
+        self.status = "in_progress"
+        self.call_id = call_id
+        self.name = name
+        self.encrypted = None
+        self.delta_pre = b""
 
     def render(self) -> dict[str, Any]:
         text = "".join(self.pieces)
