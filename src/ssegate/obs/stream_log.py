@@ -6,8 +6,9 @@ The end line carries the model asked for, the caller (a key fingerprint), the ou
 upstream attempts, and who answered: ``model_entry`` (the routing file's name of the model, wildcards as written,
 ``*`` without a file) and ``deployment`` (its label, never its key): an access log for streams. The start line
 (``debug``) adds the request's size; with ``SSEGATE_LOG_PROMPTS=1`` it is logged at ``info`` and carries the
-prompt's text. A log line costs ~17 µs of CPU (~100k instructions, a tenth of a short stream's: the logging
-module's own record and handler work), so one per stream at ``info``, not two.
+prompt's text. A log line costs ~58k instructions (``python -m bench.callgrind`` at ``info`` and at ``warning``),
+a thirteenth of a short stream's, most of it the logging module's own handler work and the JSON formatter, so one
+per stream at ``info``, not two.
 
 The end line's record is a copy of one the logging module made for this logger, level and message in this
 process (``logging.makeRecord``, once), with its time set now and the stream's fields added: ~30% of the line's
