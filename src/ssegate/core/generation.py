@@ -58,9 +58,11 @@ class _RandomBits:
     """128-bit ids cut from 4 KiB of the kernel's random bytes at a time: one ``getrandom`` per 256 streams
     instead of one each (the same source as ``secrets``). A forked child draws its own (``register_at_fork``)."""
 
+    pool: bytes
+    at: int
+
     def __init__(self) -> None:
-        self.pool = b""
-        self.at = 0
+        self.reset()
 
     def reset(self) -> None:
         self.pool = b""

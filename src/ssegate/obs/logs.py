@@ -77,6 +77,8 @@ _MILLIS: Final = tuple(f".{ms:03d}+00:00" for ms in range(1000))
 
 _LATE: Final = frozenset({"message", "asctime", "color_message"})
 """Standard attributes a formatter adds to a record after it was made (so after its ``extra``)."""
+_MADE: Final = _STANDARD - _LATE
+"""Standard attributes a record has when made (so before its ``extra``)."""
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -88,7 +90,7 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     attrs = record.__dict__
     keys = list(attrs)
     first = len(keys)
-    while first > 0 and not (keys[first - 1] in _STANDARD and keys[first - 1] not in _LATE):
+    while first > 0 and keys[first - 1] not in _MADE:
         first -= 1
     out = {key: attrs[key] for key in keys[first:] if key not in _LATE and not key.startswith("_")}
     if "stream_id" not in out:

@@ -46,7 +46,9 @@ __all__ = ["ResponseState", "ResponsesEncoder", "response_id", "stream_id_of"]
 
 RESP: Final = "resp_"
 
-MESSAGE, REASONING_ITEM, CALL = "message", "reasoning", "function_call"
+MESSAGE: Final = "message"
+REASONING_ITEM: Final = "reasoning"
+CALL: Final = "function_call"
 
 _INCOMPLETE: Final = {"length": "max_output_tokens", "content_filter": "content_filter"}
 _OPENAI_CODES: Final = {"rate_limited": "rate_limit_exceeded"}
