@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -10,9 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
-from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE
+from uvicorn.config import Config
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, HttpToolsProtocol, RequestResponseCycle
+from uvicorn.server import ServerState
 
-from ssegate.http.uvicorn_glue import header_bytes_ok
+from ssegate.http.uvicorn_glue import BoundedRequestProtocol, _Cycle, _Flow, header_bytes_ok
 from ssegate.sse import ServerSentEvent, SSEDecoder
 from tests.fakes import FakeUpstream, Fault, Script
 from tests.support.gateway import GatewayProcess, chat_body, free_port, post_events, text_of
@@ -253,6 +257,50 @@ def _read_response(sock: socket.socket) -> tuple[bytes, bytes]:
         body, rest = body + rest[:size], rest[size + 2:]
         if size == 0:
             return head, body
+
+
+def test_the_compiled_copies_of_uvicorns_protocol_cycle_and_flow_set_what_uvicorns_set() -> None:
+    """``uvicorn_glue`` writes uvicorn's protocol constructor, request cycle and flow control again (compiled): each
+    gives an object every attribute uvicorn's gives (a uvicorn that adds one fails here, not in a stream), and
+    the flow control, which makes its event only at a pause, still holds ``drain()`` until writing resumes."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover - never called
+        pass
+
+    config = Config(app=app, http=BoundedRequestProtocol, log_config=None)
+    config.load()
+    state = ServerState()
+
+    async def check() -> None:
+        loop = asyncio.get_running_loop()
+        ours = BoundedRequestProtocol(config, state, {}, loop)
+        theirs = HttpToolsProtocol(config, state, {}, loop)
+        assert set(vars(theirs)) <= set(vars(ours))
+        transport: Any = object()
+        cycle_args: Any = ({"type": "http", "method": "POST"}, transport, FlowControl(transport),
+                           theirs.logger, theirs.access_logger, False, [], False, True, lambda: None)
+        their_cycle = RequestResponseCycle(*cycle_args[:7], asyncio.Event(), *cycle_args[7:])
+        our_cycle = _Cycle(*cycle_args, loop)
+        assert set(vars(their_cycle)) == set(vars(our_cycle))
+        assert {k: v for k, v in vars(their_cycle).items() if k != "message_event"} == \
+            {k: v for k, v in vars(our_cycle).items() if k != "message_event"}
+        flow = _Flow(transport)
+        assert set(vars(FlowControl(transport))) - {"_is_writable_event"} <= set(vars(flow))
+        await asyncio.wait_for(flow.drain(), 1)  # never paused: no wait
+        flow.pause_writing()
+        waiter = asyncio.ensure_future(flow.drain())
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        flow.resume_writing()
+        await asyncio.wait_for(waiter, 1)
+        flow.pause_writing()  # a second pause holds it again
+        again = asyncio.ensure_future(flow.drain())
+        await asyncio.sleep(0.05)
+        assert not again.done()
+        flow.resume_writing()
+        await asyncio.wait_for(again, 1)
+
+    asyncio.run(check())
 
 
 def test_the_one_write_start_refuses_the_header_bytes_uvicorn_refuses() -> None:

@@ -28,7 +28,7 @@ Every error knows its ``code``, HTTP ``status`` and ``retryable``; a response fo
 ``x-should-retry: false`` (the OpenAI and Anthropic SDKs then do not resend a deterministic failure), one with
 ``retry_after`` says ``Retry-After``. ``body()`` is the JSON shape of
 CONTRACT §4 and ``openai_body()`` the OpenAI shape of §7. This module imports no third-party library: the
-errors of lower libraries are translated where they are used, in one place each (``upstream.base.
+errors of lower libraries are translated where they are used, in one place each (``upstream.error_map.
 map_upstream_errors`` for the upstream client and parsers, ``cluster.redis_log.map_redis_errors`` for redis-py).
 """
 

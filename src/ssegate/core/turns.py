@@ -63,11 +63,30 @@ class Turns:
 _by_loop: Final[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Turns]]] = weakref.WeakKeyDictionary()
 
 
+class _Last:
+    """The jobs of the loop asked for last: one weak reference to compare, where the ``WeakKeyDictionary`` is
+    looked up in the interpreter."""
+
+    def __init__(self) -> None:
+        self.loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self.jobs: dict[str, Turns] = {}
+
+
+_last: Final = _Last()
+
+
 def on_loop(job: str, loop: asyncio.AbstractEventLoop) -> Turns:
     """The ``Turns`` of ``job`` on ``loop`` (made on first use, gone with the loop)."""
-    jobs = _by_loop.get(loop)
-    if jobs is None:
-        jobs = _by_loop[loop] = {}
+    last = _last
+    ref = last.loop
+    if ref is not None and ref() is loop:
+        jobs = last.jobs
+    else:
+        found = _by_loop.get(loop)
+        if found is None:
+            found = _by_loop[loop] = {}
+        jobs = last.jobs = found
+        last.loop = weakref.ref(loop)
     turns = jobs.get(job)
     if turns is None:
         turns = jobs[job] = Turns(loop)

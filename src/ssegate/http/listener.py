@@ -22,8 +22,10 @@ the loop factory uvicorn is given (``ssegate serve`` only: an app mounted elsewh
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import functools
+import inspect
 import logging
 import socket
 import sys
@@ -49,11 +51,14 @@ class _Drain:
     """The protocol factory of one server, which also accepts what waits behind each connection uvloop accepts."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, factory: Callable[[], asyncio.Protocol],
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, factory: Callable[..., asyncio.Protocol],
     ) -> None:
         self._loop = loop
         self._sock = sock
-        self._factory = factory
+        # uvicorn's factory takes the loop (its protocol otherwise asks asyncio for it: a getpid on Python 3.11)
+        self._factory: Callable[[], asyncio.Protocol] = (
+            functools.partial(factory, _loop=loop) if "_loop" in inspect.signature(factory).parameters else factory)
+        self._kind = (int(sock.family), int(sock.type), sock.proto)
         self._scheduled = False
         self.server: asyncio.AbstractServer | None = None
 
@@ -68,9 +73,11 @@ class _Drain:
         server, sock, loop = self.server, self._sock, self._loop
         if server is None or not server.is_serving():
             return
+        family, kind, proto = self._kind
         for _ in range(waiting(sock)):
             try:
-                conn, _ = sock.accept()
+                fd, _ = sock._accept()  # type: ignore[attr-defined]  # (what accept() does, less its two enum lookups)
+                conn = _Accepted(family, kind, proto, fd)
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionAbortedError:  # reset while it waited
@@ -79,6 +86,14 @@ class _Drain:
                 logger.error("cannot accept connections: %s", exc.strerror or exc)
                 return
             _step(loop.connect_accepted_socket(self._factory, conn))
+
+
+class _Accepted(socket.socket):
+    """A connection accepted here: its family and type read as the kernel's numbers, which uvloop compares
+    (``socket.socket`` makes an enum of each in Python, at every read)."""
+
+    family = _socket.socket.family  # type: ignore[assignment]
+    type = _socket.socket.type  # type: ignore[assignment]
 
 
 def _step(coro: Any, _: object = None) -> None:

@@ -4,7 +4,13 @@
   in time, a JSON body on the 400 it answers to unparseable HTTP, and a streaming response told of its client's
   disconnect inside ``eof_received``/``connection_lost`` (``DISCONNECT_HOOK``), not a task later; at a client's
   EOF its socket is closed a callback later, or in a storm of disconnects in turns (``core/turns.py``), after
-  the upstreams of the disconnects read so far were told.
+  the upstreams of the disconnects read so far were told. What it runs for every connection and request is
+  uvicorn's code written here again and compiled (this module is): its constructor, the parser's callbacks, its
+  request cycle (``_Cycle``: the coroutine every step of a request's task resumes through, ``receive``, and
+  ``send`` of a body chunk, with ``asyncio.Event``'s part compiled as ``_Signal``) and flow control
+  (``_Flow``); uvicorn's own run the rest (upgrades, the access log,
+  a response start through ``send``). ~20k instructions less a stream than uvicorn's in the interpreter.
+  ``tests/test_relay.py`` checks the copies make the attributes uvicorn's make.
 - ``direct_transport``: the client's transport when a body chunk may be written to it directly (uvicorn's
   httptools protocol, chunked framing, not HEAD, still open), for the streaming fast path of ``response.py``.
 - ``write_start``: the response start and the first body chunk in one write (and the end of the body too, when
@@ -22,20 +28,27 @@ back to the plain ASGI ``send``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import os
 import signal
+import urllib.parse
+from collections import deque
+from collections.abc import Callable
 from typing import Any, Final
 
+import httptools
 from starlette.types import Send
+from uvicorn.config import Config
 from uvicorn.logging import TRACE_LOG_LEVEL
-from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, FlowControl, service_unavailable
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
     HttpToolsProtocol,
     RequestResponseCycle,
 )
+from uvicorn.server import ServerState
 from uvicorn.supervisors import Multiprocess
 
 from ..core.turns import on_loop
@@ -114,6 +127,52 @@ def _peer_address(info: Any) -> tuple[str, int] | None:
     return (address[0], address[1]) if address is not None and address[1] is not None else None
 
 
+@functools.cache
+def _loggers() -> tuple[logging.Logger, logging.Logger]:
+    """uvicorn's error and access loggers."""
+    return logging.getLogger("uvicorn.error"), logging.getLogger("uvicorn.access")
+
+
+class _Flow(FlowControl):
+    """uvicorn's flow control, compiled, with its event made at the first pause of writing (most connections
+    never pause: uvicorn makes and sets one for each)."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self.read_paused = False
+        self.write_paused = False
+        self._writable: asyncio.Event | None = None
+
+    async def drain(self) -> None:
+        writable = self._writable
+        if writable is not None:
+            await writable.wait()
+
+    def pause_reading(self) -> None:
+        if not self.read_paused:
+            self.read_paused = True
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused:
+            self.read_paused = False
+            self._transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        if not self.write_paused:
+            self.write_paused = True
+            if self._writable is None:
+                self._writable = asyncio.Event()
+            else:
+                self._writable.clear()
+
+    def resume_writing(self) -> None:
+        if self.write_paused:
+            self.write_paused = False
+            if self._writable is not None:
+                self._writable.set()
+
+
 class _HeadTooLarge(Exception):
     """Raised in a parser callback to stop parsing a request whose head is over the limit."""
 
@@ -131,17 +190,58 @@ class BoundedRequestProtocol(HttpToolsProtocol):
     does not parse as HTTP gets a JSON error body (``invalid_request``) like every other error, not uvicorn's
     plain-text one."""
 
+    url = b""
     _in_head = False
     _head_bytes = 0
     _head_refused = False
     _read_timer: asyncio.TimerHandle | None = None
+
+    def __init__(
+        self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        # uvicorn's, compiled, with its two loggers looked up once per process (getLogger takes the logging
+        # module's lock each time, and always gives the same logger for a name)
+        if not config.loaded:
+            config.load()
+        self.config = config
+        self.app = config.loaded_app
+        self.loop = _loop or asyncio.get_event_loop()
+        self.logger, self.access_logger = _loggers()
+        self.access_log = self.access_logger.hasHandlers()
+        parser = httptools.HttpRequestParser(self)
+        try:
+            parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        except AttributeError:  # pragma: no cover - httptools before 0.6.3
+            pass
+        self.parser = parser
+        self.ws_protocol_class = config.ws_protocol_class
+        self.root_path = config.root_path
+        self.asgi_version = config.asgi_version
+        self.limit_concurrency = config.limit_concurrency
+        self.app_state = app_state
+        self.timeout_keep_alive_task = None
+        self.timeout_keep_alive = config.timeout_keep_alive
+        self.server_state = server_state
+        self.connections = server_state.connections
+        self.tasks = server_state.tasks
+        self.transport = None  # type: ignore[assignment]
+        self.flow = None  # type: ignore[assignment]
+        self.server = None
+        self.client = None
+        self.scheme = None
+        self.pipeline = deque()
+        self.scope = None  # type: ignore[assignment]
+        self.headers = None  # type: ignore[assignment]
+        self.expect_100_continue = False
+        self.cycle = None  # type: ignore[assignment]
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         # uvicorn's, with the two addresses read from the transport, which keeps them: uvicorn's helpers ask
         # uvloop's socket wrapper, which makes a socket object and system calls for each, on every connection
         self.connections.add(self)
         self.transport = transport
-        self.flow = FlowControl(transport)
+        self.flow = _Flow(transport)
         self.server = _local_address(transport.get_extra_info("sockname"))
         self.client = _peer_address(transport.get_extra_info("peername"))
         self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
@@ -151,10 +251,30 @@ class BoundedRequestProtocol(HttpToolsProtocol):
         self._arm_read_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # uvicorn's, then the streaming response told (DISCONNECT_HOOK)
         self._disarm_read_timer()
-        cycle = self.cycle
-        super().connection_lost(exc)
+        cycle: RequestResponseCycle | None = self.cycle
+        self.connections.discard(self)
+        if self.logger.level <= TRACE_LOG_LEVEL:
+            prefix = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
+            self.logger.log(TRACE_LOG_LEVEL, "%sHTTP connection lost", prefix)
+        if cycle is not None:
+            if not cycle.response_complete:
+                cycle.disconnected = True
+            cycle.message_event.set()
+        if self.flow is not None:
+            self.flow.resume_writing()
+        if exc is None:
+            self.transport.close()
+            self._unset_keepalive_if_required()
+        self.parser = None  # type: ignore[assignment]
         _client_gone(cycle)
+
+    def _unset_keepalive_if_required(self) -> None:
+        timer = self.timeout_keep_alive_task
+        if timer is not None:
+            timer.cancel()
+            self.timeout_keep_alive_task = None
 
     def eof_received(self) -> bool:  # type: ignore[override]
         # uvicorn closes the connection at the client's EOF, and the loop reports connection_lost a pass later,
@@ -163,7 +283,6 @@ class BoundedRequestProtocol(HttpToolsProtocol):
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # as connection_lost will say: the app's receive() gets http.disconnect
         _client_gone(cycle)
-        super().eof_received()
         # uvicorn's close, made in turns: over loopback (a proxy in front) that system call also runs the client's
         # side of the teardown, and its connection_lost follows; in a storm of disconnects, each upstream would
         # otherwise be told only after the client sockets of all those read before it were closed
@@ -171,7 +290,20 @@ class BoundedRequestProtocol(HttpToolsProtocol):
         return True
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        # uvicorn's, then the bound on a head still incomplete
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+        except httptools.HttpParserError:
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+            return
         if self._in_head:  # all of this chunk went into a head that is still incomplete
             self._head_bytes += len(data)
             _, limit, refusal = _limits()
@@ -180,23 +312,122 @@ class BoundedRequestProtocol(HttpToolsProtocol):
                 self.transport.write(refusal)
                 self.transport.close()
 
+    # --- the parser's callbacks: uvicorn's, compiled (httptools calls each of them for every request) ---------
+
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        self.url = b""
+        self.expect_100_continue = False
+        headers: list[tuple[bytes, bytes]] = []
+        self.headers = headers
+        self.scope = {  # type: ignore[typeddict-item]
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,  # type: ignore[typeddict-item]
+            "root_path": self.root_path,
+            "headers": headers,
+            "state": self.app_state.copy(),
+        }
         self._in_head = True
         self._head_bytes = 0
         self._arm_read_timer()
 
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace, which RFC 9110 5.5 excludes
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
+
     def on_headers_complete(self) -> None:
         self._in_head = False
-        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        url: bytes = self.url
+        size = len(url)
+        for name, value in self.headers:
+            size += len(name) + len(value) + 4
         if size > _limits()[1]:
             self._head_refused = True
-            raise _HeadTooLarge  # stops the parser; uvicorn then calls send_400_response, which answers 431
-        super().on_headers_complete()
+            raise _HeadTooLarge  # stops the parser; data_received then calls send_400_response, which answers 431
+        parser = self.parser
+        scope: dict[str, Any] = self.scope  # type: ignore[assignment]
+        http_version = parser.get_http_version()
+        scope["method"] = parser.get_method().decode("ascii")
+        if http_version != "1.1":
+            scope["http_version"] = http_version
+        if parser.should_upgrade() and self._should_upgrade():
+            return
+        parsed_url: Any = httptools.parse_url(url)  # (its stub says bytes for parts that may be None)
+        raw_path: bytes = parsed_url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        root_path: str = self.root_path
+        scope["path"] = root_path + path if root_path else path
+        scope["raw_path"] = root_path.encode("ascii") + raw_path if root_path else raw_path
+        query: bytes | None = parsed_url.query  # (None without one)
+        scope["query_string"] = query or b""
+        app: Any = self.app
+        limit = self.limit_concurrency
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+            app = service_unavailable
+            self.logger.warning("Exceeded concurrency limit.")
+        existing = self.cycle
+        cycle = _Cycle(
+            scope, self.transport, self.flow, self.logger, self.access_logger, self.access_log,
+            self.server_state.default_headers, self.expect_100_continue,
+            http_version != "1.0" and parser.should_keep_alive(), self.on_response_complete, self.loop,
+        )
+        self.cycle = cycle
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(cycle, app)
+        else:  # a pipelined request waits for the one before it
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, app))
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        if getattr(self.config, "reset_contextvars", False):
+            task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
+        else:
+            task = self.loop.create_task(cycle.run_asgi(app))
+        tasks = self.tasks
+        task.add_done_callback(tasks.discard)
+        tasks.add(task)
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if cycle.response_complete or (self.parser.should_upgrade() and self._should_upgrade()):
+            return
+        cycle.body += body
+        if len(cycle.body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
 
     def on_message_complete(self) -> None:
         self._disarm_read_timer()
-        super().on_message_complete()
+        cycle = self.cycle
+        if cycle.response_complete or (self.parser.should_upgrade() and self._should_upgrade()):
+            return
+        cycle.more_body = False
+        cycle.message_event.set()
+
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1
+        transport = self.transport
+        if transport.is_closing():
+            return
+        self._unset_keepalive_if_required()
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                                self.timeout_keep_alive_handler)
 
     def send_400_response(self, msg: str) -> None:
         if self._head_refused:
@@ -221,6 +452,137 @@ class BoundedRequestProtocol(HttpToolsProtocol):
         self._read_timer = None
         if not self.transport.is_closing():
             self.transport.close()
+
+
+class _Cycle(RequestResponseCycle):
+    """uvicorn's request cycle, with what runs for every request compiled: the constructor, the coroutine that runs
+    the app (every step of a request's task resumes through its frame), ``receive``, and ``send`` of a body
+    chunk of a started chunked response; everything else is uvicorn's ``send``. ``tests/test_relay.py`` checks
+    that one has the attributes uvicorn's constructor gives it."""
+
+    def __init__(
+        self, scope: Any, transport: asyncio.Transport, flow: FlowControl, logger: logging.Logger,
+        access_logger: logging.Logger, access_log: bool, default_headers: list[tuple[bytes, bytes]],
+        expect_100_continue: bool, keep_alive: bool, on_response: Callable[..., None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.scope = scope
+        self.transport = transport
+        self.flow = flow
+        self.logger = logger
+        self.access_logger = access_logger
+        self.access_log = access_log
+        self.default_headers = default_headers
+        self.message_event = _Signal(loop)  # type: ignore[assignment]
+        self.on_response = on_response
+        self.disconnected = False
+        self.keep_alive = keep_alive
+        self.waiting_for_100_continue = expect_100_continue
+        self.body = bytearray()
+        self.more_body = True
+        self.response_started = False
+        self.response_complete = False
+        self.chunked_encoding = None
+        self.expected_content_length = 0
+
+    async def run_asgi(self, app: Any) -> None:
+        try:
+            result = await app(self.scope, self.receive, self.send)
+        except BaseException as exc:
+            self.logger.error("Exception in ASGI application\n", exc_info=exc)
+            if not self.response_started:
+                await self.send_500_response()
+            else:
+                self.transport.close()
+        else:
+            if result is not None:
+                self.logger.error("ASGI callable should return None, but returned '%s'.", result)
+                self.transport.close()
+            elif not self.response_started and not self.disconnected:
+                self.logger.error("ASGI callable returned without starting response.")
+                await self.send_500_response()
+            elif not self.response_complete and not self.disconnected:
+                self.logger.error("ASGI callable returned without completing response.")
+                self.transport.close()
+        finally:
+            self.on_response = _nothing
+
+    async def receive(self) -> Any:
+        if self.waiting_for_100_continue and not self.transport.is_closing():
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.waiting_for_100_continue = False
+        if not self.disconnected and not self.response_complete:
+            self.flow.resume_reading()
+            event = self.message_event
+            await event.wait()
+            event.clear()
+        if self.disconnected or self.response_complete:
+            return {"type": "http.disconnect"}
+        message = {"type": "http.request", "body": bytes(self.body), "more_body": self.more_body}
+        self.body = bytearray()
+        return message
+
+    async def send(self, message: Any) -> None:
+        if (not self.response_started or self.chunked_encoding is not True or self.response_complete
+                or self.disconnected or self.flow.write_paused or message["type"] != "http.response.body"
+                or self.scope["method"] == "HEAD"):
+            await RequestResponseCycle.send(self, message)
+            return
+        # a body chunk of a started chunked response, written now: what uvicorn's send does for it
+        body: bytes = message.get("body", b"")
+        more_body: bool = message.get("more_body", False)
+        if body:
+            self.transport.write(b"%x\r\n%b\r\n" % (len(body), body) if more_body
+                                 else b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body))
+        elif not more_body:
+            self.transport.write(b"0\r\n\r\n")
+        if not more_body:
+            self.response_complete = True
+            self.message_event.set()
+            if not self.keep_alive:
+                self.transport.close()
+            self.on_response()
+
+
+class _Signal:
+    """``asyncio.Event``'s ``set``, ``clear``, ``is_set`` and ``wait``, compiled, as a request cycle's
+    ``message_event`` (set at each piece of the body, at its end, at the response's end and at a disconnect;
+    awaited by ``receive``). The same rules as asyncio's: ``set`` wakes every waiter and stays set until
+    ``clear``; a waiter cancelled after it was woken takes nothing from the others. Told its loop, where asyncio's
+    asks for the running loop (a system call on Python 3.11)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._value = False
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def is_set(self) -> bool:
+        return self._value
+
+    def set(self) -> None:
+        if not self._value:
+            self._value = True
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._value = False
+
+    async def wait(self) -> bool:
+        if self._value:
+            return True
+        waiter = self._loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+            return True
+        finally:
+            self._waiters.remove(waiter)
+
+
+def _nothing() -> None:
+    """A finished cycle's ``on_response`` (uvicorn's ``lambda: None``)."""
 
 
 def _client_gone(cycle: object) -> None:

@@ -47,7 +47,8 @@ import orjson
 from ..core.request import ChatRequest, Message
 from ..errors import GatewayError, InvalidRequest, UpstreamProtocolError, upstream_status_error
 from ..parts import Finish, Reasoning, ToolCallDelta, ToolCallStart, Usage
-from .base import Sink, map_upstream_errors, public_url, refuse_field
+from .base import Sink, public_url, refuse_field
+from .error_map import map_upstream_errors
 from .events import check_models, post_stream, read_events
 from .httpclient import Pool, Response
 

@@ -20,14 +20,14 @@ instead of a field silently dropped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from ..core.request import ChatRequest
-from ..errors import GatewayError, InvalidRequest, UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from ..errors import InvalidRequest
 from ..parts import Finish, Part
+from .error_map import map_upstream_errors
 
 __all__ = ["Provider", "Sink", "map_upstream_errors", "public_url", "refuse_field"]
 
@@ -77,27 +77,3 @@ def refuse_field(provider: str, field: str, why: str = "") -> InvalidRequest:
     """The 400 for a request field that ``provider`` cannot honour."""
     return InvalidRequest(f"{field}: not supported by the {provider} upstream" + (f" ({why})" if why else ""))
 
-
-@contextmanager
-def map_upstream_errors() -> Iterator[None]:
-    """Translate what the OS, asyncio and a provider's parsing raise while talking to an upstream.
-
-    Messages are written for the person reading them in a client; the library's own text is kept on
-    ``__cause__`` (and in the server log), not in the message. (The upstream client raises ssegate's own
-    errors already; this catches what escapes it and what a parser raises on bad data.)
-    """
-    try:
-        yield
-    except GatewayError:
-        raise
-    except TimeoutError as exc:
-        raise UpstreamTimeout("the upstream did not answer in time") from exc
-    except (ConnectionError, EOFError) as exc:
-        raise UpstreamError("the upstream closed the connection unexpectedly") from exc
-    except UnicodeDecodeError as exc:
-        raise UpstreamProtocolError("the upstream sent text that is not valid UTF-8") from exc
-    except ValueError as exc:
-        raise UpstreamProtocolError("the upstream sent malformed data (not the expected JSON)") from exc
-    except (TypeError, AttributeError, KeyError, IndexError) as exc:
-        # valid JSON of the wrong shape (e.g. ``"choices": 5``): the upstream's fault, said as such
-        raise UpstreamProtocolError("the upstream sent data of an unexpected shape") from exc

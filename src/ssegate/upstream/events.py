@@ -15,7 +15,8 @@ from typing import Any, Final
 import orjson
 
 from ..errors import UpstreamProtocolError, upstream_status_error
-from .base import Sink, map_upstream_errors
+from .base import Sink
+from .error_map import map_upstream_errors
 from .httpclient import Pool, Response
 
 __all__ = ["MAX_LINE", "EventSplitter", "check_models", "post_stream", "read_events"]
