@@ -169,3 +169,27 @@ def test_python_client_events_and_next_turn(demo_gateway: GatewayProcess) -> Non
         result = {"role": "tool", "tool_call_id": done.tool_calls[0]["id"], "content": "31 C"}
         answer = client.stream([*user("Weather in Paris?"), turn, result], tools=[WEATHER]).read_text()
     assert "31 C" in answer
+
+
+def test_the_part_values_compare_hash_pickle_and_refuse_assignment() -> None:
+    """The parts are plain immutable values (``ssegate.parts``, compiled): equal by their fields, hashable (all but
+    ``Finish``, which holds a dict), pickled and read back equal, and, compiled, an assignment raises ``AttributeError``."""
+    import pickle
+
+    from ssegate import parts
+    from ssegate.parts import Finish, Usage
+
+    values: list[Any] = [parts.Reasoning("why"), parts.ToolCallStart(0, "call_1", "get_weather"),
+                         parts.ToolCallDelta(0, '{"ci'), Usage(3, 4), Usage(3, 4, estimated=True),
+                         Finish("tool_calls", Usage(1, 2), {"sig": "x"})]
+    for value in values:
+        again = pickle.loads(pickle.dumps(value))
+        assert again == value and type(again) is type(value)
+        if not parts.__file__.endswith(".py"):  # compiled (make compile): Final fields refuse an assignment
+            field = next(iter(vars(type(value))["__dataclass_fields__"]))
+            with pytest.raises(AttributeError):
+                setattr(value, field, getattr(value, field))
+    assert len({parts.Reasoning("a"), parts.Reasoning("a"), parts.ToolCallDelta(1, "a"),
+                parts.ToolCallDelta(1, "a")}) == 2
+    assert Usage(3, 4) != Usage(3, 4, estimated=True) and Finish() == Finish("stop", None, None)
+    assert repr(parts.ToolCallStart(0, "c", "f")) == "ToolCallStart(index=0, id='c', name='f')"

@@ -11,26 +11,39 @@ Finish          the end: finish reason, usage when known, and opaque ``provider_
 Text is a plain ``str`` so that the common case costs no object per token. A stream of parts is well formed
 when every ``ToolCallDelta`` comes after the ``ToolCallStart`` of its index; ``Finish`` ends it. These are plain
 values with no behaviour and no third-party imports: the client, the core and every provider share them.
-``Reasoning`` and ``ToolCallDelta``, made once per token, are frozen dataclasses with their own ``__init__``: it sets
-the slots through their descriptors, where the generated one goes through ``object.__setattr__`` (~500 → ~280 ns
-for a ``ToolCallDelta``); they compare, hash, print and refuse assignment as the generated ones do.
+The module is compiled (mypyc, ``pyproject.toml``): ``Reasoning`` and ``ToolCallDelta`` are made once per token
+and every compiled module tells the parts apart by type (a tool-call stream: ~5% fewer instructions per event).
+Each class writes its own ``__init__`` (``@dataclass``'s would run in the interpreter), ``__hash__`` and
+``__reduce__`` (pickling); its fields are ``Final`` (the type checker refuses an assignment, the compiled class
+raises ``AttributeError``); ``@dataclass`` gives ``==`` and ``repr``. A ``Finish`` holds a dict (``provider_data``)
+and is not hashed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 __all__ = ["Finish", "Part", "Reasoning", "ToolCallDelta", "ToolCallStart", "Usage"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-    estimated: bool = False
+    prompt_tokens: Final[int]
+    completion_tokens: Final[int]
+    estimated: Final[bool]
     """Counted by the gateway (the upstream reported none, or the stream was cut short)."""
+
+    def __init__(self, prompt_tokens: int, completion_tokens: int, estimated: bool = False) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        self.estimated = estimated
+
+    def __hash__(self) -> int:
+        return hash((self.prompt_tokens, self.completion_tokens, self.estimated))
+
+    def __reduce__(self) -> tuple[type, tuple[int, int, bool]]:
+        return Usage, (self.prompt_tokens, self.completion_tokens, self.estimated)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -40,52 +53,72 @@ class Usage:
         }
 
 
-def _setter(cls: type, name: str) -> Callable[[Any, Any], None]:
-    """The setter of slot ``name`` of ``cls`` (it bypasses a frozen class's ``__setattr__``: for ``__init__``)."""
-    setter: Callable[[Any, Any], None] = vars(cls)[name].__set__
-    return setter
-
-
-@dataclass(frozen=True, slots=True, init=False)
+@dataclass(slots=True)
 class Reasoning:
-    text: str
+    text: Final[str]
 
     def __init__(self, text: str) -> None:
-        _set_text(self, text)
+        self.text = text
+
+    def __hash__(self) -> int:
+        return hash((self.text,))
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        return Reasoning, (self.text,)
 
 
-_set_text = _setter(Reasoning, "text")
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolCallStart:
-    index: int
-    id: str
-    name: str
+    index: Final[int]
+    id: Final[str]
+    name: Final[str]
+
+    def __init__(self, index: int, id: str, name: str) -> None:
+        self.index = index
+        self.id = id
+        self.name = name
+
+    def __hash__(self) -> int:
+        return hash((self.index, self.id, self.name))
+
+    def __reduce__(self) -> tuple[type, tuple[int, str, str]]:
+        return ToolCallStart, (self.index, self.id, self.name)
 
 
-@dataclass(frozen=True, slots=True, init=False)
+@dataclass(slots=True)
 class ToolCallDelta:
-    index: int
-    arguments: str
+    index: Final[int]
+    arguments: Final[str]
 
     def __init__(self, index: int, arguments: str) -> None:
-        _set_index(self, index)
-        _set_arguments(self, arguments)
+        self.index = index
+        self.arguments = arguments
+
+    def __hash__(self) -> int:
+        return hash((self.index, self.arguments))
+
+    def __reduce__(self) -> tuple[type, tuple[int, str]]:
+        return ToolCallDelta, (self.index, self.arguments)
 
 
-_set_index = _setter(ToolCallDelta, "index")
-_set_arguments = _setter(ToolCallDelta, "arguments")
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finish:
-    reason: str = "stop"
+    reason: Final[str]
     """``stop``, ``length``, ``tool_calls``, ``content_filter`` (OpenAI's names)."""
-    usage: Usage | None = None
-    provider_data: dict[str, Any] | None = None
+    usage: Final[Usage | None]
+    provider_data: Final[dict[str, Any] | None]
     """What the client must send back on the assistant message of the next turn for the upstream to accept it
     (e.g. Anthropic thinking signatures). Opaque to clients."""
+
+    def __init__(
+        self, reason: str = "stop", usage: Usage | None = None, provider_data: dict[str, Any] | None = None,
+    ) -> None:
+        self.reason = reason
+        self.usage = usage
+        self.provider_data = provider_data
+
+    def __reduce__(self) -> tuple[type, tuple[str, Usage | None, dict[str, Any] | None]]:
+        return Finish, (self.reason, self.usage, self.provider_data)
 
 
 Part = str | Reasoning | ToolCallStart | ToolCallDelta

@@ -130,13 +130,13 @@ class _ChunkReader:
             self.done = True
             self.resp.stop()
             return
-        chunk = loads(data)
+        chunk: dict[str, Any] = loads(data)  # (typed: compiled lookups; another JSON value is a TypeError: a 502)
         if event == b"error" or "error" in chunk:
             raise _midstream_error(chunk)
         choices = chunk.get("choices")
         if choices:
-            choice = choices[0]
-            delta = choice.get("delta")
+            choice: dict[str, Any] = choices[0]
+            delta: dict[str, Any] | None = choice.get("delta")
             if delta:
                 text = delta.get("content")
                 if text:
@@ -150,7 +150,7 @@ class _ChunkReader:
             fr = choice.get("finish_reason")
             if fr and self.reason is None:
                 self.reason = _FINISH.get(fr, fr)
-        u = chunk.get("usage")
+        u: dict[str, Any] | None = chunk.get("usage")
         if u:
             self.usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
 
@@ -165,13 +165,15 @@ class _ChunkReader:
                 if text:
                     self.emit(Reasoning(text))
         if calls:
+            fragment: dict[str, Any]
             for fragment in calls:
                 index = fragment.get("index")
                 if index is not None and not fragment.get("id"):
                     known = self._by_index.get(index)
                     if known is not None:  # the next piece of a known call (the usual fragment)
                         self._last = known
-                        arguments = (fragment.get("function") or {}).get("arguments")
+                        function: dict[str, Any] = fragment.get("function") or {}
+                        arguments = function.get("arguments")
                         if arguments:
                             self.emit(ToolCallDelta(known, arguments))
                         continue
@@ -180,7 +182,7 @@ class _ChunkReader:
     def _tool_fragment(self, fragment: dict[str, Any], index: int | None) -> None:
         """A fragment that starts a call, or continues one without naming a known ``index``."""
         call_id = fragment.get("id") or None
-        function = fragment.get("function") or {}
+        function: dict[str, Any] = fragment.get("function") or {}
         ours: int | None
         if call_id is not None:
             ours = self._by_id.get(call_id)
