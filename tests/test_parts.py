@@ -173,7 +173,7 @@ def test_python_client_events_and_next_turn(demo_gateway: GatewayProcess) -> Non
 
 def test_the_part_values_compare_hash_pickle_and_refuse_assignment() -> None:
     """The parts are plain immutable values (``ssegate.parts``, compiled): equal by their fields, hashable (all but
-    ``Finish``, which holds a dict), pickled and read back equal, and, compiled, an assignment raises ``AttributeError``."""
+    ``Finish``, which holds a dict), pickled and read back equal; compiled, an assignment raises ``AttributeError``."""
     import pickle
 
     from ssegate import parts

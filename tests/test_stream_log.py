@@ -105,3 +105,41 @@ def test_each_line_is_its_own_record(kept: Keep) -> None:
         stream_log.removeFilter(stamp)
     first, second = kept.records[-2:]
     assert first.msg == "changed" and second.msg == "stream ended" and not hasattr(second, "stamped")
+
+
+def test_plain_stream_handlers_get_the_line_as_the_logging_module_would_give_it() -> None:
+    """The end line goes to a plain ``StreamHandler`` without the logging module's handler calls (``_handle``),
+    and still by its rules: each handler's level, the handler's filters, ``propagate``, a disabled logger, and the
+    formatter of each handler (none: the default one)."""
+    import io
+
+    parent = logging.getLogger("ssegate")
+    saved = (parent.handlers[:], parent.propagate, stream_log.level, stream_log.propagate, stream_log.handlers[:])
+    quiet, loud, mine, dropped = io.StringIO(), io.StringIO(), io.StringIO(), io.StringIO()
+    over_warning = logging.StreamHandler(quiet)
+    over_warning.setLevel(logging.WARNING)
+    formatted = logging.StreamHandler(loud)
+    formatted.setFormatter(logging.Formatter("%(levelname)s|%(message)s|%(tokens)s"))
+    filtered = logging.StreamHandler(dropped)
+    filtered.addFilter(lambda record: False)
+    try:
+        parent.handlers[:] = [over_warning, formatted, filtered]
+        parent.propagate = False
+        stream_log.handlers[:] = [logging.StreamHandler(mine)]
+        stream_log.propagate = True
+        stream_log.setLevel(logging.INFO)
+        module._templates.clear()
+        StreamLogger().ended(OUTCOME)
+        assert quiet.getvalue() == "" and dropped.getvalue() == ""
+        assert loud.getvalue() == "INFO|stream ended|3\n"
+        assert mine.getvalue() == "stream ended\n"  # no formatter: the logging module's default one
+        stream_log.propagate = False  # the parent's handlers no longer get it
+        StreamLogger().ended(OUTCOME)
+        assert loud.getvalue() == "INFO|stream ended|3\n" and mine.getvalue() == "stream ended\n" * 2
+        stream_log.disabled = True
+        StreamLogger().ended(OUTCOME)
+        assert mine.getvalue() == "stream ended\n" * 2
+    finally:
+        stream_log.disabled = False
+        parent.handlers[:], parent.propagate, level, stream_log.propagate, stream_log.handlers[:] = saved
+        stream_log.setLevel(level)

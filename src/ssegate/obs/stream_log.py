@@ -6,9 +6,11 @@ The end line carries the model asked for, the caller (a key fingerprint), the ou
 upstream attempts, and who answered: ``model_entry`` (the routing file's name of the model, wildcards as written,
 ``*`` without a file) and ``deployment`` (its label, never its key): an access log for streams. The start line
 (``debug``) adds the request's size; with ``SSEGATE_LOG_PROMPTS=1`` it is logged at ``info`` and carries the
-prompt's text. A log line costs ~58k instructions (``python -m bench.callgrind`` at ``info`` and at ``warning``),
-a thirteenth of a short stream's, most of it the logging module's own handler work and the JSON formatter, so one
-per stream at ``info``, not two.
+prompt's text. A log line costs ~52k instructions (``python -m bench.callgrind`` at ``info`` and at ``warning``),
+a twelfth of a short stream's, most of it the JSON formatter and the record, so one per stream at ``info``, not
+two. A plain ``StreamHandler`` (``ssegate serve``'s, to stderr) is written to here, compiled, by the logging
+module's rules (``_handle``: levels, filters, ``propagate``); any other handler gets the line through its own
+``handle``.
 
 The end line's record is a copy of one the logging module made for this logger, level and message in this
 process (``logging.makeRecord``, once), with its time set now and the stream's fields added: ~30% of the line's
@@ -68,7 +70,64 @@ def _log(level: int, msg: str, extra: dict[str, Any], func: str) -> None:
             task = None
         fields["taskName"] = task.get_name() if task is not None else None
     fields.update(extra)
-    stream_log.handle(record)
+    _handle(record)
+
+
+_STOCK: Final = (logging.Logger.handle, logging.Logger.callHandlers)
+
+
+def _handle(record: logging.LogRecord) -> None:
+    """``stream_log.handle(record)``, with a plain ``StreamHandler`` (``ssegate serve``'s: stderr) written to here,
+    compiled, as its ``handle`` would; any other handler, a filter on the logger or a logger class of its own
+    goes the logging module's way."""
+    logger = stream_log
+    if (logger.disabled or logger.filters
+            or (type(logger).handle, type(logger).callHandlers) != _STOCK):
+        logger.handle(record)
+        return
+    level = record.levelno
+    found = 0
+    c: logging.Logger | None = logger
+    while c is not None:
+        for handler in c.handlers:
+            found += 1
+            if level >= handler.level:
+                if type(handler) is logging.StreamHandler and not handler.filters:
+                    _emit(handler, record)
+                else:
+                    handler.handle(record)
+        c = c.parent if c.propagate else None
+    if not found:  # the logging module's last resort, or its warning that there is no handler
+        logger.callHandlers(record)
+
+
+def _emit(handler: logging.StreamHandler[Any], record: logging.LogRecord) -> None:
+    """``StreamHandler.handle(record)`` of a handler without filters: its lock, its format, one write, a flush."""
+    lock = handler.lock
+    if lock:
+        lock.acquire()
+    try:
+        formatter = handler.formatter or logging._defaultFormatter  # type: ignore[attr-defined]
+        stream: Any = handler.stream
+        stream.write(formatter.format(record) + handler.terminator)
+        if stream and hasattr(stream, "flush"):
+            stream.flush()
+    except RecursionError:
+        raise
+    except Exception:
+        handler.handleError(record)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _enabled(level: int) -> bool:
+    """``stream_log.isEnabledFor(level)`` from the logger's own cache when it has the answer."""
+    if stream_log.disabled:
+        return False
+    cache: dict[int, bool] | None = getattr(stream_log, "_cache", None)
+    known = cache.get(level) if cache is not None else None
+    return stream_log.isEnabledFor(level) if known is None else known
 
 
 class StreamLogger:
@@ -77,7 +136,7 @@ class StreamLogger:
 
     def started(self, started: Started) -> None:
         level = logging.INFO if self.log_prompts else logging.DEBUG  # an operator who asked for prompts gets them
-        if not stream_log.isEnabledFor(level):
+        if not _enabled(level):
             return
         request = started.request
         extra: dict[str, Any] = {
@@ -94,7 +153,7 @@ class StreamLogger:
         stream_log.log(level, "stream started", extra=extra)
 
     def ended(self, outcome: Outcome) -> None:
-        if not stream_log.isEnabledFor(logging.INFO):
+        if not _enabled(logging.INFO):
             return
         extra: dict[str, Any] = {
             "stream_id": outcome.stream_id,
