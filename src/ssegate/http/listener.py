@@ -12,7 +12,9 @@ more are waiting (``TCP_INFO`` of a listening socket: one system call, no accept
 they are accepted later in the same turn and handed to the loop (``connect_accepted_socket``: the same
 transport, with ``TCP_NODELAY``, as uvloop's own server makes; ~10 µs more per connection than uvloop's
 accept). A connection that arrives alone costs that one
-``getsockopt``; a burst is accepted in one turn instead of one turn each. When accepting fails (out of
+``getsockopt``; a burst is accepted in one turn instead of one turn each. (Accepted with ``socket._accept`` into a
+socket whose family and type read as numbers, which uvloop compares: ``socket.socket`` makes an enum of each in
+Python, at each of uvloop's three reads; uvicorn's protocol factory is given the loop.) When accepting fails (out of
 descriptors or memory), the rest waits for uvloop's own accept, which handles it.
 
 ``AcceptingLoop.create_server`` does this for a server on a bound socket without TLS, on Linux (what ``ssegate
@@ -57,7 +59,7 @@ class _Drain:
         self._sock = sock
         # uvicorn's factory takes the loop (its protocol otherwise asks asyncio for it: a getpid on Python 3.11)
         self._factory: Callable[[], asyncio.Protocol] = (
-            functools.partial(factory, _loop=loop) if "_loop" in inspect.signature(factory).parameters else factory)
+            functools.partial(factory, _loop=loop) if _takes_loop(factory) else factory)
         self._kind = (int(sock.family), int(sock.type), sock.proto)
         self._scheduled = False
         self.server: asyncio.AbstractServer | None = None
@@ -86,6 +88,13 @@ class _Drain:
                 logger.error("cannot accept connections: %s", exc.strerror or exc)
                 return
             _step(loop.connect_accepted_socket(self._factory, conn))
+
+
+def _takes_loop(factory: Callable[..., asyncio.Protocol]) -> bool:
+    try:
+        return "_loop" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a callable without a signature to read
+        return False
 
 
 class _Accepted(socket.socket):
