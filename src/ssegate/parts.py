@@ -13,22 +13,29 @@ when every ``ToolCallDelta`` comes after the ``ToolCallStart`` of its index; ``F
 values with no behaviour and no third-party imports: the client, the core and every provider share them.
 The module is compiled (mypyc, ``pyproject.toml``): ``Reasoning`` and ``ToolCallDelta`` are made once per token
 and every compiled module tells the parts apart by type (a tool-call stream: ~5% fewer instructions per event).
-Each class writes its own ``__init__`` (``@dataclass``'s would run in the interpreter), ``__hash__`` and
-``__reduce__`` (pickling); its fields are ``Final`` (the type checker refuses an assignment, the compiled class
-raises ``AttributeError``); ``@dataclass`` gives ``==`` and ``repr``. A ``Finish`` holds a dict (``provider_data``)
-and is not hashed.
+Each class writes its own ``__init__`` (``@dataclass``'s would run in the interpreter); its fields are ``Final``
+(the type checker refuses an assignment, the compiled class raises ``AttributeError``); ``@dataclass`` gives ``==``,
+``repr`` and (``unsafe_hash``: nothing assigns the fields) ``hash``, ``_Value`` pickling. A ``Finish`` holds a dict
+(``provider_data``) and is not hashed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Final
 
 __all__ = ["Finish", "Part", "Reasoning", "ToolCallDelta", "ToolCallStart", "Usage"]
 
 
-@dataclass(slots=True)
-class Usage:
+class _Value:
+    """What the part values share: pickled as their class and their fields' values."""
+
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        return type(self), tuple(getattr(self, f.name) for f in fields(self))  # type: ignore[arg-type]
+
+
+@dataclass(slots=True, unsafe_hash=True)
+class Usage(_Value):
     prompt_tokens: Final[int]
     completion_tokens: Final[int]
     estimated: Final[bool]
@@ -39,12 +46,6 @@ class Usage:
         self.completion_tokens = completion_tokens
         self.estimated = estimated
 
-    def __hash__(self) -> int:
-        return hash((self.prompt_tokens, self.completion_tokens, self.estimated))
-
-    def __reduce__(self) -> tuple[type, tuple[int, int, bool]]:
-        return Usage, (self.prompt_tokens, self.completion_tokens, self.estimated)
-
     def as_dict(self) -> dict[str, object]:
         return {
             "prompt_tokens": self.prompt_tokens,
@@ -53,22 +54,16 @@ class Usage:
         }
 
 
-@dataclass(slots=True)
-class Reasoning:
+@dataclass(slots=True, unsafe_hash=True)
+class Reasoning(_Value):
     text: Final[str]
 
     def __init__(self, text: str) -> None:
         self.text = text
 
-    def __hash__(self) -> int:
-        return hash((self.text,))
 
-    def __reduce__(self) -> tuple[type, tuple[str]]:
-        return Reasoning, (self.text,)
-
-
-@dataclass(slots=True)
-class ToolCallStart:
+@dataclass(slots=True, unsafe_hash=True)
+class ToolCallStart(_Value):
     index: Final[int]
     id: Final[str]
     name: Final[str]
@@ -78,15 +73,9 @@ class ToolCallStart:
         self.id = id
         self.name = name
 
-    def __hash__(self) -> int:
-        return hash((self.index, self.id, self.name))
 
-    def __reduce__(self) -> tuple[type, tuple[int, str, str]]:
-        return ToolCallStart, (self.index, self.id, self.name)
-
-
-@dataclass(slots=True)
-class ToolCallDelta:
+@dataclass(slots=True, unsafe_hash=True)
+class ToolCallDelta(_Value):
     index: Final[int]
     arguments: Final[str]
 
@@ -94,15 +83,9 @@ class ToolCallDelta:
         self.index = index
         self.arguments = arguments
 
-    def __hash__(self) -> int:
-        return hash((self.index, self.arguments))
-
-    def __reduce__(self) -> tuple[type, tuple[int, str]]:
-        return ToolCallDelta, (self.index, self.arguments)
-
 
 @dataclass(slots=True)
-class Finish:
+class Finish(_Value):
     reason: Final[str]
     """``stop``, ``length``, ``tool_calls``, ``content_filter`` (OpenAI's names)."""
     usage: Final[Usage | None]
@@ -116,9 +99,6 @@ class Finish:
         self.reason = reason
         self.usage = usage
         self.provider_data = provider_data
-
-    def __reduce__(self) -> tuple[type, tuple[str, Usage | None, dict[str, Any] | None]]:
-        return Finish, (self.reason, self.usage, self.provider_data)
 
 
 Part = str | Reasoning | ToolCallStart | ToolCallDelta

@@ -537,15 +537,11 @@ class _Cycle(RequestResponseCycle):
         elif not more_body:
             self.transport.write(b"0\r\n\r\n")
         if not more_body:
-            self.response_complete = True
-            self.message_event.set()
-            if not self.keep_alive:
-                self.transport.close()
-            self.on_response()
+            _complete(self)
 
 
 class _Signal:
-    """``asyncio.Event``'s ``set``, ``clear``, ``is_set`` and ``wait``, compiled, as a request cycle's
+    """``asyncio.Event``'s ``set``, ``clear`` and ``wait`` (what uvicorn calls), compiled, as a request cycle's
     ``message_event`` (set at each piece of the body, at its end, at the response's end and at a disconnect;
     awaited by ``receive``). The same rules as asyncio's: ``set`` wakes every waiter and stays set until
     ``clear``; a waiter cancelled after it was woken takes nothing from the others. Told its loop, where asyncio's
@@ -555,9 +551,6 @@ class _Signal:
         self._loop = loop
         self._value = False
         self._waiters: list[asyncio.Future[None]] = []
-
-    def is_set(self) -> bool:
-        return self._value
 
     def set(self) -> None:
         if not self._value:
@@ -579,6 +572,16 @@ class _Signal:
             return True
         finally:
             self._waiters.remove(waiter)
+
+
+def _complete(cycle: RequestResponseCycle) -> None:
+    """A response's last bytes were written: what uvicorn's ``send`` does then (the connection closed unless kept
+    alive, the protocol told, which reads the next request)."""
+    cycle.response_complete = True
+    cycle.message_event.set()
+    if not cycle.keep_alive:
+        cycle.transport.close()
+    cycle.on_response()
 
 
 def _nothing() -> None:
@@ -701,9 +704,5 @@ def write_start(send: Send, status: int, headers: list[tuple[bytes, bytes]], bod
     cycle.expected_content_length = 0
     cycle.transport.write(b"".join(content))
     if not more_body:
-        cycle.response_complete = True
-        cycle.message_event.set()
-        if not cycle.keep_alive:
-            cycle.transport.close()
-        cycle.on_response()
+        _complete(cycle)
     return True

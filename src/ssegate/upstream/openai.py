@@ -40,7 +40,7 @@ __all__ = ["OpenAIProvider"]
 loads: Final = orjson.loads
 
 _FINISH: Final = {"stop": "stop", "length": "length", "content_filter": "content_filter", "tool_calls": "tool_calls",
-           "function_call": "tool_calls", "eos": "stop", "end_turn": "stop"}
+                  "function_call": "tool_calls", "eos": "stop", "end_turn": "stop"}
 
 
 def _outgoing(message: Message) -> Message:
