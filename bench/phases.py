@@ -49,13 +49,15 @@ PROBES: tuple[tuple[str, str, str], ...] = (
     ("accepted", "ssegate.http.uvicorn_glue", "BoundedRequestProtocol.connection_made"),
     ("request read", "ssegate.http.uvicorn_glue", "BoundedRequestProtocol.data_received"),
     ("app called", "ssegate.http.standalone", "SSEGateApp.__call__"),
-    ("body validated", "ssegate.gateway", "Gateway.start_generation"),
+    ("body validated", "ssegate.http.starts", "start_generation"),
     ("routed", "ssegate.core.generation", "StreamHub.start"),
     ("response called", "ssegate.http.response", "EventStreamResponse.__call__"),
     ("producer running", "ssegate.core.generation", "Generation._run"),
     ("upstream request written", "ssegate.upstream.httpclient", "Pool._exchange"),
     ("upstream read", "ssegate.upstream.httpclient", "_Connection.data_received"),
-    ("first event written", "ssegate.http.response", "write_start"),  # response.py's name for it is the one called
+    # the start with the first events, in one write: from the task (write_start) or from the commit's callback
+    ("first event written", "ssegate.http.uvicorn_glue", "send_start"),
+    ("first event written", "ssegate.http.response", "send_start"),  # response.py's name for it is the one called
 )
 
 STEPS: tuple[tuple[str, str, str], ...] = (

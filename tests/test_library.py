@@ -251,20 +251,23 @@ def _own_app(middleware: str) -> FastAPI:
     return app
 
 
-@pytest.mark.parametrize(("make", "middleware", "http", "fast"), [
-    pytest.param(_serve_app, "", BoundedRequestProtocol, True, id="ssegate-serve-app"),
-    pytest.param(_serve_app, "cors", BoundedRequestProtocol, True, id="ssegate-serve-app+cors"),
-    pytest.param(_serve_app, "BaseHTTPMiddleware", BoundedRequestProtocol, False, id="ssegate-serve-app+basehttp"),
-    pytest.param(_own_app, "", "httptools", False, id="own-app"),
-    pytest.param(_own_app, "", BoundedRequestProtocol, False, id="own-app-on-ssegate-protocol"),
-    pytest.param(_own_app, "GZipMiddleware", "httptools", False, id="own-app+gzip"),
+@pytest.mark.parametrize(("make", "middleware", "http", "fast", "pushed"), [
+    pytest.param(_serve_app, "", BoundedRequestProtocol, True, True, id="ssegate-serve-app"),
+    pytest.param(_serve_app, "cors", BoundedRequestProtocol, True, False, id="ssegate-serve-app+cors"),
+    pytest.param(_serve_app, "BaseHTTPMiddleware", BoundedRequestProtocol, False, False,
+                 id="ssegate-serve-app+basehttp"),
+    pytest.param(_own_app, "", "httptools", False, False, id="own-app"),
+    pytest.param(_own_app, "", BoundedRequestProtocol, False, False, id="own-app-on-ssegate-protocol"),
+    pytest.param(_own_app, "GZipMiddleware", "httptools", False, False, id="own-app+gzip"),
 ])
 def test_the_fast_path_is_taken_only_with_nothing_in_between(make: Callable[[str], FastAPI], middleware: str,
-                                                              http: Any, fast: bool) -> None:
+                                                              http: Any, fast: bool, pushed: bool) -> None:
     """Under ``ssegate serve``'s own app and protocol, with no middleware but the known-safe ones, a stream's
     events are written to the transport directly (few body messages through ``send`` for many events); with a
     middleware that wraps ``send`` (``BaseHTTPMiddleware``, GZip), or in an application's own app, every event
-    goes through ``send`` and none around it."""
+    goes through ``send`` and none around it. Where nothing at all stands between the response and the server
+    (the direct routes: no CORS either), the status, headers and first event go out from a callback of the append
+    that commits the stream (``start_pushed``); anywhere else the waiting task sends them."""
     app = make(middleware)
     gate = app.state.gateway
     responses: list[EventStreamResponse] = []
@@ -285,6 +288,7 @@ def test_the_fast_path_is_taken_only_with_nothing_in_between(make: Callable[[str
     assert [e.event for e in events] == ["start"] + ["message"] * 40 + ["done"]
     [response] = responses
     assert response.fast_path is fast
+    assert response.start_pushed is pushed
     if fast:
         assert response.body_sends <= len(events) // 4, response.body_sends
     else:

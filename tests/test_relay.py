@@ -316,14 +316,16 @@ def test_the_one_write_start_refuses_the_header_bytes_uvicorn_refuses() -> None:
 
 
 def test_the_start_sent_with_the_first_body_keeps_http_framing(gateway: GatewayProcess, upstream: FakeUpstream) -> None:
-    """``ssegate serve`` writes a stream's status, headers and first events in one write (uvicorn_glue.write_start):
+    """``ssegate serve`` writes a stream's status, headers and first events in one write (``uvicorn_glue.send_start``,
+    from the callback of the append that commits the stream, or from the response's task through ``write_start``):
     the bytes are the same HTTP as through the server's ``send``; a kept-alive connection carries the next request,
     and ``Connection: close`` gets its header and the connection closed after the last chunk."""
     sock = socket.create_connection(("127.0.0.1", gateway.port))
     sock.settimeout(15)
     try:
-        for close in (False, False, True):
-            prompt = upstream.script(Script(deltas=["one ", "two"]))
+        # all at once (the task writes the start with every event), then spread out (the commit's callback does)
+        for close, delay in ((False, 0.0), (False, 0.05), (True, 0.05)):
+            prompt = upstream.script(Script(deltas=["one ", "two"], delay=delay))
             body = chat_body(prompt)
             extra = b"Connection: close\r\n" if close else b""
             sock.sendall(b"POST /v1/chat/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%s"

@@ -39,10 +39,11 @@ from .core.limits import Limits
 from .core.log import MemoryEventLog
 from .core.request import ChatRequest
 from .core.source import SourceProducer
-from .errors import InvalidRequest, NotFound, ShuttingDown, error_from_code
+from .errors import NotFound, error_from_code
+from .http import starts
 from .http.aisdk.chats import ChatStreams
 from .http.auth import fingerprint, identity
-from .http.chat_body import ChatCompletionIn, chat_request
+from .http.chat_body import ChatCompletionIn
 from .http.encoders import NativeEncoder
 from .http.response import EventStreamResponse, Follows, StreamEncoder
 from .http.routes.deps import SCOPE_KEY
@@ -134,7 +135,7 @@ class Gateway:
         A disconnect (without a grace) or a cancel closes ``source``; a ``GatewayError`` it raises is its typed
         error, any other exception ``internal_error`` with no detail."""
         owner = identity(request, self.settings, self.routing.client_keys)
-        self.admit(owner)
+        starts.admit(self, owner)
         chat = ChatRequest([], model, resume_grace_s=resume_grace_s)
         gen = self.hub.start(chat, owner, SourceProducer(source))
         return self.follow(gen, NativeEncoder(gen.stream_id, self.settings.retry_ms))
@@ -149,7 +150,8 @@ class Gateway:
         if model is not None:
             raw["model"] = model
         body = ChatCompletionIn.model_validate(raw)
-        gen = self.start_generation(chat_request(body, raw, self.default_model(model)), APP_OWNER)
+        chat = starts.chat_request(body, raw, starts.default_model(self, model))
+        gen = starts.start_generation(self, chat, APP_OWNER)
         gen.committed = True  # no HTTP status to hold: retries may use the first-token deadline
         log = gen.log
         cursor = 1
@@ -233,36 +235,19 @@ class Gateway:
         """Every deployment's provider in the current routing table, the default model's first."""
         return self.routing.table.providers
 
+    # (the steps of a stream's start are compiled functions: ``http/starts.py``)
     def default_model(self, model: str | None) -> str:
-        chosen = self.routing.default_model(model)
-        if not chosen:
-            where = "the routing file's first model is a wildcard" if self.settings.config else "set SSEGATE_MODEL"
-            raise InvalidRequest(f"no model given: pass 'model' (GET /v1/models lists them; {where})")
-        return chosen
-
-    def admit(self, owner: str) -> None:
-        """Refuse a new stream when shutting down, without Redis, at the global cap or over the key's limits
-        (``limits.py``)."""
-        if self.hub.shutting_down:
-            self.metrics.rejected.labels("shutting_down").inc()
-            raise ShuttingDown("the server is shutting down", retry_after=1.0)
-        if self.replicas is not None and not self.replicas.healthy:
-            self.metrics.rejected.labels("overloaded").inc()
-            self.replicas.require()
-        self.limits.admit(owner)
+        return starts.default_model(self, model)
 
     def start_generation(self, request: ChatRequest, owner: str) -> Generation:
-        """Route the request (404 ``model_not_found``; a 400 naming a field its upstream cannot honour), admit it,
-        start it."""
-        route = self.routing.route(request, owner)
-        self.admit(owner)
-        return self.hub.start(request, owner, route)
+        return starts.start_generation(self, request, owner)
 
     def stream_response(self, request: ChatRequest, owner: str) -> EventStreamResponse:
-        gen = self.start_generation(request, owner)
-        return self.follow(gen, NativeEncoder(gen.stream_id, self.settings.retry_ms))
+        return starts.stream_response(self, request, owner)
 
     def follow(self, gen: Generation, encoder: StreamEncoder) -> EventStreamResponse:
+        """The response that follows ``gen`` (every stream's, ``starts.py``'s too: where an application or a test
+        may watch the responses made)."""
         s = self.settings
         return EventStreamResponse(
             gen.log, encoder, gen=gen, commit=True, heartbeat_s=s.heartbeat_s, send_timeout_s=s.send_timeout_s,

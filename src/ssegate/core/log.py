@@ -115,15 +115,16 @@ class StreamLog:
         self.first_seq += drop
 
     def wake(self) -> None:
-        """Tell every follower to look again (after an append, or when the stream's state changed)."""
+        """Tell every follower to look again (after an append, or when the stream's state changed): the listeners
+        first, which may write to their clients right here, then the waiters, whose tasks run later."""
+        if self._listeners:
+            for listener in self._listeners:
+                listener()
         if self._waiters:
             waiters, self._waiters = self._waiters, None
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
-        if self._listeners:
-            for listener in self._listeners:
-                listener()
 
     def listen(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` at every ``wake`` until ``unlisten``; it runs inside the appender and must not block

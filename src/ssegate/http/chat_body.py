@@ -1,4 +1,4 @@
-"""Request bodies of the chat endpoints: OpenAI's Chat Completions shapes, validated, turned into a ``ChatRequest``.
+"""Request bodies of the chat endpoints: OpenAI's Chat Completions shapes, validated.
 
 The models below check every field a client may send (CONTRACT §3.1, §7), so a wrong shape is a 400/422 that
 names it (``messages.2.tool_call_id: Field required``). What is forwarded upstream is the client's own JSON, not a
@@ -7,8 +7,9 @@ image parts, tool-call ids and every field the gateway does not own exactly as t
 
 ``NativeChatIn`` (``POST /v1/chat/stream``) accepts the fields of CONTRACT §3 and refuses others;
 ``ChatCompletionIn`` (``POST /v1/chat/completions``) accepts any field and passes those it does not own through.
-Fields ssegate cannot relay (``logprobs``, ``top_logprobs``, ``n`` > 1) are refused here, on both endpoints and for
-every upstream, with a 400 naming them (not the 422 of an unknown field: the message says why).
+Fields ssegate cannot relay (``logprobs``, ``top_logprobs``, ``n`` > 1) are refused on both endpoints and for every
+upstream, with a 400 naming them (not the 422 of an unknown field: the message says why), by ``starts.chat_request``,
+which turns a validated body into the ``ChatRequest`` (compiled: these models cannot be).
 """
 
 from __future__ import annotations
@@ -17,10 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..core.request import ChatRequest
-from ..errors import InvalidRequest
-
-__all__ = ["OWNED_FIELDS", "ChatCompletionIn", "NativeChatIn", "chat_request"]
+__all__ = ["OWNED_FIELDS", "ChatCompletionIn", "NativeChatIn"]
 
 MAX_TEXT = 1_000_000
 """Characters in one text field (a message's content, one part's text)."""
@@ -187,23 +185,6 @@ class _ChatIn(BaseModel):
     top_logprobs: int | None = None
     """Refused (a 400): ssegate does not relay log probabilities."""
 
-    def _check(self) -> None:
-        if self.n is not None and self.n != 1:
-            raise InvalidRequest("n: ssegate relays one choice per request (n=1); send n separate requests")
-        if self.logprobs or self.top_logprobs is not None:
-            field = "logprobs" if self.logprobs else "top_logprobs"
-            raise InvalidRequest(f"{field}: ssegate does not relay log probabilities")
-        fmt = self.response_format
-        if fmt is not None and fmt.type == "json_schema" and fmt.json_schema is None:
-            raise InvalidRequest("response_format: type 'json_schema' needs a 'json_schema' object")
-        if isinstance(self.tool_choice, NamedToolChoice):
-            names = {t.function.name for t in self.tools or []}
-            if self.tool_choice.function.name not in names:
-                raise InvalidRequest(f"tool_choice names the function {self.tool_choice.function.name!r}, "
-                                     "which is not in tools")
-        if self.tool_choice is not None and self.tool_choice != "none" and not self.tools:
-            raise InvalidRequest("tool_choice is set, but tools is empty")
-
 
 class NativeChatIn(_ChatIn):
     """``POST /v1/chat/stream`` (CONTRACT §3)."""
@@ -237,31 +218,3 @@ OWNED_FIELDS = frozenset({
     "top_logprobs", "resume_grace_s",
 })
 """Request fields the gateway reads itself; every other field of ``ChatCompletionIn`` is passed through."""
-
-
-def chat_request(body: _ChatIn, raw: dict[str, Any], model: str) -> ChatRequest:
-    """The ``ChatRequest`` for a validated body; ``raw`` is the same body as parsed JSON (what is forwarded)."""
-    body._check()
-    if isinstance(body, ChatCompletionIn) and "resume_grace_s" in raw:
-        raise InvalidRequest("resume_grace_s: OpenAI clients do not resume streams; use POST /v1/chat/stream")
-    stop = body.stop
-    stops = [stop] if isinstance(stop, str) else stop
-    max_tokens, field = body.max_tokens, "max_tokens"
-    if isinstance(body, ChatCompletionIn) and body.max_completion_tokens is not None:
-        max_tokens, field = body.max_completion_tokens, "max_completion_tokens"
-    extra = {k: v for k, v in raw.items() if k not in OWNED_FIELDS} if isinstance(body, ChatCompletionIn) else {}
-    return ChatRequest(
-        messages=raw["messages"],
-        model=model,
-        max_tokens=max_tokens,
-        temperature=body.temperature,
-        stop=stops or None,
-        tools=raw.get("tools") or None,
-        tool_choice=raw.get("tool_choice"),
-        parallel_tool_calls=body.parallel_tool_calls,
-        response_format=raw.get("response_format"),
-        reasoning_effort=body.reasoning_effort,
-        extra=extra,
-        max_tokens_field=field,
-        resume_grace_s=getattr(body, "resume_grace_s", None),
-    )

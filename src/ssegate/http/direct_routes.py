@@ -6,9 +6,11 @@ stream (docs/benchmarks.md, setup cost). ``SSEGateApp`` hands these two paths to
 framework sees them, when nothing needs to wrap them (no CORS configured). It does what the FastAPI routes and
 middleware do, with the same parts: the body limit (``MAX_BODY_BYTES``, 413), the body parsed and checked with the
 very models the routes declare (so errors are worded the same and the OpenAPI docs stay true), the caller
-identified, the same endpoint functions (``routes/native.py``, ``routes/openai_chat.py``), and an unexpected
-exception answered as ``internal_error`` without detail. Mounted in another application, ``Gateway.router`` serves
-these paths through FastAPI as usual.
+identified (``auth.identity``), the same endpoint functions (``starts.py``), and an unexpected exception answered
+as ``internal_error`` without detail. The two headers it reads (``Content-Length``, ``Content-Type``) are looked
+up in the scope's raw list, and the models' validator is called directly: with ``starts.py`` compiled, no Python
+frame runs between the server's request cycle and the generation but ``Gateway.follow``. Mounted in another
+application, ``Gateway.router`` serves these paths through FastAPI as usual.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from starlette.types import Receive, Scope, Send
 
 from ..errors import GatewayError, PayloadTooLarge
 from ..sse import dumps
+from .auth import identity
 from .chat_body import ChatCompletionIn, NativeChatIn
 from .response import json_error_response
-from .routes import native, openai_chat
-from .routes.deps import SCOPE_KEY, caller
+from .routes.deps import SCOPE_KEY
 from .routing import invalid_request
+from .starts import start_completion, start_stream
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
@@ -47,9 +50,8 @@ class DirectRoutes:
         self.gate = gate
         self.max_body = max_body
         self.paths: dict[str, Handler] = {
-            "/v1/chat/stream": self._endpoint(NativeChatIn, native.start_stream, methodcaller("body")),
-            "/v1/chat/completions": self._endpoint(ChatCompletionIn, openai_chat.start_completion,
-                                                   methodcaller("openai_body")),
+            "/v1/chat/stream": self._endpoint(NativeChatIn, start_stream, methodcaller("body")),
+            "/v1/chat/completions": self._endpoint(ChatCompletionIn, start_completion, methodcaller("openai_body")),
         }
 
     def handler(self, scope: Scope) -> Handler | None:
@@ -62,12 +64,19 @@ class DirectRoutes:
     def _endpoint(self, model: Any, start: Callable[..., Response],
                   error_body: Callable[[GatewayError], dict[str, Any]]) -> Handler:
         """The handler of one route: its body model, its endpoint function, the shape of its errors."""
+        validate = model.__pydantic_validator__.validate_python  # what ``model_validate`` calls
+
         async def handle(scope: Scope, receive: Receive, send: Send) -> None:
             try:
-                conn = HTTPConnection(scope)
-                raw = await self._json_body(conn, receive)
-                body = _validate(model, raw, conn)
-                response = start(self.gate, body, raw, caller(conn))
+                length, ctype = _body_headers(scope["headers"])
+                raw = await self._json_body(length, ctype, receive)
+                try:
+                    body = validate(raw, from_attributes=True)  # the framework's wording for a non-object
+                except ValidationError as exc:
+                    raise invalid_request(exc.errors(), "POST", ctype) from None
+                gw = self.gate
+                owner = identity(HTTPConnection(scope), gw.settings, gw.routing.client_keys)
+                response = start(gw, body, raw, owner)
             except Exception as exc:  # answered here: no framework around to do it
                 err = _as_gateway_error(exc)
                 status, content, headers = err.status, dumps(error_body(err)), _headers(err)
@@ -78,10 +87,9 @@ class DirectRoutes:
 
         return handle
 
-    async def _json_body(self, conn: HTTPConnection, receive: Receive) -> Any:
+    async def _json_body(self, length: str | None, ctype: str, receive: Receive) -> Any:
         """The request body as JSON; ``PayloadTooLarge`` past ``MAX_BODY_BYTES`` (by Content-Length, or counted)."""
         limit = self.max_body
-        length = conn.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             raise PayloadTooLarge(f"request body is over {limit} bytes")
         chunks: list[bytes] = []
@@ -97,7 +105,7 @@ class DirectRoutes:
                 raise PayloadTooLarge(f"request body is over {limit} bytes")
             chunks.append(chunk)
             more = message.get("more_body", False)
-        return _parse(conn, b"".join(chunks))
+        return _parse(ctype, b"".join(chunks))
 
 
 def _as_gateway_error(exc: Exception) -> GatewayError:
@@ -114,21 +122,25 @@ def _headers(err: GatewayError) -> dict[str, str]:
     return headers
 
 
-def _parse(conn: HTTPConnection, raw: bytes) -> Any:
+def _body_headers(headers: Any) -> tuple[str | None, str]:
+    """``Content-Length`` (None when absent) and ``Content-Type`` (empty when absent) from the scope's raw header
+    list: the first of each, as latin-1, as starlette's ``Headers.get`` reads them."""
+    length: str | None = None
+    ctype: str | None = None
+    for name, value in headers:
+        if name == b"content-length":
+            if length is None:
+                length = value.decode("latin-1")
+        elif name == b"content-type" and ctype is None:
+            ctype = value.decode("latin-1")
+    return length, ctype or ""
+
+
+def _parse(ctype: str, raw: bytes) -> Any:
     if not raw:
-        raise _invalid(conn, [{"type": "missing", "loc": ("body",), "msg": "Field required"}])
+        raise invalid_request([{"type": "missing", "loc": ("body",), "msg": "Field required"}], "POST", ctype)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise _invalid(conn, [{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error"}]) from None
-
-
-def _validate(model: type[NativeChatIn] | type[ChatCompletionIn], raw: Any, conn: HTTPConnection) -> Any:
-    try:
-        return model.model_validate(raw, from_attributes=True)  # the framework's wording for a non-object
-    except ValidationError as exc:
-        raise _invalid(conn, exc.errors()) from None
-
-
-def _invalid(conn: HTTPConnection, errors: Any) -> GatewayError:
-    return invalid_request(errors, conn.scope["method"], conn.headers.get("content-type", ""))
+        raise invalid_request([{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error"}], "POST",
+                              ctype) from None

@@ -15,7 +15,8 @@
   httptools protocol, chunked framing, not HEAD, still open), for the streaming fast path of ``response.py``.
 - ``write_start``: the response start and the first body chunk in one write (and the end of the body too, when
   it is the last), where uvicorn's ``send`` would make two or three: one packet for a stream's head and first
-  event, and one system call less per stream.
+  event, and one system call less per stream. In two steps (``start_head``, then ``send_start``) for a caller
+  that must know the start will go out before it makes the body (``response.py``'s commit in the append).
 - ``drop_if_unread``: abort a connection whose client stopped reading a response that was written in one go.
 - ``ReloadingMultiprocess``: uvicorn's worker supervisor, except that ``SIGHUP`` is forwarded to every worker
   (each reloads its routing file, running streams untouched) instead of replacing the workers, which would end
@@ -63,9 +64,14 @@ __all__ = [
     "direct_transport",
     "drop_if_unread",
     "head_limit",
+    "send_start",
     "set_disconnect_hook",
+    "start_head",
     "write_start",
 ]
+
+StartHead = tuple[RequestResponseCycle, list[bytes]]
+"""A response's head as ``start_head`` made it (the request cycle, the bytes so far), for ``send_start``."""
 
 DISCONNECT_HOOK: Final = "ssegate_on_disconnect"
 """Attribute a response sets on the server's request cycle (``send.__self__``): ``ssegate serve``'s protocol
@@ -675,25 +681,44 @@ def header_bytes_ok(names: bytes, values: bytes) -> bool:
 def write_start(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, more_body: bool) -> bool:
     """Send ``http.response.start`` and one ``http.response.body`` as uvicorn's own ``send`` would (the same bytes,
     the same state of its request cycle), in one write to the transport. False, with nothing sent, where
+    ``send`` is not uvicorn's or would not write right away (see ``start_head``): the caller then uses ``send``."""
+    head = start_head(send, status, headers)
+    if head is None:
+        return False
+    send_start(head, body, more_body)
+    return True
+
+
+def start_head(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> StartHead | None:
+    """The head of a chunked response that uvicorn's own ``send`` would write now, for ``send_start``; None where
     ``send`` is not uvicorn's or would not write right away (paused for a slow client, gone, a HEAD request, an
-    access log to write, a response already started): the caller then uses ``send``."""
+    access log to write, a response already started, a header it refuses or a framing header of the caller's).
+    Nothing is sent and nothing changes: a caller may still go another way."""
     cycle = server_cycle(send)
     if (cycle is None or cycle.response_started or cycle.disconnected or cycle.flow.write_paused
             or cycle.access_log or cycle.scope.get("method") == "HEAD" or cycle.chunked_encoding is not None):
-        return False
+        return None
     every = (*cycle.default_headers, *headers)
     # uvicorn's checks of each name and value, over all of them joined ("-" and tab are allowed where they join)
     if not header_bytes_ok(b"-".join(n for n, _ in every), b"\t".join(v for _, v in every)):
-        return False  # uvicorn's send raises for it: let it
+        return None  # uvicorn's send raises for it: let it
     content = [STATUS_LINE[status]]
     for name, value in every:
         name = name.lower()
         if name in (b"content-length", b"transfer-encoding", b"connection"):
-            return False  # framing chosen by the caller: uvicorn's send handles it
+            return None  # framing chosen by the caller: uvicorn's send handles it
         content += (name, b": ", value, b"\r\n")
     if not cycle.keep_alive:
         content.append(b"connection: close\r\n")
     content.append(b"transfer-encoding: chunked\r\n\r\n")
+    return cycle, content
+
+
+def send_start(head: StartHead, body: bytes, more_body: bool) -> None:
+    """Write a head from ``start_head`` with the first body chunk (and the end of the body, without
+    ``more_body``) in one write, leaving uvicorn's request cycle as its ``send`` would. Only right after
+    ``start_head``, with nothing awaited in between."""
+    cycle, content = head
     if body:
         content += (b"%x\r\n" % len(body), body, b"\r\n")
     if not more_body:
@@ -705,4 +730,3 @@ def write_start(send: Send, status: int, headers: list[tuple[bytes, bytes]], bod
     cycle.transport.write(b"".join(content))
     if not more_body:
         _complete(cycle)
-    return True

@@ -35,7 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ...core.request import ChatRequest, Message
 from ...errors import InvalidRequest
-from ..chat_body import MAX_MESSAGES, MAX_PARTS, NativeChatIn, chat_request
+from ..chat_body import MAX_MESSAGES, MAX_PARTS, NativeChatIn
+from ..starts import chat_request
 
 __all__ = ["ChatId", "UIChat", "describe", "ui_chat_request"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
@@ -11,15 +11,16 @@ from ...core.request import ChatRequest
 from ...errors import InvalidRequest
 from ...settings import check_query
 from ...sse import split_event_id
-from ..chat_body import MAX_TEXT, NativeChatIn, chat_request
+from ..chat_body import MAX_TEXT, NativeChatIn
 from ..response import EventStreamResponse
 from ..routing import GatewayRoute
+from ..starts import start_stream
 from .deps import caller, gateway
 
 if TYPE_CHECKING:
-    from ...gateway import Gateway
+    pass
 
-__all__ = ["router", "start_stream"]
+__all__ = ["router"]
 
 router = APIRouter(tags=["native"], route_class=GatewayRoute)
 
@@ -61,9 +62,3 @@ async def chat_get(
 )
 async def chat_stream(body: NativeChatIn, request: Request) -> EventStreamResponse:
     return start_stream(gateway(request), body, await request.json(), caller(request))
-
-
-def start_stream(gw: Gateway, body: NativeChatIn, raw: dict[str, Any], owner: str) -> EventStreamResponse:
-    """The endpoint itself, for a validated body (``raw``: the same body as parsed JSON); also what the standalone
-    app's ``direct_routes.py`` calls."""
-    return gw.stream_response(chat_request(body, raw, gw.default_model(body.model)), owner)

@@ -13,7 +13,6 @@ an upstream that cannot honour one answers 400 naming it. ``n`` other than 1 and
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
@@ -21,18 +20,18 @@ from starlette.responses import JSONResponse, Response
 
 from ...core.entries import Entry
 from ...sse import dumps
-from ..chat_body import ChatCompletionIn, chat_request
-from ..encoders import Answer, OpenAIChunkEncoder, finish_reason, openai_usage
+from ..chat_body import ChatCompletionIn
+from ..encoders import Answer, finish_reason, openai_usage
 from ..response import routing_headers
 from ..routing import OpenAIRoute
+from ..starts import start_completion
 from ..whole_answer import WholeAnswerResponse
 from .deps import caller, gateway
 
 if TYPE_CHECKING:
     from ...core.generation import Generation
-    from ...gateway import Gateway
 
-__all__ = ["CompletionResponse", "router", "start_completion"]
+__all__ = ["CompletionResponse", "router"]
 
 router = APIRouter(tags=["openai"], route_class=OpenAIRoute)
 
@@ -81,19 +80,6 @@ class CompletionResponse(WholeAnswerResponse[Answer]):
 )
 async def chat_completions(body: ChatCompletionIn, request: Request) -> Response:
     return start_completion(gateway(request), body, await request.json(), caller(request))
-
-
-def start_completion(gw: Gateway, body: ChatCompletionIn, raw: dict[str, Any], owner: str) -> Response:
-    """The endpoint itself, for a validated body (``raw``: the same body as parsed JSON); also what the standalone
-    app's ``direct_routes.py`` calls."""
-    chat = chat_request(body, raw, gw.default_model(body.model))
-    created = int(time.time())
-    gen = gw.start_generation(chat, owner)
-    if body.stream:
-        return gw.follow(gen, OpenAIChunkEncoder(gen.stream_id, chat.model, created, body.include_usage))
-    # no commit rule without a stream: the status is sent at the end, so retries may use the first-token deadline
-    gen.committed = True
-    return CompletionResponse(gen, created, on_discard=gw.hub.discard, send_timeout_s=gw.settings.send_timeout_s)
 
 
 def _model(name: str, owned_by: str) -> dict[str, Any]:

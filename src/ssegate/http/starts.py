@@ -1,0 +1,139 @@
+"""Starting a stream: the steps every chat endpoint takes between a validated body and the response that
+follows the generation, compiled (``make compile``).
+
+``chat_request`` turns a validated body (``chat_body.py``: pydantic models, which mypyc cannot compile) into the
+``ChatRequest`` after the checks the models cannot express (``n``, ``logprobs``, a named tool choice that is not
+in ``tools``, ...); ``default_model``, ``admit`` and ``start_generation`` name the model, refuse what the limits
+refuse and route and start the generation; ``start_stream`` and ``start_completion`` are the two streaming
+endpoints themselves (``POST /v1/chat/stream``, ``POST /v1/chat/completions``). ``Gateway``'s methods of the same
+names are these functions, for the FastAPI routes and the other protocols' endpoints; ``ssegate serve``'s direct
+routes (``direct_routes.py``) call them here, so that nothing between the server's request cycle and the
+generation runs in the interpreter but ``Gateway.follow`` (the response a stream gets: kept a method, where an
+application or a test may watch it). Each one used to be a Python frame a stream: ~1k instructions apiece.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..core.request import ChatRequest
+from ..errors import InvalidRequest, ShuttingDown
+from .chat_body import OWNED_FIELDS, ChatCompletionIn, NamedToolChoice, NativeChatIn
+from .encoders import NativeEncoder, OpenAIChunkEncoder
+
+if TYPE_CHECKING:
+    from starlette.responses import Response
+
+    from ..core.generation import Generation
+    from ..gateway import Gateway
+    from .chat_body import _ChatIn
+    from .response import EventStreamResponse
+
+__all__ = ["admit", "chat_request", "default_model", "start_completion", "start_generation", "start_stream",
+           "stream_response"]
+
+
+def _check_body(body: _ChatIn) -> None:
+    """What the models cannot say: fields ssegate does not relay (400 naming them), and choices that contradict
+    each other."""
+    if body.n is not None and body.n != 1:
+        raise InvalidRequest("n: ssegate relays one choice per request (n=1); send n separate requests")
+    if body.logprobs or body.top_logprobs is not None:
+        field = "logprobs" if body.logprobs else "top_logprobs"
+        raise InvalidRequest(f"{field}: ssegate does not relay log probabilities")
+    fmt = body.response_format
+    if fmt is not None and fmt.type == "json_schema" and fmt.json_schema is None:
+        raise InvalidRequest("response_format: type 'json_schema' needs a 'json_schema' object")
+    choice = body.tool_choice
+    if isinstance(choice, NamedToolChoice):
+        names = {t.function.name for t in body.tools or []}
+        if choice.function.name not in names:
+            raise InvalidRequest(f"tool_choice names the function {choice.function.name!r}, which is not in tools")
+    if choice is not None and choice != "none" and not body.tools:
+        raise InvalidRequest("tool_choice is set, but tools is empty")
+
+
+def chat_request(body: _ChatIn, raw: dict[str, Any], model: str) -> ChatRequest:
+    """The ``ChatRequest`` for a validated body; ``raw`` is the same body as parsed JSON (what is forwarded)."""
+    _check_body(body)
+    openai = isinstance(body, ChatCompletionIn)
+    if openai and "resume_grace_s" in raw:
+        raise InvalidRequest("resume_grace_s: OpenAI clients do not resume streams; use POST /v1/chat/stream")
+    stop = body.stop
+    stops = [stop] if isinstance(stop, str) else stop
+    max_tokens, field = body.max_tokens, "max_tokens"
+    if openai and body.max_completion_tokens is not None:  # type: ignore[attr-defined]
+        max_tokens, field = body.max_completion_tokens, "max_completion_tokens"  # type: ignore[attr-defined]
+    extra = {k: v for k, v in raw.items() if k not in OWNED_FIELDS} if openai else {}
+    return ChatRequest(
+        messages=raw["messages"],
+        model=model,
+        max_tokens=max_tokens,
+        temperature=body.temperature,
+        stop=stops or None,
+        tools=raw.get("tools") or None,
+        tool_choice=raw.get("tool_choice"),
+        parallel_tool_calls=body.parallel_tool_calls,
+        response_format=raw.get("response_format"),
+        reasoning_effort=body.reasoning_effort,
+        extra=extra,
+        max_tokens_field=field,
+        resume_grace_s=body.resume_grace_s if isinstance(body, NativeChatIn) else None,
+    )
+
+
+def default_model(gw: Gateway, model: str | None) -> str:
+    """The model asked for, or the default one (400 where there is none)."""
+    chosen = gw.routing.default_model(model)
+    if not chosen:
+        where = "the routing file's first model is a wildcard" if gw.settings.config else "set SSEGATE_MODEL"
+        raise InvalidRequest(f"no model given: pass 'model' (GET /v1/models lists them; {where})")
+    return chosen
+
+
+def admit(gw: Gateway, owner: str) -> None:
+    """Refuse a new stream when shutting down, without Redis, at the global cap or over the key's limits
+    (``limits.py``)."""
+    if gw.hub.shutting_down:
+        gw.metrics.rejected.labels("shutting_down").inc()
+        raise ShuttingDown("the server is shutting down", retry_after=1.0)
+    replicas = gw.replicas
+    if replicas is not None and not replicas.healthy:
+        gw.metrics.rejected.labels("overloaded").inc()
+        replicas.require()
+    gw.limits.admit(owner)
+
+
+def start_generation(gw: Gateway, request: ChatRequest, owner: str) -> Generation:
+    """Route the request (404 ``model_not_found``; a 400 naming a field its upstream cannot honour), admit it,
+    start it."""
+    route = gw.routing.route(request, owner)
+    admit(gw, owner)
+    return gw.hub.start(request, owner, route)
+
+
+def stream_response(gw: Gateway, request: ChatRequest, owner: str) -> EventStreamResponse:
+    """A native stream (CONTRACT §3) of the request."""
+    gen = start_generation(gw, request, owner)
+    return gw.follow(gen, NativeEncoder(gen.stream_id, gw.settings.retry_ms))
+
+
+def start_stream(gw: Gateway, body: NativeChatIn, raw: dict[str, Any], owner: str) -> EventStreamResponse:
+    """``POST /v1/chat/stream`` for a validated body (``raw``: the same body as parsed JSON)."""
+    return stream_response(gw, chat_request(body, raw, default_model(gw, body.model)), owner)
+
+
+def start_completion(gw: Gateway, body: ChatCompletionIn, raw: dict[str, Any], owner: str) -> Response:
+    """``POST /v1/chat/completions`` for a validated body (``raw``: the same body as parsed JSON): a stream of
+    ``chat.completion.chunk``s, or with ``stream: false`` one ``chat.completion`` at the end."""
+    chat = chat_request(body, raw, default_model(gw, body.model))
+    created = int(time.time())
+    gen = start_generation(gw, chat, owner)
+    if body.stream:
+        return gw.follow(gen, OpenAIChunkEncoder(gen.stream_id, chat.model, created, body.include_usage))
+    from .routes.openai_chat import CompletionResponse  # (its module imports this one)
+
+    # no commit rule without a stream: the status is sent at the end, so retries may use the first-token deadline
+    gen.committed = True
+    return CompletionResponse(gen, created, on_discard=gw.hub.discard, send_timeout_s=gw.settings.send_timeout_s)
