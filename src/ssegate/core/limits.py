@@ -1,6 +1,6 @@
 """Admission control: the global cap on concurrent streams, and per-key limits.
 
-``Limits.admit(owner)`` is asked before a generation starts (``Gateway.admit``) and raises:
+``Limits.admit(owner)`` is asked before a generation starts (``http/starts.admit``) and raises:
 
 - ``Overloaded`` (503, ``Retry-After``) when this process already runs ``MAX_STREAMS`` generations;
 - ``RateLimited`` (429, ``Retry-After``) when the key already runs ``MAX_STREAMS_PER_KEY`` generations, or
