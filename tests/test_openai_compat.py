@@ -199,6 +199,30 @@ def test_logprobs_are_a_400_naming_the_field_on_the_native_stream(gateway: Gatew
     assert upstream.records(prompt) == []
 
 
+TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize(("path", "fields", "message"), [
+    ("/v1/chat/stream", {"response_format": {"type": "json_schema"}},
+     "response_format: type 'json_schema' needs a 'json_schema' object"),
+    ("/v1/chat/completions", {"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "other"}}},
+     "tool_choice names the function 'other', which is not in tools"),
+    ("/v1/chat/stream", {"tool_choice": "required"}, "tool_choice is set, but tools is empty"),
+    ("/v1/chat/completions", {"resume_grace_s": 5}, "resume_grace_s: OpenAI clients do not resume streams"),
+])
+def test_contradictory_fields_are_a_400_that_says_why(gateway: GatewayProcess, upstream: FakeUpstream, path: str,
+                                                      fields: dict[str, Any], message: str) -> None:
+    """What the body models cannot say (``starts.chat_request``'s checks) is refused on both endpoints before
+    anything reaches the upstream, with the reason."""
+    prompt = upstream.script(Script(deltas=["never"]))
+    body = {"messages": [{"role": "user", "content": prompt}], **fields}
+    resp = httpx.post(gateway.url + path, timeout=15, json=body)
+    assert resp.status_code == 400, resp.text
+    err = resp.json()["error"]
+    assert err["message"].startswith(message), err
+    assert upstream.records(prompt) == []
+
+
 def test_logprobs_false_is_the_default_and_accepted(gateway: GatewayProcess, upstream: FakeUpstream) -> None:
     prompt = upstream.script(Script(deltas=["fine"]))
     for path in ("/v1/chat/stream", "/v1/chat/completions"):

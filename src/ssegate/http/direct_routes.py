@@ -8,9 +8,9 @@ middleware do, with the same parts: the body limit (``MAX_BODY_BYTES``, 413), th
 very models the routes declare (so errors are worded the same and the OpenAPI docs stay true), the caller
 identified (``auth.identity``), the same endpoint functions (``starts.py``), and an unexpected exception answered
 as ``internal_error`` without detail. The two headers it reads (``Content-Length``, ``Content-Type``) are looked
-up in the scope's raw list, and the models' validator is called directly: with ``starts.py`` compiled, no Python
-frame runs between the server's request cycle and the generation but ``Gateway.follow``. Mounted in another
-application, ``Gateway.router`` serves these paths through FastAPI as usual.
+up in the scope's raw list, and the models' validator is called directly: with ``starts.py`` compiled, only
+``Gateway.follow`` and starlette's ``HTTPConnection`` run in the interpreter from here to the generation. Mounted
+in another application, ``Gateway.router`` serves these paths through FastAPI as usual.
 """
 
 from __future__ import annotations
