@@ -16,7 +16,8 @@
 - ``write_start``: the response start and the first body chunk in one write (and the end of the body too, when
   it is the last), where uvicorn's ``send`` would make two or three: one packet for a stream's head and first
   event, and one system call less per stream. In two steps (``start_head``, then ``send_start``) for a caller
-  that must know the start will go out before it makes the body (``response.py``'s commit in the append).
+  that must know the start will go out before it makes the body (``response.py``'s commit from a callback of
+  the append).
 - ``drop_if_unread``: abort a connection whose client stopped reading a response that was written in one go.
 - ``ReloadingMultiprocess``: uvicorn's worker supervisor, except that ``SIGHUP`` is forwarded to every worker
   (each reloads its routing file, running streams untouched) instead of replacing the workers, which would end

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
@@ -16,9 +16,6 @@ from ..response import EventStreamResponse
 from ..routing import GatewayRoute
 from ..starts import start_stream
 from .deps import caller, gateway
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["router"]
 
