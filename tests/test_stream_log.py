@@ -143,3 +143,53 @@ def test_plain_stream_handlers_get_the_line_as_the_logging_module_would_give_it(
         stream_log.disabled = False
         parent.handlers[:], parent.propagate, level, stream_log.propagate, stream_log.handlers[:] = saved
         stream_log.setLevel(level)
+
+
+def test_json_handlers_get_the_formatters_line_without_a_record() -> None:
+    """Where every handler the line goes to is a plain ``StreamHandler`` with ``JSONFormatter`` (``ssegate serve``'s
+    stderr), the line is written without a record (no template is made) and is the one the formatter makes of the
+    ordinary record: same fields in the same order, redacted the same; any other handler among them gets a record."""
+    import io
+    import json
+
+    from ssegate.obs.logs import JSONFormatter
+
+    parent = logging.getLogger("ssegate")
+    saved = (parent.handlers[:], parent.propagate, stream_log.level, stream_log.propagate, stream_log.handlers[:])
+    out, other = io.StringIO(), io.StringIO()
+    formatter = JSONFormatter(redact=["key:ab12"])
+    json_handler = logging.StreamHandler(out)
+    json_handler.setFormatter(formatter)
+    try:
+        stream_log.handlers[:] = [json_handler]
+        stream_log.propagate = False
+        stream_log.setLevel(logging.INFO)
+        module._templates.clear()
+        StreamLogger().ended(OUTCOME)
+        assert module._templates == {}  # no record was made
+        written = out.getvalue()
+        assert written.endswith("\n") and written.count("\n") == 1 and "key:ab12" not in written
+        extra = {"stream_id": "s1", "model": "m", "owner": "key:ab12", "outcome": "done", "tokens": 3,
+                 "duration_ms": 500, "upstream_attempts": 1, "model_entry": "*",
+                 "deployment": "openai:http://up/v1", "ttft_ms": 12}
+        record = stream_log.makeRecord(stream_log.name, logging.INFO, "f", 0, "stream ended", (), None,
+                                       extra=extra)
+        ours, theirs = json.loads(written), json.loads(formatter.format(record))
+        assert abs(time.time() - time.mktime(time.strptime(ours.pop("ts")[:19], "%Y-%m-%dT%H:%M:%S"))
+                   + time.timezone) < 60
+        theirs.pop("ts")
+        assert list(ours.items()) == list(theirs.items())
+        assert ours["owner"] == "[redacted]" and ours["tokens"] == 3 and ours["level"] == "info"
+
+        text_handler = logging.StreamHandler(other)  # another kind of handler: a record for everyone
+        text_handler.setFormatter(logging.Formatter("%(message)s|%(tokens)s"))
+        stream_log.handlers[:] = [json_handler, text_handler]
+        StreamLogger().ended(OUTCOME)
+        assert list(module._templates) == [(logging.INFO, "stream ended")]
+        assert other.getvalue() == "stream ended|3\n"
+        second = json.loads(out.getvalue().splitlines()[1])
+        second.pop("ts")
+        assert list(second.items()) == list(theirs.items())
+    finally:
+        parent.handlers[:], parent.propagate, level, stream_log.propagate, stream_log.handlers[:] = saved
+        stream_log.setLevel(level)

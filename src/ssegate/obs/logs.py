@@ -81,8 +81,8 @@ _MADE: Final = _STANDARD - _LATE
 """Standard attributes a record has when made (so before its ``extra``)."""
 
 
-def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    """What the call passed as ``extra``, and the ``stream_id`` of the generation it runs in.
+def _extra(record: logging.LogRecord) -> dict[str, Any]:
+    """What the call passed as ``extra``.
 
     A record's ``extra`` is set after its standard attributes, so its keys are the last ones (before anything a
     formatter or filter added later): they are read from the end, back to the first standard attribute, instead
@@ -92,12 +92,15 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     first = len(keys)
     while first > 0 and keys[first - 1] not in _MADE:
         first -= 1
-    out = {key: attrs[key] for key in keys[first:] if key not in _LATE and not key.startswith("_")}
-    if "stream_id" not in out:
+    return {key: attrs[key] for key in keys[first:] if key not in _LATE and not key.startswith("_")}
+
+
+def _add_stream_id(out: dict[str, Any], extra: dict[str, Any]) -> None:
+    """The ``stream_id`` of the generation the line is logged from, when ``extra`` does not name one."""
+    if "stream_id" not in extra:
         sid = _current_stream_id()
         if sid is not None:
             out["stream_id"] = sid
-    return out
 
 
 def _redact(line: str, secrets: list[str]) -> str:
@@ -123,15 +126,20 @@ class JSONFormatter(logging.Formatter):
         return self._prefix + _MILLIS[int((created - second) * 1000)]
 
     def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": self._timestamp(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.msg if not record.args and type(record.msg) is str else record.getMessage(),
-        }
-        out.update(_fields(record))
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+        return self.line(record.created, record.levelname, record.name,
+                         record.msg if not record.args and type(record.msg) is str else record.getMessage(),
+                         _extra(record), self.formatException(record.exc_info) if record.exc_info else None)
+
+    def line(self, created: float, levelname: str, logger: str, msg: str, extra: dict[str, Any],
+             exc: str | None = None) -> str:
+        """The line of a record with these fields: ``format``'s, and ``stream_log.py``'s, which has no record
+        to give when every handler its line goes to is a plain one with this formatter."""
+        out: dict[str, Any] = {"ts": self._timestamp(created), "level": levelname.lower(), "logger": logger,
+                               "msg": msg}
+        out.update(extra)
+        _add_stream_id(out, extra)
+        if exc is not None:
+            out["exc"] = exc
         return _redact(orjson.dumps(out, default=str).decode(), self.redact)
 
 
@@ -164,7 +172,9 @@ class TextFormatter(logging.Formatter):
         if self.colors and level in _LEVEL_COLORS:
             level = _LEVEL_COLORS[level] + level + _RESET
         parts = [time.strftime("%H:%M:%S", time.localtime(record.created)), level, record.getMessage()]
-        for key, value in _fields(record).items():
+        fields = _extra(record)
+        _add_stream_id(fields, fields)
+        for key, value in fields.items():
             parts.append(f"{'id' if key == 'stream_id' else key}={_text_value(value)}")
         line = " ".join(parts)
         if record.exc_info:
