@@ -335,6 +335,27 @@ def test_regression_huge_request_head_is_buffered_whole(open_gw: GatewayProcess,
     assert open_inv.snapshot().rss - before < 16 * 1024 * 1024
 
 
+def test_each_slow_sender_is_cut_off_at_its_own_read_deadline(open_gw: GatewayProcess) -> None:
+    """The connections' read deadlines share one timer: a slow sender that connected 1 s after another is cut
+    off REQUEST_READ_TIMEOUT_S (2 s) after its own connect, not with the first one (1 s after its connect)."""
+    first = socket.create_connection(("127.0.0.1", open_gw.port))
+    first.sendall(b"GET /heal")
+    time.sleep(1.0)
+    second = socket.create_connection(("127.0.0.1", open_gw.port))
+    second.sendall(b"GET /heal")
+    t1 = time.monotonic()
+    for s in (first, second):
+        s.settimeout(10)
+        try:
+            assert s.recv(100) == b""  # closed by the server
+        except ConnectionResetError:
+            pass
+    waited = time.monotonic() - t1
+    first.close()
+    second.close()
+    assert 1.5 < waited < 10, f"the second slow sender was cut off {waited:.2f}s after it connected (2 s)"
+
+
 def test_regression_slowloris_holds_connections_forever(open_gw: GatewayProcess) -> None:
     """uvicorn closes an idle kept-alive connection, but not one that never completes its request: a client that
     sent half a head (or nothing) held its socket and its protocol object forever, so enough of them exhaust the

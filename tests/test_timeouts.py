@@ -60,6 +60,29 @@ def test_the_first_token_timeout_fires_at_its_own_deadline(make_gateway: Callabl
     assert 0.95 <= waited < LATE, f"first-token timeout after {waited:.2f}s (1 s)"
 
 
+def test_the_status_goes_out_at_the_commit_deadline_then_heartbeats_at_theirs(
+    make_gateway: Callable[..., GatewayProcess],
+) -> None:
+    """One timer serves the commit deadline and then the heartbeats: the status of a stream whose first token
+    is late goes out at COMMIT_TIMEOUT_S (0.3 s), not at the token (4 s), and the first ``: ping`` HEARTBEAT_S
+    (1 s) after it, then one a second until the token."""
+    gw = make_gateway({"commit_timeout_s": 0.3, "heartbeat_s": 1.0, "first_token_timeout_s": 30.0,
+                       "idle_timeout_s": 30.0})
+    t0 = time.monotonic()
+    pings: list[float] = []
+    with httpx.stream("POST", gw.url + "/v1/chat/stream", content=chat_body(script(deltas=["late"], ttft=4.0)),
+                      timeout=60) as resp:
+        head = time.monotonic() - t0
+        assert resp.status_code == 200
+        for chunk in resp.iter_raw():
+            pings += [time.monotonic() - t0] * chunk.count(b": ping")
+            if b"late" in chunk:
+                break
+    assert 0.25 <= head < 3.0, f"the status went out {head:.2f}s after the request (commit 0.3 s, token 4 s)"
+    assert len(pings) >= 2, f"pings at {pings}"
+    assert head + 0.9 <= pings[0] < head + 3.0, f"first ping {pings[0] - head:.2f}s after the status (1 s)"
+
+
 def test_parts_keep_a_slow_stream_alive_past_the_first_token_timeout(
     make_gateway: Callable[..., GatewayProcess],
 ) -> None:

@@ -295,9 +295,45 @@ async def test_a_stream_that_does_not_end_after_done_has_its_connection_closed(s
     srv = await serve(sse_then_terminator(gate, after_done))
     pool = Pool()
     await read_to_done(pool, srv.url())
+    loop = asyncio.get_running_loop()
+    closed_at = loop.time()
     gate.set()
     await asyncio.wait_for(srv.closed.wait(), 5)  # within DRAIN_S (1 s), or at once when too much came
+    if not after_done:  # the drain ran to its end: DRAIN_S after close() (the sweep may end it 10 ms early)
+        assert 0.95 <= loop.time() - closed_at < 5
     assert pool.idle == 0
+    await pool.aclose()
+
+
+async def test_a_drain_ends_at_its_own_time_while_the_sweep_waits_for_a_later_expiry(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Drains share the pool's sweep with the idle connections: one kept first (expiring at 30 s here) armed it,
+    and a drain that starts after it must still end DRAIN_S (1 s) after its ``close()``, not at 30 s. Then the
+    idle one is still kept, and a drain that ends in time returns its connection."""
+    monkeypatch.setattr(httpclient, "KEEPALIVE_S", 30.0)
+    kept = await serve(fixed(b"ok"))
+    pool = Pool()
+    resp = await pool.request("GET", kept.url(), {})
+    await resp.read()
+    resp.close()
+    assert pool.idle == 1
+    gate = asyncio.Event()
+    hangs = await serve(sse_then_terminator(gate, b""))  # the terminator never comes
+    await read_to_done(pool, hangs.url())
+    loop = asyncio.get_running_loop()
+    closed_at = loop.time()
+    gate.set()
+    await asyncio.wait_for(hangs.closed.wait(), 10)
+    assert 0.95 <= loop.time() - closed_at < 10
+    assert pool.idle == 1 and not kept.closed.is_set()
+    late = await serve(sse_then_terminator(gate))  # the terminator 100 ms after close(): in time
+    await read_to_done(pool, late.url())
+    await asyncio.sleep(0.1)
+    gate.set()
+    await until(lambda: pool.idle == 2)
+    await asyncio.sleep(1.2)  # past that drain's DRAIN_S: the sweep finds nothing to end
+    assert pool.idle == 2 and not late.closed.is_set()
     await pool.aclose()
 
 

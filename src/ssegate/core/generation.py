@@ -151,7 +151,8 @@ class Generation:
         self._grace_timer: asyncio.TimerHandle | None = None
         self._deferred = False
         self._deadline = Deadline(loop, self._timeout)
-        self._deadline.set(self.started_at + s.first_token_timeout_s)
+        self._deadline.set(self.started_at + s.first_token_timeout_s, self.started_at + s.idle_timeout_s)
+        # (the first output moves the deadline to the idle timeout after it: no earlier than that, so lazily)
         start: dict[str, Any] = {"stream_id": log.stream_id, "model": log.model}
         if request.echo is not None:
             start["echo"] = request.echo

@@ -150,7 +150,10 @@ class EventStreamResponse(Response):
         self._last_sent = 0.0
         self._ping_due = False
         self._timer: Deadline | None = None
-        """Heartbeat and send timeout in one deadline: the next heartbeat, or the end of a send in progress."""
+        """Commit, heartbeat and send timeout in one deadline: while the status waits for the first output, the
+        commit deadline; then the next heartbeat, or the end of a send in progress (one timer a stream: moving
+        the deadline later, from the commit to the first heartbeat, is lazy)."""
+        self._committing = False
         self._send: Send | None = None
         self._start: list[tuple[bytes, bytes]] | None = None
         """The headers of a start not sent yet: it goes out with the first body (``uvicorn_glue.write_start``)."""
@@ -187,9 +190,10 @@ class EventStreamResponse(Response):
         self._task = asyncio.current_task(loop)
         self._loop = loop
         direct = send is raw_send  # nothing between us and the server
+        self._timer = timer = Deadline(loop, self._tick)
         try:
             if self.commit and self.gen is not None:
-                if not await self._await_commit(loop, direct):
+                if not await self._await_commit(loop, direct, timer):
                     return
                 failure = None if self.start_pushed else self._precommit_failure()
                 if failure is not None:
@@ -198,8 +202,7 @@ class EventStreamResponse(Response):
                     return
             if not self.start_pushed:  # (else it went out from the append that committed the stream: _commit_now)
                 self._last_sent = loop.time()
-            self._timer = Deadline(loop, self._tick)
-            self._timer.set(self._last_sent + self.heartbeat_s)
+            timer.set(self._last_sent + self.heartbeat_s)
             if not self.start_pushed:
                 if direct and self.log.last_seq > self._cursor:
                     self._start = self._start_headers()  # events to send now: the start goes out with them
@@ -261,24 +264,25 @@ class EventStreamResponse(Response):
             fut.set_result(None)
 
     # --- the commit rule ----------------------------------------------------------------------------
-    async def _await_commit(self, loop: asyncio.AbstractEventLoop, direct: bool) -> bool:
+    async def _await_commit(self, loop: asyncio.AbstractEventLoop, direct: bool, timer: Deadline) -> bool:
         gen = self.gen
         assert gen is not None
         log = self.log
         if direct:
             log.listen(self._on_commit_append)
+        self._committing = True
+        timer.set(gen.commit_deadline)  # (``_tick`` wakes the wait)
         try:
             while log.last_seq < 2 and not self.disconnected:
                 if loop.time() >= gen.commit_deadline:
                     break
                 fut = self._fut = log.waiter()
-                handle = loop.call_at(gen.commit_deadline, self._wake)
                 try:
                     await fut
                 finally:
-                    handle.cancel()
                     log.discard_waiter(fut)
         finally:
+            self._committing = False
             if direct:
                 log.unlisten(self._on_commit_append)
         self._fut = None
@@ -482,9 +486,13 @@ class EventStreamResponse(Response):
                 timer.set(end)
 
     def _tick(self) -> None:
-        """The deadline came: a send that took too long drops the client; else a heartbeat is due (or later)."""
+        """The deadline came: the commit's (the wait for the first output ends); a send that took too long drops
+        the client; else a heartbeat is due (or later)."""
         timer = self._timer
         assert timer is not None
+        if self._committing:
+            self._wake()
+            return
         now = asyncio.get_running_loop().time()
         if self._in_send:
             if now - self._send_started >= self.send_timeout_s:

@@ -36,6 +36,7 @@ import logging
 import os
 import signal
 import urllib.parse
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
@@ -53,6 +54,7 @@ from uvicorn.protocols.http.httptools_impl import (
 from uvicorn.server import ServerState
 from uvicorn.supervisors import Multiprocess
 
+from ..core.deadline import Sweep
 from ..core.turns import on_loop
 from ..errors import InvalidRequest
 from ..settings import Settings
@@ -192,7 +194,9 @@ class BoundedRequestProtocol(HttpToolsProtocol):
     ``head_limit()`` bytes gets ``431`` and the connection is closed (so a head costs at most that plus one socket
     read); so does a complete head (request line and headers) over the limit that arrived in one read, before
     the app sees it. A connection whose request (head and body) is not complete ``REQUEST_READ_TIMEOUT_S`` after it
-    opened (or after the request began, on a kept-alive connection) is closed. A streaming response learns of
+    opened (or after the request began, on a kept-alive connection) is closed: the loop's connections share one
+    timer for that (``_reads_on``: a ``core.deadline.Sweep``; a timer per connection, made and cancelled within
+    the millisecond a request takes to arrive, was ~1% of a short stream's instructions). A streaming response learns of
     its client's disconnect inside ``connection_lost`` (``DISCONNECT_HOOK``), not a task later. A request that
     does not parse as HTTP gets a JSON error body (``invalid_request``) like every other error, not uvicorn's
     plain-text one."""
@@ -201,7 +205,8 @@ class BoundedRequestProtocol(HttpToolsProtocol):
     _in_head = False
     _head_bytes = 0
     _head_refused = False
-    _read_timer: asyncio.TimerHandle | None = None
+    _reading = False
+    _reads: Sweep[BoundedRequestProtocol] | None = None
 
     def __init__(
         self, config: Config, server_state: ServerState, app_state: dict[str, Any],
@@ -447,18 +452,39 @@ class BoundedRequestProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def _arm_read_timer(self) -> None:
-        if self._read_timer is None:
-            self._read_timer = self.loop.call_later(_limits()[0], self._read_timed_out)
+        if not self._reading:
+            self._reading = True
+            reads = self._reads
+            if reads is None:
+                reads = self._reads = _reads_on(self.loop)
+            reads.add(self, self.loop.time() + _limits()[0])
 
     def _disarm_read_timer(self) -> None:
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
+        if self._reading:
+            self._reading = False
+            assert self._reads is not None
+            self._reads.discard(self)
 
     def _read_timed_out(self) -> None:
-        self._read_timer = None
+        self._reading = False
         if not self.transport.is_closing():
             self.transport.close()
+
+
+def _read_expired(protocol: BoundedRequestProtocol) -> None:
+    protocol._read_timed_out()
+
+
+_reads_by_loop: Final[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Sweep[BoundedRequestProtocol]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _reads_on(loop: asyncio.AbstractEventLoop) -> Sweep[BoundedRequestProtocol]:
+    """The read deadlines of the connections on ``loop``: one timer for all of them (``core.deadline.Sweep``)."""
+    reads = _reads_by_loop.get(loop)
+    if reads is None:
+        reads = _reads_by_loop[loop] = Sweep(loop, _read_expired)
+    return reads
 
 
 class _Cycle(RequestResponseCycle):

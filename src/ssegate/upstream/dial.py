@@ -6,9 +6,10 @@ proxy.
 
 **Dialing** (``dial``): the host's addresses are tried in the order the resolver gives them, families
 interleaved (IPv6, IPv4, IPv6, ...), a new attempt starting every ``HAPPY_EYEBALLS_S`` while the earlier ones
-are still pending or as soon as one fails (RFC 8305). asyncio's own ``happy_eyeballs_delay`` is not used:
-uvloop, which serves the gateway, does not have it, and a host whose first address black-holes would then
-wait for the whole connect timeout.
+are still pending or as soon as one fails (RFC 8305); a host with one address (an upstream named by its IP
+address, as a rule) is connected to directly, without the race's task and ``asyncio.wait``. asyncio's own
+``happy_eyeballs_delay`` is not used: uvloop, which serves the gateway, does not have it, and a host whose first
+address black-holes would then wait for the whole connect timeout.
 
 **Proxies** (``Proxies``): read from the environment once, when the pool is made, exactly as Python's urllib
 reads them (``urllib.request.getproxies_environment`` and ``proxy_bypass_environment``; curl, requests and
@@ -172,6 +173,8 @@ async def dial(host: str, port: int, delay: float = HAPPY_EYEBALLS_S) -> socket.
     infos = _interleave(await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))
     if not infos:
         raise OSError(f"no address found for {host}")
+    if len(infos) == 1:  # (an IP address, as a rule): nothing to race, so no task and no wait of asyncio's
+        return await _attempt(loop, infos[0])
     errors: list[OSError] = []
     running: set[asyncio.Task[socket.socket]] = set()
     try:

@@ -33,7 +33,9 @@ for this module; the rest is what an upstream client must do besides:
   ``timeout`` of the server's ``Keep-Alive`` header: no request is written into a connection being closed. One
   ``core.deadline.Deadline`` per pool sweeps them, at the earliest expiry: a connection kept with a shorter life
   than those already idle moves it earlier; a longer one costs nothing (the sweep looks for the next expiry after
-  it closed what was due). Its cost is per connection kept, never per token.
+  it closed what was due). Its cost is per connection kept, never per token. The same sweep ends the drains
+  that ran past ``DRAIN_S``: a drain costs no timer of its own (it started one per stream, made and cancelled
+  within a millisecond when the final chunk came in the next read).
 
 gzip/deflate bodies are decoded (we ask for ``identity``, but a server may not listen); no HTTP/2, no
 redirects: an upstream is a configured base URL, and a redirect is an error worth seeing.
@@ -162,7 +164,8 @@ class Response:
         self._aborted = False
         self._keep_alive = False
         self._keep_s: float | None = None  # the timeout of the server's Keep-Alive header
-        self._drain: asyncio.TimerHandle | None = None
+        self._drain: float | None = None
+        """Draining after ``stop()`` and ``close()``: the loop time by which the message must end (``Pool._expire``)."""
         self._dropped = 0
         self._slot = False  # this response holds one of the pool's places under limit (given back at close)
 
@@ -231,9 +234,8 @@ class Response:
                 self._release()
                 return
             if self._stopped and not self._heading and not self._until_eof:
-                self._drain = asyncio.get_running_loop().call_later(DRAIN_S, self._fail, UpstreamError(
-                    "the upstream did not end its body after the end marker"))
-                conn.pool._draining.add(conn)
+                self._drain = until = conn.loop.time() + DRAIN_S
+                conn.pool._start_drain(conn, until)
                 return
         self._parser = None  # it calls this response back: a cycle the GC would have to find
         conn.response = None
@@ -343,7 +345,6 @@ class Response:
         self._sink = None
         conn = self._conn
         if self._drain is not None:
-            self._drain.cancel()
             self._drain = None
             conn.pool._draining.discard(conn)
         if conn.transport is not None:
@@ -397,7 +398,6 @@ class Response:
         """The message ended and nobody reads it any more: keep the connection for the next request."""
         conn = self._conn
         if self._drain is not None:
-            self._drain.cancel()
             self._drain = None
             conn.pool._draining.discard(conn)
         self._parser = None
@@ -661,18 +661,25 @@ class Pool:
             assert conn.transport is not None
             conn.transport.close()
             return
-        loop = conn.loop
-        conn.expires = loop.time() + ttl
+        conn.expires = conn.loop.time() + ttl
         idle.append(conn)
+        self._sweep_by(conn, conn.expires)
+
+    def _start_drain(self, conn: _Connection, until: float) -> None:
+        """``conn``'s response drains its message until ``until`` (loop time): the sweep fails it then."""
+        self._draining.add(conn)
+        self._sweep_by(conn, until)
+
+    def _sweep_by(self, conn: _Connection, at: float) -> None:
         sweep = self._sweep
         if sweep is None:
-            sweep = self._sweep = Deadline(loop, self._expire)
-        if sweep.at is None or conn.expires < sweep.at:  # a later expiry waits for the sweep before it
-            sweep.set(conn.expires)
+            sweep = self._sweep = Deadline(conn.loop, self._expire)
+        if sweep.at is None or at < sweep.at:  # a later time waits for the sweep before it
+            sweep.set(at)
 
     def _expire(self) -> None:
-        """Close the idle connections whose time is up (those due within the next 10 ms too: one pass for a
-        burst kept together); arm the sweep for the next expiry."""
+        """Close the idle connections whose time is up, and fail the drains whose time is up (those due within
+        the next 10 ms too: one pass for a burst kept together); arm the sweep for the next of either."""
         now = asyncio.get_running_loop().time() + 0.01
         for idle in self._idle.values():
             for conn in [c for c in idle if c.expires <= now]:
@@ -680,6 +687,14 @@ class Pool:
                 if conn.transport is not None:
                     conn.transport.close()
         left = [c.expires for idle in self._idle.values() for c in idle]
+        for conn in list(self._draining):
+            resp = conn.response
+            if resp is None or resp._drain is None:  # (not draining any more: gone from the set already, as a rule)
+                self._draining.discard(conn)
+            elif resp._drain <= now:
+                resp._fail(UpstreamError("the upstream did not end its body after the end marker"))
+            else:
+                left.append(resp._drain)
         if left and self._sweep is not None:
             self._sweep.set(min(left))
 
