@@ -19,12 +19,12 @@ __all__ = ["ServerThread"]
 
 
 class ServerThread:
-    def __init__(self, app: Any, *, http: Any = "httptools") -> None:
+    def __init__(self, app: Any, *, http: Any = "httptools", **config: Any) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         config = uvicorn.Config(app, http=http, lifespan="on", log_config=None, log_level="warning",
-                                access_log=False, timeout_graceful_shutdown=5)
+                                access_log=False, timeout_graceful_shutdown=5, **config)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

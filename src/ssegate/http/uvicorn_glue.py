@@ -194,9 +194,10 @@ class BoundedRequestProtocol(HttpToolsProtocol):
     ``head_limit()`` bytes gets ``431`` and the connection is closed (so a head costs at most that plus one socket
     read); so does a complete head (request line and headers) over the limit that arrived in one read, before
     the app sees it. A connection whose request (head and body) is not complete ``REQUEST_READ_TIMEOUT_S`` after it
-    opened (or after the request began, on a kept-alive connection) is closed: the loop's connections share one
-    timer for that (``_reads_on``: a ``core.deadline.Sweep``; a timer per connection, made and cancelled within
-    the millisecond a request takes to arrive, was ~1% of a short stream's instructions). A streaming response learns of
+    opened (or after the request began, on a kept-alive connection) is closed. The loop's connections share one
+    timer for that, and one for uvicorn's keep-alive timeout (``_Sweeps``; a timer per connection and request,
+    made and cancelled within the milliseconds a request takes to arrive or a client to leave, cost ~4k
+    instructions each, 0.7% of a short stream's). A streaming response learns of
     its client's disconnect inside ``connection_lost`` (``DISCONNECT_HOOK``), not a task later. A request that
     does not parse as HTTP gets a JSON error body (``invalid_request``) like every other error, not uvicorn's
     plain-text one."""
@@ -206,7 +207,8 @@ class BoundedRequestProtocol(HttpToolsProtocol):
     _head_bytes = 0
     _head_refused = False
     _reading = False
-    _reads: Sweep[BoundedRequestProtocol] | None = None
+    _keeping = False
+    _sweeps: _Sweeps | None = None
 
     def __init__(
         self, config: Config, server_state: ServerState, app_state: dict[str, Any],
@@ -278,15 +280,15 @@ class BoundedRequestProtocol(HttpToolsProtocol):
             self.flow.resume_writing()
         if exc is None:
             self.transport.close()
-            self._unset_keepalive_if_required()
+        self._unset_keepalive_if_required()  # (uvicorn's left its timer armed after a reset: not on the sweep)
         self.parser = None  # type: ignore[assignment]
         _client_gone(cycle)
 
     def _unset_keepalive_if_required(self) -> None:
-        timer = self.timeout_keep_alive_task
-        if timer is not None:
-            timer.cancel()
-            self.timeout_keep_alive_task = None
+        if self._keeping:
+            self._keeping = False
+            assert self._sweeps is not None
+            self._sweeps.keep_alive.discard(self)
 
     def eof_received(self) -> bool:  # type: ignore[override]
         # uvicorn closes the connection at the client's EOF, and the loop reports connection_lost a pass later,
@@ -437,9 +439,9 @@ class BoundedRequestProtocol(HttpToolsProtocol):
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
-        else:
-            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
-                                                                self.timeout_keep_alive_handler)
+        else:  # (uvicorn's timer, on the loop's sweep: timeout_keep_alive_task stays None)
+            self._keeping = True
+            self._sweeps_on().keep_alive.add(self, self.loop.time() + self.timeout_keep_alive)
 
     def send_400_response(self, msg: str) -> None:
         if self._head_refused:
@@ -451,19 +453,22 @@ class BoundedRequestProtocol(HttpToolsProtocol):
                              b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
         self.transport.close()
 
+    def _sweeps_on(self) -> _Sweeps:
+        sweeps = self._sweeps
+        if sweeps is None:
+            sweeps = self._sweeps = _sweeps_on(self.loop)
+        return sweeps
+
     def _arm_read_timer(self) -> None:
         if not self._reading:
             self._reading = True
-            reads = self._reads
-            if reads is None:
-                reads = self._reads = _reads_on(self.loop)
-            reads.add(self, self.loop.time() + _limits()[0])
+            self._sweeps_on().reads.add(self, self.loop.time() + _limits()[0])
 
     def _disarm_read_timer(self) -> None:
         if self._reading:
             self._reading = False
-            assert self._reads is not None
-            self._reads.discard(self)
+            assert self._sweeps is not None
+            self._sweeps.reads.discard(self)
 
     def _read_timed_out(self) -> None:
         self._reading = False
@@ -475,16 +480,30 @@ def _read_expired(protocol: BoundedRequestProtocol) -> None:
     protocol._read_timed_out()
 
 
-_reads_by_loop: Final[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Sweep[BoundedRequestProtocol]]] = (
-    weakref.WeakKeyDictionary())
+def _keep_alive_expired(protocol: BoundedRequestProtocol) -> None:
+    protocol._keeping = False
+    protocol.timeout_keep_alive_handler()
 
 
-def _reads_on(loop: asyncio.AbstractEventLoop) -> Sweep[BoundedRequestProtocol]:
-    """The read deadlines of the connections on ``loop``: one timer for all of them (``core.deadline.Sweep``)."""
-    reads = _reads_by_loop.get(loop)
-    if reads is None:
-        reads = _reads_by_loop[loop] = Sweep(loop, _read_expired)
-    return reads
+class _Sweeps:
+    """The deadlines of a loop's connections, one timer for each kind (``core.deadline.Sweep``): the request's
+    read (``REQUEST_READ_TIMEOUT_S``) and the keep-alive of an idle connection (uvicorn's ``timeout_keep_alive``)."""
+
+    __slots__ = ("keep_alive", "reads")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.reads: Final[Sweep[BoundedRequestProtocol]] = Sweep(loop, _read_expired)
+        self.keep_alive: Final[Sweep[BoundedRequestProtocol]] = Sweep(loop, _keep_alive_expired)
+
+
+_sweeps_by_loop: Final[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeps]] = weakref.WeakKeyDictionary()
+
+
+def _sweeps_on(loop: asyncio.AbstractEventLoop) -> _Sweeps:
+    sweeps = _sweeps_by_loop.get(loop)
+    if sweeps is None:
+        sweeps = _sweeps_by_loop[loop] = _Sweeps(loop)
+    return sweeps
 
 
 class _Cycle(RequestResponseCycle):
