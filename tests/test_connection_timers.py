@@ -1,4 +1,4 @@
-"""The deadlines of ``ssegate serve``'s connections (``http/uvicorn_glue.py``), kept on one timer per kind and loop:
+"""The deadlines of ``ssegate serve``'s connections (``http/uvicorn_glue.py``), kept on one timer per kind and server:
 an idle kept-alive connection is closed uvicorn's ``timeout_keep_alive`` after its last response, each connection
 at its own time, and a request on it starts the count again. (The read deadline: ``tests/test_hostile.py``.)"""
 

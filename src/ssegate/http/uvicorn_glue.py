@@ -36,7 +36,6 @@ import logging
 import os
 import signal
 import urllib.parse
-import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
@@ -194,7 +193,7 @@ class BoundedRequestProtocol(HttpToolsProtocol):
     ``head_limit()`` bytes gets ``431`` and the connection is closed (so a head costs at most that plus one socket
     read); so does a complete head (request line and headers) over the limit that arrived in one read, before
     the app sees it. A connection whose request (head and body) is not complete ``REQUEST_READ_TIMEOUT_S`` after it
-    opened (or after the request began, on a kept-alive connection) is closed. The loop's connections share one
+    opened (or after the request began, on a kept-alive connection) is closed. The server's connections share one
     timer for that, and one for uvicorn's keep-alive timeout (``_Sweeps``; a timer per connection and request,
     made and cancelled within the milliseconds a request takes to arrive or a client to leave, cost ~4k
     instructions each, 0.7% of a short stream's). A streaming response learns of
@@ -439,7 +438,7 @@ class BoundedRequestProtocol(HttpToolsProtocol):
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
-        else:  # (uvicorn's timer, on the loop's sweep: timeout_keep_alive_task stays None)
+        else:  # (uvicorn's timer, on the server's sweep: timeout_keep_alive_task stays None)
             self._keeping = True
             self._sweeps_on().keep_alive.add(self, self.loop.time() + self.timeout_keep_alive)
 
@@ -456,7 +455,7 @@ class BoundedRequestProtocol(HttpToolsProtocol):
     def _sweeps_on(self) -> _Sweeps:
         sweeps = self._sweeps
         if sweeps is None:
-            sweeps = self._sweeps = _sweeps_on(self.loop)
+            sweeps = self._sweeps = _sweeps_of(self.server_state, self.loop)
         return sweeps
 
     def _arm_read_timer(self) -> None:
@@ -486,8 +485,9 @@ def _keep_alive_expired(protocol: BoundedRequestProtocol) -> None:
 
 
 class _Sweeps:
-    """The deadlines of a loop's connections, one timer for each kind (``core.deadline.Sweep``): the request's
-    read (``REQUEST_READ_TIMEOUT_S``) and the keep-alive of an idle connection (uvicorn's ``timeout_keep_alive``)."""
+    """The deadlines of a server's connections, one timer for each kind (``core.deadline.Sweep``): the request's
+    read (``REQUEST_READ_TIMEOUT_S``) and the keep-alive of an idle connection (uvicorn's ``timeout_keep_alive``).
+    Kept on the server's ``ServerState`` (one per server, which runs on one loop), so they go with the server."""
 
     __slots__ = ("keep_alive", "reads")
 
@@ -496,13 +496,11 @@ class _Sweeps:
         self.keep_alive: Final[Sweep[BoundedRequestProtocol]] = Sweep(loop, _keep_alive_expired)
 
 
-_sweeps_by_loop: Final[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeps]] = weakref.WeakKeyDictionary()
-
-
-def _sweeps_on(loop: asyncio.AbstractEventLoop) -> _Sweeps:
-    sweeps = _sweeps_by_loop.get(loop)
+def _sweeps_of(state: ServerState, loop: asyncio.AbstractEventLoop) -> _Sweeps:
+    sweeps: _Sweeps | None = getattr(state, "ssegate_sweeps", None)
     if sweeps is None:
-        sweeps = _sweeps_by_loop[loop] = _Sweeps(loop)
+        sweeps = _Sweeps(loop)
+        setattr(state, "ssegate_sweeps", sweeps)  # noqa: B010 (an attribute uvicorn's class does not declare)
     return sweeps
 
 
