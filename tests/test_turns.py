@@ -56,3 +56,23 @@ def test_each_job_has_one_turns_per_loop() -> None:
 
     asyncio.run(main())
     asyncio.run(main())  # a new loop: new ones (those of a closed loop go with it)
+
+
+def test_a_loop_that_used_turns_is_freed_with_them() -> None:
+    """``on_loop``'s registry is keyed by a weak reference to the loop: the turns it holds must not keep their loop
+    alive (an application or a test suite that runs many loops would keep every one of them)."""
+    import gc
+    import weakref
+
+    async def main() -> None:
+        on_loop("close", asyncio.get_running_loop()).add(lambda: None)
+        on_loop("stop", asyncio.get_running_loop())
+        await asyncio.sleep(0.01)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(main())
+    loop.close()
+    gone = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert gone() is None

@@ -32,14 +32,21 @@ PAUSE_S: Final = 0.002
 class Turns:
     """Calls made in turns, in the order given, on ``loop``."""
 
-    __slots__ = ("_handle", "_waiting", "loop", "pause_s", "per_pass")
+    __slots__ = ("_handle", "_loop", "_waiting", "pause_s", "per_pass")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, per_pass: int = PER_PASS, pause_s: float = PAUSE_S) -> None:
-        self.loop = loop
+        self._loop = weakref.ref(loop)  # (``on_loop``'s registry is keyed by the loop: a strong one would keep it)
         self.per_pass = per_pass
         self.pause_s = pause_s
         self._waiting: deque[Callable[[], object]] = deque()
         self._handle: asyncio.Handle | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop()
+        if loop is None:
+            raise RuntimeError("the event loop of these turns is gone")
+        return loop
 
     def __len__(self) -> int:
         """Calls not made yet."""
