@@ -14,11 +14,16 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(main())
 
 
+def deadline() -> tuple[asyncio.AbstractEventLoop, Deadline, list[float]]:
+    """A deadline on the running loop, and the loop times at which it fired."""
+    loop = asyncio.get_running_loop()
+    fired: list[float] = []
+    return loop, Deadline(loop, lambda: fired.append(loop.time())), fired
+
+
 def test_a_target_armed_early_fires_at_the_target_not_at_the_arming() -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        fired: list[float] = []
-        d = Deadline(loop, lambda: fired.append(loop.time()))
+        loop, d, fired = deadline()
         t0 = loop.time()
         d.set(t0 + 0.4, arm_by=t0 + 0.1)  # armed at 0.1, the target stays at 0.4
         await asyncio.sleep(0.25)
@@ -33,9 +38,7 @@ def test_an_announced_move_earlier_costs_no_new_timer() -> None:
     """A generation's deadline: first-token 5 s, idle 0.2 s; its first output at 0.05 s moves the target to 0.25 s."""
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        fired: list[float] = []
-        d = Deadline(loop, lambda: fired.append(loop.time()))
+        loop, d, fired = deadline()
         t0 = loop.time()
         d.set(t0 + 5.0, arm_by=t0 + 0.2)
         handle = d._handle
@@ -50,9 +53,7 @@ def test_an_announced_move_earlier_costs_no_new_timer() -> None:
 
 def test_a_move_earlier_not_announced_re_arms_and_arm_by_past_the_target_is_ignored() -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        fired: list[float] = []
-        d = Deadline(loop, lambda: fired.append(loop.time()))
+        loop, d, fired = deadline()
         t0 = loop.time()
         d.set(t0 + 5.0)
         handle = d._handle

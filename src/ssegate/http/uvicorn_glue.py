@@ -474,14 +474,17 @@ class BoundedRequestProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self.transport.close()
 
+    def _keep_alive_timed_out(self) -> None:
+        self._keeping = False
+        self.timeout_keep_alive_handler()
+
 
 def _read_expired(protocol: BoundedRequestProtocol) -> None:
     protocol._read_timed_out()
 
 
 def _keep_alive_expired(protocol: BoundedRequestProtocol) -> None:
-    protocol._keeping = False
-    protocol.timeout_keep_alive_handler()
+    protocol._keep_alive_timed_out()
 
 
 class _Sweeps:

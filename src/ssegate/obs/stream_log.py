@@ -13,10 +13,11 @@ Where every handler the line reaches (by the logging module's rules: levels, ``p
 ``StreamHandler`` without filters and with ``JSONFormatter`` (``ssegate serve``'s, to stderr), no record is
 made: ``JSONFormatter.line`` makes the line from the fields a record would carry, the same line its ``format``
 makes of the record (``tests/test_stream_log.py``), and it is written here, compiled, as the handler would
-(``_write_lines``; a record is made only for ``handleError``). That halved the line's cost (52k instructions
-before): a record, and reading its ``extra`` back out of it, were half of it. With any other handler or
-formatter, a record goes to the logging module's rules (``_handle``), a plain ``StreamHandler`` still written
-to here, any other handler through its own ``handle``.
+(``_emit``; a record is made only for ``handleError``). That halved the line's cost (52k instructions before):
+a record, and reading its ``extra`` back out of it, were half of it. With any other handler or formatter among
+them, a record: a plain ``StreamHandler`` is still written to here, any other handler through its own
+``handle``; a logger the logging module must decide for (disabled, filtered, of a class of its own, without
+handlers) gets it through ``handle``. One walk of the handlers (``_reached``) serves both.
 
 The end line's record is a copy of one the logging module made for this logger, level and message in this
 process (``logging.makeRecord``, once), with its time set now and the stream's fields added: ~30% of the line's
@@ -34,7 +35,7 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any, Final
+from typing import Any, Final, TypeGuard, cast
 
 from ..core.outcome import Outcome, Started
 from ..core.request import message_text
@@ -60,11 +61,21 @@ def _log(level: int, msg: str, extra: dict[str, Any], func: str) -> None:
             or type(stream_log).makeRecord is not logging.Logger.makeRecord):
         stream_log.log(level, msg, extra=extra)
         return
-    plain = _json_handlers(level)
-    if plain is not None:
-        _write_lines(plain, level, msg, extra, func)
+    handlers = _reached(level)
+    if handlers is None:
+        stream_log.handle(_record(level, msg, extra, func))
         return
-    _handle(_record(level, msg, extra, func))
+    if all(_plain(h) and type(h.formatter) is JSONFormatter for h in handlers):
+        now = time.time()
+        for handler in handlers:
+            _emit(cast(logging.StreamHandler[Any], handler), None, now, level, msg, extra, func)
+        return
+    record = _record(level, msg, extra, func)
+    for handler in handlers:
+        if _plain(handler):
+            _emit(handler, record, record.created, level, msg, extra, func)
+        else:
+            handler.handle(record)
 
 
 def _record(level: int, msg: str, extra: dict[str, Any], func: str) -> logging.LogRecord:
@@ -90,96 +101,55 @@ def _record(level: int, msg: str, extra: dict[str, Any], func: str) -> logging.L
     return record
 
 
-def _json_handlers(level: int) -> list[logging.StreamHandler[Any]] | None:
-    """The handlers a line at ``level`` goes to, when each is a plain ``StreamHandler`` (no filters) with
-    ``JSONFormatter`` (``ssegate serve``'s) and the logger has no filter or class of its own; else None."""
-    logger = stream_log
-    if logger.disabled or logger.filters or (type(logger).handle, type(logger).callHandlers) != _STOCK:
-        return None
-    out: list[logging.StreamHandler[Any]] = []
-    found = 0
-    c: logging.Logger | None = logger
-    while c is not None:
-        for handler in c.handlers:
-            found += 1
-            if level >= handler.level:
-                if (type(handler) is not logging.StreamHandler or handler.filters
-                        or type(handler.formatter) is not JSONFormatter):
-                    return None
-                out.append(handler)
-        c = c.parent if c.propagate else None
-    return out if found else None  # (none at all: the logging module's last resort, which needs a record)
-
-
-def _write_lines(handlers: list[logging.StreamHandler[Any]], level: int, msg: str, extra: dict[str, Any],
-                 func: str) -> None:
-    """``_emit`` for each of ``handlers`` (``_json_handlers``'), the line made by ``JSONFormatter.line`` from the
-    fields a record would carry; a record is made only for ``handleError``, if a write fails."""
-    now = time.time()
-    levelname = logging.getLevelName(level)
-    name = stream_log.name
-    for handler in handlers:
-        formatter: Any = handler.formatter
-        lock = handler.lock
-        if lock:
-            lock.acquire()
-        try:
-            stream: Any = handler.stream
-            stream.write(formatter.line(now, levelname, name, msg, extra) + handler.terminator)
-            if stream and hasattr(stream, "flush"):
-                stream.flush()
-        except RecursionError:
-            raise
-        except Exception:
-            handler.handleError(_record(level, msg, extra, func))
-        finally:
-            if lock:
-                lock.release()
-
-
 _STOCK: Final = (logging.Logger.handle, logging.Logger.callHandlers)
 
 
-def _handle(record: logging.LogRecord) -> None:
-    """``stream_log.handle(record)``, with a plain ``StreamHandler`` (``ssegate serve``'s: stderr) written to here,
-    compiled, as its ``handle`` would; any other handler, a filter on the logger or a logger class of its own
-    goes the logging module's way."""
+def _reached(level: int) -> list[logging.Handler] | None:
+    """The handlers a line at ``level`` reaches by the logging module's rules (each one's level, ``propagate``),
+    or None where the logging module must decide: a disabled logger, a filter on it, a logger class of its own,
+    or no handler at all (its last resort, or its warning that there is none)."""
     logger = stream_log
-    if (logger.disabled or logger.filters
-            or (type(logger).handle, type(logger).callHandlers) != _STOCK):
-        logger.handle(record)
-        return
-    level = record.levelno
+    if logger.disabled or logger.filters or (type(logger).handle, type(logger).callHandlers) != _STOCK:
+        return None
+    out: list[logging.Handler] = []
     found = 0
     c: logging.Logger | None = logger
     while c is not None:
         for handler in c.handlers:
             found += 1
             if level >= handler.level:
-                if type(handler) is logging.StreamHandler and not handler.filters:
-                    _emit(handler, record)
-                else:
-                    handler.handle(record)
+                out.append(handler)
         c = c.parent if c.propagate else None
-    if not found:  # the logging module's last resort, or its warning that there is no handler
-        logger.callHandlers(record)
+    return out if found else None
 
 
-def _emit(handler: logging.StreamHandler[Any], record: logging.LogRecord) -> None:
-    """``StreamHandler.handle(record)`` of a handler without filters: its lock, its format, one write, a flush."""
+def _plain(handler: logging.Handler) -> TypeGuard[logging.StreamHandler[Any]]:
+    """A ``StreamHandler`` without filters: written to here (``_emit``) as its ``handle`` would."""
+    return type(handler) is logging.StreamHandler and not handler.filters
+
+
+def _emit(handler: logging.StreamHandler[Any], record: logging.LogRecord | None, now: float, level: int, msg: str,
+          extra: dict[str, Any], func: str) -> None:
+    """``StreamHandler.handle`` of a plain handler: its lock, the line, one write, a flush. The line is its
+    formatter's of ``record`` or, without one, ``JSONFormatter.line`` of the fields a record would carry (a
+    record is then made only for ``handleError``, if the write fails)."""
     lock = handler.lock
     if lock:
         lock.acquire()
     try:
-        formatter = handler.formatter or logging._defaultFormatter  # type: ignore[attr-defined]
+        formatter: Any = handler.formatter
+        if record is None:
+            line = formatter.line(now, logging.getLevelName(level), stream_log.name, msg, extra)
+        else:
+            line = (formatter or logging._defaultFormatter).format(record)  # type: ignore[attr-defined]
         stream: Any = handler.stream
-        stream.write(formatter.format(record) + handler.terminator)
+        stream.write(line + handler.terminator)
         if stream and hasattr(stream, "flush"):
             stream.flush()
     except RecursionError:
         raise
     except Exception:
-        handler.handleError(record)
+        handler.handleError(record if record is not None else _record(level, msg, extra, func))
     finally:
         if lock:
             lock.release()

@@ -135,7 +135,7 @@ class Response:
     returns it; the body is read with ``read()`` or pushed with ``stream()``. Whoever got it closes it."""
 
     __slots__ = (
-        "_aborted", "_body", "_conn", "_decoder", "_drain", "_dropped", "_error", "_head", "_head_bytes", "_heading",
+        "_aborted", "_body", "_conn", "_decoder", "_draining", "_dropped", "_error", "_head", "_head_bytes", "_heading",
         "_interim", "_keep_alive", "_keep_s", "_parser", "_raw_headers", "_seen", "_sink", "_slot", "_stale",
         "_stopped", "_until_eof", "_waiter", "complete", "headers", "status",
     )
@@ -164,8 +164,8 @@ class Response:
         self._aborted = False
         self._keep_alive = False
         self._keep_s: float | None = None  # the timeout of the server's Keep-Alive header
-        self._drain: float | None = None
-        """Draining after ``stop()`` and ``close()``: the loop time by which the message must end (``Pool._expire``)."""
+        self._draining = False
+        """Draining after ``stop()`` and ``close()`` (until the pool's time for it: ``Pool._start_drain``)."""
         self._dropped = 0
         self._slot = False  # this response holds one of the pool's places under limit (given back at close)
 
@@ -227,15 +227,15 @@ class Response:
         if self._slot:
             self._slot = False
             conn.pool._leave()
-        if conn.response is not self or self._drain is not None:
+        if conn.response is not self or self._draining:
             return
         if self._error is None and conn.usable:
             if self.complete:
                 self._release()
                 return
             if self._stopped and not self._heading and not self._until_eof:
-                self._drain = until = conn.loop.time() + DRAIN_S
-                conn.pool._start_drain(conn, until)
+                self._draining = True
+                conn.pool._start_drain(conn, conn.loop.time() + DRAIN_S)
                 return
         self._parser = None  # it calls this response back: a cycle the GC would have to find
         conn.response = None
@@ -344,9 +344,9 @@ class Response:
         self._error = exc
         self._sink = None
         conn = self._conn
-        if self._drain is not None:
-            self._drain = None
-            conn.pool._draining.discard(conn)
+        if self._draining:
+            self._draining = False
+            conn.pool._draining.pop(conn, None)
         if conn.transport is not None:
             conn.transport.abort()
         if not wake:
@@ -391,15 +391,15 @@ class Response:
                 return
         self.complete = True
         self._wake()
-        if self._drain is not None:  # closed after stop(): the message ended in time
+        if self._draining:  # closed after stop(): the message ended in time
             self._release()
 
     def _release(self) -> None:
         """The message ended and nobody reads it any more: keep the connection for the next request."""
         conn = self._conn
-        if self._drain is not None:
-            self._drain = None
-            conn.pool._draining.discard(conn)
+        if self._draining:
+            self._draining = False
+            conn.pool._draining.pop(conn, None)
         self._parser = None
         conn.response = None
         if self._keep_alive and conn.usable:
@@ -481,7 +481,8 @@ class Pool:
         """For ``https`` upstreams (the system's trust store unless one is given); made now, off the hot path."""
         self.proxies = Proxies()
         self._idle: dict[Origin, list[_Connection]] = {}
-        self._draining: set[_Connection] = set()
+        self._draining: dict[_Connection, float] = {}
+        """Connections whose response drains its message, and the loop time by which it must end."""
         self._busy = 0
         self._queue: deque[asyncio.Future[None]] = deque()
         self._sweep: Deadline | None = None
@@ -667,7 +668,7 @@ class Pool:
 
     def _start_drain(self, conn: _Connection, until: float) -> None:
         """``conn``'s response drains its message until ``until`` (loop time): the sweep fails it then."""
-        self._draining.add(conn)
+        self._draining[conn] = until
         self._sweep_by(conn, until)
 
     def _sweep_by(self, conn: _Connection, at: float) -> None:
@@ -687,19 +688,19 @@ class Pool:
                 if conn.transport is not None:
                     conn.transport.close()
         left = [c.expires for idle in self._idle.values() for c in idle]
-        for conn in list(self._draining):
-            resp = conn.response
-            if resp is None or resp._drain is None:  # (not draining any more: gone from the set already, as a rule)
-                self._draining.discard(conn)
-            elif resp._drain <= now:
-                resp._fail(UpstreamError("the upstream did not end its body after the end marker"))
-            else:
-                left.append(resp._drain)
+        for conn, until in list(self._draining.items()):
+            if until > now:
+                left.append(until)
+            else:  # past its time: the response fails, which ends the drain
+                resp = conn.response
+                if resp is not None:
+                    resp._fail(UpstreamError("the upstream did not end its body after the end marker"))
+                self._draining.pop(conn, None)
         if left and self._sweep is not None:
             self._sweep.set(min(left))
 
     def _forget(self, conn: _Connection) -> None:
-        self._draining.discard(conn)
+        self._draining.pop(conn, None)
         idle = self._idle.get(conn.origin)
         if idle and conn in idle:
             idle.remove(conn)
