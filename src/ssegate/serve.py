@@ -45,7 +45,7 @@ from starlette.types import ASGIApp
 
 from .__about__ import __version__
 from .errors import ConfigError
-from .http.uvicorn_glue import BoundedRequestProtocol
+from .http.uvicorn_glue import PROTOCOL
 from .obs.logs import log_config
 from .routing import DEMO_MODEL, settings_config
 from .routing.config import RoutingConfig
@@ -309,7 +309,7 @@ def _run(settings: Settings, sock: socket.socket, routes: RoutingConfig) -> int:
         port=settings.port,
         workers=settings.workers,
         loop="ssegate.http.listener:new_event_loop" if _has("uvloop") else "asyncio",
-        http=BoundedRequestProtocol,
+        http=PROTOCOL,
         lifespan="on",
         log_level=settings.log_level,
         log_config=log_config(settings.log_level, fmt, colors=fmt == "text" and sys.stderr.isatty()),

@@ -5,12 +5,14 @@
   disconnect inside ``eof_received``/``connection_lost`` (``DISCONNECT_HOOK``), not a task later; at a client's
   EOF its socket is closed a callback later, or in a storm of disconnects in turns (``core/turns.py``), after
   the upstreams of the disconnects read so far were told. What it runs for every connection and request is
-  uvicorn's code written here again and compiled (this module is): its constructor, the parser's callbacks, its
-  request cycle (``_Cycle``: the coroutine every step of a request's task resumes through, ``receive``, and
-  ``send`` of a body chunk, with ``asyncio.Event``'s part compiled as ``_Signal``) and flow control
-  (``_Flow``); uvicorn's own run the rest (upgrades, the access log, a response start through ``send``). With
-  the listener's accepts (``listener.py``): 749k → 689k instructions a short stream (``python -m
-  bench.callgrind``). ``tests/test_relay.py`` checks the copies make the attributes uvicorn's make.
+  uvicorn's code written here again and compiled (this module is), as classes of their own (attributes in
+  fixed slots, not a dict per object as in a subclass of uvicorn's classes): its constructor, the parser's
+  callbacks, its request cycle (``_Cycle``: the coroutine every step of a request's task resumes through,
+  ``receive``, and ``send`` of a body chunk, with ``asyncio.Event``'s part compiled as ``_Signal``) and flow
+  control (``_Flow``); uvicorn's own functions run the rest on them (a WebSocket upgrade, the access log, a
+  response start through ``send``). With the listener's accepts (``listener.py``): 749k → 689k instructions a
+  short stream (``python -m bench.callgrind``); classes of their own, ~50k fewer. ``tests/test_relay.py`` checks
+  the copies have the attributes and methods uvicorn's have, and that uvicorn's code still runs on them.
 - ``direct_transport``: the client's transport when a body chunk may be written to it directly (uvicorn's
   httptools protocol, chunked framing, not HEAD, still open), for the streaming fast path of ``response.py``.
 - ``write_start``: the response start and the first body chunk in one write (and the end of the body too, when
@@ -44,7 +46,7 @@ import httptools
 from starlette.types import Send
 from uvicorn.config import Config
 from uvicorn.logging import TRACE_LOG_LEVEL
-from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, FlowControl, service_unavailable
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, service_unavailable
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
     HttpToolsProtocol,
@@ -61,6 +63,7 @@ from ..sse import dumps
 
 __all__ = [
     "DISCONNECT_HOOK",
+    "PROTOCOL",
     "BoundedRequestProtocol",
     "ReloadingMultiprocess",
     "direct_transport",
@@ -72,13 +75,18 @@ __all__ = [
     "write_start",
 ]
 
-StartHead = tuple[RequestResponseCycle, list[bytes]]
+StartHead = tuple[Any, list[bytes]]
 """A response's head as ``start_head`` made it (the request cycle, the bytes so far), for ``send_start``."""
 
 DISCONNECT_HOOK: Final = "ssegate_on_disconnect"
 """Attribute a response sets on the server's request cycle (``send.__self__``): ``ssegate serve``'s protocol
 calls it from ``connection_lost``, so a vanished client stops its generation in that very callback, before
 any task runs (the watcher task covers other servers)."""
+
+_UVICORN_PROTOCOL: Final[Any] = HttpToolsProtocol
+"""uvicorn's protocol class, for the methods of its that run on ours (a WebSocket upgrade)."""
+_UVICORN_CYCLE: Final[Any] = RequestResponseCycle
+"""uvicorn's request cycle class, for the ``send`` of its that runs on ours (a response start, ...)."""
 
 
 class ReloadingMultiprocess(Multiprocess):
@@ -141,15 +149,19 @@ def _loggers() -> tuple[logging.Logger, logging.Logger]:
     return logging.getLogger("uvicorn.error"), logging.getLogger("uvicorn.access")
 
 
-class _Flow(FlowControl):
-    """uvicorn's flow control, compiled, with its event made at the first pause of writing (most connections
-    never pause: uvicorn makes and sets one for each)."""
+class _Flow:
+    """uvicorn's flow control (``FlowControl``: what its request cycle calls), compiled, with its event made at the
+    first pause of writing (most connections never pause: uvicorn makes and sets one for each)."""
 
-    def __init__(self, transport: asyncio.Transport) -> None:
+    def __init__(self, transport: Any) -> None:
         self._transport = transport
+        """None until ``attach`` (a protocol's flow control is made before its connection)."""
         self.read_paused = False
         self.write_paused = False
         self._writable: asyncio.Event | None = None
+
+    def attach(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
 
     async def drain(self) -> None:
         writable = self._writable
@@ -185,7 +197,7 @@ class _HeadTooLarge(Exception):
     """Raised in a parser callback to stop parsing a request whose head is over the limit."""
 
 
-class BoundedRequestProtocol(HttpToolsProtocol):
+class BoundedRequestProtocol:
     """uvicorn's httptools protocol with the request head bounded in size, and the request in time.
 
     Plain uvicorn buffers a request line or headers of any size (one 200 MB header costs 200 MB of RSS, kept
@@ -199,7 +211,13 @@ class BoundedRequestProtocol(HttpToolsProtocol):
     instructions each, 0.7% of a short stream's). A streaming response learns of
     its client's disconnect inside ``connection_lost`` (``DISCONNECT_HOOK``), not a task later. A request that
     does not parse as HTTP gets a JSON error body (``invalid_request``) like every other error, not uvicorn's
-    plain-text one."""
+    plain-text one.
+
+    A class of its own, not a subclass of uvicorn's ``HttpToolsProtocol`` (nor ``_Cycle`` of its
+    ``RequestResponseCycle``, nor ``_Flow`` of its ``FlowControl``): compiled classes with their attributes in
+    fixed slots, where a subclass of uvicorn's keeps them in a dict of each object (~60k instructions a short
+    stream went to those lookups, 10%). uvicorn's own code that runs on them (a WebSocket upgrade, a response start
+    through ``send``) reads and writes the same attributes by name."""
 
     url = b""
     _in_head = False
@@ -208,6 +226,8 @@ class BoundedRequestProtocol(HttpToolsProtocol):
     _reading = False
     _keeping = False
     _sweeps: _Sweeps | None = None
+    timeout_keep_alive_task: asyncio.TimerHandle | None = None
+    """uvicorn's keep-alive timer: always None here (the keep-alive is on the server's sweep)."""
 
     def __init__(
         self, config: Config, server_state: ServerState, app_state: dict[str, Any],
@@ -218,8 +238,8 @@ class BoundedRequestProtocol(HttpToolsProtocol):
         if not config.loaded:
             config.load()
         self.config = config
-        self.app = config.loaded_app
-        self.loop = _loop or asyncio.get_event_loop()
+        self.app: Any = config.loaded_app
+        self.loop: asyncio.AbstractEventLoop = _loop or asyncio.get_event_loop()
         self.logger, self.access_logger = _loggers()
         self.access_log = self.access_logger.hasHandlers()
         parser = httptools.HttpRequestParser(self)
@@ -227,34 +247,36 @@ class BoundedRequestProtocol(HttpToolsProtocol):
             parser.set_dangerous_leniencies(lenient_data_after_close=True)
         except AttributeError:  # pragma: no cover - httptools before 0.6.3
             pass
-        self.parser = parser
-        self.ws_protocol_class = config.ws_protocol_class
-        self.root_path = config.root_path
-        self.asgi_version = config.asgi_version
-        self.limit_concurrency = config.limit_concurrency
+        self.parser: Any = parser
+        """None once the connection is lost (as uvicorn's)."""
+        self.ws_protocol_class: Any = config.ws_protocol_class
+        self.root_path: str = config.root_path
+        self.asgi_version: str = config.asgi_version
+        self.limit_concurrency: int | None = config.limit_concurrency
         self.app_state = app_state
-        self.timeout_keep_alive_task = None
-        self.timeout_keep_alive = config.timeout_keep_alive
+        self.timeout_keep_alive = float(config.timeout_keep_alive)
         self.server_state = server_state
-        self.connections = server_state.connections
-        self.tasks = server_state.tasks
-        self.transport = None  # type: ignore[assignment]
-        self.flow = None  # type: ignore[assignment]
-        self.server = None
-        self.client = None
-        self.scheme = None
-        self.pipeline = deque()
-        self.scope = None  # type: ignore[assignment]
-        self.headers = None  # type: ignore[assignment]
+        self.connections: set[Any] = server_state.connections
+        self.tasks: set[asyncio.Task[None]] = server_state.tasks
+        self.transport: Any = None
+        """The connection's transport (from ``connection_made``)."""
+        self.server: tuple[str, int | None] | None = None
+        self.client: tuple[str, int] | None = None
+        self.scheme: str | None = None
+        self.pipeline: deque[tuple[_Cycle, Any]] = deque()
+        self.scope: dict[str, Any] = {}
+        self.headers: list[tuple[bytes, bytes]] = []
         self.expect_100_continue = False
-        self.cycle = None  # type: ignore[assignment]
+        self.cycle: _Cycle | None = None
+        self.flow = _Flow(None)
+        """The connection's flow control (its transport set by ``connection_made``)."""
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:
         # uvicorn's, with the two addresses read from the transport, which keeps them: uvicorn's helpers ask
         # uvloop's socket wrapper, which makes a socket object and system calls for each, on every connection
         self.connections.add(self)
         self.transport = transport
-        self.flow = _Flow(transport)
+        self.flow.attach(transport)
         self.server = _local_address(transport.get_extra_info("sockname"))
         self.client = _peer_address(transport.get_extra_info("peername"))
         self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
@@ -266,7 +288,7 @@ class BoundedRequestProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         # uvicorn's, then the streaming response told (DISCONNECT_HOOK)
         self._disarm_read_timer()
-        cycle: RequestResponseCycle | None = self.cycle
+        cycle = self.cycle
         self.connections.discard(self)
         if self.logger.level <= TRACE_LOG_LEVEL:
             prefix = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
@@ -275,12 +297,11 @@ class BoundedRequestProtocol(HttpToolsProtocol):
             if not cycle.response_complete:
                 cycle.disconnected = True
             cycle.message_event.set()
-        if self.flow is not None:
-            self.flow.resume_writing()
+        self.flow.resume_writing()
         if exc is None:
             self.transport.close()
         self._unset_keepalive_if_required()  # (uvicorn's left its timer armed after a reset: not on the sweep)
-        self.parser = None  # type: ignore[assignment]
+        self.parser = None
         _client_gone(cycle)
 
     def _unset_keepalive_if_required(self) -> None:
@@ -289,7 +310,7 @@ class BoundedRequestProtocol(HttpToolsProtocol):
             assert self._sweeps is not None
             self._sweeps.keep_alive.discard(self)
 
-    def eof_received(self) -> bool:  # type: ignore[override]
+    def eof_received(self) -> bool:
         # uvicorn closes the connection at the client's EOF, and the loop reports connection_lost a pass later,
         # behind whatever is queued (in a storm of disconnects: the unwinding of every stream cancelled so far)
         cycle = self.cycle
@@ -332,13 +353,13 @@ class BoundedRequestProtocol(HttpToolsProtocol):
         self.expect_100_continue = False
         headers: list[tuple[bytes, bytes]] = []
         self.headers = headers
-        self.scope = {  # type: ignore[typeddict-item]
+        self.scope = {
             "type": "http",
             "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
             "http_version": "1.1",
             "server": self.server,
             "client": self.client,
-            "scheme": self.scheme,  # type: ignore[typeddict-item]
+            "scheme": self.scheme,
             "root_path": self.root_path,
             "headers": headers,
             "state": self.app_state.copy(),
@@ -367,7 +388,7 @@ class BoundedRequestProtocol(HttpToolsProtocol):
             self._head_refused = True
             raise _HeadTooLarge  # stops the parser; data_received then calls send_400_response, which answers 431
         parser = self.parser
-        scope: dict[str, Any] = self.scope  # type: ignore[assignment]
+        scope = self.scope
         http_version = parser.get_http_version()
         scope["method"] = parser.get_method().decode("ascii")
         if http_version != "1.1":
@@ -402,7 +423,7 @@ class BoundedRequestProtocol(HttpToolsProtocol):
             self.flow.pause_reading()
             self.pipeline.appendleft((cycle, app))
 
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+    def _start_asgi_task(self, cycle: _Cycle, app: Any) -> None:
         if getattr(self.config, "reset_contextvars", False):
             task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
         else:
@@ -412,8 +433,8 @@ class BoundedRequestProtocol(HttpToolsProtocol):
         tasks.add(task)
 
     def on_body(self, body: bytes) -> None:
-        cycle = self.cycle
-        if cycle.response_complete or (self.parser.should_upgrade() and self._should_upgrade()):
+        cycle = self.cycle  # (None, or the one before, for the body of an upgrade: on_headers_complete made none)
+        if cycle is None or cycle.response_complete or (self.parser.should_upgrade() and self._should_upgrade()):
             return
         cycle.body += body
         if len(cycle.body) > HIGH_WATER_LIMIT:
@@ -423,7 +444,7 @@ class BoundedRequestProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._disarm_read_timer()
         cycle = self.cycle
-        if cycle.response_complete or (self.parser.should_upgrade() and self._should_upgrade()):
+        if cycle is None or cycle.response_complete or (self.parser.should_upgrade() and self._should_upgrade()):
             return
         cycle.more_body = False
         cycle.message_event.set()
@@ -452,6 +473,48 @@ class BoundedRequestProtocol(HttpToolsProtocol):
                              b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
         self.transport.close()
 
+    # --- the rest of uvicorn's protocol: upgrades, the server's shutdown, the transport's flow control ---------
+
+    def _get_upgrade(self) -> bytes | None:
+        connection: list[bytes] = []
+        upgrade = None
+        for name, value in self.headers:
+            if name == b"connection":
+                connection = [token.lower().strip() for token in value.split(b",")]
+            if name == b"upgrade":
+                upgrade = value.lower()
+        return upgrade if b"upgrade" in connection else None
+
+    def _should_upgrade_to_ws(self) -> bool:
+        return self.ws_protocol_class is not None
+
+    def _should_upgrade(self) -> bool:
+        return self._get_upgrade() == b"websocket" and self._should_upgrade_to_ws()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        _UVICORN_PROTOCOL._unsupported_upgrade_warning(self)
+
+    def handle_websocket_upgrade(self) -> None:
+        _UVICORN_PROTOCOL.handle_websocket_upgrade(self)  # (reads this protocol's attributes by uvicorn's names)
+
+    def shutdown(self) -> None:
+        """The server's graceful shutdown: close an idle connection, and end a busy one after its response."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            self.transport.close()
+        else:
+            cycle.keep_alive = False
+
+    def pause_writing(self) -> None:
+        self.flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.flow.resume_writing()
+
+    def timeout_keep_alive_handler(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
     def _sweeps_on(self) -> _Sweeps:
         sweeps = self._sweeps
         if sweeps is None:
@@ -477,6 +540,11 @@ class BoundedRequestProtocol(HttpToolsProtocol):
     def _keep_alive_timed_out(self) -> None:
         self._keeping = False
         self.timeout_keep_alive_handler()
+
+
+PROTOCOL: Final[Any] = BoundedRequestProtocol
+"""``BoundedRequestProtocol`` as ``uvicorn.Config(http=...)`` takes it (typed there as a subclass of
+``asyncio.Protocol``, which a compiled class of its own is not; uvicorn and the loop only call its methods)."""
 
 
 def _read_expired(protocol: BoundedRequestProtocol) -> None:
@@ -507,14 +575,18 @@ def _sweeps_of(state: ServerState, loop: asyncio.AbstractEventLoop) -> _Sweeps:
     return sweeps
 
 
-class _Cycle(RequestResponseCycle):
+class _Cycle:
     """uvicorn's request cycle, with what runs for every request compiled: the constructor, the coroutine that runs
     the app (every step of a request's task resumes through its frame), ``receive``, and ``send`` of a body
-    chunk of a started chunked response; everything else is uvicorn's ``send``. ``tests/test_relay.py`` checks
-    that one has the attributes uvicorn's constructor gives it."""
+    chunk of a started chunked response; everything else is uvicorn's ``send`` (and its 500), which reads and
+    writes this cycle's attributes by uvicorn's names. ``tests/test_relay.py`` checks that one has the attributes
+    uvicorn's constructor gives it."""
+
+    ssegate_on_disconnect: Callable[[], None] | None = None
+    """``DISCONNECT_HOOK``: what a streaming response set to be called when its client goes."""
 
     def __init__(
-        self, scope: Any, transport: asyncio.Transport, flow: FlowControl, logger: logging.Logger,
+        self, scope: Any, transport: Any, flow: _Flow, logger: logging.Logger,
         access_logger: logging.Logger, access_log: bool, default_headers: list[tuple[bytes, bytes]],
         expect_100_continue: bool, keep_alive: bool, on_response: Callable[..., None],
         loop: asyncio.AbstractEventLoop,
@@ -526,7 +598,7 @@ class _Cycle(RequestResponseCycle):
         self.access_logger = access_logger
         self.access_log = access_log
         self.default_headers = default_headers
-        self.message_event = _Signal(loop)  # type: ignore[assignment]
+        self.message_event = _Signal(loop)
         self.on_response = on_response
         self.disconnected = False
         self.keep_alive = keep_alive
@@ -535,8 +607,11 @@ class _Cycle(RequestResponseCycle):
         self.more_body = True
         self.response_started = False
         self.response_complete = False
-        self.chunked_encoding = None
+        self.chunked_encoding: bool | None = None
         self.expected_content_length = 0
+
+    async def send_500_response(self) -> None:
+        await _UVICORN_CYCLE.send_500_response(self)
 
     async def run_asgi(self, app: Any) -> None:
         try:
@@ -579,7 +654,7 @@ class _Cycle(RequestResponseCycle):
         if (not self.response_started or self.chunked_encoding is not True or self.response_complete
                 or self.disconnected or self.flow.write_paused or message["type"] != "http.response.body"
                 or self.scope["method"] == "HEAD"):
-            await RequestResponseCycle.send(self, message)
+            await _UVICORN_CYCLE.send(self, message)
             return
         # a body chunk of a started chunked response, written now: what uvicorn's send does for it
         body: bytes = message.get("body", b"")
@@ -627,7 +702,7 @@ class _Signal:
             self._waiters.remove(waiter)
 
 
-def _complete(cycle: RequestResponseCycle) -> None:
+def _complete(cycle: Any) -> None:
     """A response's last bytes were written: what uvicorn's ``send`` does then (the connection closed unless kept
     alive, the protocol told, which reads the next request)."""
     cycle.response_complete = True
@@ -641,9 +716,9 @@ def _nothing() -> None:
     """A finished cycle's ``on_response`` (uvicorn's ``lambda: None``)."""
 
 
-def _client_gone(cycle: object) -> None:
+def _client_gone(cycle: _Cycle | None) -> None:
     """A streaming response's client closed: stop its generation now (``DISCONNECT_HOOK``)."""
-    hook = getattr(cycle, DISCONNECT_HOOK, None)
+    hook = cycle.ssegate_on_disconnect if cycle is not None else None
     if hook is not None:
         hook()
 
@@ -673,21 +748,22 @@ def drop_if_unread(send: Send, timeout: float) -> None:
     loop.call_later(timeout, check, transport.get_write_buffer_size())
 
 
-def server_cycle(send: Any) -> RequestResponseCycle | None:
-    """uvicorn's request cycle when ``send`` is its own ``send`` (``ssegate serve``, nothing wrapped around it);
-    None for anything else: another server, or a ``send`` an application's middleware wrapped."""
+def server_cycle(send: Any) -> Any:
+    """The request cycle of uvicorn's httptools protocol or ours (``_Cycle``) when ``send`` is its own ``send``
+    (nothing wrapped around it); None for anything else: another server, or a ``send`` an application's
+    middleware wrapped. The two have the same attributes."""
     cycle = getattr(send, "__self__", None)
-    return cycle if isinstance(cycle, RequestResponseCycle) else None
+    return cycle if isinstance(cycle, (_Cycle, RequestResponseCycle)) else None
 
 
 def set_disconnect_hook(send: Any, hook: Any) -> bool:
     """Set (or clear, with None) ``DISCONNECT_HOOK`` on the request cycle behind ``send``; False where there is
     none, or its protocol is plain uvicorn's, which would never call it (the response then learns of a disconnect
-    from ``receive()``)."""
-    cycle = server_cycle(send)
-    if cycle is None or not isinstance(getattr(cycle.on_response, "__self__", None), BoundedRequestProtocol):
+    from ``receive()``). A ``_Cycle`` is ``BoundedRequestProtocol``'s."""
+    cycle = getattr(send, "__self__", None)
+    if not isinstance(cycle, _Cycle):
         return False
-    setattr(cycle, DISCONNECT_HOOK, hook)
+    cycle.ssegate_on_disconnect = hook
     return True
 
 
@@ -709,7 +785,8 @@ def direct_transport(send: Send) -> asyncio.WriteTransport | None:
     if (cycle is None or cycle.chunked_encoding is not True or cycle.scope.get("method") == "HEAD"
             or cycle.response_complete or cycle.transport.is_closing()):
         return None
-    return cycle.transport
+    transport: asyncio.WriteTransport = cycle.transport
+    return transport
 
 
 NAME_REFUSED: Final = bytes(range(0x20)) + b"\x7f()<>@,;:[]={} \t\\\""
@@ -745,16 +822,24 @@ def start_head(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> S
     if (cycle is None or cycle.response_started or cycle.disconnected or cycle.flow.write_paused
             or cycle.access_log or cycle.scope.get("method") == "HEAD" or cycle.chunked_encoding is not None):
         return None
-    every = (*cycle.default_headers, *headers)
-    # uvicorn's checks of each name and value, over all of them joined ("-" and tab are allowed where they join)
-    if not header_bytes_ok(b"-".join(n for n, _ in every), b"\t".join(v for _, v in every)):
-        return None  # uvicorn's send raises for it: let it
+    default: list[tuple[bytes, bytes]] = cycle.default_headers
     content = [STATUS_LINE[status]]
-    for name, value in every:
-        name = name.lower()
-        if name in (b"content-length", b"transfer-encoding", b"connection"):
-            return None  # framing chosen by the caller: uvicorn's send handles it
-        content += (name, b": ", value, b"\r\n")
+    names: list[bytes] = []
+    values: list[bytes] = []
+    for every in (default, headers):
+        for name, value in every:
+            names.append(name)
+            values.append(value)
+            name = name.lower()
+            if name == b"content-length" or name == b"transfer-encoding" or name == b"connection":
+                return None  # framing chosen by the caller: uvicorn's send handles it
+            content.append(name)
+            content.append(b": ")
+            content.append(value)
+            content.append(b"\r\n")
+    # uvicorn's checks of each name and value, over all of them joined ("-" and tab are allowed where they join)
+    if not header_bytes_ok(b"-".join(names), b"\t".join(values)):
+        return None  # uvicorn's send raises for it: let it
     if not cycle.keep_alive:
         content.append(b"connection: close\r\n")
     content.append(b"transfer-encoding: chunked\r\n\r\n")

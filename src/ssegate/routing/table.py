@@ -143,7 +143,7 @@ class Deployed:
 class Group:
     """The deployments that serve one model name (one, or several for a load-balanced group)."""
 
-    __slots__ = ("_rr", "entries", "fallbacks", "members", "name", "owned_by")
+    __slots__ = ("_fixed", "_rr", "entries", "fallbacks", "members", "name", "owned_by")
 
     def __init__(self, name: str, entries: Sequence[ModelEntry], members: list[Deployed]) -> None:
         self.name = name
@@ -153,11 +153,15 @@ class Group:
         self.fallbacks: list[tuple[Group, str | None]] = []
         """Resolved: each fallback's group and the name to ask it for (None: the name the client asked for)."""
         self._rr = 0
+        self._fixed: list[str | None] = [None if e.wildcard else e.upstream_name(e.name) for e in self.entries]
+        """Each entry's upstream name where it does not depend on the name asked (all but wildcards)."""
 
     def upstream_name(self, member: Deployed, asked: str) -> str:
-        for entry, m in zip(self.entries, self.members, strict=False):
-            if m is member:
-                return entry.upstream_name(asked)
+        members = self.members
+        for i in range(len(self.entries)):
+            if members[i] is member:
+                fixed = self._fixed[i]
+                return fixed if fixed is not None else self.entries[i].upstream_name(asked)
         return asked  # the implicit steps: the name as asked
 
     def pick(self, candidates: Sequence[Deployed], tried: Iterable[Deployed], now: float) -> Deployed | None:
