@@ -87,3 +87,44 @@ def test_a_sweep_expires_each_item_at_its_own_time_on_one_timer() -> None:
         assert 0.49 <= expired["second"] - t0 < 1.4
 
     run(main)
+
+
+def test_a_sweep_expires_each_item_at_its_own_time_in_or_out_of_order() -> None:
+    """A sweep reads its items in the order added, which is the order of their times when they share a timeout
+    (a pass stops at the first item not due). An item added again goes to the end (the one after it is not held
+    behind it), and an item added for a time before the last one's is still expired at its own time (passes then
+    read every item), as are items added after the sweep emptied and became ordered again."""
+    from ssegate.core.deadline import Sweep
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        expired: dict[str, float] = {}
+        sweep: Sweep[str] = Sweep(loop, lambda item: expired.__setitem__(item, loop.time()))
+        t0 = loop.time()
+        sweep.add("moved", t0 + 0.2)
+        sweep.add("next", t0 + 0.4)
+        sweep.add("moved", t0 + 0.8)  # again, later: after "next", not held in front of it
+        await asyncio.sleep(1.0)
+        assert set(expired) == {"moved", "next"} and len(sweep) == 0
+        assert 0.39 <= expired["next"] - t0 < 0.7
+        assert 0.79 <= expired["moved"] - t0 < 1.0
+        t0 = loop.time()  # empty: ordered again
+        sweep.add("late", t0 + 0.6)
+        sweep.add("early", t0 + 0.3)  # out of order: before the item in front of it
+        await asyncio.sleep(0.9)
+        assert set(expired) == {"moved", "next", "late", "early"} and len(sweep) == 0
+        assert 0.29 <= expired["early"] - t0 < 0.55
+        assert 0.59 <= expired["late"] - t0 < 0.9
+        t1 = loop.time()  # empty: ordered again
+        for i in range(1000):
+            sweep.add(f"n{i}", t1 + 0.2 + i * 0.0003)  # ~0.2 to 0.5 s
+        sweep.discard("n500")
+        await asyncio.sleep(0.35)  # (a pass at about 0.2, and one at each item's time after it, 10 ms at a time)
+        gone = {f"n{i}" for i in range(1000)} - {"n500"}
+        at = {item: expired[item] - t1 for item in gone if item in expired}
+        assert at, "none expired"
+        assert all(t >= 0.2 + int(item[1:]) * 0.0003 - 0.011 for item, t in at.items())  # none before its time
+        await asyncio.sleep(0.5)
+        assert gone <= set(expired) and "n500" not in expired and len(sweep) == 0
+
+    run(main)

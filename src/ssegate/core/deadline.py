@@ -81,21 +81,39 @@ class Sweep(Generic[_T]):
     early: one pass for items due together) it is dropped and ``expire(item)`` called. The timer (a ``Deadline``)
     is armed at the earliest time added since it last fired; an item added for a later time, or discarded before
     its time (a request that completed), costs a dict entry, not a timer: one timer per sweep period, not per item.
+
+    Items are kept in the order they were added, which is the order of their times when every item gets the same
+    timeout (a connection's read or keep-alive deadline: ``now + timeout`` on the loop's monotonic clock): a pass
+    then reads only the items due and the one after, whatever the number waiting (50,000 idle kept-alive
+    connections cost a pass what one does). An item added for a time before the last one's turns the order off
+    until the sweep is empty again: passes read every item meanwhile, as a plain scan.
     """
 
-    __slots__ = ("_deadline", "_expire", "_items", "_loop")
+    __slots__ = ("_deadline", "_expire", "_items", "_last", "_loop", "_ordered")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, expire: Callable[[_T], None]) -> None:
         self._loop = loop
         self._expire = expire
         self._items: dict[_T, float] = {}
+        self._ordered = True
+        """The items' times do not decrease in the dict's order."""
+        self._last = 0.0
+        """The time of the item added last."""
         self._deadline = Deadline(loop, self._sweep)
 
     def __len__(self) -> int:
         return len(self._items)
 
     def add(self, item: _T, at: float) -> None:
-        self._items[item] = at
+        items = self._items
+        if not items:
+            self._ordered = True
+        elif at < self._last:
+            self._ordered = False
+        if item in items:
+            del items[item]  # (to the end: the dict keeps a key where it was first put)
+        items[item] = at
+        self._last = at
         deadline = self._deadline
         if deadline.at is None or at < deadline.at:
             deadline.set(at)
@@ -106,11 +124,18 @@ class Sweep(Generic[_T]):
     def _sweep(self) -> None:
         now = self._loop.time() + 0.01
         items = self._items
-        due = [item for item, at in items.items() if at <= now]
+        due: list[_T] = []
+        if self._ordered:
+            for item, at in items.items():
+                if at > now:
+                    break
+                due.append(item)
+        else:
+            due = [item for item, at in items.items() if at <= now]
         for item in due:
             del items[item]
         if items:
-            self._deadline.set(min(items.values()))
+            self._deadline.set(next(iter(items.values())) if self._ordered else min(items.values()))
         expire = self._expire
         for item in due:
             expire(item)
