@@ -349,6 +349,106 @@ def test_uvicorns_own_code_runs_on_the_protocol_of_its_own() -> None:
     sock.close()
 
 
+def _length_response(sock: socket.socket, buf: bytes) -> tuple[bytes, bytes, bytes]:
+    """One HTTP/1.1 response with a Content-Length from ``sock`` (``buf``: bytes already read): head, body, rest."""
+    while b"\r\n\r\n" not in buf:
+        more = sock.recv(65536)
+        assert more, buf
+        buf += more
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(rest) < length:
+        more = sock.recv(65536)
+        assert more, rest
+        rest += more
+    return head, rest[:length], rest[length:]
+
+
+def test_the_protocols_request_paths_pipelining_100_continue_errors_and_the_access_log() -> None:
+    """What ``BoundedRequestProtocol`` and its cycle do themselves, or hand to uvicorn's code, on real sockets:
+    two pipelined requests in one write are answered in order; ``Expect: 100-continue`` gets its interim answer
+    when the app reads the body, and the body arrives; an app that raises before answering gets uvicorn's 500;
+    with the access log on, responses go through uvicorn's ``send`` (which writes the log line); and past
+    ``limit_concurrency`` uvicorn's 503."""
+    import logging
+
+    from tests.support.inproc import ServerThread
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["path"] == "/raise":
+            raise RuntimeError("an app that fails before it answers")
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        out = scope["path"].encode() + b" " + body
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(out)).encode())]})
+        await send({"type": "http.response.body", "body": out})
+
+    def connect(server: ServerThread) -> socket.socket:
+        return socket.create_connection(server.sock.getsockname(), timeout=15)
+
+    with ServerThread(app, http=BoundedRequestProtocol) as server:
+        sock = connect(server)
+        sock.sendall(b"POST /one HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nA"
+                     b"POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nB")
+        head, body, rest = _length_response(sock, b"")
+        assert head.startswith(b"HTTP/1.1 200 ") and body == b"/one A"
+        head, body, rest = _length_response(sock, rest)
+        assert head.startswith(b"HTTP/1.1 200 ") and body == b"/two B" and rest == b""
+
+        sock.sendall(b"POST /wait HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            more = sock.recv(65536)
+            assert more
+            interim += more
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(b"hello")
+        head, body, _ = _length_response(sock, interim[len(b"HTTP/1.1 100 Continue\r\n\r\n"):])
+        assert head.startswith(b"HTTP/1.1 200 ") and body == b"/wait hello"
+
+        failing = connect(server)
+        failing.sendall(b"GET /raise HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, body, _ = _length_response(failing, b"")
+        assert head.startswith(b"HTTP/1.1 500 ") and body == b"Internal Server Error"
+        failing.close()
+        sock.close()
+
+    access = logging.getLogger("uvicorn.access")
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    access.addHandler(handler)
+    level, access.level = access.level, logging.INFO
+    try:
+        with ServerThread(app, http=BoundedRequestProtocol, access_log=True, log_level="info",
+                          limit_concurrency=2) as server:
+            sock = connect(server)
+            sock.sendall(b"GET /logged HTTP/1.1\r\nHost: x\r\n\r\n")
+            head, body, _ = _length_response(sock, b"")
+            assert head.startswith(b"HTTP/1.1 200 ") and body == b"/logged "
+            assert any("/logged" in line for line in lines), lines
+            other = connect(server)  # a second connection while the first is open: past the limit of two
+            other.sendall(b"GET /refused HTTP/1.1\r\nHost: x\r\n\r\n")
+            head, body, _ = _length_response(other, b"")
+            assert head.startswith(b"HTTP/1.1 503 ")
+            other.close()
+            sock.close()
+    finally:
+        access.removeHandler(handler)
+        access.level = level
+
+
 def test_the_one_write_start_refuses_the_header_bytes_uvicorn_refuses() -> None:
     """``write_start`` leaves a response to uvicorn's ``send`` (which raises) for any header byte uvicorn's own
     patterns find, and for no other: checked byte by byte against them, alone and inside a longer header."""

@@ -127,12 +127,13 @@ def _body_headers(headers: Any) -> tuple[str | None, str]:
     list: the first of each, as latin-1, as starlette's ``Headers.get`` reads them."""
     length: str | None = None
     ctype: str | None = None
-    for name, value in headers:
+    for header in headers:  # (pairs, by index: tuples here, lists under some servers)
+        name: bytes = header[0]
         if name == b"content-length":
             if length is None:
-                length = value.decode("latin-1")
+                length = header[1].decode("latin-1")
         elif name == b"content-type" and ctype is None:
-            ctype = value.decode("latin-1")
+            ctype = header[1].decode("latin-1")
     return length, ctype or ""
 
 
