@@ -310,7 +310,7 @@ def test_uvicorns_own_code_runs_on_the_protocol_of_its_own() -> None:
     """``BoundedRequestProtocol`` is a compiled class of its own, not a subclass of uvicorn's: what uvicorn still
     runs on it works. A WebSocket upgrade goes to uvicorn's WebSocket protocol (an echo through the app, on a
     real socket, with the ``websockets`` client), plain HTTP on the same server still answers, and the server's
-    graceful shutdown closes a kept-alive idle connection at once (``shutdown``; keep-alive 60 s, grace 5 s)."""
+    graceful shutdown closes a kept-alive idle connection at once (``shutdown``; keep-alive 60 s, grace 30 s)."""
     import websockets.sync.client
 
     from tests.support.inproc import ServerThread
@@ -330,7 +330,7 @@ def test_uvicorns_own_code_runs_on_the_protocol_of_its_own() -> None:
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
             await send({"type": "http.response.body", "body": b"ok"})
 
-    server = ServerThread(app, http=BoundedRequestProtocol, timeout_keep_alive=60)
+    server = ServerThread(app, http=BoundedRequestProtocol, timeout_keep_alive=60, timeout_graceful_shutdown=30)
     with server:
         with websockets.sync.client.connect(server.url.replace("http", "ws") + "/ws", open_timeout=10) as ws:
             ws.send("hi")
@@ -344,7 +344,7 @@ def test_uvicorns_own_code_runs_on_the_protocol_of_its_own() -> None:
             head += more
         assert head.startswith(b"HTTP/1.1 200 ")
         stopping = time.monotonic()
-    assert time.monotonic() - stopping < 4  # (a connection left open would hold the server for its 5 s grace)
+    assert time.monotonic() - stopping < 4  # (a connection left open would hold the server for its 30 s grace)
     assert sock.recv(4096) == b""  # closed by the server's shutdown, not by the keep-alive timeout (60 s)
     sock.close()
 

@@ -184,7 +184,7 @@ class EventStreamResponse(Response):
         if self.follows is not None:
             self.follows.attach()
         hooked = set_disconnect_hook(raw_send, self._on_disconnect)
-        # ssegate serve's protocol tells the response of a disconnect itself (DISCONNECT_HOOK); elsewhere a small
+        # ssegate serve's protocol tells the response of a disconnect itself (set_disconnect_hook); elsewhere a small
         # task waits for ``http.disconnect`` on ``receive``
         watcher = None if hooked else loop.create_task(self._watch(raw_receive))
         self._task = asyncio.current_task(loop)

@@ -2,17 +2,18 @@
 
 - ``BoundedRequestProtocol``: uvicorn's httptools protocol with the request head bounded in size and the request
   in time, a JSON body on the 400 it answers to unparseable HTTP, and a streaming response told of its client's
-  disconnect inside ``eof_received``/``connection_lost`` (``DISCONNECT_HOOK``), not a task later; at a client's
+  disconnect inside ``eof_received``/``connection_lost`` (``set_disconnect_hook``), not a task later; at a client's
   EOF its socket is closed a callback later, or in a storm of disconnects in turns (``core/turns.py``), after
   the upstreams of the disconnects read so far were told. What it runs for every connection and request is
   uvicorn's code written here again and compiled (this module is), as classes of their own (attributes in
   fixed slots, not a dict per object as in a subclass of uvicorn's classes): its constructor, the parser's
   callbacks, its request cycle (``_Cycle``: the coroutine every step of a request's task resumes through,
   ``receive``, and ``send`` of a body chunk, with ``asyncio.Event``'s part compiled as ``_Signal``) and flow
-  control (``_Flow``); uvicorn's own functions run the rest on them (a WebSocket upgrade, the access log, a
-  response start through ``send``). With the listener's accepts (``listener.py``): 749k → 689k instructions a
-  short stream (``python -m bench.callgrind``); classes of their own, ~50k fewer. ``tests/test_relay.py`` checks
-  the copies have the attributes and methods uvicorn's have, and that uvicorn's code still runs on them.
+  control (``_Flow``); uvicorn's own functions run the rest on them (upgrades, the graceful shutdown, the
+  keep-alive expiry, the access log, a response start through ``send``). With the listener's accepts
+  (``listener.py``): 749k → 689k instructions a short stream (``python -m bench.callgrind``); classes of their
+  own, ~50k fewer. ``tests/test_relay.py`` checks the copies have the attributes and methods uvicorn's have, and
+  that uvicorn's code still runs on them.
 - ``direct_transport``: the client's transport when a body chunk may be written to it directly (uvicorn's
   httptools protocol, chunked framing, not HEAD, still open), for the streaming fast path of ``response.py``.
 - ``write_start``: the response start and the first body chunk in one write (and the end of the body too, when
@@ -62,7 +63,6 @@ from ..settings import Settings
 from ..sse import dumps
 
 __all__ = [
-    "DISCONNECT_HOOK",
     "PROTOCOL",
     "BoundedRequestProtocol",
     "ReloadingMultiprocess",
@@ -78,13 +78,8 @@ __all__ = [
 StartHead = tuple[Any, list[bytes]]
 """A response's head as ``start_head`` made it (the request cycle, the bytes so far), for ``send_start``."""
 
-DISCONNECT_HOOK: Final = "ssegate_on_disconnect"
-"""Attribute a response sets on the server's request cycle (``send.__self__``): ``ssegate serve``'s protocol
-calls it from ``connection_lost``, so a vanished client stops its generation in that very callback, before
-any task runs (the watcher task covers other servers)."""
-
 _UVICORN_PROTOCOL: Final[Any] = HttpToolsProtocol
-"""uvicorn's protocol class, for the methods of its that run on ours (a WebSocket upgrade)."""
+"""uvicorn's protocol class, for the methods of its that run on ours (upgrades, shutdown, keep-alive expiry)."""
 _UVICORN_CYCLE: Final[Any] = RequestResponseCycle
 """uvicorn's request cycle class, for the ``send`` of its that runs on ours (a response start, ...)."""
 
@@ -209,15 +204,15 @@ class BoundedRequestProtocol:
     timer for that, and one for uvicorn's keep-alive timeout (``_Sweeps``; a timer per connection and request,
     made and cancelled within the milliseconds a request takes to arrive or a client to leave, cost ~4k
     instructions each, 0.7% of a short stream's). A streaming response learns of
-    its client's disconnect inside ``connection_lost`` (``DISCONNECT_HOOK``), not a task later. A request that
+    its client's disconnect inside ``connection_lost`` (``set_disconnect_hook``), not a task later. A request that
     does not parse as HTTP gets a JSON error body (``invalid_request``) like every other error, not uvicorn's
     plain-text one.
 
     A class of its own, not a subclass of uvicorn's ``HttpToolsProtocol`` (nor ``_Cycle`` of its
     ``RequestResponseCycle``, nor ``_Flow`` of its ``FlowControl``): compiled classes with their attributes in
     fixed slots, where a subclass of uvicorn's keeps them in a dict of each object (~60k instructions a short
-    stream went to those lookups, 10%). uvicorn's own code that runs on them (a WebSocket upgrade, a response start
-    through ``send``) reads and writes the same attributes by name."""
+    stream went to those lookups, 10%). uvicorn's own code that runs on them (upgrades, the graceful shutdown, the
+    keep-alive expiry, a response start through ``send``) reads and writes the same attributes by name."""
 
     url = b""
     _in_head = False
@@ -286,7 +281,7 @@ class BoundedRequestProtocol:
         self._arm_read_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        # uvicorn's, then the streaming response told (DISCONNECT_HOOK)
+        # uvicorn's, then the streaming response told (its disconnect hook)
         self._disarm_read_timer()
         cycle = self.cycle
         self.connections.discard(self)
@@ -473,47 +468,37 @@ class BoundedRequestProtocol:
                              b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
         self.transport.close()
 
-    # --- the rest of uvicorn's protocol: upgrades, the server's shutdown, the transport's flow control ---------
+    # --- the rest of uvicorn's protocol, uvicorn's own functions run on this one (it reads and writes the same
+    # attributes by name): upgrades (only for a request that asks for one), the server's graceful shutdown, the
+    # keep-alive expiry; and the transport's flow-control callbacks, which go to this connection's ``_Flow``
 
     def _get_upgrade(self) -> bytes | None:
-        connection: list[bytes] = []
-        upgrade = None
-        for name, value in self.headers:
-            if name == b"connection":
-                connection = [token.lower().strip() for token in value.split(b",")]
-            if name == b"upgrade":
-                upgrade = value.lower()
-        return upgrade if b"upgrade" in connection else None
+        upgrade: bytes | None = _UVICORN_PROTOCOL._get_upgrade(self)
+        return upgrade
 
     def _should_upgrade_to_ws(self) -> bool:
-        return self.ws_protocol_class is not None
+        return bool(_UVICORN_PROTOCOL._should_upgrade_to_ws(self))
 
     def _should_upgrade(self) -> bool:
-        return self._get_upgrade() == b"websocket" and self._should_upgrade_to_ws()
+        return bool(_UVICORN_PROTOCOL._should_upgrade(self))
 
     def _unsupported_upgrade_warning(self) -> None:
         _UVICORN_PROTOCOL._unsupported_upgrade_warning(self)
 
     def handle_websocket_upgrade(self) -> None:
-        _UVICORN_PROTOCOL.handle_websocket_upgrade(self)  # (reads this protocol's attributes by uvicorn's names)
+        _UVICORN_PROTOCOL.handle_websocket_upgrade(self)
 
     def shutdown(self) -> None:
-        """The server's graceful shutdown: close an idle connection, and end a busy one after its response."""
-        cycle = self.cycle
-        if cycle is None or cycle.response_complete:
-            self.transport.close()
-        else:
-            cycle.keep_alive = False
+        _UVICORN_PROTOCOL.shutdown(self)
+
+    def timeout_keep_alive_handler(self) -> None:
+        _UVICORN_PROTOCOL.timeout_keep_alive_handler(self)
 
     def pause_writing(self) -> None:
         self.flow.pause_writing()
 
     def resume_writing(self) -> None:
         self.flow.resume_writing()
-
-    def timeout_keep_alive_handler(self) -> None:
-        if not self.transport.is_closing():
-            self.transport.close()
 
     def _sweeps_on(self) -> _Sweeps:
         sweeps = self._sweeps
@@ -582,8 +567,10 @@ class _Cycle:
     writes this cycle's attributes by uvicorn's names. ``tests/test_relay.py`` checks that one has the attributes
     uvicorn's constructor gives it."""
 
-    ssegate_on_disconnect: Callable[[], None] | None = None
-    """``DISCONNECT_HOOK``: what a streaming response set to be called when its client goes."""
+    on_disconnect: Callable[[], None] | None = None
+    """What a streaming response set (``set_disconnect_hook``) to be called when its client goes: from
+    ``eof_received``/``connection_lost``, so a vanished client stops its generation in that very callback, before
+    any task runs (the response's watcher task covers other servers)."""
 
     def __init__(
         self, scope: Any, transport: Any, flow: _Flow, logger: logging.Logger,
@@ -717,8 +704,8 @@ def _nothing() -> None:
 
 
 def _client_gone(cycle: _Cycle | None) -> None:
-    """A streaming response's client closed: stop its generation now (``DISCONNECT_HOOK``)."""
-    hook = cycle.ssegate_on_disconnect if cycle is not None else None
+    """A streaming response's client closed: stop its generation now (its disconnect hook)."""
+    hook = cycle.on_disconnect if cycle is not None else None
     if hook is not None:
         hook()
 
@@ -757,13 +744,13 @@ def server_cycle(send: Any) -> Any:
 
 
 def set_disconnect_hook(send: Any, hook: Any) -> bool:
-    """Set (or clear, with None) ``DISCONNECT_HOOK`` on the request cycle behind ``send``; False where there is
+    """Set (or clear, with None) the disconnect hook of the request cycle behind ``send``; False where there is
     none, or its protocol is plain uvicorn's, which would never call it (the response then learns of a disconnect
     from ``receive()``). A ``_Cycle`` is ``BoundedRequestProtocol``'s."""
     cycle = getattr(send, "__self__", None)
     if not isinstance(cycle, _Cycle):
         return False
-    cycle.ssegate_on_disconnect = hook
+    cycle.on_disconnect = hook
     return True
 
 
