@@ -14,6 +14,8 @@ warm-up and shutdown are not counted. Kernel time (syscalls) is not an instructi
     .venv/bin/python -m bench.callgrind --tokens 100 --parts       # per event: reasoning and tool-call pieces
     .venv/bin/python -m bench.callgrind --keep /tmp/cg             # then: callgrind_annotate --inclusive=yes
                                                                    #   /tmp/cg/cg.out.*.1 (where it goes)
+    .venv/bin/python -m bench.callgrind --keep /tmp/cg --callgrind-args=--separate-callers3=slot_tp_getattr_hook
+                                                                   # who reads attributes of pydantic models
 
 Needs valgrind (``apt-get install valgrind``). Prints one line; writes nothing else (but ``--keep``'s directory).
 """
@@ -81,7 +83,7 @@ async def run(args: argparse.Namespace) -> str:
         else:
             out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ssegate-callgrind-")))
         tmp = str(out)
-        gw = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no",
+        gw = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", *args.callgrind_args.split(),
                                f"--callgrind-out-file={out}/cg.out.%p", sys.executable, "-m", "ssegate", "serve"],
                               env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -130,6 +132,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=1, help="tokens per stream [1]: >1 to weigh events, not starts")
     parser.add_argument("--parts", action="store_true",
                         help="reasoning and tool-call pieces instead of text tokens (the upstream's parts=1)")
+    parser.add_argument("--callgrind-args", default="", metavar="ARGS",
+                        help="more callgrind options, e.g. '--separate-callers3=module_getattro' (who looks up "
+                             "module attributes, three callers deep, in --keep's dump)")
     parser.add_argument("--keep", metavar="DIR", help="keep callgrind's output in DIR (cg.out.<pid>.1 is the measured "
                         "streams' dump: callgrind_annotate --inclusive=yes reads it)")
     args = parser.parse_args()

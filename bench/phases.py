@@ -48,7 +48,7 @@ PROBES: tuple[tuple[str, str, str], ...] = (
     # (label, module, attribute path): a call's entry is stamped with the label
     ("accepted", "ssegate.http.uvicorn_glue", "BoundedRequestProtocol.connection_made"),
     ("request read", "ssegate.http.uvicorn_glue", "BoundedRequestProtocol.data_received"),
-    ("app called", "ssegate.http.standalone", "SSEGateApp.__call__"),
+    ("app called", "ssegate.http.direct_routes", "Front.__call__"),
     ("body validated", "ssegate.http.starts", "start_generation"),
     ("routed", "ssegate.core.generation", "StreamHub.start"),
     ("response called", "ssegate.http.response", "EventStreamResponse.__call__"),

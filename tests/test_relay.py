@@ -449,6 +449,142 @@ def test_the_protocols_request_paths_pipelining_100_continue_errors_and_the_acce
         access.level = level
 
 
+def test_forwarded_headers_set_the_scope_as_uvicorns_middleware_does() -> None:
+    """uvicorn's proxy-headers middleware (on by default) still decides what a request from a trusted proxy says:
+    ``X-Forwarded-For`` and ``-Proto`` from 127.0.0.1 (trusted by default) set the scope's client and scheme; the
+    next request on the same connection without them has the connection's own; from a client not trusted
+    (``forwarded_allow_ips``) the headers change nothing. ``BoundedRequestProtocol`` sends a request the
+    middleware would leave as it is to the app beneath it: each answer equals uvicorn's own protocol's."""
+    from tests.support.inproc import ServerThread
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        out = f"{scope['client'][0]}:{scope['client'][1] != 0} {scope['scheme']}".encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(out)).encode())]})
+        await send({"type": "http.response.body", "body": out})
+
+    forwarded = b"X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n"
+    requests = [b"", forwarded, b"", b"x-forwarded-for: 198.51.100.2, 203.0.113.9\r\n", b"X-Forwarded-Proto: wss\r\n"]
+
+    def answers(http: Any, **config: Any) -> list[bytes]:
+        out = []
+        with ServerThread(app, http=http, **config) as server:
+            sock = socket.create_connection(server.sock.getsockname(), timeout=15)
+            rest = b""
+            for extra in requests:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
+                head, body, rest = _length_response(sock, rest)
+                assert head.startswith(b"HTTP/1.1 200 "), head
+                out.append(body)
+            sock.close()
+        return out
+
+    ours = answers(BoundedRequestProtocol)
+    assert ours == [b"127.0.0.1:True http", b"203.0.113.7:False https", b"127.0.0.1:True http",
+                    b"203.0.113.9:False http", b"127.0.0.1:True wss"], ours
+    assert ours == answers("httptools")
+    untrusted = answers(BoundedRequestProtocol, forwarded_allow_ips="10.1.2.3")
+    assert untrusted == [b"127.0.0.1:True http"] * len(requests), untrusted
+    assert untrusted == answers("httptools", forwarded_allow_ips="10.1.2.3")
+    assert answers(BoundedRequestProtocol, proxy_headers=False) == untrusted
+
+
+def test_header_values_reach_the_app_without_trailing_whitespace() -> None:
+    """llhttp keeps the spaces and tabs that end a header value, which RFC 9110 5.5 excludes from it: the app gets
+    the value without them (leading ones llhttp drops itself), and a value without any unchanged."""
+    from tests.support.inproc import ServerThread
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        out = repr([value for name, value in scope["headers"] if name.startswith(b"x-v")]).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(out)).encode())]})
+        await send({"type": "http.response.body", "body": out})
+
+    with ServerThread(app, http=BoundedRequestProtocol) as server:
+        sock = socket.create_connection(server.sock.getsockname(), timeout=15)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-V1: a b \t \r\nX-V2: plain\r\nX-V3:  \t\r\nX-V4: tab\t\r\n\r\n")
+        head, body, _ = _length_response(sock, b"")
+        sock.close()
+    assert head.startswith(b"HTTP/1.1 200 ") and body == repr([b"a b", b"plain", b"", b"tab"]).encode(), body
+
+
+def test_the_head_of_headers_checked_before_is_the_head_uvicorns_send_writes() -> None:
+    """``start_head`` writes the server's default headers as a block kept for the last list of them it saw, and
+    pairs registered with ``fixed_headers`` as lines kept by identity: the bytes equal uvicorn's own ``send``'s
+    for the same start, across a new default list (uvicorn's date, each second), for a registered pair and an
+    equal pair made anew; a registered list with a pair uvicorn refuses, or a framing header, registers neither,
+    and the start is left to ``send``."""
+    import logging
+
+    from ssegate.http.response import STREAM_HEADERS
+    from ssegate.http.uvicorn_glue import fixed_headers, send_start, start_head
+
+    class Wire:
+        def __init__(self) -> None:
+            self.data = b""
+
+        def write(self, data: bytes) -> None:
+            self.data += data
+
+        def is_closing(self) -> bool:
+            return False
+
+    logger, access = logging.getLogger("uvicorn.error"), logging.getLogger("uvicorn.access")
+    scope = {"type": "http", "method": "POST"}
+
+    async def theirs(default: list[Any], headers: list[Any]) -> bytes:
+        wire: Any = Wire()
+        cycle = RequestResponseCycle(scope, wire, FlowControl(wire), logger, access, False, default, asyncio.Event(),
+                                     False, True, lambda: None)
+        await cycle.send({"type": "http.response.start", "status": 200, "headers": headers})
+        await cycle.send({"type": "http.response.body", "body": b"data: x\n\n", "more_body": True})
+        return wire.data
+
+    def ours(default: list[Any], headers: list[Any], loop: asyncio.AbstractEventLoop) -> bytes | None:
+        wire: Any = Wire()
+        cycle = _Cycle(scope, wire, _Flow(wire), logger, access, False, default, False, True, lambda: None, loop)
+        head = start_head(cycle.send, 200, headers)
+        if head is None:
+            return None
+        send_start(head, b"data: x\n\n", True)
+        return wire.data
+
+    async def check() -> None:
+        loop = asyncio.get_running_loop()
+        fresh = [(name, bytes(value)) for name, value in STREAM_HEADERS]  # equal pairs, not the registered ones
+        for date in (b"Sat, 05 Dec 2026 03:00:00 GMT", b"Sat, 05 Dec 2026 03:00:01 GMT"):
+            default = [(b"date", date), (b"server", b"uvicorn")]
+            for headers in ([*STREAM_HEADERS, (b"x-stream-id", b"abc")], [*fresh, (b"X-Stream-Id", b"abc")],
+                            [(b"x-stream-id", b"abc"), *STREAM_HEADERS]):
+                mine = ours(default, headers, loop)
+                assert mine is not None and date in mine
+                assert mine == await theirs(default, headers), (mine, headers)
+        refused = fixed_headers([(b"x-ok", b"1"), (b"x-bad", b"a\x01b"), (b"content-length", b"5")])
+        default = [(b"date", b"Sat, 05 Dec 2026 03:00:02 GMT")]
+        assert ours(default, [refused[0]], loop) == await theirs(default, [refused[0]])
+        assert ours(default, [refused[1]], loop) is None  # uvicorn's send raises for it
+        assert ours(default, [refused[2]], loop) is None  # framing: uvicorn's send frames it
+        assert ours([(b"bad name", b"1")], [refused[0]], loop) is None  # a default header uvicorn refuses
+        from ssegate.http.uvicorn_glue import _LINES
+
+        assert all(id(pair) in _LINES.fixed for pair in STREAM_HEADERS)
+        probe = fixed_headers([(b"x-probe", b"checked")])[0]
+        _LINES.fixed[id(probe)] = b"x-probe: kept\r\n"  # (a line only the kept one can be: the lookup is used)
+        assert b"\r\nx-probe: kept\r\n" in (ours(default, [probe], loop) or b"")
+
+    asyncio.run(check())
+
+
 def test_the_one_write_start_refuses_the_header_bytes_uvicorn_refuses() -> None:
     """``write_start`` leaves a response to uvicorn's ``send`` (which raises) for any header byte uvicorn's own
     patterns find, and for no other: checked byte by byte against them, alone and inside a longer header."""

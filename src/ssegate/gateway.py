@@ -45,7 +45,7 @@ from .http.aisdk.chats import ChatStreams
 from .http.auth import fingerprint, identity
 from .http.chat_body import ChatCompletionIn
 from .http.encoders import NativeEncoder
-from .http.response import EventStreamResponse, Follows, StreamEncoder
+from .http.response import EventStreamResponse, Follows, StreamEncoder, following
 from .http.routes.deps import SCOPE_KEY
 from .obs.logs import redact_also
 from .obs.metrics import Metrics
@@ -249,10 +249,7 @@ class Gateway:
         """The response that follows ``gen`` (every stream's, ``starts.py``'s too: where an application or a test
         may watch the responses made)."""
         s = self.settings
-        return EventStreamResponse(
-            gen.log, encoder, gen=gen, commit=True, heartbeat_s=s.heartbeat_s, send_timeout_s=s.send_timeout_s,
-            on_discard=self.hub.discard,
-        )
+        return following(gen, encoder, s.heartbeat_s, s.send_timeout_s, self.hub.discard)
 
     async def resume_response(self, stream_id: str, after: int, owner: str) -> Response | EventStreamResponse:
         """Replay the events after ``after``, then follow live; ``204`` when the client already has the terminal

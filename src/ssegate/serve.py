@@ -105,6 +105,16 @@ def app_factory() -> ASGIApp:
     return app
 
 
+def _served_app() -> ASGIApp:
+    """What ``ssegate serve``'s uvicorn runs: ``app_factory``'s app through its compiled ASGI callable
+    (``SSEGateApp.asgi``), which uvicorn is told is ASGI 3 (it tells an app's interface by
+    ``iscoroutinefunction``, which a compiled coroutine method fails)."""
+    from .http.standalone import SSEGateApp
+
+    app = app_factory()
+    return app.asgi if isinstance(app, SSEGateApp) else app
+
+
 # --- settings, in one line each -------------------------------------------------------------------------------
 def _named(name: str, flags: Mapping[str, str]) -> str:
     return flags.get(name) or f"SSEGATE_{name.upper()}"
@@ -303,8 +313,9 @@ def _run(settings: Settings, sock: socket.socket, routes: RoutingConfig) -> int:
     if fmt == "auto":
         fmt = "text" if sys.stderr.isatty() else "json"
     config = uvicorn.Config(
-        "ssegate.serve:app_factory",
+        "ssegate.serve:_served_app",
         factory=True,
+        interface="asgi3",
         host=settings.host,
         port=settings.port,
         workers=settings.workers,

@@ -29,13 +29,17 @@ __all__ = [
 
 PING: Final = b": ping\n\n"
 
+# (module functions kept as C statics: compiled code looks up a module's attribute by name at each call)
+_dumps: Final = orjson.dumps
+_loads: Final = orjson.loads
+
 
 def dumps(obj: Any) -> bytes:
     """One line of JSON. Lone surrogates (which UTF-8 cannot carry) become U+FFFD instead of failing."""
     try:
-        return orjson.dumps(obj)
+        return _dumps(obj)
     except TypeError:
-        return orjson.dumps(_scrub(obj))
+        return _dumps(_scrub(obj))
 
 
 def scrub_text(text: str) -> str:
@@ -92,7 +96,7 @@ class ServerSentEvent:
         self.retry = retry
 
     def json(self) -> Any:
-        return orjson.loads(self.data)
+        return _loads(self.data)
 
 
 class SSEDecoder:

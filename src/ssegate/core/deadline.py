@@ -62,7 +62,9 @@ class Deadline:
 
     def _arm(self, at: float) -> None:
         self._armed_at = at
-        self._handle = self._loop.call_at(at, self._fire)
+        loop = self._loop
+        # (uvloop's call_at is this call_later, through one more call with its arguments parsed by keyword)
+        self._handle = loop.call_later(at - loop.time(), self._fire)
 
     def _fire(self) -> None:
         self._handle = None

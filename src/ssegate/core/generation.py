@@ -48,6 +48,10 @@ from .turns import on_loop
 
 __all__ = ["Generation", "Producer", "StreamHub", "estimate_tokens", "new_stream_id"]
 
+# (module functions kept as C statics: compiled code looks up a module's attribute by name at each call)
+_running_loop: Final = asyncio.get_running_loop
+_b2a_base64: Final = binascii.b2a_base64
+
 logger: Final = logging.getLogger("ssegate.generation")
 
 Producer = Callable[["Generation"], Awaitable[Finish]]
@@ -84,7 +88,7 @@ _URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
 
 def new_stream_id() -> str:
     """128 random bits, URL-safe (``secrets.token_urlsafe(16)``'s alphabet and length: 22 characters)."""
-    return binascii.b2a_base64(_bits.take16(), newline=False).translate(_URLSAFE)[:22].decode()
+    return _b2a_base64(_bits.take16(), newline=False).translate(_URLSAFE)[:22].decode()
 
 
 def estimate_tokens(text: str) -> int:
@@ -122,7 +126,7 @@ class Generation:
     )
 
     def __init__(self, hub: StreamHub, log: StreamLog, request: ChatRequest, producer: Producer) -> None:
-        loop = asyncio.get_running_loop()
+        loop = _running_loop()
         s = hub.settings
         self.hub = hub
         self.log = log
@@ -278,7 +282,7 @@ class Generation:
         if grace <= 0:
             self._unattended()
         elif self._grace_timer is None:
-            self._grace_timer = asyncio.get_running_loop().call_later(grace, self._grace_expired)
+            self._grace_timer = _running_loop().call_later(grace, self._grace_expired)
 
     def _grace_expired(self) -> None:
         self._grace_timer = None
@@ -301,7 +305,7 @@ class Generation:
         if self._grace_timer is not None:
             self._grace_timer.cancel()
         self._deferred = True
-        self._grace_timer = asyncio.get_running_loop().call_later(delay, self._grace_expired)
+        self._grace_timer = _running_loop().call_later(delay, self._grace_expired)
 
     def recheck_detached(self) -> None:
         """A follower on another replica left: if this generation only waits for such followers, decide now."""
@@ -452,7 +456,7 @@ class StreamHub:
         storm of cancels, in turns after those already waiting (``core/turns.py``). The upstream of a cancelled
         generation is closed before this (``Generation.cancel``); what waits is the unwinding of its task, its
         terminal entry, log line and metrics."""
-        on_loop("stop", asyncio.get_running_loop()).add(stop)
+        on_loop("stop", _running_loop()).add(stop)
 
     def discard(self, gen: Generation) -> None:
         """Forget a stream that failed before it was committed (its client got a plain HTTP error)."""

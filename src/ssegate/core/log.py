@@ -25,6 +25,11 @@ from .entries import DELTA, REASONING, TERMINAL, TOOL_ARGS, Entry, entry_size
 
 __all__ = ["FREEZE_MAX_ENTRIES", "FREEZE_MAX_TEXT", "MemoryEventLog", "StreamLog"]
 
+# (module functions kept as C statics: compiled code looks up a module's attribute by name at each call)
+_running_loop: Final = asyncio.get_running_loop
+_dumps: Final = orjson.dumps
+_monotonic: Final = time.monotonic
+
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # cluster/redis_log.py: MirroredStreamLog
 class StreamLog:
@@ -60,7 +65,7 @@ class StreamLog:
         self.size = 0
         self.finished = False
         self.finished_at = 0.0
-        self.created_at = time.monotonic()
+        self.created_at = _monotonic()
         self.terminal_delivered = False
         self.grace_s = 0.0
         """The stream's resume grace (kept with its events, so that followers on other replicas know it)."""
@@ -90,7 +95,7 @@ class StreamLog:
             self.size += len(payload["arguments"])
         elif kind in TERMINAL:
             self.finished = True
-            self.finished_at = time.monotonic()
+            self.finished_at = _monotonic()
         if self.size > self.max_bytes:
             self._trim_bytes()
         if len(entries) > self.max_events:
@@ -143,7 +148,7 @@ class StreamLog:
 
     def waiter(self) -> asyncio.Future[None]:
         """A future resolved at the next append (or ``wake``)."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[None] = _running_loop().create_future()
         if self._waiters is None:
             self._waiters = [fut]
         else:
@@ -182,7 +187,7 @@ back ~3 ms (10,000 entries, 1 MB); a log of 100,000 entries would take 25 ms to 
 def _freeze(log: StreamLog) -> tuple[bytes, bytes | None] | None:
     """A finished log as bytes (and its ``history``), or None when a payload is not plain JSON."""
     try:
-        blob = orjson.dumps((log.first_seq, log.entries, log.owner, log.model, log.grace_s, log.created_at,
+        blob = _dumps((log.first_seq, log.entries, log.owner, log.model, log.grace_s, log.created_at,
                              log.finished_at, log.size, log.max_events, log.max_bytes))
     except TypeError:  # (orjson.JSONEncodeError) a payload of another type: kept as it is
         return None
@@ -256,7 +261,7 @@ class MemoryEventLog:
             if frozen is None:
                 return None
             log = _thaw(stream_id, frozen)
-        if log.finished and time.monotonic() - log.finished_at > self.ttl_s:
+        if log.finished and _monotonic() - log.finished_at > self.ttl_s:
             self.remove(stream_id)
             return None
         return log
@@ -267,7 +272,7 @@ class MemoryEventLog:
         event loop's heap."""
         self._expiring.append((log.finished_at + self.ttl_s, log.stream_id))
         if self._sweep is None:
-            self._sweep = asyncio.get_running_loop().call_later(self.ttl_s, self._expire)
+            self._sweep = _running_loop().call_later(self.ttl_s, self._expire)
         self._keep_frozen(log)
 
     def _keep_frozen(self, log: StreamLog) -> None:
@@ -296,7 +301,7 @@ class MemoryEventLog:
 
     def _expire(self) -> None:
         self._sweep = None
-        now = time.monotonic()
+        now = _monotonic()
         expiring, logs, frozen = self._expiring, self._logs, self._frozen
         while expiring and expiring[0][0] <= now:
             _, sid = expiring.popleft()
@@ -306,7 +311,7 @@ class MemoryEventLog:
             if log is not None and log.finished and log.finished_at + self.ttl_s <= now:
                 del logs[sid]
         if expiring:
-            self._sweep = asyncio.get_running_loop().call_later(expiring[0][0] - now, self._expire)
+            self._sweep = _running_loop().call_later(expiring[0][0] - now, self._expire)
 
     def remove(self, stream_id: str) -> None:
         self._logs.pop(stream_id, None)

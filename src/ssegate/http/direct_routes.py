@@ -9,8 +9,9 @@ very models the routes declare (so errors are worded the same and the OpenAPI do
 identified (``auth.identity``), the same endpoint functions (``starts.py``), and an unexpected exception answered
 as ``internal_error`` without detail. The two headers it reads (``Content-Length``, ``Content-Type``) are looked
 up in the scope's raw list, and the models' validator is called directly: with ``starts.py`` compiled, only
-``Gateway.follow`` and starlette's ``HTTPConnection`` run in the interpreter from here to the generation. Mounted
-in another application, ``Gateway.router`` serves these paths through FastAPI as usual.
+``Gateway.follow`` (and starlette's ``HTTPConnection``, with client keys configured) run in the interpreter from
+here to the generation. ``Front`` is ``SSEGateApp``'s ASGI callable, which sends requests here. Mounted in another
+application, ``Gateway.router`` serves these paths through FastAPI as usual.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from starlette.types import Receive, Scope, Send
 
 from ..errors import GatewayError, PayloadTooLarge
 from ..sse import dumps
-from .auth import identity
+from .auth import ANONYMOUS, identity
 from .chat_body import ChatCompletionIn, NativeChatIn
-from .response import json_error_response
+from .response import RAW_KEY, json_error_response
 from .routes.deps import SCOPE_KEY
 from .routing import invalid_request
 from .starts import start_completion, start_stream
@@ -38,7 +39,10 @@ from .starts import start_completion, start_stream
 if TYPE_CHECKING:
     from ..gateway import Gateway
 
-__all__ = ["DirectRoutes"]
+__all__ = ["DirectRoutes", "Front"]
+
+# (module functions kept as C statics: compiled code looks up a module's attribute by name at each call)
+_loads: Final = orjson.loads
 
 logger: Final = logging.getLogger("ssegate.http")
 
@@ -75,7 +79,8 @@ class DirectRoutes:
                 except ValidationError as exc:
                     raise invalid_request(exc.errors(), "POST", ctype) from None
                 gw = self.gate
-                owner = identity(HTTPConnection(scope), gw.settings, gw.routing.client_keys)
+                keys = gw.routing.client_keys  # (without keys everyone is anonymous: no connection object to read)
+                owner = identity(HTTPConnection(scope), gw.settings, keys) if keys else ANONYMOUS
                 response = start(gw, body, raw, owner)
             except Exception as exc:  # answered here: no framework around to do it
                 err = _as_gateway_error(exc)
@@ -106,6 +111,34 @@ class DirectRoutes:
             chunks.append(chunk)
             more = message.get("more_body", False)
         return _parse(ctype, b"".join(chunks))
+
+
+class Front:
+    """``SSEGateApp``'s ASGI callable (``SSEGateApp.asgi``): with ``raw`` (every middleware of the app leaves body
+    messages alone), an HTTP request keeps the server's own ``receive``/``send`` in the scope (``RAW_KEY``: the
+    streaming fast path) and goes to its direct route, if it has one; everything else goes to ``framework``
+    (FastAPI's own ``__call__`` of the app). Compiled: a request's task resumes through this coroutine at each of
+    its steps (an interpreted ``__call__`` cost ~5k instructions a stream)."""
+
+    def __init__(self, framework: Handler, direct: DirectRoutes | None, raw: bool) -> None:
+        self.framework: Final = framework
+        self.direct: Final = direct
+        self.raw: Final = raw
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.raw or scope["type"] != "http":
+            await self.framework(scope, receive, send)
+            return
+        scope[RAW_KEY] = (receive, send)
+        try:
+            direct = self.direct
+            handler = direct.handler(scope) if direct is not None else None
+            if handler is not None:
+                await handler(scope, receive, send)
+            else:
+                await self.framework(scope, receive, send)
+        finally:
+            scope.pop(RAW_KEY, None)  # the server's request cycle holds the scope: no cycle left for the GC
 
 
 def _as_gateway_error(exc: Exception) -> GatewayError:
@@ -141,7 +174,7 @@ def _parse(ctype: str, raw: bytes) -> Any:
     if not raw:
         raise invalid_request([{"type": "missing", "loc": ("body",), "msg": "Field required"}], "POST", ctype)
     try:
-        return orjson.loads(raw)
+        return _loads(raw)
     except orjson.JSONDecodeError:
         raise invalid_request([{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error"}], "POST",
                               ctype) from None

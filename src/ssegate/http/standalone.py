@@ -28,7 +28,7 @@ from ..errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge
 from ..gateway import Gateway
 from ..settings import Settings
 from ..sse import dumps
-from .direct_routes import DirectRoutes
+from .direct_routes import DirectRoutes, Front
 from .response import RAW_KEY, json_error_response
 from .routes.ops import WEB_DIR
 from .routing import validation_error
@@ -66,29 +66,26 @@ SAFE_MIDDLEWARE = ("BodyLimit", "CORSMiddleware")
 
 class SSEGateApp(FastAPI):
     """FastAPI, plus the server's own ``receive``/``send`` kept in the scope (see ``response.py``) while every
-    middleware of the app is one of ``SAFE_MIDDLEWARE``; add any other and the fast path switches itself off."""
+    middleware of the app is one of ``SAFE_MIDDLEWARE``; add any other and the fast path switches itself off.
+    Requests go through ``asgi`` (``direct_routes.Front``, compiled), made at the first one, when the app's
+    middleware is final; ``ssegate serve`` gives uvicorn ``asgi`` itself."""
 
-    _fast: bool | None = None
     direct: DirectRoutes | None = None
     """The streaming endpoints answered before the framework (``direct_routes.py``); None when something (CORS)
     must wrap every response."""
+    _front: Front | None = None
+
+    @property
+    def asgi(self) -> Front:
+        """The app's ASGI callable: the direct routes, then FastAPI's."""
+        front = self._front
+        if front is None:
+            raw = all(getattr(m.cls, "__name__", "") in SAFE_MIDDLEWARE for m in self.user_middleware)
+            front = self._front = Front(super().__call__, self.direct, raw)
+        return front
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            if self._fast is None:
-                self._fast = all(getattr(m.cls, "__name__", "") in SAFE_MIDDLEWARE for m in self.user_middleware)
-            if self._fast:
-                scope[RAW_KEY] = (receive, send)
-                try:
-                    handler = self.direct.handler(scope) if self.direct is not None else None
-                    if handler is not None:
-                        await handler(scope, receive, send)
-                    else:
-                        await super().__call__(scope, receive, send)
-                finally:
-                    scope.pop(RAW_KEY, None)  # the server's request cycle holds the scope: no cycle left for the GC
-                return
-        await super().__call__(scope, receive, send)
+        await self.asgi(scope, receive, send)
 
 
 class BodyLimit:

@@ -10,7 +10,9 @@
   callbacks, its request cycle (``_Cycle``: the coroutine every step of a request's task resumes through,
   ``receive``, and ``send`` of a body chunk, with ``asyncio.Event``'s part compiled as ``_Signal``) and flow
   control (``_Flow``); uvicorn's own functions run the rest on them (upgrades, the graceful shutdown, the
-  keep-alive expiry, the access log, a response start through ``send``). With the listener's accepts
+  keep-alive expiry, the access log, a response start through ``send``). What it reads from uvicorn's ``Config``
+  is read once per server (``_Shared``), and uvicorn's proxy-headers middleware runs only for a request it
+  changes (forwarded headers from a trusted client). With the listener's accepts
   (``listener.py``): 749k → 689k instructions a short stream (``python -m bench.callgrind``); classes of their
   own, ~50k fewer. ``tests/test_relay.py`` checks the copies have the attributes and methods uvicorn's have, and
   that uvicorn's code still runs on them.
@@ -41,12 +43,13 @@ import signal
 import urllib.parse
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import httptools
 from starlette.types import Send
 from uvicorn.config import Config
 from uvicorn.logging import TRACE_LOG_LEVEL
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, service_unavailable
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
@@ -68,12 +71,17 @@ __all__ = [
     "ReloadingMultiprocess",
     "direct_transport",
     "drop_if_unread",
+    "fixed_headers",
     "head_limit",
     "send_start",
     "set_disconnect_hook",
     "start_head",
     "write_start",
 ]
+
+# (module functions kept as C statics: compiled code looks up a module's attribute by name at each call)
+_Parser: Final = httptools.HttpRequestParser
+_parse_url: Final = httptools.parse_url
 
 StartHead = tuple[Any, list[bytes]]
 """A response's head as ``start_head`` made it (the request cycle, the bytes so far), for ``send_start``."""
@@ -136,12 +144,6 @@ def _peer_address(info: Any) -> tuple[str, int] | None:
     """The client's address as uvicorn's ``get_remote_addr`` gives it: (host, port), None on a Unix socket."""
     address = _local_address(info)
     return (address[0], address[1]) if address is not None and address[1] is not None else None
-
-
-@functools.cache
-def _loggers() -> tuple[logging.Logger, logging.Logger]:
-    """uvicorn's error and access loggers."""
-    return logging.getLogger("uvicorn.error"), logging.getLogger("uvicorn.access")
 
 
 class _Flow:
@@ -220,6 +222,11 @@ class BoundedRequestProtocol:
     _head_refused = False
     _reading = False
     _keeping = False
+    _forwarded = False
+    """The request so far has an ``X-Forwarded-For`` or ``X-Forwarded-Proto`` header."""
+    _proxy_trusted: bool | None = None
+    """Whether uvicorn's proxy-headers middleware trusts this connection's client (asked once, when a request
+    first has those headers)."""
     _sweeps: _Sweeps | None = None
     timeout_keep_alive_task: asyncio.TimerHandle | None = None
     """uvicorn's keep-alive timer: always None here (the keep-alive is on the server's sweep)."""
@@ -228,28 +235,29 @@ class BoundedRequestProtocol:
         self, config: Config, server_state: ServerState, app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        # uvicorn's, compiled, with its two loggers looked up once per process (getLogger takes the logging
-        # module's lock each time, and always gives the same logger for a name)
-        if not config.loaded:
-            config.load()
+        # uvicorn's, compiled, with what it reads from the config for every connection read once per server
+        # (``_Shared``)
+        shared: _Shared | None = getattr(config, "ssegate_shared", None)
+        if shared is None:
+            shared = _shared_of(config)
+        self.shared = shared
         self.config = config
-        self.app: Any = config.loaded_app
+        self.app: Any = shared.app
         self.loop: asyncio.AbstractEventLoop = _loop or asyncio.get_event_loop()
-        self.logger, self.access_logger = _loggers()
-        self.access_log = self.access_logger.hasHandlers()
-        parser = httptools.HttpRequestParser(self)
-        try:
+        self.logger = shared.logger
+        self.access_logger = shared.access_logger
+        self.access_log = shared.access_log
+        parser = _Parser(self)
+        if shared.lenient:
             parser.set_dangerous_leniencies(lenient_data_after_close=True)
-        except AttributeError:  # pragma: no cover - httptools before 0.6.3
-            pass
         self.parser: Any = parser
         """None once the connection is lost (as uvicorn's)."""
-        self.ws_protocol_class: Any = config.ws_protocol_class
-        self.root_path: str = config.root_path
-        self.asgi_version: str = config.asgi_version
-        self.limit_concurrency: int | None = config.limit_concurrency
+        self.ws_protocol_class: Any = shared.ws_protocol_class
+        self.root_path: str = shared.root_path
+        self.asgi_version: str = shared.asgi_version
+        self.limit_concurrency: int | None = shared.limit_concurrency
         self.app_state = app_state
-        self.timeout_keep_alive = float(config.timeout_keep_alive)
+        self.timeout_keep_alive = shared.timeout_keep_alive
         self.server_state = server_state
         self.connections: set[Any] = server_state.connections
         self.tasks: set[asyncio.Task[None]] = server_state.tasks
@@ -361,6 +369,7 @@ class BoundedRequestProtocol:
         }
         self._in_head = True
         self._head_bytes = 0
+        self._forwarded = False
         self._arm_read_timer()
 
     def on_url(self, url: bytes) -> None:
@@ -368,9 +377,12 @@ class BoundedRequestProtocol:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
-        value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace, which RFC 9110 5.5 excludes
+        if value and (value[-1] == 32 or value[-1] == 9):  # (a space or a tab at the end: rare, and a method call)
+            value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace, which RFC 9110 5.5 excludes
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
+        elif name == b"x-forwarded-for" or name == b"x-forwarded-proto":
+            self._forwarded = True
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -390,7 +402,7 @@ class BoundedRequestProtocol:
             scope["http_version"] = http_version
         if parser.should_upgrade() and self._should_upgrade():
             return
-        parsed_url: Any = httptools.parse_url(url)  # (its stub says bytes for parts that may be None)
+        parsed_url: Any = _parse_url(url)  # (its stub says bytes for parts that may be None)
         raw_path: bytes = parsed_url.path
         path = raw_path.decode("ascii")
         if "%" in path:
@@ -400,7 +412,7 @@ class BoundedRequestProtocol:
         scope["raw_path"] = root_path.encode("ascii") + raw_path if root_path else raw_path
         query: bytes | None = parsed_url.query  # (None without one)
         scope["query_string"] = query or b""
-        app: Any = self.app
+        app: Any = self.app if self._forwarded and self._trusts_proxy() else self.shared.unforwarded
         limit = self.limit_concurrency
         if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
             app = service_unavailable
@@ -417,6 +429,16 @@ class BoundedRequestProtocol:
         else:  # a pipelined request waits for the one before it
             self.flow.pause_reading()
             self.pipeline.appendleft((cycle, app))
+
+    def _trusts_proxy(self) -> bool:
+        """Whether uvicorn's proxy-headers middleware reads the forwarded headers of this connection's requests
+        (it wraps the app, and trusts the client); once per connection."""
+        trusted = self._proxy_trusted
+        if trusted is None:
+            hosts = self.shared.trusted_hosts
+            client = self.client
+            trusted = self._proxy_trusted = hosts is not None and (client[0] if client else None) in hosts
+        return trusted
 
     def _start_asgi_task(self, cycle: _Cycle, app: Any) -> None:
         if getattr(self.config, "reset_contextvars", False):
@@ -538,6 +560,45 @@ def _read_expired(protocol: BoundedRequestProtocol) -> None:
 
 def _keep_alive_expired(protocol: BoundedRequestProtocol) -> None:
     protocol._keep_alive_timed_out()
+
+
+class _Shared:
+    """What every connection of one server reads from its ``Config``, read once (uvicorn's protocol reads it again
+    for each connection: attribute lookups on an interpreted object, a property, the access logger's handlers
+    looked up through its parents). Kept on the config (``ssegate_shared``), made by the first connection.
+
+    ``unforwarded`` is the app that uvicorn's ``ProxyHeadersMiddleware`` (``proxy_headers``, on by default) wraps:
+    what that middleware calls, changing nothing, for a request without ``X-Forwarded-For`` or
+    ``X-Forwarded-Proto`` or from a client it does not trust (``FORWARDED_ALLOW_IPS``); such a request goes to it
+    directly, and the middleware (an interpreted coroutine and a pass over the headers, ~10k instructions a
+    request, 2% of a short stream) runs only for a request it changes."""
+
+    def __init__(self, config: Config) -> None:
+        if not config.loaded:
+            config.load()
+        app: Any = config.loaded_app
+        self.app: Final[Any] = app
+        proxy = type(app) is ProxyHeadersMiddleware
+        self.unforwarded: Final[Any] = app.app if proxy else app
+        self.trusted_hosts: Final[Any] = app.trusted_hosts if proxy else None
+        self.ws_protocol_class: Final[Any] = config.ws_protocol_class
+        self.root_path: Final[str] = config.root_path
+        self.asgi_version: Final[str] = config.asgi_version
+        self.limit_concurrency: Final[int | None] = config.limit_concurrency
+        self.timeout_keep_alive: Final[float] = float(config.timeout_keep_alive)
+        self.logger: Final = logging.getLogger("uvicorn.error")
+        self.access_logger: Final = logging.getLogger("uvicorn.access")
+        self.access_log: Final[bool] = self.access_logger.hasHandlers()
+        """uvicorn's test, made at a server's first connection rather than at each (logging is configured before
+        a server starts)."""
+        self.lenient: Final[bool] = hasattr(httptools.HttpRequestParser, "set_dangerous_leniencies")
+        """httptools 0.6.3 and later: data after a ``Connection: close`` request is not an error (uvicorn's)."""
+
+
+def _shared_of(config: Config) -> _Shared:
+    shared = _Shared(config)
+    setattr(config, "ssegate_shared", shared)  # noqa: B010 (an attribute uvicorn's class does not declare)
+    return shared
 
 
 class _Sweeps:
@@ -804,33 +865,101 @@ def start_head(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> S
     """The head of a chunked response that uvicorn's own ``send`` would write now, for ``send_start``; None where
     ``send`` is not uvicorn's or would not write right away (paused for a slow client, gone, a HEAD request, an
     access log to write, a response already started, a header it refuses or a framing header of the caller's).
-    Nothing is sent and nothing changes: a caller may still go another way."""
+    Nothing is sent and nothing changes: a caller may still go another way. Pairs checked before are written as
+    the lines kept of them (``_Lines``): the server's default headers, and a caller's ``fixed_headers``."""
     cycle = server_cycle(send)
     if (cycle is None or cycle.response_started or cycle.disconnected or cycle.flow.write_paused
             or cycle.access_log or cycle.scope.get("method") == "HEAD" or cycle.chunked_encoding is not None):
         return None
+    kept = _LINES
     default: list[tuple[bytes, bytes]] = cycle.default_headers
-    content = [STATUS_LINE[status]]
+    memo = kept.default  # (read and replaced whole: servers on other threads share it)
+    if memo is not None and memo[0] is default:
+        block = memo[1]
+    else:
+        made = _block(default)
+        if made is None:
+            return None
+        block = made
+        kept.default = (default, block)
+    content = [STATUS_LINE[status], block]
+    fixed = kept.fixed
     names: list[bytes] = []
     values: list[bytes] = []
-    for every in (default, headers):
-        for name, value in every:
-            names.append(name)
-            values.append(value)
-            name = name.lower()
-            if name == b"content-length" or name == b"transfer-encoding" or name == b"connection":
-                return None  # framing chosen by the caller: uvicorn's send handles it
-            content.append(name)
-            content.append(b": ")
-            content.append(value)
-            content.append(b"\r\n")
+    items: list[object] = cast(list[object], headers)  # (as objects: a typed pair would be a new tuple, a new id)
+    for pair in items:
+        line = fixed.get(id(pair))
+        if line is not None:
+            content.append(line)
+            continue
+        name, value = cast(tuple[bytes, bytes], pair)
+        names.append(name)
+        values.append(value)
+        name = name.lower()
+        if name == b"content-length" or name == b"transfer-encoding" or name == b"connection":
+            return None  # framing chosen by the caller: uvicorn's send handles it
+        content.append(name)
+        content.append(b": ")
+        content.append(value)
+        content.append(b"\r\n")
     # uvicorn's checks of each name and value, over all of them joined ("-" and tab are allowed where they join)
-    if not header_bytes_ok(b"-".join(names), b"\t".join(values)):
+    if names and not header_bytes_ok(b"-".join(names), b"\t".join(values)):
         return None  # uvicorn's send raises for it: let it
     if not cycle.keep_alive:
         content.append(b"connection: close\r\n")
     content.append(b"transfer-encoding: chunked\r\n\r\n")
     return cycle, content
+
+
+class _Lines:
+    """Header pairs checked once, kept as the head lines uvicorn's ``send`` writes of them (the name in lower
+    case): the server's default headers as a block, for the last list of them seen (uvicorn's server makes a new
+    list each second, with the date, and never changes one), and the pairs registered with ``fixed_headers``, by
+    identity (each kept here, so that its ``id`` stays its own). A stream's head then checks only its own
+    headers (its id, its route): ~17k → ~7k instructions."""
+
+    def __init__(self) -> None:
+        self.default: tuple[list[tuple[bytes, bytes]], bytes] | None = None
+        """The last default headers seen, and their block."""
+        self.fixed: dict[int, bytes] = {}
+        self.pairs: list[object] = []
+
+
+_LINES: Final = _Lines()
+
+
+def _line(name: bytes, value: bytes) -> bytes | None:
+    """The head line of one header as uvicorn's ``send`` writes it; None for one it refuses or a framing header."""
+    if not header_bytes_ok(name, value):
+        return None
+    name = name.lower()
+    if name == b"content-length" or name == b"transfer-encoding" or name == b"connection":
+        return None
+    return name + b": " + value + b"\r\n"
+
+
+def _block(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    lines = []
+    for name, value in headers:
+        line = _line(name, value)
+        if line is None:
+            return None
+        lines.append(line)
+    return b"".join(lines)
+
+
+def fixed_headers(pairs: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``pairs`` (returned as they are), registered as fixed headers of responses: where ``start_head`` meets one
+    of these very tuples, it writes the line checked here once. A pair uvicorn refuses, or a framing header, is
+    not registered: it is checked where it is sent, and goes to uvicorn's ``send``."""
+    items: list[object] = cast(list[object], pairs)  # (the tuples themselves, as start_head meets them)
+    for pair in items:
+        name, value = cast(tuple[bytes, bytes], pair)
+        line = _line(name, value)
+        if line is not None and id(pair) not in _LINES.fixed:
+            _LINES.pairs.append(pair)
+            _LINES.fixed[id(pair)] = line
+    return pairs
 
 
 def send_start(head: StartHead, body: bytes, more_body: bool) -> None:

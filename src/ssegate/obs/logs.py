@@ -37,6 +37,9 @@ import orjson
 
 __all__ = ["JSONFormatter", "TextFormatter", "log_config", "redact_also"]
 
+# (module functions kept as C statics: compiled code looks up a module's attribute by name at each call)
+_dumps: Final = orjson.dumps
+
 _STANDARD: Final = (frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
                     | {"message", "asctime", "color_message"})
 _TASK_PREFIX: Final = "ssegate-gen-"
@@ -140,7 +143,7 @@ class JSONFormatter(logging.Formatter):
         _add_stream_id(out, extra)
         if exc is not None:
             out["exc"] = exc
-        return _redact(orjson.dumps(out, default=str).decode(), self.redact)
+        return _redact(_dumps(out, default=str).decode(), self.redact)
 
 
 _LEVEL_COLORS: Final = {"DEBUG": "\x1b[2m", "WARNING": "\x1b[33m", "ERROR": "\x1b[31m", "CRITICAL": "\x1b[1;31m"}

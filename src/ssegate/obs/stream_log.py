@@ -53,12 +53,19 @@ os.register_at_fork(after_in_child=_templates.clear)
 _SOURCE: Final = os.path.join(os.path.dirname(os.path.abspath(__file__)), "stream_log.py")
 """This module's source file, which the end line's record names (the module docstring)."""
 
+# (the logging module's names kept as C statics: compiled code looks up a module's attribute by name at each use)
+_record_factory: Final = logging.getLogRecordFactory
+_LogRecord: Final = logging.LogRecord
+_MAKE_RECORD: Final = logging.Logger.makeRecord
+_StreamHandler: Final = logging.StreamHandler
+_level_name: Final = logging.getLevelName
+_now: Final = time.time
+
 
 def _log(level: int, msg: str, extra: dict[str, Any], func: str) -> None:
     """``stream_log.log(level, msg, extra=extra)``: the JSON line written without a record where that is all the
     handlers would make of one, else the record copied from a template (the module's docstring)."""
-    if (logging.getLogRecordFactory() is not logging.LogRecord
-            or type(stream_log).makeRecord is not logging.Logger.makeRecord):
+    if _record_factory() is not _LogRecord or type(stream_log).makeRecord is not _MAKE_RECORD:
         stream_log.log(level, msg, extra=extra)
         return
     handlers = _reached(level)
@@ -66,7 +73,7 @@ def _log(level: int, msg: str, extra: dict[str, Any], func: str) -> None:
         stream_log.handle(_record(level, msg, extra, func))
         return
     if all(_plain(h) and type(h.formatter) is JSONFormatter for h in handlers):
-        now = time.time()
+        now = _now()
         for handler in handlers:
             _emit(cast(logging.StreamHandler[Any], handler), None, now, level, msg, extra, func)
         return
@@ -125,7 +132,7 @@ def _reached(level: int) -> list[logging.Handler] | None:
 
 def _plain(handler: logging.Handler) -> TypeGuard[logging.StreamHandler[Any]]:
     """A ``StreamHandler`` without filters: written to here (``_emit``) as its ``handle`` would."""
-    return type(handler) is logging.StreamHandler and not handler.filters
+    return type(handler) is _StreamHandler and not handler.filters
 
 
 def _emit(handler: logging.StreamHandler[Any], record: logging.LogRecord | None, now: float, level: int, msg: str,
@@ -139,7 +146,7 @@ def _emit(handler: logging.StreamHandler[Any], record: logging.LogRecord | None,
     try:
         formatter: Any = handler.formatter
         if record is None:
-            line = formatter.line(now, logging.getLevelName(level), stream_log.name, msg, extra)
+            line = formatter.line(now, _level_name(level), stream_log.name, msg, extra)
         else:
             line = (formatter or logging._defaultFormatter).format(record)  # type: ignore[attr-defined]
         stream: Any = handler.stream

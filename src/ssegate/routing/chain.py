@@ -35,6 +35,9 @@ from .table import Deployed, Group
 
 __all__ = ["Route", "Step", "usable"]
 
+# (module functions kept as C statics: compiled code looks up a module's attribute by name at each call)
+_running_loop: Final = asyncio.get_running_loop
+
 log: Final = logging.getLogger("ssegate.routing")
 
 
@@ -85,7 +88,7 @@ class Route:
 
     async def __call__(self, gen: Generation) -> Finish:
         s = self.settings
-        loop = asyncio.get_running_loop()
+        loop = _running_loop()
         request = gen.request
         last_error: UpstreamError | None = None
         steps = self.steps
@@ -166,7 +169,7 @@ class Route:
         delay = s.retry_backoff_s * (2.0**attempt) * (0.5 + random.random())
         if exc.retry_after:
             delay = max(delay, float(exc.retry_after))
-        now = asyncio.get_running_loop().time()
+        now = _running_loop().time()
         if not gen.committed and now + delay > gen.commit_deadline:
             return None  # keep the final failure a real HTTP status
         if now + delay > gen.started_at + s.first_token_timeout_s:

@@ -21,6 +21,9 @@ from .httpclient import Pool, Response
 
 __all__ = ["MAX_LINE", "EventSplitter", "check_models", "post_stream", "read_events"]
 
+# (module functions kept as C statics: compiled code looks up a module's attribute by name at each call)
+_dumps: Final = orjson.dumps
+
 MAX_LINE: Final = 8 << 20
 """Longest upstream SSE line accepted: a bound on what one endless line can make the gateway buffer."""
 
@@ -93,7 +96,7 @@ async def post_stream(
 ) -> Response:
     """POST a streaming request; return the ``200`` response (the caller closes it), or close it and raise the
     upstream's error (``error_message`` reads the provider's error body)."""
-    resp = await pool.request("POST", url, headers, orjson.dumps(body), lambda r: sink.holding(r.cut))
+    resp = await pool.request("POST", url, headers, _dumps(body), lambda r: sink.holding(r.cut))
     if resp.status != 200:
         try:
             detail = (await resp.read(4096)).decode("utf-8", "replace")

@@ -62,6 +62,10 @@ from .dial import Proxies, Proxy, connect, refusal
 
 __all__ = ["Pool", "Response"]
 
+# (module functions kept as C statics: compiled code looks up a module's attribute by name at each call)
+_running_loop: Final = asyncio.get_running_loop
+_ResponseParser: Final = httptools.HttpResponseParser
+
 USER_AGENT: Final = f"ssegate/{__version__}"
 MAX_HEAD: Final = 64 << 10
 """Largest response head accepted (status lines and headers, interim answers included)."""
@@ -91,7 +95,7 @@ class _Connection(asyncio.Protocol):
     __slots__ = ("expires", "loop", "origin", "pool", "response", "reused", "sock", "transport")
 
     def __init__(self, pool: Pool, origin: Origin) -> None:
-        self.loop = asyncio.get_running_loop()
+        self.loop = _running_loop()
         """The loop it was made in (``get_running_loop()`` is a system call on Python 3.11: looked up once)."""
         self.pool = pool
         self.origin = origin
@@ -146,7 +150,7 @@ class Response:
         self.headers: dict[str, str] = {}
         self.complete = False
         """The whole body arrived."""
-        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+        self._parser: httptools.HttpResponseParser | None = _ResponseParser(self)
         self._head: asyncio.Future[None] = conn.loop.create_future()
         self._heading = True  # until the final head: bytes are counted against MAX_HEAD as they come
         self._head_bytes = 0
@@ -272,7 +276,7 @@ class Response:
 
     # --- the protocol's side ------------------------------------------------------------------------
     async def _wait(self) -> None:
-        fut = self._waiter = asyncio.get_running_loop().create_future()
+        fut = self._waiter = _running_loop().create_future()
         try:
             await fut
         finally:
@@ -609,7 +613,7 @@ class Pool:
         if not self.limit or (self._busy < self.limit and not self._queue):
             self._busy += 1
             return
-        fut = asyncio.get_running_loop().create_future()
+        fut = _running_loop().create_future()
         self._queue.append(fut)
         try:
             async with asyncio.timeout(self.connect_timeout):
@@ -681,7 +685,7 @@ class Pool:
     def _expire(self) -> None:
         """Close the idle connections whose time is up, and fail the drains whose time is up (those due within
         the next 10 ms too: one pass for a burst kept together); arm the sweep for the next of either."""
-        now = asyncio.get_running_loop().time() + 0.01
+        now = _running_loop().time() + 0.01
         for idle in self._idle.values():
             for conn in [c for c in idle if c.expires <= now]:
                 idle.remove(conn)
