@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ssegate.core.deadline import Deadline
+from ssegate.core.deadline import Deadline, Sweep
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -19,6 +19,13 @@ def deadline() -> tuple[asyncio.AbstractEventLoop, Deadline, list[float]]:
     loop = asyncio.get_running_loop()
     fired: list[float] = []
     return loop, Deadline(loop, lambda: fired.append(loop.time())), fired
+
+
+def recording_sweep() -> tuple[asyncio.AbstractEventLoop, Sweep[str], dict[str, float]]:
+    """A sweep on the running loop, and the loop time at which each item expired."""
+    loop = asyncio.get_running_loop()
+    expired: dict[str, float] = {}
+    return loop, Sweep(loop, lambda item: expired.__setitem__(item, loop.time())), expired
 
 
 def test_a_target_armed_early_fires_at_the_target_not_at_the_arming() -> None:
@@ -68,12 +75,8 @@ def test_a_move_earlier_not_announced_re_arms_and_arm_by_past_the_target_is_igno
 def test_a_sweep_expires_each_item_at_its_own_time_on_one_timer() -> None:
     """Items added later cost no timer; a discarded one never expires; each other one expires at its own time
     (not with an earlier one, not later than its time)."""
-    from ssegate.core.deadline import Sweep
-
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        expired: dict[str, float] = {}
-        sweep: Sweep[str] = Sweep(loop, lambda item: expired.__setitem__(item, loop.time()))
+        loop, sweep, expired = recording_sweep()
         t0 = loop.time()
         sweep.add("first", t0 + 0.2)
         handle = sweep._deadline._handle
@@ -94,12 +97,8 @@ def test_a_sweep_expires_each_item_at_its_own_time_in_or_out_of_order() -> None:
     (a pass stops at the first item not due). An item added again goes to the end (the one after it is not held
     behind it), and an item added for a time before the last one's is still expired at its own time (passes then
     read every item), as are items added after the sweep emptied and became ordered again."""
-    from ssegate.core.deadline import Sweep
-
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        expired: dict[str, float] = {}
-        sweep: Sweep[str] = Sweep(loop, lambda item: expired.__setitem__(item, loop.time()))
+        loop, sweep, expired = recording_sweep()
         t0 = loop.time()
         sweep.add("moved", t0 + 0.2)
         sweep.add("next", t0 + 0.4)

@@ -365,6 +365,24 @@ def _length_response(sock: socket.socket, buf: bytes) -> tuple[bytes, bytes, byt
     return head, rest[:length], rest[length:]
 
 
+def _answering(answer: Any) -> Any:
+    """An ASGI app for the protocol's tests on real sockets: lifespan acknowledged, and each HTTP request
+    answered 200 with the bytes of ``await answer(scope, receive)`` and their Content-Length."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        out = await answer(scope, receive)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(out)).encode())]})
+        await send({"type": "http.response.body", "body": out})
+
+    return app
+
+
 def test_the_protocols_request_paths_pipelining_100_continue_errors_and_the_access_log() -> None:
     """What ``BoundedRequestProtocol`` and its cycle do themselves, or hand to uvicorn's code, on real sockets:
     two pipelined requests in one write are answered in order; ``Expect: 100-continue`` gets its interim answer
@@ -375,12 +393,7 @@ def test_the_protocols_request_paths_pipelining_100_continue_errors_and_the_acce
 
     from tests.support.inproc import ServerThread
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+    async def path_and_body(scope: Any, receive: Any) -> bytes:
         if scope["path"] == "/raise":
             raise RuntimeError("an app that fails before it answers")
         body = b""
@@ -389,10 +402,9 @@ def test_the_protocols_request_paths_pipelining_100_continue_errors_and_the_acce
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        out = scope["path"].encode() + b" " + body
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", str(len(out)).encode())]})
-        await send({"type": "http.response.body", "body": out})
+        return scope["path"].encode() + b" " + body
+
+    app = _answering(path_and_body)
 
     def connect(server: ServerThread) -> socket.socket:
         return socket.create_connection(server.sock.getsockname(), timeout=15)
@@ -457,16 +469,10 @@ def test_forwarded_headers_set_the_scope_as_uvicorns_middleware_does() -> None:
     middleware would leave as it is to the app beneath it: each answer equals uvicorn's own protocol's."""
     from tests.support.inproc import ServerThread
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        out = f"{scope['client'][0]}:{scope['client'][1] != 0} {scope['scheme']}".encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", str(len(out)).encode())]})
-        await send({"type": "http.response.body", "body": out})
+    async def client_and_scheme(scope: Any, receive: Any) -> bytes:
+        return f"{scope['client'][0]}:{scope['client'][1] != 0} {scope['scheme']}".encode()
+
+    app = _answering(client_and_scheme)
 
     forwarded = b"X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n"
     requests = [b"", forwarded, b"", b"x-forwarded-for: 198.51.100.2, 203.0.113.9\r\n", b"X-Forwarded-Proto: wss\r\n"]
@@ -499,16 +505,10 @@ def test_header_values_reach_the_app_without_trailing_whitespace() -> None:
     the value without them (leading ones llhttp drops itself), and a value without any unchanged."""
     from tests.support.inproc import ServerThread
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        out = repr([value for name, value in scope["headers"] if name.startswith(b"x-v")]).encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", str(len(out)).encode())]})
-        await send({"type": "http.response.body", "body": out})
+    async def values(scope: Any, receive: Any) -> bytes:
+        return repr([value for name, value in scope["headers"] if name.startswith(b"x-v")]).encode()
+
+    app = _answering(values)
 
     with ServerThread(app, http=BoundedRequestProtocol) as server:
         sock = socket.create_connection(server.sock.getsockname(), timeout=15)

@@ -29,7 +29,7 @@ from ..gateway import Gateway
 from ..settings import Settings
 from ..sse import dumps
 from .direct_routes import DirectRoutes, Front
-from .response import RAW_KEY, json_error_response
+from .response import json_error_response
 from .routes.ops import WEB_DIR
 from .routing import validation_error
 
@@ -44,18 +44,13 @@ def uses_openai_errors(path: str) -> bool:
 
 def expose_server(app: Any) -> Any:
     """Outermost ASGI wrapper: keep the server's own ``receive``/``send`` in the scope (``RAW_KEY``), which turns
-    the fast path on. Only around an app whose middleware leaves body messages alone (FastAPI's own exception
-    wrappers do; ``SSEGateApp`` checks its middleware itself and needs no wrapper)."""
+    the fast path on (``direct_routes.Front`` without direct routes). Only around an app whose middleware leaves
+    body messages alone (FastAPI's own exception wrappers do; ``SSEGateApp`` checks its middleware itself and
+    needs no wrapper). An interpreted coroutine function, which servers recognise as an ASGI 3 app."""
+    front = Front(app, None, True)
 
     async def wrapper(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        scope[RAW_KEY] = (receive, send)
-        try:
-            await app(scope, receive, send)
-        finally:
-            scope.pop(RAW_KEY, None)  # the server's request cycle holds the scope: no cycle left for the GC
+        await front(scope, receive, send)
 
     return wrapper
 
