@@ -500,6 +500,43 @@ def test_forwarded_headers_set_the_scope_as_uvicorns_middleware_does() -> None:
     assert answers(BoundedRequestProtocol, proxy_headers=False) == untrusted
 
 
+def test_the_scheme_is_https_on_a_tls_server_and_http_without_as_uvicorns_protocol_says(tmp_path: Any) -> None:
+    """``BoundedRequestProtocol`` asks a connection for its TLS context only on a server given TLS (uvicorn's
+    ``ssl_certfile``): there the scope's scheme is ``https``, without it ``http``, as uvicorn's own protocol says."""
+    import ssl
+
+    import trustme
+
+    from tests.support.inproc import ServerThread
+
+    async def scheme(scope: Any, receive: Any) -> bytes:
+        return scope["scheme"].encode()
+
+    app = _answering(scheme)
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    key_file, cert_file = tmp_path / "key.pem", tmp_path / "cert.pem"
+    cert.private_key_pem.write_to_path(str(key_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+
+    def answer(http: Any, tls: bool) -> bytes:
+        config = {"ssl_keyfile": str(key_file), "ssl_certfile": str(cert_file)} if tls else {}
+        with ServerThread(app, http=http, **config) as server:
+            sock = socket.create_connection(server.sock.getsockname(), timeout=15)
+            if tls:
+                sock = trusting.wrap_socket(sock, server_hostname="127.0.0.1")
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            head, body, _ = _length_response(sock, b"")
+            sock.close()
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        return body
+
+    assert answer(BoundedRequestProtocol, True) == b"https" == answer("httptools", True)
+    assert answer(BoundedRequestProtocol, False) == b"http" == answer("httptools", False)
+
+
 def test_header_values_reach_the_app_without_trailing_whitespace() -> None:
     """llhttp keeps the spaces and tabs that end a header value, which RFC 9110 5.5 excludes from it: the app gets
     the value without them (leading ones llhttp drops itself), and a value without any unchanged."""

@@ -52,7 +52,7 @@ def _scrub(obj: Any) -> Any:
         return scrub_text(obj)
     if isinstance(obj, dict):
         return {_scrub(k): _scrub(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
+    if isinstance(obj, (list, tuple)):
         return [_scrub(v) for v in obj]
     return obj
 

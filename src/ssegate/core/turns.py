@@ -21,6 +21,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
+from .per_loop import kept
+
 __all__ = ["PAUSE_S", "PER_PASS", "Turns", "on_loop"]
 
 PER_PASS: Final = 8
@@ -35,7 +37,7 @@ class Turns:
     __slots__ = ("_handle", "_loop", "_waiting", "pause_s", "per_pass")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, per_pass: int = PER_PASS, pause_s: float = PAUSE_S) -> None:
-        self._loop = weakref.ref(loop)  # (``on_loop``'s registry is keyed by the loop: a strong one would keep it)
+        self._loop = weakref.ref(loop)  # (``per_loop`` holds loops weakly: a strong one would keep it)
         self.per_pass = per_pass
         self.pause_s = pause_s
         self._waiting: deque[Callable[[], object]] = deque()
@@ -67,34 +69,10 @@ class Turns:
             self._handle = self.loop.call_later(self.pause_s, self._give)
 
 
-_by_loop: Final[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Turns]]] = weakref.WeakKeyDictionary()
-
-
-class _Last:
-    """The jobs of the loop asked for last: one weak reference to compare, where the ``WeakKeyDictionary`` is
-    looked up in the interpreter."""
-
-    def __init__(self) -> None:
-        self.loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
-        self.jobs: dict[str, Turns] = {}
-
-
-_last: Final = _Last()
-
-
 def on_loop(job: str, loop: asyncio.AbstractEventLoop) -> Turns:
-    """The ``Turns`` of ``job`` on ``loop`` (made on first use, gone with the loop)."""
-    last = _last
-    ref = last.loop
-    if ref is not None and ref() is loop:
-        jobs = last.jobs
-    else:
-        found = _by_loop.get(loop)
-        if found is None:
-            found = _by_loop[loop] = {}
-        jobs = last.jobs = found
-        last.loop = weakref.ref(loop)
-    turns = jobs.get(job)
+    """The ``Turns`` of ``job`` on ``loop`` (made on first use, gone with the loop: ``per_loop.kept``)."""
+    jobs = kept(loop)
+    turns: Turns | None = jobs.get(job)
     if turns is None:
         turns = jobs[job] = Turns(loop)
     return turns

@@ -133,7 +133,7 @@ def _limits() -> tuple[float, int, bytes]:
 
 def _local_address(info: Any) -> tuple[str, int | None] | None:
     """The server's address as uvicorn's ``get_local_addr`` gives it: (host, port), or (path, None) on a Unix socket."""
-    if isinstance(info, tuple | list) and len(info) >= 2:
+    if isinstance(info, (tuple, list)) and len(info) >= 2:  # (compiled, ``tuple | list`` makes a union each call)
         return (str(info[0]), int(info[1]))
     if isinstance(info, str):
         return (info, None)
@@ -282,7 +282,7 @@ class BoundedRequestProtocol:
         self.flow.attach(transport)
         self.server = _local_address(transport.get_extra_info("sockname"))
         self.client = _peer_address(transport.get_extra_info("peername"))
-        self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
+        self.scheme = "https" if self.shared.tls and transport.get_extra_info("sslcontext") else "http"
         if self.logger.level <= TRACE_LOG_LEVEL:
             prefix = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
             self.logger.log(TRACE_LOG_LEVEL, "%sHTTP connection made", prefix)
@@ -441,7 +441,7 @@ class BoundedRequestProtocol:
         return trusted
 
     def _start_asgi_task(self, cycle: _Cycle, app: Any) -> None:
-        if getattr(self.config, "reset_contextvars", False):
+        if self.shared.fresh_context:
             task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
         else:
             task = self.loop.create_task(cycle.run_asgi(app))
@@ -591,6 +591,11 @@ class _Shared:
         self.access_log: Final[bool] = self.access_logger.hasHandlers()
         """uvicorn's test, made at a server's first connection rather than at each (logging is configured before
         a server starts)."""
+        self.tls: Final[bool] = config.ssl is not None
+        """The server was given TLS (``ssl`` of its ``create_server``): without it no connection is TLS, and the
+        transport is not asked (uvicorn asks each for its ``sslcontext``)."""
+        self.fresh_context: Final[bool] = bool(getattr(config, "reset_contextvars", False))
+        """uvicorn's ``reset_contextvars`` (newer uvicorns): each request's task runs in a context of its own."""
         self.lenient: Final[bool] = hasattr(httptools.HttpRequestParser, "set_dangerous_leniencies")
         """httptools 0.6.3 and later: data after a ``Connection: close`` request is not an error (uvicorn's)."""
 

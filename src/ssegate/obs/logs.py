@@ -153,7 +153,7 @@ _RESET: Final = "\x1b[0m"
 def _text_value(value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return orjson.dumps(value).decode()
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):
         return str(value)
     text = value if isinstance(value, str) else str(value)
     if text and not any(c.isspace() or c in '"=\\' for c in text) and text.isprintable():
