@@ -5,12 +5,14 @@ For a change's before/after figures on a machine that other work shares: both ga
 between them (and which goes first), so both see the same load. ``--scenario cpu`` (the default) is the ``cpu``
 measurement at ``--streams`` streams (a token every 10 ms each), ``parts`` the same with reasoning and tool-call
 pieces instead of text; ``setup``, ``ttft``, ``capacity``, ``cancel`` and ``gc`` are the bench's scenarios of those
-names (``gc`` on the probed gateway of ``bench/phases.py``). Prints each repetition (and, for ``cpu``, ``parts``
-and ``setup``, the medians); writes nothing else.
+names (``gc`` on the probed gateway of ``bench/phases.py``). ``--target ssegate+redis`` runs both with the event
+log in Redis (a redis-server each; the figures are the gateways' own CPU). Prints each repetition (and, for
+``cpu``, ``parts`` and ``setup``, the medians); writes nothing else.
 
     git archive HEAD~3 src | tar -x -C /tmp/before
     .venv/bin/python -m bench.before_after /tmp/before/src src --reps 6
     .venv/bin/python -m bench.before_after /tmp/before/src src --scenario setup --reps 4
+    .venv/bin/python -m bench.before_after /tmp/before/src src --target ssegate+redis --streams 500
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ async def run(args: argparse.Namespace) -> None:
     try:
         for label, src in (("old", args.old), ("new", args.new)):
             os.environ["PYTHONPATH"] = os.path.abspath(src)
-            base = TARGETS["ssegate-probed" if args.scenario == "gc" else "ssegate"]
+            base = TARGETS["ssegate-probed" if args.scenario == "gc" else args.target]
             target = dataclasses.replace(base, name=f"ssegate-{label}")
             gateways[label] = await asyncio.to_thread(start_target, target, up_port, [])
             await sc.warmup(gateways[label], up)
@@ -82,6 +84,8 @@ def main() -> None:
     parser.add_argument("--scenario", default="cpu",
                         choices=("cpu", "parts", "setup", "ttft", "capacity", "cancel", "gc"),
                         help="what to compare [cpu: CPU per event at --streams streams]")
+    parser.add_argument("--target", default="ssegate", choices=("ssegate", "ssegate-openai", "ssegate+redis"),
+                        help="the gateway's configuration, for both trees [ssegate]")
     args = parser.parse_args()
     raise_fd_limit()
     import uvloop

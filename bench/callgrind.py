@@ -12,12 +12,16 @@ warm-up and shutdown are not counted. Kernel time (syscalls) is not an instructi
     .venv/bin/python -m bench.callgrind --path /v1/chat/completions
     .venv/bin/python -m bench.callgrind --src /tmp/before/src      # another tree (git archive REV src | tar -x)
     .venv/bin/python -m bench.callgrind --tokens 100 --parts       # per event: reasoning and tool-call pieces
+    .venv/bin/python -m bench.callgrind --tokens 100 --redis       # the event log in Redis (a redis-server of its own)
     .venv/bin/python -m bench.callgrind --keep /tmp/cg             # then: callgrind_annotate --inclusive=yes
                                                                    #   /tmp/cg/cg.out.*.1 (where it goes)
     .venv/bin/python -m bench.callgrind --keep /tmp/cg --callgrind-args=--separate-callers3=slot_tp_getattr_hook
                                                                    # who reads attributes of pydantic models
 
-Needs valgrind (``apt-get install valgrind``). Prints one line; writes nothing else (but ``--keep``'s directory).
+With ``--redis`` the writer's round trips are batched by time, which callgrind's slowness stretches (fewer, larger
+chunks than at full speed): the per-event path (each append) is counted as it runs; the writer's share per event
+reads low. Needs valgrind (``apt-get install valgrind``), and redis-server for ``--redis``. Prints one line;
+writes nothing else (but ``--keep``'s directory).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from pathlib import Path
 import httpx
 
 from .loadgen import Fleet, build_request
-from .proc import free_port, start, wait_http
+from .proc import free_port, start, wait_http, wait_tcp
 from .targets import ROOT
 
 BATCH = 10
@@ -75,6 +79,18 @@ async def run(args: argparse.Namespace) -> str:
            "SSEGATE_UPSTREAM_URL": f"http://127.0.0.1:{up_port}/v1", "SSEGATE_PORT": str(port),
            "SSEGATE_LOG_LEVEL": args.log_level}
     with contextlib.ExitStack() as stack:
+        stack.callback(upstream.stop)
+        if args.redis:
+            redis_bin = shutil.which("redis-server")
+            if redis_bin is None:
+                raise SystemExit("redis-server is not installed (apt-get install redis-server)")
+            rport = free_port()
+            redis = start("redis-callgrind", [redis_bin, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                                              "--appendonly", "no"], rport)
+            stack.callback(redis.stop)
+            if not wait_tcp(rport, 10):
+                raise SystemExit(f"redis-server did not start: {redis.log_tail(3)}")
+            env["SSEGATE_REDIS_URL"] = f"redis://127.0.0.1:{rport}/0"
         if args.keep:
             out = Path(args.keep).resolve()
             out.mkdir(parents=True, exist_ok=True)
@@ -113,14 +129,13 @@ async def run(args: argparse.Namespace) -> str:
                 gw.wait(60)
             except subprocess.TimeoutExpired:
                 gw.kill()
-            upstream.stop()
         total = _total(out)
     attempted = max(1, args.streams // BATCH) * BATCH
     per_stream = total / max(ok, 1)
     tokens = "" if args.tokens == 1 else (f"; {args.tokens} {'parts' if args.parts else 'text'} tokens each: "
                                           f"{per_stream / args.tokens / 1000:.1f}k per event, stream included")
     return (f"{ok}/{attempted} streams ok; {per_stream / 1000:.0f}k instructions per stream{tokens} "
-            f"({args.path}, log level {args.log_level}, {args.src})")
+            f"({args.path}, log level {args.log_level}{', event log in Redis' if args.redis else ''}, {args.src})")
 
 
 def main() -> None:
@@ -132,6 +147,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=1, help="tokens per stream [1]: >1 to weigh events, not starts")
     parser.add_argument("--parts", action="store_true",
                         help="reasoning and tool-call pieces instead of text tokens (the upstream's parts=1)")
+    parser.add_argument("--redis", action="store_true", help="the event log in Redis (SSEGATE_REDIS_URL)")
     parser.add_argument("--callgrind-args", default="", metavar="ARGS",
                         help="more callgrind options, e.g. '--separate-callers3=module_getattro' (who looks up "
                              "module attributes, three callers deep, in --keep's dump)")

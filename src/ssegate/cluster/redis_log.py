@@ -19,14 +19,14 @@ Keys (``S`` a stream id, ``R`` a replica id, random per process)::
     ssegate:chat:O:C            the stream answering chat C of owner O (a hash of the owner) right now, for the
                                 AI SDK's resume by chat id (``Replicas.set_chat``); expires like a live stream's keys.
 
-Writing stays off the hot path. ``MirroredStreamLog.append`` is the in-process append plus, on the first append
-after a flush, putting the log on the writer's list. One writer task per process sends each listed log's new
-entries as one chunk (one ``XADD``, with ``MINID ~`` keeping about ``LOG_MAX_EVENTS`` entries), all logs in one
-round trip (one ``_WRITE`` script call, the whole batch in one argument, packed by the writer and sent on a
-pooled connection without redis-py's command layer); entries appended while a round trip is in flight go in the
-next one, so a busy stream costs one command per round trip, not per token. Chunk ids are seqs, so a replayed
-write (after a reconnect) is refused by Redis instead of duplicated, and a ``generation_lost`` tombstone fences out
-a replica that comes back.
+Writing stays off the hot path. ``MirroredStreamLog.append`` (``mirrored.py``, compiled) is the in-process append
+plus, on the first append after a flush, putting the log on the writer's list. One writer task per process sends
+each listed log's new entries as one chunk (one ``XADD``, with ``MINID ~`` keeping about ``LOG_MAX_EVENTS``
+entries), all logs in one round trip (one ``_WRITE`` script call, the whole batch in one argument, packed by the
+writer and sent on a pooled connection without redis-py's command layer); entries appended while a round trip is in
+flight go in the next one, so a busy stream costs one command per round trip, not per token. Chunk ids are seqs, so
+a replayed write (after a reconnect) is refused by Redis instead of duplicated, and a ``generation_lost`` tombstone
+fences out a replica that comes back.
 
 The writer's pace follows who may be reading. While something pending is awaited elsewhere (a stream's first
 chunk, which makes it resumable anywhere; a stream's end; any entry of a stream that a replica elsewhere follows
@@ -82,6 +82,7 @@ from ..core.entries import ERROR, TERMINAL
 from ..core.log import MemoryEventLog, StreamLog
 from ..errors import EventLogUnavailable, GenerationLost, NotFound
 from ..sse import dumps
+from .mirrored import MirroredStreamLog, events_key
 from .supervise import Supervisor
 
 __all__ = [
@@ -137,10 +138,6 @@ CATCH_UP_S = 0.25
 Redis has: a stream started or ended a moment ago on another replica may not be there yet (the writer's pace,
 at most ``QUIET_FLUSH_S``, plus a margin for a busy replica). Only what is missing waits: an unknown or expired
 stream's 404 comes this much later."""
-
-
-def events_key(stream_id: str) -> str:
-    return f"ssegate:stream:{stream_id}:events"
 
 
 def meta_key(stream_id: str) -> str:
@@ -355,36 +352,6 @@ def _address(url: str) -> str:
         port = 6379
     host = parts.hostname or "localhost"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-class MirroredStreamLog(StreamLog):
-    """A ``StreamLog`` that the ``RedisEventLog``'s writer copies to Redis in the background."""
-
-    __slots__ = ("dirty", "followed", "key", "mirrored", "orphaned", "renew_at", "sink")
-
-    def __init__(
-        self, stream_id: str, owner: str, model: str, max_events: int, max_bytes: int,
-        sink: Callable[[MirroredStreamLog], None],
-    ) -> None:
-        super().__init__(stream_id, owner, model, max_events, max_bytes)
-        self.mirrored = 0
-        """The last seq written to Redis."""
-        self.dirty = False
-        """Queued for the writer."""
-        self.orphaned = False
-        """No longer mirrored: another replica declared the stream lost, or Redis refused it."""
-        self.followed = False
-        """A follower on another replica joined it: its entries go at the writer's fast pace."""
-        self.renew_at = 0.0
-        self.sink = sink
-        self.key = events_key(stream_id).encode()
-        """Its events key, as the writer sends it."""
-
-    def append(self, kind: int, payload: Any) -> int:
-        seq = StreamLog.append(self, kind, payload)
-        if not self.dirty or self.finished:  # listed already, but its end is awaited: the fast pace
-            self.sink(self)
-        return seq
 
 
 @dataclass(slots=True)

@@ -31,7 +31,6 @@ _dumps: Final = orjson.dumps
 _monotonic: Final = time.monotonic
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)  # cluster/redis_log.py: MirroredStreamLog
 class StreamLog:
     __slots__ = (
         "_listeners",
