@@ -5,7 +5,7 @@
 list (``sink``, ``RedisEventLog._enqueue``). Overridden in an interpreted class, that append was a call through the
 interpreter and back into the compiled one for each event (a tenth of what Redis mode adds per event to memory
 mode); here it is a native method. The rest of the mirroring (the writer, its pace, the round trips) stays in
-``redis_log.py``. Redis key names are here too, with what builds them: ``events_key`` is a log's own.
+``redis_log.py``.
 """
 
 from __future__ import annotations
@@ -14,12 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core.log import StreamLog
+from .keys import events_key
 
-__all__ = ["MirroredStreamLog", "events_key"]
-
-
-def events_key(stream_id: str) -> str:
-    return f"ssegate:stream:{stream_id}:events"
+__all__ = ["MirroredStreamLog"]
 
 
 class MirroredStreamLog(StreamLog):

@@ -60,7 +60,6 @@ streams; for a moment after an outage a resume of a stream Redis does not have i
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -82,7 +81,8 @@ from ..core.entries import ERROR, TERMINAL
 from ..core.log import MemoryEventLog, StreamLog
 from ..errors import EventLogUnavailable, GenerationLost, NotFound
 from ..sse import dumps
-from .mirrored import MirroredStreamLog, events_key
+from .keys import chat_key, ctl_channel, events_key, followers_key, meta_key, replica_key
+from .mirrored import MirroredStreamLog
 from .supervise import Supervisor
 
 __all__ = [
@@ -138,28 +138,6 @@ CATCH_UP_S = 0.25
 Redis has: a stream started or ended a moment ago on another replica may not be there yet (the writer's pace,
 at most ``QUIET_FLUSH_S``, plus a margin for a busy replica). Only what is missing waits: an unknown or expired
 stream's 404 comes this much later."""
-
-
-def meta_key(stream_id: str) -> str:
-    return f"ssegate:stream:{stream_id}:meta"
-
-
-def followers_key(stream_id: str) -> str:
-    return f"ssegate:stream:{stream_id}:followers"
-
-
-def replica_key(replica: str) -> str:
-    return f"ssegate:replica:{replica}"
-
-
-def ctl_channel(replica: str) -> str:
-    return f"ssegate:ctl:{replica}"
-
-
-def chat_key(owner: str, chat_id: str) -> str:
-    """The key of a chat's running stream: the owner as a hash (owners are key fingerprints; keep them out of key
-    names), the chat id as the client chose it."""
-    return f"ssegate:chat:{hashlib.sha256(owner.encode()).hexdigest()[:24]}:{chat_id}"
 
 
 # KEYS: events, the generating replica's lease, meta, followers. ARGV: the tombstone chunk, who writes it, ttl ms.

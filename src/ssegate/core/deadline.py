@@ -19,8 +19,8 @@ timers of the loop per stream (its generation's and its response's), each made, 
 (its ticket no longer the deadline's) until it comes to the top or the dead outnumber the live (then the heap is
 rebuilt from the live: memory stays within twice theirs). The loop's timer sleeps at most ``TICK_S``: an entry due
 sooner than the armed time re-arms it, and with every usual timeout longer than that (commit, heartbeat, idle) a
-new stream never does; while no deadline is set, nothing is armed. A callback that raises is reported to the
-loop's exception handler, as the loop does for its own timers, and the others due still run.
+new stream never does; while no deadline is set, nothing is armed. A callback that raises goes to the loop (its
+exception handler, as from any timer of its); the entries due after it fire in the loop's next pass.
 """
 
 from __future__ import annotations
@@ -131,11 +131,8 @@ class Timers:
                     break
                 _heappop(heap)
                 deadline._ticket = 0
-                try:
-                    deadline._fire()
-                except Exception as exc:
-                    loop.call_exception_handler({"message": "a deadline's callback failed", "exception": exc})
-        finally:
+                deadline._fire(now)
+        finally:  # (also after a callback that raised: what is left is armed for, the due at once)
             self._firing = False
             heap = self._heap
             if heap and (self._handle is None or heap[0][0] < self._armed_at):
@@ -152,10 +149,9 @@ def timers_of(loop: asyncio.AbstractEventLoop) -> Timers:
 
 
 class Deadline:
-    __slots__ = ("_armed_at", "_callback", "_loop", "_ticket", "_timers", "at")
+    __slots__ = ("_armed_at", "_callback", "_ticket", "_timers", "at")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
-        self._loop = loop
         self._timers = timers_of(loop)
         self._callback = callback
         self._ticket = 0
@@ -190,12 +186,12 @@ class Deadline:
         self._armed_at = at
         self._ticket = self._timers.add(at, self)
 
-    def _fire(self) -> None:
-        """Its entry came due (``Timers``; its ticket already given back)."""
+    def _fire(self, now: float) -> None:
+        """Its entry came due at the loop's time ``now`` (``Timers``; its ticket already given back)."""
         at = self.at
         if at is None:
             return
-        if self._loop.time() < at:  # moved later meanwhile
+        if now < at:  # moved later meanwhile
             self._arm(at)
             return
         self.at = None

@@ -855,6 +855,10 @@ def header_bytes_ok(names: bytes, values: bytes) -> bool:
             and len(values.translate(None, VALUE_REFUSED)) == len(values))
 
 
+_FRAMING: Final = frozenset((b"content-length", b"transfer-encoding", b"connection"))
+"""Headers of a response's framing, which uvicorn's ``send`` writes itself when the caller gives none."""
+
+
 def write_start(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, more_body: bool) -> bool:
     """Send ``http.response.start`` and one ``http.response.body`` as uvicorn's own ``send`` would (the same bytes,
     the same state of its request cycle), in one write to the transport. False, with nothing sent, where
@@ -901,7 +905,7 @@ def start_head(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> S
         names.append(name)
         values.append(value)
         name = name.lower()
-        if name == b"content-length" or name == b"transfer-encoding" or name == b"connection":
+        if name in _FRAMING:
             return None  # framing chosen by the caller: uvicorn's send handles it
         content.append(name)
         content.append(b": ")
@@ -938,7 +942,7 @@ def _line(name: bytes, value: bytes) -> bytes | None:
     if not header_bytes_ok(name, value):
         return None
     name = name.lower()
-    if name == b"content-length" or name == b"transfer-encoding" or name == b"connection":
+    if name in _FRAMING:
         return None
     return name + b": " + value + b"\r\n"
 
