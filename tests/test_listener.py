@@ -103,3 +103,70 @@ def test_other_servers_are_uvloops_own() -> None:
         loop.run_until_complete(main())
     finally:
         loop.close()
+
+
+def test_uvicorns_protocol_factory_is_replaced_by_a_compiled_one_that_makes_the_same_protocol() -> None:
+    """``ssegate serve``'s connections get their ``BoundedRequestProtocol`` from ``uvicorn_glue.protocol_factory``
+    instead of uvicorn's interpreted ``create_protocol`` closure: made of the same config, server state, lifespan
+    state and loop. Any other factory (another protocol class, a plain callable) is left to the caller."""
+    from uvicorn import Config, Server
+
+    from ssegate.http.uvicorn_glue import BoundedRequestProtocol, protocol_factory
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover (never called)
+        raise AssertionError
+
+    loop = new_event_loop()
+    seen: list[Any] = []
+
+    def factories(http: Any) -> Any:
+        config = Config(app, http=http, lifespan="off", log_config=None)
+        config.load()
+        server = Server(config)
+        server.lifespan = config.lifespan_class(config)  # (what ``Server._serve`` sets before ``startup``)
+
+        async def record(factory: Any, *args: Any, **kwargs: Any) -> Any:
+            seen.append(factory)
+            raise OSError("recorded")  # the factory is all this test wants
+
+        loop.create_server = record  # type: ignore[method-assign,assignment]
+        sock = _listening()
+        try:
+            loop.run_until_complete(server.startup(sockets=[sock]))
+        except OSError as exc:
+            assert str(exc) == "recorded"
+        finally:
+            sock.close()
+        return seen.pop(), server
+
+    try:
+        uvicorns, server = factories(BoundedRequestProtocol)
+        ours = protocol_factory(uvicorns, loop)
+        assert ours is not None and ours is not uvicorns
+        made, theirs = ours(), uvicorns(_loop=loop)
+        assert type(made) is type(theirs) is BoundedRequestProtocol
+        for name in ("config", "server_state", "app_state", "loop"):
+            assert getattr(made, name) is getattr(theirs, name), name
+        assert made.server_state is server.server_state and made.loop is loop
+
+        h11, _ = factories("h11")
+        assert protocol_factory(h11, loop) is None  # uvicorn's own protocols: uvicorn's factory
+        assert protocol_factory(_Counted, loop) is None
+        assert protocol_factory(lambda: _Counted(), loop) is None
+
+        def shaped(extra: bool) -> Any:  # a closure like uvicorn's, but for one more argument
+            config, self = server.config, server
+
+            def create_protocol(_loop: Any = None, more: Any = None) -> Any:
+                return config, self
+
+            def create_protocol_as_known(_loop: Any = None) -> Any:
+                return config, self
+
+            create_protocol_as_known.__code__ = create_protocol_as_known.__code__.replace(co_name="create_protocol")
+            return create_protocol if extra else create_protocol_as_known
+
+        assert protocol_factory(shaped(True), loop) is None
+        assert protocol_factory(shaped(False), loop) is not None  # (the same shape: made as uvicorn's would be)
+    finally:
+        loop.close()

@@ -6,9 +6,9 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssegate.core.entries import DELTA, DONE, START
+from ssegate.core.entries import DELTA, DONE, REASONING, START, TOOL_ARGS
 from ssegate.http.encoders import NativeEncoder
-from ssegate.sse import PING, SSEDecoder, scrub_text, split_event_id
+from ssegate.sse import PING, SSEDecoder, dumps, scrub_text, split_event_id
 
 
 def decode(data: bytes | str, chunk: int = 0) -> list:
@@ -90,3 +90,21 @@ def test_lone_surrogate_is_replaced_not_fatal() -> None:
     enc = NativeEncoder("s", 1)
     (ev,) = decode(enc.encode(1, [(DELTA, "a\ud800b")]))
     assert orjson.loads(ev.data)["delta"] == "a\ufffdb"
+
+
+def test_native_events_written_most_are_the_bytes_of_their_framing() -> None:
+    """``NativeEncoder`` joins a delta's, a reasoning piece's and a tool call's argument piece's event from fixed
+    parts around the JSON of its payload (not a format, not a dict per event): the bytes are the framing's, alone
+    and in a batch, whatever the text (a lone surrogate is U+FFFD, as ``dumps`` makes it)."""
+    enc = NativeEncoder("sid", 2000)
+    for text in ("Hel", "lo\n\nevent: error", "\u2028é", "\ud800x", ""):
+        data = dumps({"delta": text})
+        assert enc.encode(7, [(DELTA, text)]) == b"id: sid:7\ndata: " + data + b"\n\n"
+        assert enc.encode(12, [(REASONING, text)]) == b"id: sid:12\nevent: reasoning\ndata: " + data + b"\n\n"
+        args = {"index": 1, "arguments": text}
+        framed = b"id: sid:3\nevent: tool_call_delta\ndata: " + dumps(args) + b"\n\n"
+        assert enc.encode(3, [(TOOL_ARGS, args)]) == framed
+    assert dumps({"delta": "\ud800x"}) == '{"delta":"\ufffdx"}'.encode()
+    batch = enc.encode(5, [(DELTA, "a"), (REASONING, "b"), (TOOL_ARGS, {"index": 0, "arguments": "c"})])
+    assert batch == (b'id: sid:5\ndata: {"delta":"a"}\n\n' b'id: sid:6\nevent: reasoning\ndata: {"delta":"b"}\n\n'
+                     b'id: sid:7\nevent: tool_call_delta\ndata: {"index":0,"arguments":"c"}\n\n')

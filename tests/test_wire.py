@@ -12,7 +12,7 @@ import pytest
 import trustme
 
 from ssegate.core.request import ChatRequest
-from ssegate.errors import UpstreamError, UpstreamProtocolError
+from ssegate.errors import UpstreamError, UpstreamProtocolError, UpstreamRateLimited
 from ssegate.upstream.httpclient import Pool
 from ssegate.upstream.openai import OpenAIProvider
 from tests.fakes import FakeUpstream, Script
@@ -287,3 +287,49 @@ async def test_a_provider_streams_into_any_sink(upstream: FakeUpstream) -> None:
     assert finish.reason == "stop" and finish.usage is not None
     assert sink.reads >= len(deltas)
     assert callable(sink.aborts[0]) and sink.aborts[-1] is None
+
+
+def _sse_body(*datas: bytes) -> bytes:
+    return b"".join(b"data: " + d + b"\n\n" for d in datas)
+
+
+CHUNK = (b'{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1733400000,"model":"m",'
+         b'"system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"content":%s},"logprobs":null,'
+         b'"finish_reason":%s}]}')
+
+
+@pytest.mark.parametrize(("data", "error", "message"), [
+    (b"[1, 2]", UpstreamProtocolError, "the upstream sent data of an unexpected shape"),
+    (b'{"choices": 5}', UpstreamProtocolError, "the upstream sent data of an unexpected shape"),
+    (b'{"choices": [{"delta": {"content": "x"', UpstreamProtocolError,
+     "the upstream sent malformed data (not the expected JSON)"),
+    (b'{"error": null}', UpstreamError, "upstream answered 502: {}"),  # (as before: the key, not its value)
+    (b'{"error": {"message": "slow down", "code": "rate_limit_exceeded"}}', UpstreamRateLimited,
+     "upstream rate limit: slow down"),
+], ids=["array", "wrong-shape", "truncated", "error-null", "error-rate-limited"])
+async def test_a_chunk_is_read_for_its_fields_and_bad_ones_are_typed_errors(
+    serve: Serve, data: bytes, error: type[Exception], message: str,
+) -> None:
+    """``chat.completion.chunk`` events are decoded into the fields read (``upstream/chunks.py``): a full chunk's
+    text, finish reason and usage come through with its other fields skipped; JSON that is not an object, a wrong
+    shape, malformed JSON and an ``error`` key (even ``null``) after a token are the typed errors they were."""
+    first = CHUNK % (b'"Hel"', b"null")
+    good = _sse_body(first, CHUNK % (b'"lo"', b'"stop"'),
+                     b'{"id":"chatcmpl-1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}', b"[DONE]")
+    srv = await serve(fixed(good, "Content-Type: text/event-stream"))
+    pool = Pool()
+    try:
+        sink = RecordingSink()
+        finish = await OpenAIProvider(srv.url(""), "key", pool).stream(ChatRequest([], "m"), sink)
+        assert sink.parts == ["Hel", "lo"]
+        assert finish.reason == "stop" and finish.usage is not None
+        assert (finish.usage.prompt_tokens, finish.usage.completion_tokens) == (3, 2)
+
+        bad = await serve(fixed(_sse_body(first, data), "Content-Type: text/event-stream"))
+        sink = RecordingSink()
+        with pytest.raises(error) as raised:
+            await OpenAIProvider(bad.url(""), "key", pool).stream(ChatRequest([], "m"), sink)
+        assert str(raised.value) == message
+        assert sink.parts == ["Hel"]
+    finally:
+        await pool.aclose()

@@ -34,7 +34,7 @@ import logging
 import os
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from ..errors import GatewayError, GenerationLost, NotFound, ShuttingDown, UpstreamProtocolError, UpstreamTimeout
 from ..parts import Finish, Part, Reasoning, ToolCallDelta, ToolCallStart, Usage
@@ -127,7 +127,7 @@ class Generation:
 
     def __init__(self, hub: StreamHub, log: StreamLog, request: ChatRequest, producer: Producer) -> None:
         loop = _running_loop()
-        s = hub.settings
+        s: dict[str, Any] = hub.settings.__dict__  # (a pydantic model's field values: dict lookups, not its hook)
         self.hub = hub
         self.log = log
         self.request = request
@@ -137,7 +137,8 @@ class Generation:
         """Parts relayed so far: text, reasoning, tool-call starts and argument pieces."""
         self.committed = False
         self.started_at = loop.time()
-        self.commit_deadline = self.started_at + s.commit_timeout_s
+        commit: float = s["commit_timeout_s"]
+        self.commit_deadline = self.started_at + commit
         self.first_output_at = 0.0
         self.upstream_attempts = 0
         self.deployment = ""
@@ -150,12 +151,14 @@ class Generation:
         self._started = False
         self._abort: Callable[[], None] | None = None
         self._clock = loop.time
-        self._idle = s.idle_timeout_s
+        idle: float = s["idle_timeout_s"]
+        self._idle = idle
         self._calls: dict[int, tuple[str, str, list[str]]] = {}
         self._grace_timer: asyncio.TimerHandle | None = None
         self._deferred = False
         self._deadline = Deadline(loop, self._timeout)
-        self._deadline.set(self.started_at + s.first_token_timeout_s, self.started_at + s.idle_timeout_s)
+        first: float = s["first_token_timeout_s"]
+        self._deadline.set(self.started_at + first, self.started_at + idle)
         # (the first output moves the deadline to the idle timeout after it: no earlier than that, so lazily)
         start: dict[str, Any] = {"stream_id": log.stream_id, "model": log.model}
         if request.echo is not None:
@@ -215,18 +218,21 @@ class Generation:
         """A tool call's start or a piece of its arguments (anything else is not a part); False for an empty piece.
         (``part`` is of type ``kind``, which the caller took already.)"""
         if kind is ToolCallDelta:
-            call = self._calls.get(part.index)
+            piece = cast(ToolCallDelta, part)  # (typed: its fields read natively, not looked up by name)
+            index, arguments = piece.index, piece.arguments
+            call = self._calls.get(index)
             if call is None:
-                raise UpstreamProtocolError(f"arguments for tool call {part.index}, which was never started")
-            if not part.arguments:
+                raise UpstreamProtocolError(f"arguments for tool call {index}, which was never started")
+            if not arguments:
                 return False
-            call[2].append(part.arguments)
-            self.log.append(TOOL_ARGS, {"index": part.index, "arguments": part.arguments})
+            call[2].append(arguments)
+            self.log.append(TOOL_ARGS, {"index": index, "arguments": arguments})
         elif kind is ToolCallStart:
-            if part.index in self._calls:
-                raise UpstreamProtocolError(f"tool call {part.index} was started twice")
-            self._calls[part.index] = (part.id, part.name, [])
-            self.log.append(TOOL_CALL, {"index": part.index, "id": part.id, "name": part.name})
+            start = cast(ToolCallStart, part)
+            if start.index in self._calls:
+                raise UpstreamProtocolError(f"tool call {start.index} was started twice")
+            self._calls[start.index] = (start.id, start.name, [])
+            self.log.append(TOOL_CALL, {"index": start.index, "id": start.id, "name": start.name})
         else:
             raise TypeError(f"not a part of an answer: {part!r}")
         return True

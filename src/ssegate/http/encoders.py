@@ -29,10 +29,14 @@ from ..sse import dumps, encode, retry_field
 __all__ = ["FINISH_REASONS", "Answer", "NativeEncoder", "OpenAIChunkEncoder", "as_error", "finish_reason",
            "openai_usage"]
 
-_DELTA: Final = b"id: %s%d\ndata: %s\n\n"
-_REASONING: Final = b"id: %s%d\nevent: reasoning\ndata: %s\n\n"
-_TOOL_ARGS: Final = b"id: %s%d\nevent: tool_call_delta\ndata: %s\n\n"
-"""The native events written most (``sse.encode``'s framing, inline): one batch of entries or one entry alone."""
+_DELTA: Final = b'\ndata: {"delta":'
+_REASONING: Final = b'\nevent: reasoning\ndata: {"delta":'
+_TOOL_ARGS: Final = b"\nevent: tool_call_delta\ndata: "
+"""The native events written most (``sse.encode``'s framing, inline), between their ``id`` and their data: joined,
+not formatted (``bytes %`` cost ~1.2k instructions an event), and a delta's ``{"delta": text}`` written around its
+JSON string rather than made a dict (the same bytes as ``dumps`` of the dict)."""
+_OBJECT_END: Final = b"}\n\n"
+_END: Final = b"\n\n"
 _NAMES: Final = {START: b"start", DONE: b"done", ERROR: b"error", TOOL_CALL: b"tool_call",
                  TOOL_ARGS: b"tool_call_delta"}
 
@@ -51,38 +55,34 @@ def as_error(error: GatewayError | None, payload: dict[str, Any]) -> GatewayErro
 class NativeEncoder:
     """ssegate's own stream (CONTRACT §3): ``retry:`` first, every event with ``id: <stream_id>:<seq>``."""
 
-    __slots__ = ("_head", "_prefix")
+    __slots__ = ("_head", "_id", "_prefix")
 
     def __init__(self, stream_id: str, retry_ms: int = 2000) -> None:
         self._prefix = stream_id.encode() + b":"
+        self._id = b"id: " + self._prefix
         self._head = retry_field(retry_ms)
 
     def head(self) -> bytes:
         return self._head
 
     def encode(self, seq: int, entries: list[Entry]) -> bytes:
-        prefix = self._prefix
         if len(entries) == 1:
             kind, payload = entries[0]
-            if kind == DELTA:
-                return _DELTA % (prefix, seq, dumps({"delta": payload}))
-            if kind == REASONING:
-                return _REASONING % (prefix, seq, dumps({"delta": payload}))
-            if kind == TOOL_ARGS:
-                return _TOOL_ARGS % (prefix, seq, dumps(payload))
-            return self._other(seq, kind, payload)
+            return self._event(seq, kind, payload)
         parts = []
         for kind, payload in entries:
-            if kind == DELTA:
-                parts.append(_DELTA % (prefix, seq, dumps({"delta": payload})))
-            elif kind == REASONING:
-                parts.append(_REASONING % (prefix, seq, dumps({"delta": payload})))
-            elif kind == TOOL_ARGS:
-                parts.append(_TOOL_ARGS % (prefix, seq, dumps(payload)))
-            else:
-                parts.append(self._other(seq, kind, payload))
+            parts.append(self._event(seq, kind, payload))
             seq += 1
         return b"".join(parts)
+
+    def _event(self, seq: int, kind: int, payload: Any) -> bytes:
+        if kind == DELTA:
+            return b"".join((self._id, str(seq).encode(), _DELTA, dumps(payload), _OBJECT_END))
+        if kind == REASONING:
+            return b"".join((self._id, str(seq).encode(), _REASONING, dumps(payload), _OBJECT_END))
+        if kind == TOOL_ARGS:
+            return b"".join((self._id, str(seq).encode(), _TOOL_ARGS, dumps(payload), _END))
+        return self._other(seq, kind, payload)
 
     def _other(self, seq: int, kind: int, payload: Any) -> bytes:
         if kind == START and "echo" in payload:  # another protocol's copy of its request: not part of `start`

@@ -7,15 +7,16 @@ tens of milliseconds, so connections that arrive together wait in the kernel's q
 measured with 1000 streams opened over one second at 40 tokens/s, the gateway accepted ~30 connections a
 second and half the clients had no answer seconds later, with the CPU half idle.
 
-So the server's protocol factory, which uvloop calls for each connection it accepts, asks the kernel how many
-more are waiting (``TCP_INFO`` of a listening socket: one system call, no accept that fails); when some are,
-they are accepted later in the same turn and handed to the loop (``connect_accepted_socket``: the same
-transport, with ``TCP_NODELAY``, as uvloop's own server makes; ~10 µs more per connection than uvloop's
-accept). A connection that arrives alone costs that one
-``getsockopt``; a burst is accepted in one turn instead of one turn each. (Accepted with ``socket._accept`` into a
-socket whose family and type read as numbers, which uvloop compares: ``socket.socket`` makes an enum of each in
-Python, at each of uvloop's three reads; uvicorn's protocol factory is given the loop.) When accepting fails (out of
-descriptors or memory), the rest waits for uvloop's own accept, which handles it.
+So the server's protocol factory (``backlog.Backlog``, compiled), which uvloop calls for each connection it accepts,
+asks the kernel how many more are waiting (``TCP_INFO`` of a listening socket: one system call, no accept that
+fails); when some are, they are accepted later in the same turn and handed to the loop (``connect_accepted_socket``:
+the same transport, with ``TCP_NODELAY``, as uvloop's own server makes). A connection that arrives alone costs that
+one ``getsockopt``; a burst is accepted in one turn instead of one turn each, at ~13k instructions a connection more
+than uvloop's own accept (the coroutine, future and socket object of ``connect_accepted_socket``; ``python -m
+bench.callgrind``, ten clients at a time: 34k against 21k). When accepting fails (out of descriptors or memory), the
+rest waits for uvloop's own accept, which handles it. The protocols are made by ``uvicorn_glue.protocol_factory``
+(``ssegate serve``'s: what uvicorn's ``create_protocol`` makes, compiled) or else by uvicorn's factory, given the
+loop.
 
 ``AcceptingLoop.create_server`` does this for a server on a bound socket without TLS, on Linux (what ``ssegate
 serve`` gives uvicorn, one worker or several); anything else is uvloop's server as it is. ``new_event_loop`` is
@@ -28,66 +29,16 @@ import _socket
 import asyncio
 import functools
 import inspect
-import logging
 import socket
-import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import uvloop
 
+from .backlog import TCP_INFO, Backlog, waiting
+from .uvicorn_glue import protocol_factory as protocol_factory_of
+
 __all__ = ["AcceptingLoop", "new_event_loop", "waiting"]
-
-logger = logging.getLogger("ssegate.serve")
-
-_TCP_INFO = getattr(socket, "TCP_INFO", None)
-
-
-def waiting(sock: socket.socket) -> int:
-    """How many connections wait in a listening socket's queue (Linux: ``tcpi_unacked`` of a listener)."""
-    info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 32)  # type: ignore[arg-type]
-    return int.from_bytes(info[24:28], sys.byteorder)
-
-
-class _Drain:
-    """The protocol factory of one server, which also accepts what waits behind each connection uvloop accepts."""
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, factory: Callable[..., asyncio.Protocol],
-    ) -> None:
-        self._loop = loop
-        self._sock = sock
-        # uvicorn's factory takes the loop (its protocol otherwise asks asyncio for it: a getpid on Python 3.11)
-        self._factory: Callable[[], asyncio.Protocol] = (
-            functools.partial(factory, _loop=loop) if _takes_loop(factory) else factory)
-        self._kind = (int(sock.family), int(sock.type), sock.proto)
-        self._scheduled = False
-        self.server: asyncio.AbstractServer | None = None
-
-    def protocol(self) -> asyncio.Protocol:
-        if not self._scheduled and waiting(self._sock):
-            self._scheduled = True
-            self._loop.call_soon(self._accept)
-        return self._factory()
-
-    def _accept(self) -> None:
-        self._scheduled = False
-        server, sock, loop = self.server, self._sock, self._loop
-        if server is None or not server.is_serving():
-            return
-        family, kind, proto = self._kind
-        for _ in range(waiting(sock)):
-            try:
-                fd, _ = sock._accept()  # type: ignore[attr-defined]  # (what accept() does, less its two enum lookups)
-                conn = _Accepted(family, kind, proto, fd)
-            except (BlockingIOError, InterruptedError):
-                return
-            except ConnectionAbortedError:  # reset while it waited
-                continue
-            except OSError as exc:  # out of descriptors or memory: uvloop's own accept deals with it
-                logger.error("cannot accept connections: %s", exc.strerror or exc)
-                return
-            _step(loop.connect_accepted_socket(self._factory, conn))
 
 
 def _takes_loop(factory: Callable[..., asyncio.Protocol]) -> bool:
@@ -97,25 +48,14 @@ def _takes_loop(factory: Callable[..., asyncio.Protocol]) -> bool:
         return False
 
 
-class _Accepted(socket.socket):
-    """A connection accepted here: its family and type read as the kernel's numbers, which uvloop compares
-    (``socket.socket`` makes an enum of each in Python, at every read)."""
+class Accepted(socket.socket):
+    """A connection accepted by ``Backlog``: its family and type read as the kernel's numbers, which uvloop compares
+    (``socket.socket`` makes an enum of each in Python, at every read); ``detach`` (uvloop's, when it closes the
+    transport) is ``_socket.socket``'s, without ``socket.socket``'s interpreted frame that also marks it closed."""
 
     family = _socket.socket.family  # type: ignore[assignment]
     type = _socket.socket.type  # type: ignore[assignment]
-
-
-def _step(coro: Any, _: object = None) -> None:
-    """Run ``connect_accepted_socket`` to its end: its one wait is for its transport's ``connection_made``, which
-    resumes it (a task for it would cost a third of the connection's set-up again)."""
-    try:
-        waiter = coro.send(None)
-    except StopIteration:
-        return
-    except Exception as exc:  # the client left at once
-        logger.debug("an accepted connection failed before it started: %s", exc)
-        return
-    waiter.add_done_callback(functools.partial(_step, coro))
+    detach = _socket.socket.detach
 
 
 class AcceptingLoop(uvloop.Loop):
@@ -125,16 +65,21 @@ class AcceptingLoop(uvloop.Loop):
         self, protocol_factory: Callable[[], asyncio.Protocol], host: Any = None, port: Any = None, *,
         sock: socket.socket | None = None, ssl: Any = None, **kwargs: Any,
     ) -> asyncio.AbstractServer:
-        drain = None
-        if sock is not None and host is None and port is None and ssl is None and _TCP_INFO is not None \
+        backlog = None
+        if sock is not None and host is None and port is None and ssl is None and TCP_INFO >= 0 \
                 and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setblocking(False)
-            drain = _Drain(self, sock, protocol_factory)
-            protocol_factory = drain.protocol
+            # uvicorn's factory takes the loop (its protocol otherwise asks asyncio for it: a getpid on Python 3.11);
+            # ssegate serve's (BoundedRequestProtocol) is made by a compiled factory of the same arguments
+            factory = protocol_factory_of(protocol_factory, self) or (
+                functools.partial(cast(Any, protocol_factory), _loop=self) if _takes_loop(protocol_factory)
+                else protocol_factory)
+            backlog = Backlog(self, sock, factory, Accepted)
+            protocol_factory = backlog.protocol
         server: asyncio.AbstractServer = await super().create_server(
             protocol_factory, host, port, sock=sock, ssl=ssl, **kwargs)
-        if drain is not None:
-            drain.server = server
+        if backlog is not None:
+            backlog.server = server
         return server
 
 

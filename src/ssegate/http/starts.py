@@ -35,52 +35,60 @@ __all__ = ["admit", "chat_request", "default_model", "start_completion", "start_
            "stream_response"]
 
 
-def _check_body(body: _ChatIn) -> None:
+def _check_body(body: _ChatIn, fields: dict[str, Any]) -> None:
     """What the models cannot say: fields ssegate does not relay (400 naming them), and choices that contradict
-    each other."""
-    if body.n is not None and body.n != 1:
+    each other. (``fields``: the body's ``__dict__``, where a pydantic model keeps its fields' values; read there, a
+    field costs a dict lookup, not the model's ``__getattr__`` hook: ~330 instructions a field.)"""
+    n = fields["n"]
+    if n is not None and n != 1:
         raise InvalidRequest("n: ssegate relays one choice per request (n=1); send n separate requests")
-    if body.logprobs or body.top_logprobs is not None:
-        field = "logprobs" if body.logprobs else "top_logprobs"
+    logprobs = fields["logprobs"]
+    if logprobs or fields["top_logprobs"] is not None:
+        field = "logprobs" if logprobs else "top_logprobs"
         raise InvalidRequest(f"{field}: ssegate does not relay log probabilities")
-    fmt = body.response_format
+    fmt = fields["response_format"]
     if fmt is not None and fmt.type == "json_schema" and fmt.json_schema is None:
         raise InvalidRequest("response_format: type 'json_schema' needs a 'json_schema' object")
-    choice = body.tool_choice
+    choice = fields["tool_choice"]
+    if choice is None:
+        return
+    tools = fields["tools"]
     if isinstance(choice, NamedToolChoice):
-        names = {t.function.name for t in body.tools or []}
+        names = {t.function.name for t in tools or []}
         if choice.function.name not in names:
             raise InvalidRequest(f"tool_choice names the function {choice.function.name!r}, which is not in tools")
-    if choice is not None and choice != "none" and not body.tools:
+    if choice != "none" and not tools:
         raise InvalidRequest("tool_choice is set, but tools is empty")
 
 
 def chat_request(body: _ChatIn, raw: dict[str, Any], model: str) -> ChatRequest:
     """The ``ChatRequest`` for a validated body; ``raw`` is the same body as parsed JSON (what is forwarded)."""
-    _check_body(body)
-    openai = isinstance(body, ChatCompletionIn)
+    fields: dict[str, Any] = body.__dict__
+    _check_body(body, fields)
+    kind = type(body)  # (the two models by identity; ``isinstance`` of a model that is not the class asks its hook)
+    openai = kind is ChatCompletionIn or (kind is not NativeChatIn and isinstance(body, ChatCompletionIn))
     if openai and "resume_grace_s" in raw:
         raise InvalidRequest("resume_grace_s: OpenAI clients do not resume streams; use POST /v1/chat/stream")
-    stop = body.stop
+    stop = fields["stop"]
     stops = [stop] if isinstance(stop, str) else stop
-    max_tokens, field = body.max_tokens, "max_tokens"
-    if isinstance(body, ChatCompletionIn) and body.max_completion_tokens is not None:
-        max_tokens, field = body.max_completion_tokens, "max_completion_tokens"
+    max_tokens, field = fields["max_tokens"], "max_tokens"
+    if openai and fields["max_completion_tokens"] is not None:
+        max_tokens, field = fields["max_completion_tokens"], "max_completion_tokens"
     extra = {k: v for k, v in raw.items() if k not in OWNED_FIELDS} if openai else {}
     return ChatRequest(
         messages=raw["messages"],
         model=model,
         max_tokens=max_tokens,
-        temperature=body.temperature,
+        temperature=fields["temperature"],
         stop=stops or None,
         tools=raw.get("tools") or None,
         tool_choice=raw.get("tool_choice"),
-        parallel_tool_calls=body.parallel_tool_calls,
+        parallel_tool_calls=fields["parallel_tool_calls"],
         response_format=raw.get("response_format"),
-        reasoning_effort=body.reasoning_effort,
+        reasoning_effort=fields["reasoning_effort"],
         extra=extra,
         max_tokens_field=field,
-        resume_grace_s=body.resume_grace_s if isinstance(body, NativeChatIn) else None,
+        resume_grace_s=fields.get("resume_grace_s") if not openai else None,
     )
 
 

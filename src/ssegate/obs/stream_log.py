@@ -54,18 +54,22 @@ _SOURCE: Final = os.path.join(os.path.dirname(os.path.abspath(__file__)), "strea
 """This module's source file, which the end line's record names (the module docstring)."""
 
 # (the logging module's names kept as C statics: compiled code looks up a module's attribute by name at each use)
-_record_factory: Final = logging.getLogRecordFactory
+_LOGGING: Final[dict[str, Any]] = vars(logging)
+"""The logging module's globals: its record factory and level names read here without a call of its (interpreted)
+``getLogRecordFactory`` and ``getLevelName`` per line; a name missing (another Python) reads as a custom factory,
+which takes the logging module's own path."""
 _LogRecord: Final = logging.LogRecord
 _MAKE_RECORD: Final = logging.Logger.makeRecord
 _StreamHandler: Final = logging.StreamHandler
 _level_name: Final = logging.getLevelName
+_NO_NAMES: Final[dict[int, str]] = {}
 _now: Final = time.time
 
 
 def _log(level: int, msg: str, extra: dict[str, Any], func: str) -> None:
     """``stream_log.log(level, msg, extra=extra)``: the JSON line written without a record where that is all the
     handlers would make of one, else the record copied from a template (the module's docstring)."""
-    if _record_factory() is not _LogRecord or type(stream_log).makeRecord is not _MAKE_RECORD:
+    if _LOGGING.get("_logRecordFactory") is not _LogRecord or type(stream_log).makeRecord is not _MAKE_RECORD:
         stream_log.log(level, msg, extra=extra)
         return
     handlers = _reached(level)
@@ -146,7 +150,8 @@ def _emit(handler: logging.StreamHandler[Any], record: logging.LogRecord | None,
     try:
         formatter: Any = handler.formatter
         if record is None:
-            line = formatter.line(now, _level_name(level), stream_log.name, msg, extra)
+            name = _LOGGING.get("_levelToName", _NO_NAMES).get(level)
+            line = formatter.line(now, name if name is not None else _level_name(level), stream_log.name, msg, extra)
         else:
             line = (formatter or logging._defaultFormatter).format(record)  # type: ignore[attr-defined]
         stream: Any = handler.stream

@@ -15,6 +15,8 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Final, Literal
 
+from msgspec import ValidationError
+
 from ..errors import GatewayError, UpstreamError, UpstreamProtocolError, UpstreamTimeout, caused
 
 __all__ = ["map_upstream_errors"]
@@ -37,10 +39,11 @@ class _UpstreamErrors:
             raise caused(UpstreamError("the upstream closed the connection unexpectedly"), exc)
         if isinstance(exc, UnicodeDecodeError):
             raise caused(UpstreamProtocolError("the upstream sent text that is not valid UTF-8"), exc)
-        if isinstance(exc, ValueError):
+        if isinstance(exc, ValueError) and not isinstance(exc, ValidationError):
             raise caused(UpstreamProtocolError("the upstream sent malformed data (not the expected JSON)"), exc)
-        if isinstance(exc, TypeError | AttributeError | KeyError | IndexError):
-            # valid JSON of the wrong shape (e.g. ``"choices": 5``): the upstream's fault, said as such
+        if isinstance(exc, (TypeError, AttributeError, KeyError, IndexError, ValidationError)):
+            # valid JSON of the wrong shape (e.g. ``"choices": 5``, or not an object where ``upstream/chunks.py``
+            # decodes one): the upstream's fault, said as such
             raise caused(UpstreamProtocolError("the upstream sent data of an unexpected shape"), exc)
         return False
 

@@ -51,17 +51,19 @@ class EventSplitter:
         if not self._buf and not self._data and n > 7 and chunk[n - 1] == 10 and chunk[n - 3] != 13:
             # the usual read, nothing pending: one event of one data line, LF-ended (``data: {...}\n\n``), or the
             # same after its name (``event: name\ndata: {...}\n\n``, Anthropic's)
+            # (LF looked for as an int in a slice: ``bytes.find`` parses its arguments as a tuple, ~340 instructions)
             if chunk.startswith(b"data: "):
-                if chunk.find(b"\n", 6) == n - 2:
+                if chunk[n - 2] == 10 and 10 not in chunk[6 : n - 2]:
                     event, self._event = self._event, b""
                     return [(event, chunk[6:-2])]
             elif chunk.startswith(b"event: "):
                 i = chunk.find(b"\n", 7)
-                if chunk[i - 1] != 13 and chunk.startswith(b"data: ", i + 1) and chunk.find(b"\n", i + 7) == n - 2:
+                if chunk[i - 1] != 13 and chunk.startswith(b"data: ", i + 1) and chunk[n - 2] == 10 \
+                        and 10 not in chunk[i + 7 : n - 2]:
                     self._event = b""
                     return [(chunk[6:i].strip(), chunk[i + 7 : -2])]
         buf = self._buf + chunk if self._buf else chunk
-        if b"\n" not in chunk:
+        if 10 not in chunk:  # (LF as an int: ``in`` with a bytes object first fails to read it as one, raising)
             if len(buf) > MAX_LINE:
                 raise UpstreamProtocolError(f"the upstream sent a line over {MAX_LINE >> 20} MiB")
             self._buf = buf

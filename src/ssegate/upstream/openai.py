@@ -26,18 +26,19 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import orjson
+from msgspec import UNSET
 
 from ..core.request import ChatRequest, Message
 from ..errors import UpstreamProtocolError, upstream_status_error
 from ..parts import Finish, Reasoning, ToolCallDelta, ToolCallStart, Usage
 from .base import Sink, public_url
+from .chunks import decode_chat_chunk
 from .error_map import map_upstream_errors
 from .events import check_models, post_stream, read_events
 from .httpclient import Pool, Response
 
 __all__ = ["OpenAIProvider"]
 
-loads: Final = orjson.loads
 
 _FINISH: Final = {"stop": "stop", "length": "length", "content_filter": "content_filter", "tool_calls": "tool_calls",
                   "function_call": "tool_calls", "eos": "stop", "end_turn": "stop"}
@@ -130,10 +131,11 @@ class _ChunkReader:
             self.done = True
             self.resp.stop()
             return
-        chunk: dict[str, Any] = loads(data)  # (typed: compiled lookups; another JSON value is a TypeError: a 502)
-        if event == b"error" or "error" in chunk:
-            raise _midstream_error(chunk)
-        choices = chunk.get("choices")
+        chunk = decode_chat_chunk(data)  # (the fields read, not a dict of all: chunks.py)
+        error = chunk.error
+        if event == b"error" or error is not UNSET:
+            raise _midstream_error(error)
+        choices = chunk.choices
         if choices:
             choice: dict[str, Any] = choices[0]
             delta: dict[str, Any] | None = choice.get("delta")
@@ -150,7 +152,7 @@ class _ChunkReader:
             fr = choice.get("finish_reason")
             if fr and self.reason is None:
                 self.reason = _FINISH.get(fr, fr)
-        u: dict[str, Any] | None = chunk.get("usage")
+        u: dict[str, Any] | None = chunk.usage
         if u:
             self.usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
 
@@ -225,8 +227,9 @@ def _error_message(detail: str) -> str:
         return detail[:500] or "no detail"
 
 
-def _midstream_error(chunk: dict[str, Any]) -> Exception:
-    err = chunk.get("error") or {}
+def _midstream_error(error: Any) -> Exception:
+    """A chunk's ``error`` (or an ``error`` event's, which may have none: ``UNSET``) as the upstream's error."""
+    err = error or {}
     message = str(err.get("message", err)) if isinstance(err, dict) else str(err)
     code = str(err.get("code") or err.get("type") or "") if isinstance(err, dict) else ""
     status = 429 if "rate" in code else 502
