@@ -18,6 +18,7 @@ import _socket
 import asyncio
 import logging
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -29,12 +30,13 @@ TCP_INFO: Final[int] = getattr(socket, "TCP_INFO", -1)
 """``socket.TCP_INFO`` (Linux), -1 where there is none (``listener.py`` then leaves uvloop's server as it is)."""
 _TCP: Final = int(socket.IPPROTO_TCP)
 _init_socket: Final = _socket.socket.__init__
+_BYTEORDER: Final = sys.byteorder
 
 
 def waiting(sock: socket.socket) -> int:
     """How many connections wait in a listening socket's queue (Linux: ``tcpi_unacked`` of a listener)."""
     info: bytes = sock.getsockopt(_TCP, TCP_INFO, 32)
-    return int.from_bytes(info[24:28], "little")
+    return int.from_bytes(info[24:28], _BYTEORDER)
 
 
 class _Connecting:

@@ -35,7 +35,7 @@ __all__ = ["admit", "chat_request", "default_model", "start_completion", "start_
            "stream_response"]
 
 
-def _check_body(body: _ChatIn, fields: dict[str, Any]) -> None:
+def _check_body(fields: dict[str, Any]) -> None:
     """What the models cannot say: fields ssegate does not relay (400 naming them), and choices that contradict
     each other. (``fields``: the body's ``__dict__``, where a pydantic model keeps its fields' values; read there, a
     field costs a dict lookup, not the model's ``__getattr__`` hook: ~330 instructions a field.)"""
@@ -64,7 +64,7 @@ def _check_body(body: _ChatIn, fields: dict[str, Any]) -> None:
 def chat_request(body: _ChatIn, raw: dict[str, Any], model: str) -> ChatRequest:
     """The ``ChatRequest`` for a validated body; ``raw`` is the same body as parsed JSON (what is forwarded)."""
     fields: dict[str, Any] = body.__dict__
-    _check_body(body, fields)
+    _check_body(fields)
     kind = type(body)  # (the two models by identity; ``isinstance`` of a model that is not the class asks its hook)
     openai = kind is ChatCompletionIn or (kind is not NativeChatIn and isinstance(body, ChatCompletionIn))
     if openai and "resume_grace_s" in raw:

@@ -25,8 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
+import msgspec
 import orjson
-from msgspec import UNSET
 
 from ..core.request import ChatRequest, Message
 from ..errors import UpstreamProtocolError, upstream_status_error
@@ -40,6 +40,8 @@ from .httpclient import Pool, Response
 __all__ = ["OpenAIProvider"]
 
 
+_UNSET: Final = msgspec.UNSET
+"""A chunk without an ``error`` key (``chunks.ChatChunk``); kept as a C static, not looked up at each event."""
 _FINISH: Final = {"stop": "stop", "length": "length", "content_filter": "content_filter", "tool_calls": "tool_calls",
                   "function_call": "tool_calls", "eos": "stop", "end_turn": "stop"}
 
@@ -133,7 +135,7 @@ class _ChunkReader:
             return
         chunk = decode_chat_chunk(data)  # (the fields read, not a dict of all: chunks.py)
         error = chunk.error
-        if event == b"error" or error is not UNSET:
+        if event == b"error" or error is not _UNSET:
             raise _midstream_error(error)
         choices = chunk.choices
         if choices:
@@ -228,7 +230,7 @@ def _error_message(detail: str) -> str:
 
 
 def _midstream_error(error: Any) -> Exception:
-    """A chunk's ``error`` (or an ``error`` event's, which may have none: ``UNSET``) as the upstream's error."""
+    """A chunk's ``error`` (or an ``error`` event's, which may have none: ``_UNSET``) as the upstream's error."""
     err = error or {}
     message = str(err.get("message", err)) if isinstance(err, dict) else str(err)
     code = str(err.get("code") or err.get("type") or "") if isinstance(err, dict) else ""
