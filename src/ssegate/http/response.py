@@ -49,7 +49,7 @@ from ..core.entries import ERROR, TERMINAL, Entry
 from ..sse import PING
 from .uvicorn_glue import (
     abort_connection,
-    chunk_head,
+    chunk,
     direct_transport,
     drop_if_unread,
     fixed_headers,
@@ -457,7 +457,7 @@ class EventStreamResponse(Response):
                 body = self.encoder.encode(cursor + 1, entries[start:])
                 self._cursor = log.first_seq + len(entries) - 1
                 if body:  # an encoder may have nothing to say for an entry; an empty chunk would end the body
-                    transport.write(b"".join((chunk_head(len(body)), body, b"\r\n")))
+                    transport.write(chunk(body))
                     assert self._loop is not None
                     self._last_sent = self._loop.time()
                 return

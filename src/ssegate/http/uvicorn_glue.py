@@ -69,7 +69,7 @@ __all__ = [
     "PROTOCOL",
     "BoundedRequestProtocol",
     "ReloadingMultiprocess",
-    "chunk_head",
+    "chunk",
     "direct_transport",
     "drop_if_unread",
     "fixed_headers",
@@ -715,7 +715,7 @@ class _Cycle:
         body: bytes = message.get("body", b"")
         more_body: bool = message.get("more_body", False)
         if body:
-            self.transport.write(b"".join((chunk_head(len(body)), body, b"\r\n" if more_body else _LAST)))
+            self.transport.write(chunk(body, last=not more_body))
         elif not more_body:
             self.transport.write(b"0\r\n\r\n")
         if not more_body:
@@ -1026,9 +1026,15 @@ _LAST: Final = b"\r\n0\r\n\r\n"
 """A last chunk's end and the body's."""
 
 
-def chunk_head(size: int) -> bytes:
+def _chunk_head(size: int) -> bytes:
     """``<size in hex>\\r\\n``: the head of a chunk of a chunked body."""
     return _CHUNK_HEADS[size] if size < 2048 else b"%x\r\n" % size
+
+
+def chunk(body: bytes, last: bool = False) -> bytes:
+    """``body`` (not empty) as one chunk of a chunked body, and with ``last`` the body's end after it: what
+    uvicorn's ``send`` writes for a body message, for ``_Cycle.send`` and the response's direct writes."""
+    return b"".join((_chunk_head(len(body)), body, _LAST if last else b"\r\n"))
 
 
 def send_start(head: StartHead, body: bytes, more_body: bool) -> None:
@@ -1037,7 +1043,7 @@ def send_start(head: StartHead, body: bytes, more_body: bool) -> None:
     ``start_head``, with nothing awaited in between."""
     cycle, content = head
     if body:
-        content += (chunk_head(len(body)), body, b"\r\n")
+        content += (_chunk_head(len(body)), body, b"\r\n")
     if not more_body:
         content.append(b"0\r\n\r\n")
     cycle.response_started = True

@@ -39,12 +39,12 @@ class _UpstreamErrors:
             raise caused(UpstreamError("the upstream closed the connection unexpectedly"), exc)
         if isinstance(exc, UnicodeDecodeError):
             raise caused(UpstreamProtocolError("the upstream sent text that is not valid UTF-8"), exc)
-        if isinstance(exc, ValueError) and not isinstance(exc, ValidationError):
-            raise caused(UpstreamProtocolError("the upstream sent malformed data (not the expected JSON)"), exc)
         if isinstance(exc, (TypeError, AttributeError, KeyError, IndexError, ValidationError)):
             # valid JSON of the wrong shape (e.g. ``"choices": 5``, or not an object where ``upstream/chunks.py``
-            # decodes one): the upstream's fault, said as such
+            # decodes one; msgspec's ``ValidationError`` is a ``ValueError`` too): the upstream's fault, said as such
             raise caused(UpstreamProtocolError("the upstream sent data of an unexpected shape"), exc)
+        if isinstance(exc, ValueError):
+            raise caused(UpstreamProtocolError("the upstream sent malformed data (not the expected JSON)"), exc)
         return False
 
 
