@@ -589,8 +589,10 @@ def test_regression_unread_answer_is_held_forever(gw: GatewayProcess, up: FakeUp
     never fired. Now a response's unread tail is dropped after SEND_TIMEOUT_S without progress
     (``response.drop_if_unread``)."""
     prompt = up.script(Script(deltas=["x" * 1_000_000] * 8))
+    before = inv.snapshot()
     with RawStream(gw.port, rcvbuf=4096) as c:
         c.send(raw_request("POST", "/v1/chat/completions", chat_body(prompt, stream=False)))
+        inv.wait_started(before, 1)  # (else the wait below may end before the gateway read the request)
         inv.wait_no_generation()
         assert gateway_side(gw, c)
         deadline = time.monotonic() + SETTINGS["send_timeout_s"] * 2 + 5

@@ -141,11 +141,12 @@ class Invariants:
             time.sleep(POLL_S)  # polling another process's metrics: there is no event to wait on
 
     def wait_no_generation(self, timeout: float = 10.0) -> None:
-        """Until no generation runs (``ssegate_active_streams`` is 0), whatever its clients are doing."""
+        """Until no generation runs (``ssegate_active_streams`` is 0), whatever its clients are doing. A request the
+        gateway has not read yet is no generation: wait for it first (``wait_started``)."""
         deadline = time.monotonic() + timeout
-        while self.snapshot().active and time.monotonic() < deadline:
+        while (active := self.snapshot().active) and time.monotonic() < deadline:
             time.sleep(POLL_S)  # polling another process's metrics: there is no event to wait on
-        assert not self.snapshot().active, "generations still running"
+        assert not active, f"{active} generations still running after {timeout:g} s"
 
     def check(self, timeout: float = 15.0) -> Snapshot:
         """``settle``, then assert that every invariant holds."""
