@@ -13,6 +13,7 @@ warm-up and shutdown are not counted. Kernel time (syscalls) is not an instructi
     .venv/bin/python -m bench.callgrind --src /tmp/before/src      # another tree (git archive REV src | tar -x)
     .venv/bin/python -m bench.callgrind --tokens 100 --parts       # per event: reasoning and tool-call pieces
     .venv/bin/python -m bench.callgrind --tokens 100 --redis       # the event log in Redis (a redis-server of its own)
+    .venv/bin/python -m bench.callgrind --tokens 100 --interval 0.02  # each event its own read and write
     .venv/bin/python -m bench.callgrind --keep /tmp/cg             # then: callgrind_annotate --inclusive=yes
                                                                    #   /tmp/cg/cg.out.*.1 (where it goes)
     .venv/bin/python -m bench.callgrind --keep /tmp/cg --callgrind-args=--separate-callers3=slot_tp_getattr_hook
@@ -113,7 +114,8 @@ async def run(args: argparse.Namespace) -> str:
                         raise SystemExit("the gateway did not start under valgrind") from None
                     await asyncio.sleep(0.2)
             host, p, req = build_request(f"http://127.0.0.1:{port}{args.path}", native=args.path == "/v1/chat/stream",
-                                         tokens=args.tokens, interval=0, ttft=0,
+                                         tokens=args.tokens, interval=args.interval, ttft=0,
+                                         spread=BATCH if args.interval else 0,
                                          shape={"parts": 1} if args.parts else None)
             for _ in range(10):  # warm up: imports, caches, the upstream pool
                 await _batch(host, p, req, BATCH, args.tokens)
@@ -145,6 +147,10 @@ def main() -> None:
     parser.add_argument("--src", default=str(ROOT / "src"), help="the source tree to run [src]")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--tokens", type=int, default=1, help="tokens per stream [1]: >1 to weigh events, not starts")
+    parser.add_argument("--interval", type=float, default=0.0,
+                        help="seconds between a stream's tokens [0: as fast as they go, so that many events share a "
+                             "read and a write]; e.g. 0.02: each event its own (the streams spread over it), as in "
+                             "the cpu scenario at 50 streams")
     parser.add_argument("--parts", action="store_true",
                         help="reasoning and tool-call pieces instead of text tokens (the upstream's parts=1)")
     parser.add_argument("--redis", action="store_true", help="the event log in Redis (SSEGATE_REDIS_URL)")

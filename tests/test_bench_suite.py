@@ -187,6 +187,44 @@ def test_parts_is_judged_against_the_text_runs_interleaved_with_it() -> None:
     assert row.measured == "1.65× @50, 1.47× @500" and row.met is False
 
 
+def test_redis_mode_is_judged_against_the_memory_runs_interleaved_with_it() -> None:
+    """Redis mode's ``cpu`` runs alternate with memory mode's (a second gateway): the goal and the report divide by
+    those, Redis server's CPU included (results without them fall back to the ``ssegate`` target's ``cpu``)."""
+    redis = _cpu(24.0, 19.0, redis=1.0)
+    for c, memory_us in (("50", 20.0), ("500", 18.0)):
+        redis[c]["memory"] = {"gateway_us": memory_us, "delivered_pct": 100.0}
+    res = _res(ssegate__cpu=_cpu(30.0, 20.0), ssegate_plus_redis__cpu=redis)
+    (row,) = [r for r in goals.rows(res) if r.what.startswith("ssegate+redis")]
+    assert row.measured.startswith("1.25× @50, 1.11× @500") and row.met is False
+    from bench import sections
+
+    assert "1.25× @50 (24.0 + Redis 1.0 µs vs 20.0 µs)" in sections.cpu(res)
+    del redis["50"]["memory"], redis["500"]["memory"]
+    (row,) = [r for r in goals.rows(res) if r.what.startswith("ssegate+redis")]
+    assert row.measured.startswith("0.83× @50, 1.00× @500") and row.met is True
+
+
+async def test_alternating_runs_each_first_as_often_after_one_unmeasured_run_of_each() -> None:
+    """``scenarios._alternating``: an unmeasured run of each kind, then repetitions whose order alternates over an
+    even number of them (3 asked: 4 made), so that neither kind always runs first; a saturated run ends them."""
+    from bench.scenarios import _alternating
+
+    calls: list[str] = []
+
+    def measure(kind: str, delivered: float = 100.0) -> Any:
+        async def run() -> dict[str, Any]:
+            calls.append(kind)
+            return {"gateway_us": 1.0, "delivered_pct": delivered}
+        return run
+
+    runs = await _alternating({"a": measure("a"), "b": measure("b")}, 3)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b", "b", "a"]
+    assert len(runs["a"]) == len(runs["b"]) == 4
+    calls.clear()
+    runs = await _alternating({"a": measure("a"), "b": measure("b", delivered=40.0)}, 3)
+    assert calls == ["a", "b", "a", "b"] and len(runs["a"]) == 1
+
+
 def test_the_report_names_the_runs_merged_into_its_results() -> None:
     """``--only``/``--targets`` runs replace part of the last results: the report says which run measured what."""
     full = {"date": "2026-12-03 16:10 UTC", "commit": "aaa", "mode": "full", "scenarios": "all", "targets": "all"}

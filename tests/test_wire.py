@@ -306,7 +306,12 @@ CHUNK = (b'{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1733400
     (b'{"error": null}', UpstreamError, "upstream answered 502: {}"),  # (as before: the key, not its value)
     (b'{"error": {"message": "slow down", "code": "rate_limit_exceeded"}}', UpstreamRateLimited,
      "upstream rate limit: slow down"),
-], ids=["array", "wrong-shape", "truncated", "error-null", "error-rate-limited"])
+    (b'{"choices": [{"delta": {"tool_calls": [7]}}]}', UpstreamProtocolError,
+     "the upstream sent data of an unexpected shape"),
+    (b'{"choices": [{"delta": {"tool_calls": [{"index": 0, "function": "f"}]}}]}', UpstreamProtocolError,
+     "the upstream sent data of an unexpected shape"),
+], ids=["array", "wrong-shape", "truncated", "error-null", "error-rate-limited", "tool-call-not-an-object",
+        "function-not-an-object"])
 async def test_a_chunk_is_read_for_its_fields_and_bad_ones_are_typed_errors(
     serve: Serve, data: bytes, error: type[Exception], message: str,
 ) -> None:
@@ -333,3 +338,21 @@ async def test_a_chunk_is_read_for_its_fields_and_bad_ones_are_typed_errors(
         assert sink.parts == ["Hel"]
     finally:
         await pool.aclose()
+
+
+def test_the_reader_takes_each_field_of_a_chunk_at_its_place_in_chunks_py() -> None:
+    """``openai._ChunkReader`` reads a decoded chunk's parts as tuples (``msgspec.structs.astuple``), by position:
+    its positions are those of the fields ``chunks.py`` declares."""
+    from ssegate.upstream import chunks, openai
+
+    places = {
+        chunks.ChatChunk: {"choices": openai._CHOICES, "usage": openai._USAGE, "error": openai._ERROR},
+        chunks.ChunkChoice: {"delta": openai._DELTA, "finish_reason": openai._FINISH_REASON},
+        chunks.ChunkDelta: {"content": openai._CONTENT, "reasoning_content": openai._REASONING_CONTENT,
+                            "reasoning": openai._REASONING, "reasoning_details": openai._REASONING_DETAILS,
+                            "tool_calls": openai._TOOL_CALLS},
+        chunks.ToolCallFragment: {"index": openai._INDEX, "id": openai._ID, "function": openai._FUNCTION},
+        chunks.ChunkFunction: {"name": openai._NAME, "arguments": openai._ARGUMENTS},
+    }
+    for struct, fields in places.items():
+        assert struct.__struct_fields__ == tuple(sorted(fields, key=fields.__getitem__)), struct

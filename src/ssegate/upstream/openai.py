@@ -23,9 +23,10 @@ Stream (``chat.completion.chunk`` events), normalised into parts:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgspec
+import msgspec.structs
 import orjson
 
 from ..core.request import ChatRequest, Message
@@ -40,6 +41,30 @@ from .httpclient import Pool, Response
 __all__ = ["OpenAIProvider"]
 
 
+_decode_chunk: Final = decode_chat_chunk
+_fields: Final = msgspec.structs.astuple
+"""A decoded chunk's parts are read as the tuple of their fields, by position (``chunks.py``'s order): in compiled
+code an attribute of a ``msgspec.Struct`` is a generic ``getattr`` (~160 instructions), a tuple's item a few."""
+# ChatChunk
+_CHOICES: Final = 0
+_USAGE: Final = 1
+_ERROR: Final = 2
+# ChunkChoice
+_DELTA: Final = 0
+_FINISH_REASON: Final = 1
+# ChunkDelta
+_CONTENT: Final = 0
+_REASONING_CONTENT: Final = 1
+_REASONING: Final = 2
+_REASONING_DETAILS: Final = 3
+_TOOL_CALLS: Final = 4
+# ToolCallFragment
+_INDEX: Final = 0
+_ID: Final = 1
+_FUNCTION: Final = 2
+# ChunkFunction
+_NAME: Final = 0
+_ARGUMENTS: Final = 1
 _UNSET: Final = msgspec.UNSET
 """A chunk without an ``error`` key (``chunks.ChatChunk``); kept as a C static, not looked up at each event."""
 _FINISH: Final = {"stop": "stop", "length": "length", "content_filter": "content_filter", "tool_calls": "tool_calls",
@@ -133,82 +158,89 @@ class _ChunkReader:
             self.done = True
             self.resp.stop()
             return
-        chunk = decode_chat_chunk(data)  # (the fields read, not a dict of all: chunks.py)
-        error = chunk.error
+        chunk = _fields(_decode_chunk(data))  # (the fields read, not a dict of all: chunks.py)
+        error = chunk[_ERROR]
         if event == b"error" or error is not _UNSET:
             raise _midstream_error(error)
-        choices = chunk.choices
+        choices = chunk[_CHOICES]
         if choices:
-            choice: dict[str, Any] = choices[0]
-            delta: dict[str, Any] | None = choice.get("delta")
-            if delta:
-                text = delta.get("content")
+            choice = _fields(cast(list[Any], choices)[0])
+            delta = choice[_DELTA]
+            if delta is not None:
+                d = _fields(delta)
+                text = d[_CONTENT]
                 if text:
                     self.emit(text)
-                    if len(delta) > 1:
-                        self._other(delta)
-                elif len(delta) == 1 and (reasoning := delta.get("reasoning_content")).__class__ is str and reasoning:
+                    if d[_REASONING_CONTENT] is not None or d[_TOOL_CALLS] is not None or d[_REASONING] is not None \
+                            or d[_REASONING_DETAILS] is not None:
+                        self._other(d)
+                elif isinstance(reasoning := d[_REASONING_CONTENT], str) and reasoning and d[_TOOL_CALLS] is None:
                     self.emit(Reasoning(reasoning))  # a chunk of reasoning alone (the usual one), inline
                 else:
-                    self._other(delta)
-            fr = choice.get("finish_reason")
+                    self._other(d)
+            fr = choice[_FINISH_REASON]
             if fr and self.reason is None:
                 self.reason = _FINISH.get(fr, fr)
-        u: dict[str, Any] | None = chunk.usage
+        u: dict[str, Any] | None = chunk[_USAGE]
         if u:
             self.usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
 
-    def _other(self, delta: dict[str, Any]) -> None:
-        calls = delta.get("tool_calls")
-        if not calls or len(delta) > 1:  # a chunk of tool-call pieces alone (the usual one) carries no reasoning
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if isinstance(reasoning, str) and reasoning:
-                self.emit(Reasoning(reasoning))
-            elif isinstance(details := delta.get("reasoning_details"), list):
-                text = "".join(d.get("text") or d.get("summary") or "" for d in details if isinstance(d, dict))
-                if text:
-                    self.emit(Reasoning(text))
+    def _other(self, delta: tuple[Any, ...]) -> None:
+        """A delta's reasoning and tool-call fragments (``delta``: a ``ChunkDelta``'s fields)."""
+        reasoning = delta[_REASONING_CONTENT] or delta[_REASONING]
+        if isinstance(reasoning, str) and reasoning:
+            self.emit(Reasoning(reasoning))
+        elif isinstance(details := delta[_REASONING_DETAILS], list):
+            text = "".join(d.get("text") or d.get("summary") or "" for d in details if isinstance(d, dict))
+            if text:
+                self.emit(Reasoning(text))
+        calls = delta[_TOOL_CALLS]
         if calls:
-            fragment: dict[str, Any]
-            for fragment in calls:
-                index = fragment.get("index")
-                if index is not None and not fragment.get("id"):
+            for fragment in cast(list[Any], calls):
+                call = _fields(fragment)
+                index = call[_INDEX]
+                if index is not None and not call[_ID]:
                     known = self._by_index.get(index)
                     if known is not None:  # the next piece of a known call (the usual fragment)
                         self._last = known
-                        function: dict[str, Any] = fragment.get("function") or {}
-                        arguments = function.get("arguments")
-                        if arguments:
-                            self.emit(ToolCallDelta(known, arguments))
+                        function = call[_FUNCTION]
+                        if function is not None:
+                            arguments = _fields(function)[_ARGUMENTS]
+                            if arguments:
+                                self.emit(ToolCallDelta(known, arguments))
                         continue
-                self._tool_fragment(fragment, index)
+                self._tool_fragment(call, index)
 
-    def _tool_fragment(self, fragment: dict[str, Any], index: int | None) -> None:
-        """A fragment that starts a call, or continues one without naming a known ``index``."""
-        call_id = fragment.get("id") or None
-        function: dict[str, Any] = fragment.get("function") or {}
+    def _tool_fragment(self, fragment: tuple[Any, ...], index: Any) -> None:
+        """A fragment (a ``ToolCallFragment``'s fields) that starts a call, or continues one without naming a known
+        ``index``."""
+        call_id = fragment[_ID] or None
+        function = fragment[_FUNCTION]
+        name = arguments = None
+        if function is not None:
+            f = _fields(function)
+            name, arguments = f[_NAME], f[_ARGUMENTS]
         ours: int | None
         if call_id is not None:
             ours = self._by_id.get(call_id)
             if ours is None:  # a new call, even at an index already used (Ollama's parallel calls)
                 ours = len(self._by_id)
                 self._by_id[call_id] = ours
-                self.emit(ToolCallStart(ours, call_id, function.get("name") or ""))
+                self.emit(ToolCallStart(ours, call_id, name or ""))
         elif index is not None:
             ours = self._by_index.get(index)
         else:
             ours = self._last  # a server that omits ``index``: the call being streamed
         if ours is None:
-            if not function.get("name"):
+            if not name:
                 raise UpstreamProtocolError("the upstream sent tool-call arguments for a call it never started")
             ours = len(self._by_id)  # a call started without an id: give it one
             call_id = f"call_{ours}"
             self._by_id[call_id] = ours
-            self.emit(ToolCallStart(ours, call_id, function["name"]))
+            self.emit(ToolCallStart(ours, call_id, name))
         if index is not None:
             self._by_index[index] = ours
         self._last = ours
-        arguments = function.get("arguments")
         if arguments:
             self.emit(ToolCallDelta(ours, arguments))
 
