@@ -270,7 +270,8 @@ async def _measure(rt: Running, up: sc.Upstream, cfg: sc.Config, args: argparse.
 
 class _Noise:
     """CPU that processes outside the bench used while a scenario ran (other users of the machine), in % of
-    one core: system busy time minus the bench's own processes (target, Redis, upstream, this process)."""
+    one core: system busy time minus the bench's own processes (target, Redis, upstream, this process, and what a
+    scenario ran beside the target: ``Running.companion_cpu_s``)."""
 
     def __init__(self, rt: Running, up: sc.Upstream) -> None:
         self.rt, self.up = rt, up
@@ -285,7 +286,8 @@ class _Noise:
                      + getattr(t, "steal", 0))
 
     def _own(self) -> float:
-        return self.rt.cpu() + self.rt.redis_cpu() + self.up.cpu() + time.process_time()
+        rt = self.rt
+        return rt.cpu() + rt.redis_cpu() + rt.companion_cpu_s + self.up.cpu() + time.process_time()
 
     def other_cpu_pct(self) -> float:
         wall = time.monotonic() - self.t0

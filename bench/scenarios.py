@@ -272,6 +272,7 @@ async def _cpu_against_memory(rt: Running, up: Upstream, cfg: Config) -> dict[st
             }, cfg.cpu_reps)
             out[str(conc)] = {**_cpu_summary(runs["redis"], conc), "memory": _cpu_summary(runs["memory"], conc)}
     finally:
+        rt.companion_cpu_s += mem.cpu()
         await asyncio.to_thread(mem.stop)
     await up.reset()
     return out
@@ -559,6 +560,7 @@ async def proxy(rt: Running, up: Upstream, cfg: Config) -> dict[str, Any]:
             "proxy": lambda: _cpu_run(via, up, cfg, PROXY_STREAMS, tinyproxy),
         }, cfg.cpu_reps)
     finally:
+        rt.companion_cpu_s += tree_cpu(tinyproxy.ps) + (via.cpu() if via is not None else 0.0)
         if via is not None:
             await asyncio.to_thread(via.stop)
         tinyproxy.stop(grace=2.0)

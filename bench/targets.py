@@ -94,6 +94,9 @@ class Running:
     proc: Proc | None = None
     redis: Proc | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    companion_cpu_s: float = 0.0
+    """CPU seconds of the processes a scenario ran beside this target and stopped (a second gateway, a proxy): the
+    bench's own, which the noise probe (``__main__._Noise``) must not count as other users' of the machine."""
 
     @property
     def url(self) -> str:
