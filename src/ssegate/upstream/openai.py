@@ -171,12 +171,8 @@ class _ChunkReader:
                 text = d[_CONTENT]
                 if text:
                     self.emit(text)
-                    if d[_REASONING_CONTENT] is not None or d[_TOOL_CALLS] is not None or d[_REASONING] is not None \
-                            or d[_REASONING_DETAILS] is not None:
-                        self._other(d)
-                elif isinstance(reasoning := d[_REASONING_CONTENT], str) and reasoning and d[_TOOL_CALLS] is None:
-                    self.emit(Reasoning(reasoning))  # a chunk of reasoning alone (the usual one), inline
-                else:
+                if d[_REASONING_CONTENT] is not None or d[_TOOL_CALLS] is not None or d[_REASONING] is not None \
+                        or d[_REASONING_DETAILS] is not None:
                     self._other(d)
             fr = choice[_FINISH_REASON]
             if fr and self.reason is None:
