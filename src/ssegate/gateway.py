@@ -150,7 +150,7 @@ class Gateway:
         if model is not None:
             raw["model"] = model
         body = ChatCompletionIn.model_validate(raw)
-        chat = starts.chat_request(body, raw, starts.default_model(self, model))
+        chat = starts.chat_request(body.__dict__, raw, starts.default_model(self, model), True)
         gen = starts.start_generation(self, chat, APP_OWNER)
         gen.committed = True  # no HTTP status to hold: retries may use the first-token deadline
         log = gen.log

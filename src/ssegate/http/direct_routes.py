@@ -5,7 +5,9 @@ middleware stack, routing and dependency solving cost more CPU per request than 
 stream (docs/benchmarks.md, setup cost). ``SSEGateApp`` hands these two paths to ``DirectRoutes`` before the
 framework sees them, when nothing needs to wrap them (no CORS configured). It does what the FastAPI routes and
 middleware do, with the same parts: the body limit (``MAX_BODY_BYTES``, 413), the body parsed and checked with the
-very models the routes declare (so errors are worded the same and the OpenAPI docs stay true), the caller
+very models the routes declare (so errors are worded the same and the OpenAPI docs stay true; a plain body, text
+messages and scalar options, is checked by msgspec against a subset of its model that reads the same values:
+``plain_body.py``, a fifth of the model's cost), the caller
 identified (``auth.identity``), the same endpoint functions (``starts.py``), and an unexpected exception answered
 as ``internal_error`` without detail. The two headers it reads (``Content-Length``, ``Content-Type``) are looked
 up in the scope's raw list, and the models' validator is called directly: with ``starts.py`` compiled, only
@@ -21,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from operator import methodcaller
 from typing import TYPE_CHECKING, Any, Final
 
+import msgspec
 import orjson
 from pydantic import ValidationError
 from starlette.requests import HTTPConnection
@@ -31,6 +34,7 @@ from ..errors import GatewayError, PayloadTooLarge
 from ..sse import dumps
 from .auth import ANONYMOUS, identity
 from .chat_body import ChatCompletionIn, NativeChatIn
+from .plain_body import Plain, PlainChatCompletion, PlainNativeChat
 from .response import RAW_KEY, json_error_response
 from .routes.deps import SCOPE_KEY
 from .routing import invalid_request
@@ -39,10 +43,13 @@ from .starts import start_completion, start_stream
 if TYPE_CHECKING:
     from ..gateway import Gateway
 
-__all__ = ["DirectRoutes", "Front"]
+__all__ = ["DirectRoutes", "Front", "plain_fields"]
 
 # (module functions kept as C statics: compiled code looks up a module's attribute by name at each call)
 _loads: Final = orjson.loads
+_convert: Final = msgspec.convert
+_asdict: Final = msgspec.structs.asdict
+_Invalid: Final = msgspec.ValidationError
 
 logger: Final = logging.getLogger("ssegate.http")
 
@@ -54,8 +61,9 @@ class DirectRoutes:
         self.gate = gate
         self.max_body = max_body
         self.paths: dict[str, Handler] = {
-            "/v1/chat/stream": self._endpoint(NativeChatIn, start_stream, methodcaller("body")),
-            "/v1/chat/completions": self._endpoint(ChatCompletionIn, start_completion, methodcaller("openai_body")),
+            "/v1/chat/stream": self._endpoint(NativeChatIn, PlainNativeChat, start_stream, methodcaller("body")),
+            "/v1/chat/completions": self._endpoint(ChatCompletionIn, PlainChatCompletion, start_completion,
+                                                   methodcaller("openai_body")),
         }
 
     def handler(self, scope: Scope) -> Handler | None:
@@ -65,23 +73,26 @@ class DirectRoutes:
             scope[SCOPE_KEY] = self.gate  # what Gateway.router's dependency does for its routes
         return handler
 
-    def _endpoint(self, model: Any, start: Callable[..., Response],
+    def _endpoint(self, model: Any, plain: type[Plain], start: Callable[..., Response],
                   error_body: Callable[[GatewayError], dict[str, Any]]) -> Handler:
-        """The handler of one route: its body model, its endpoint function, the shape of its errors."""
+        """The handler of one route: its body model, the model's subset that msgspec checks (``plain_body.py``),
+        its endpoint function, the shape of its errors."""
         validate = model.__pydantic_validator__.validate_python  # what ``model_validate`` calls
 
         async def handle(scope: Scope, receive: Receive, send: Send) -> None:
             try:
                 length, ctype = _body_headers(scope["headers"])
                 raw = await self._json_body(length, ctype, receive)
-                try:
-                    body = validate(raw, from_attributes=True)  # the framework's wording for a non-object
-                except ValidationError as exc:
-                    raise invalid_request(exc.errors(), "POST", ctype) from None
+                fields = plain_fields(raw, plain)
+                if fields is None:  # not a plain body: the model decides, and words what it refuses
+                    try:  # (from_attributes: the framework's wording for a body that is not an object)
+                        fields = validate(raw, from_attributes=True).__dict__
+                    except ValidationError as exc:
+                        raise invalid_request(exc.errors(), "POST", ctype) from None
                 gw = self.gate
                 keys = gw.routing.client_keys  # (without keys everyone is anonymous: no connection object to read)
                 owner = identity(HTTPConnection(scope), gw.settings, keys) if keys else ANONYMOUS
-                response = start(gw, body, raw, owner)
+                response = start(gw, fields, raw, owner)
             except Exception as exc:  # answered here: no framework around to do it
                 err = _as_gateway_error(exc)
                 status, content, headers = err.status, dumps(error_body(err)), _headers(err)
@@ -153,6 +164,18 @@ def _headers(err: GatewayError) -> dict[str, str]:
     if isinstance(err, PayloadTooLarge):
         headers["Connection"] = "close"  # the rest of the body is not read
     return headers
+
+
+def plain_fields(raw: Any, kind: type[Plain]) -> dict[str, Any] | None:
+    """The values of a plain body's fields by name (what its model's ``__dict__`` holds, for the fields
+    ``starts.py`` reads), or None where ``kind`` (``plain_body.py``) refuses it: its model decides."""
+    if type(raw) is not dict:
+        return None
+    try:
+        body = _convert(raw, kind)
+    except _Invalid:
+        return None
+    return _asdict(body)
 
 
 def _body_headers(headers: Any) -> tuple[str | None, str]:

@@ -1,7 +1,8 @@
 """Starting a stream: the steps every chat endpoint takes between a validated body and the response that
 follows the generation, compiled (``make compile``).
 
-``chat_request`` turns a validated body (``chat_body.py``: pydantic models, which mypyc cannot compile) into the
+``chat_request`` turns a validated body (its fields' values: a model's ``__dict__`` (``chat_body.py``: pydantic
+models, which mypyc cannot compile), or ``direct_routes.plain_fields``' for the plain bodies) into the
 ``ChatRequest`` after the checks the models cannot express (``n``, ``logprobs``, a named tool choice that is not
 in ``tools``, ...); ``default_model``, ``admit`` and ``start_generation`` name the model, refuse what the limits
 refuse and route and start the generation; ``start_stream`` and ``start_completion`` are the two streaming
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.request import ChatRequest
 from ..errors import InvalidRequest, ShuttingDown
-from .chat_body import OWNED_FIELDS, ChatCompletionIn, NamedToolChoice, NativeChatIn
+from .chat_body import OWNED_FIELDS, NamedToolChoice
 from .encoders import NativeEncoder, OpenAIChunkEncoder
 
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
     from ..core.generation import Generation
     from ..gateway import Gateway
-    from .chat_body import _ChatIn
     from .response import EventStreamResponse
 
 __all__ = ["admit", "chat_request", "default_model", "start_completion", "start_generation", "start_stream",
@@ -61,12 +61,11 @@ def _check_body(fields: dict[str, Any]) -> None:
         raise InvalidRequest("tool_choice is set, but tools is empty")
 
 
-def chat_request(body: _ChatIn, raw: dict[str, Any], model: str) -> ChatRequest:
-    """The ``ChatRequest`` for a validated body; ``raw`` is the same body as parsed JSON (what is forwarded)."""
-    fields: dict[str, Any] = body.__dict__
+def chat_request(fields: dict[str, Any], raw: dict[str, Any], model: str, openai: bool) -> ChatRequest:
+    """The ``ChatRequest`` for a validated body: ``fields`` are its values by field (a model's ``__dict__``, or
+    ``direct_routes.plain_fields``'), ``raw`` the same body as parsed JSON (what is forwarded), ``openai`` whether
+    it is ``ChatCompletionIn``'s (else ``NativeChatIn``'s)."""
     _check_body(fields)
-    kind = type(body)  # (the two models by identity; ``isinstance`` of a model that is not the class asks its hook)
-    openai = kind is ChatCompletionIn or (kind is not NativeChatIn and isinstance(body, ChatCompletionIn))
     if openai and "resume_grace_s" in raw:
         raise InvalidRequest("resume_grace_s: OpenAI clients do not resume streams; use POST /v1/chat/stream")
     stop = fields["stop"]
@@ -128,19 +127,23 @@ def stream_response(gw: Gateway, request: ChatRequest, owner: str) -> EventStrea
     return gw.follow(gen, NativeEncoder(gen.stream_id, gw.settings.retry_ms))
 
 
-def start_stream(gw: Gateway, body: NativeChatIn, raw: dict[str, Any], owner: str) -> EventStreamResponse:
-    """``POST /v1/chat/stream`` for a validated body (``raw``: the same body as parsed JSON)."""
-    return stream_response(gw, chat_request(body, raw, default_model(gw, body.model)), owner)
+def start_stream(gw: Gateway, fields: dict[str, Any], raw: dict[str, Any], owner: str) -> EventStreamResponse:
+    """``POST /v1/chat/stream`` for a validated body (``fields``: its values, a ``NativeChatIn``'s ``__dict__``;
+    ``raw``: the same body as parsed JSON)."""
+    return stream_response(gw, chat_request(fields, raw, default_model(gw, fields["model"]), False), owner)
 
 
-def start_completion(gw: Gateway, body: ChatCompletionIn, raw: dict[str, Any], owner: str) -> Response:
-    """``POST /v1/chat/completions`` for a validated body (``raw``: the same body as parsed JSON): a stream of
-    ``chat.completion.chunk``s, or with ``stream: false`` one ``chat.completion`` at the end."""
-    chat = chat_request(body, raw, default_model(gw, body.model))
+def start_completion(gw: Gateway, fields: dict[str, Any], raw: dict[str, Any], owner: str) -> Response:
+    """``POST /v1/chat/completions`` for a validated body (``fields``: its values, a ``ChatCompletionIn``'s
+    ``__dict__``; ``raw``: the same body as parsed JSON): a stream of ``chat.completion.chunk``s, or with
+    ``stream: false`` one ``chat.completion`` at the end."""
+    chat = chat_request(fields, raw, default_model(gw, fields["model"]), True)
     created = int(time.time())
     gen = start_generation(gw, chat, owner)
-    if body.stream:
-        return gw.follow(gen, OpenAIChunkEncoder(gen.stream_id, chat.model, created, body.include_usage))
+    if fields["stream"]:
+        options = fields["stream_options"]  # (a StreamOptions, or plain_body's: both have include_usage)
+        usage = options is not None and bool(options.include_usage)
+        return gw.follow(gen, OpenAIChunkEncoder(gen.stream_id, chat.model, created, usage))
     from .routes.openai_chat import CompletionResponse  # (its module imports this one)
 
     # no commit rule without a stream: the status is sent at the end, so retries may use the first-token deadline

@@ -99,7 +99,7 @@ def ui_chat_request(raw: Any, model_for: Any) -> tuple[UIChat, ChatRequest]:
         body = NativeChatIn.model_validate(native_raw)
     except ValidationError as exc:
         raise InvalidRequest(describe(exc), status=422) from exc
-    chat = chat_request(body, native_raw, model_for(body.model))
+    chat = chat_request(body.__dict__, native_raw, model_for(body.model), False)
     last = envelope.messages[-1]
     continues = (last.id or None) if last.role == "assistant" else None
     return UIChat(envelope.id, envelope.trigger, continues), chat

@@ -58,4 +58,4 @@ async def chat_get(
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def chat_stream(body: NativeChatIn, request: Request) -> EventStreamResponse:
-    return start_stream(gateway(request), body, await request.json(), caller(request))
+    return start_stream(gateway(request), body.__dict__, await request.json(), caller(request))

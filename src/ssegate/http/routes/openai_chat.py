@@ -79,7 +79,7 @@ class CompletionResponse(WholeAnswerResponse[Answer]):
     responses={200: {"content": {"text/event-stream": {}, "application/json": {}}}},
 )
 async def chat_completions(body: ChatCompletionIn, request: Request) -> Response:
-    return start_completion(gateway(request), body, await request.json(), caller(request))
+    return start_completion(gateway(request), body.__dict__, await request.json(), caller(request))
 
 
 def _model(name: str, owned_by: str) -> dict[str, Any]:
