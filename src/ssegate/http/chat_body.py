@@ -10,6 +10,9 @@ image parts, tool-call ids and every field the gateway does not own exactly as t
 Fields ssegate cannot relay (``logprobs``, ``top_logprobs``, ``n`` > 1) are refused on both endpoints and for every
 upstream, with a 400 naming them (not the 422 of an unknown field: the message says why), by ``starts.chat_request``,
 which turns a validated body into the ``ChatRequest`` (compiled: these models cannot be).
+
+``plain_body.py`` holds a subset of these rules for msgspec (the direct routes' plain bodies): a bound, a field or
+a validator changed here is changed there too (``tests/test_plain_body.py`` compares the two, field by field).
 """
 
 from __future__ import annotations

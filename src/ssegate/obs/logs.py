@@ -35,7 +35,7 @@ from typing import Any, Final
 
 import orjson
 
-__all__ = ["JSONFormatter", "TextFormatter", "log_config", "redact_also"]
+__all__ = ["JSONFormatter", "TextFormatter", "json_line", "log_config", "redact_also"]
 
 # (module functions kept as C statics: compiled code looks up a module's attribute by name at each call)
 _dumps: Final = orjson.dumps
@@ -113,20 +113,42 @@ def _redact(line: str, secrets: list[str]) -> str:
     return line
 
 
+class _Stamps:
+    """A line's timestamp: ISO 8601 in UTC with milliseconds, the part down to the second made once a second (kept
+    as one pair, replaced whole: a formatter may write from several threads)."""
+
+    def __init__(self) -> None:
+        self.memo: tuple[int, str] = (-1, "")
+
+    def of(self, created: float) -> str:
+        second = int(created)
+        memo = self.memo
+        if memo[0] != second:
+            memo = self.memo = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+        return memo[1] + _MILLIS[int((created - second) * 1000)]
+
+
+_STAMPS: Final = _Stamps()
+
+_heads: Final[dict[tuple[str, str, str], tuple[str, str]]] = {}
+"""The text of a line before its timestamp, and from it to its fields, by level, logger and message (bounded)."""
+
+
+def _head(levelname: str, logger: str, msg: str) -> tuple[str, str]:
+    """``{"ts":"`` and ``","level":...,"logger":...,"msg":...,``: the text around a line's timestamp (a
+    timestamp needs no escaping), kept for the next line of the same level, logger and message."""
+    made = _dumps({"ts": "", "level": levelname.lower(), "logger": logger, "msg": msg}).decode()
+    cut = len('{"ts":"')
+    head = (made[:cut], made[cut:-1] + ",")
+    if len(_heads) < 256:  # (messages are constants, but a caller's may not be)
+        _heads[(levelname, logger, msg)] = head
+    return head
+
+
 class JSONFormatter(logging.Formatter):
     def __init__(self, redact: list[str] | None = None) -> None:
         super().__init__()
         self.redact = _secrets_from_env() if redact is None else redact
-        self._second = -1
-        self._prefix = ""
-
-    def _timestamp(self, created: float) -> str:
-        """ISO 8601 in UTC with milliseconds; the part down to the second is made once a second."""
-        second = int(created)
-        if second != self._second:
-            self._second = second
-            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        return self._prefix + _MILLIS[int((created - second) * 1000)]
 
     def format(self, record: logging.LogRecord) -> str:
         return self.line(record.created, record.levelname, record.name,
@@ -135,15 +157,34 @@ class JSONFormatter(logging.Formatter):
 
     def line(self, created: float, levelname: str, logger: str, msg: str, extra: dict[str, Any],
              exc: str | None = None) -> str:
-        """The line of a record with these fields: ``format``'s, and ``stream_log.py``'s, which has no record
-        to give when every handler its line goes to is a plain one with this formatter."""
-        out: dict[str, Any] = {"ts": self._timestamp(created), "level": levelname.lower(), "logger": logger,
-                               "msg": msg}
-        out.update(extra)
-        _add_stream_id(out, extra)
-        if exc is not None:
-            out["exc"] = exc
-        return _redact(_dumps(out, default=str).decode(), self.redact)
+        """The line of a record with these fields (``json_line``)."""
+        return json_line(self, created, levelname, logger, msg, extra, exc)
+
+
+def json_line(formatter: JSONFormatter, created: float, levelname: str, logger: str, msg: str,
+              extra: dict[str, Any], exc: str | None = None) -> str:
+    """``formatter``'s line of a record with these fields: its ``format``'s, and ``stream_log.py``'s, which has no
+    record to give when every handler its line goes to is a plain one with this formatter (and calls this
+    function, compiled, rather than the method: ~1k instructions a line).
+
+    Most lines (``stream ended``'s: one a stream) name their stream and have fields of their own and none of the
+    four first keys: they are the head kept for their level, logger and message (``_head``) with the timestamp,
+    then the fields as one JSON object without its brace, instead of one object of them all. The text is the same
+    either way (``tests/test_logs.py``)."""
+    ts = _STAMPS.of(created)
+    if exc is None and extra and "stream_id" in extra and "ts" not in extra and "level" not in extra \
+            and "logger" not in extra and "msg" not in extra:
+        head = _heads.get((levelname, logger, msg))
+        if head is None:
+            head = _head(levelname, logger, msg)
+        body: str = _dumps(extra, default=str).decode()
+        return _redact(head[0] + ts + head[1] + body[1:], formatter.redact)
+    out: dict[str, Any] = {"ts": ts, "level": levelname.lower(), "logger": logger, "msg": msg}
+    out.update(extra)
+    _add_stream_id(out, extra)
+    if exc is not None:
+        out["exc"] = exc
+    return _redact(_dumps(out, default=str).decode(), formatter.redact)
 
 
 _LEVEL_COLORS: Final = {"DEBUG": "\x1b[2m", "WARNING": "\x1b[33m", "ERROR": "\x1b[31m", "CRITICAL": "\x1b[1;31m"}

@@ -10,14 +10,14 @@ prompt's text. A log line costs ~30k instructions (``python -m bench.callgrind``
 600k and 570k a short stream), so one per stream at ``info``, not two.
 
 Where every handler the line reaches (by the logging module's rules: levels, ``propagate``) is a plain
-``StreamHandler`` without filters and with ``JSONFormatter`` (``ssegate serve``'s, to stderr), no record is
-made: ``JSONFormatter.line`` makes the line from the fields a record would carry, the same line its ``format``
-makes of the record (``tests/test_stream_log.py``), and it is written here, compiled, as the handler would
-(``_emit``; a record is made only for ``handleError``). That halved the line's cost (52k instructions before):
-a record, and reading its ``extra`` back out of it, were half of it. With any other handler or formatter among
-them, a record: a plain ``StreamHandler`` is still written to here, any other handler through its own
-``handle``; a logger the logging module must decide for (disabled, filtered, of a class of its own, without
-handlers) gets it through ``handle``. One walk of the handlers (``_reached``) serves both.
+``StreamHandler`` without filters and with ``JSONFormatter`` (``ssegate serve``'s, to stderr), no record is made:
+the formatter's ``line`` (``logs.json_line``) makes the line from the fields a record would carry, the same line its
+``format`` makes of the record (``tests/test_stream_log.py``), and it is written here, compiled, as the handler
+would (``_emit``; a record is made only for ``handleError``). That halved the line's cost (52k instructions before):
+a record, and reading its ``extra`` back out of it, were half of it. With any other handler or formatter among them,
+a record: a plain ``StreamHandler`` is still written to here, any other handler through its own ``handle``; a logger
+the logging module must decide for (disabled, filtered, of a class of its own, without handlers) gets it through
+``handle``. One walk of the handlers (``_reached``) serves both.
 
 The end line's record is a copy of one the logging module made for this logger, level and message in this
 process (``logging.makeRecord``, once), with its time set now and the stream's fields added: ~30% of the line's
@@ -39,7 +39,7 @@ from typing import Any, Final, TypeGuard, cast
 
 from ..core.outcome import Outcome, Started
 from ..core.request import message_text
-from .logs import JSONFormatter
+from .logs import JSONFormatter, json_line
 
 __all__ = ["StreamLogger"]
 
@@ -151,7 +151,8 @@ def _emit(handler: logging.StreamHandler[Any], record: logging.LogRecord | None,
         formatter: Any = handler.formatter
         if record is None:
             name = _LOGGING.get("_levelToName", _NO_NAMES).get(level)
-            line = formatter.line(now, name if name is not None else _level_name(level), stream_log.name, msg, extra)
+            line = json_line(formatter, now, name if name is not None else _level_name(level), stream_log.name, msg,
+                             extra)
         else:
             line = (formatter or logging._defaultFormatter).format(record)  # type: ignore[attr-defined]
         stream: Any = handler.stream
