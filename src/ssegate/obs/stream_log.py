@@ -6,8 +6,8 @@ The end line carries the model asked for, the caller (a key fingerprint), the ou
 upstream attempts, and who answered: ``model_entry`` (the routing file's name of the model, wildcards as written,
 ``*`` without a file) and ``deployment`` (its label, never its key): an access log for streams. The start line
 (``debug``) adds the request's size; with ``SSEGATE_LOG_PROMPTS=1`` it is logged at ``info`` and carries the
-prompt's text. A log line costs ~30k instructions (``python -m bench.callgrind`` at ``info`` and at ``warning``:
-600k and 570k a short stream), so one per stream at ``info``, not two.
+prompt's text. A log line costs ~23k instructions (``python -m bench.callgrind`` at ``info`` and at ``warning``:
+392k and 369k a short stream), so one per stream at ``info``, not two.
 
 Where every handler the line reaches (by the logging module's rules: levels, ``propagate``) is a plain
 ``StreamHandler`` without filters and with ``JSONFormatter`` (``ssegate serve``'s, to stderr), no record is made:
