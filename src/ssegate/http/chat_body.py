@@ -210,10 +210,6 @@ class ChatCompletionIn(_ChatIn):
     stream_options: StreamOptions | None = None
     max_completion_tokens: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
 
-    @property
-    def include_usage(self) -> bool:
-        return self.stream_options is not None and self.stream_options.include_usage
-
 
 OWNED_FIELDS = frozenset({
     "messages", "model", "max_tokens", "max_completion_tokens", "temperature", "stop", "tools", "tool_choice",

@@ -7,7 +7,7 @@ framework sees them, when nothing needs to wrap them (no CORS configured). It do
 middleware do, with the same parts: the body limit (``MAX_BODY_BYTES``, 413), the body parsed and checked with the
 very models the routes declare (so errors are worded the same and the OpenAPI docs stay true; a plain body, text
 messages and scalar options, is checked by msgspec against a subset of its model that reads the same values:
-``plain_body.py``, a fifth of the model's cost), the caller
+``plain_body.py``, a third of the model's cost), the caller
 identified (``auth.identity``), the same endpoint functions (``starts.py``), and an unexpected exception answered
 as ``internal_error`` without detail. The two headers it reads (``Content-Length``, ``Content-Type``) are looked
 up in the scope's raw list, and the models' validator is called directly: with ``starts.py`` compiled, only

@@ -1,16 +1,16 @@
 """The chat bodies most requests are, checked by msgspec: text messages and scalar options.
 
 Validating a chat body with its pydantic model (``chat_body.py``) was ~20k instructions of a short stream's ~410k
-(``python -m bench.callgrind``); most bodies are a few text messages and a model name, which msgspec checks in a
-fifth of the time. The structs below accept a strict subset of what the models accept, and where they accept a
-body they read the same values from it: every field here has the model's bounds, types that msgspec converts as
-pydantic does (an integer for a float field is the same float; msgspec refuses what pydantic coerces, such as
-``"1"`` for an integer or ``1`` for a boolean), and a message here has only ``role`` (not ``tool``, not
-``function``), a text ``content`` and ``name``. The fields of a richer shape (``tools``, ``tool_choice``,
-``response_format``, content parts) are accepted here only as ``null``. A body these structs refuse, for any
-reason, is validated by its pydantic model, which accepts it or words the error (``direct_routes.py``): errors
-are the models' own, and the OpenAPI docs are the models'. ``tests/test_plain_body.py`` holds the two together,
-field by field and on generated bodies.
+(``python -m bench.callgrind``); most bodies are a few text messages and a model name, which msgspec checks, and
+gives the values of, in a third of the time. The structs below accept a strict subset of what the models accept, and
+where they accept a body they read the same values from it: every field here has the model's bounds, types that
+msgspec converts as pydantic does (an integer for a float field is the same float; msgspec refuses what pydantic
+coerces, such as ``"1"`` for an integer or ``1`` for a boolean), and a message here has only ``role`` (not ``tool``,
+not ``function``), a text ``content`` and ``name``. The fields of a richer shape (``tools``, ``tool_choice``,
+``response_format``, content parts) are accepted here only as ``null``. A body these structs refuse, for any reason,
+is validated by its pydantic model, which accepts it or words the error (``direct_routes.py``): errors are the
+models' own, and the OpenAPI docs are the models'. ``tests/test_plain_body.py`` holds the two together, field by
+field and on generated bodies.
 
 ``direct_routes.plain_fields`` (compiled) checks a body against one of these and gives what the model's
 ``__dict__`` would hold for the fields the gateway reads (``starts.py``); ``messages`` is read from the parsed JSON,

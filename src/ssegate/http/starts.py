@@ -142,7 +142,7 @@ def start_completion(gw: Gateway, fields: dict[str, Any], raw: dict[str, Any], o
     gen = start_generation(gw, chat, owner)
     if fields["stream"]:
         options = fields["stream_options"]  # (a StreamOptions, or plain_body's: both have include_usage)
-        usage = options is not None and bool(options.include_usage)
+        usage: bool = options is not None and options.include_usage
         return gw.follow(gen, OpenAIChunkEncoder(gen.stream_id, chat.model, created, usage))
     from .routes.openai_chat import CompletionResponse  # (its module imports this one)
 

@@ -130,16 +130,17 @@ class _Stamps:
 
 _STAMPS: Final = _Stamps()
 
-_heads: Final[dict[tuple[str, str, str], tuple[str, str]]] = {}
-"""The text of a line before its timestamp, and from it to its fields, by level, logger and message (bounded)."""
+_OPEN: Final = '{"ts":"'
+"""Every line's first text: its timestamp follows (a timestamp needs no escaping)."""
+_heads: Final[dict[tuple[str, str, str], str]] = {}
+"""The text of a line from its timestamp to its fields, by level, logger and message (bounded)."""
 
 
-def _head(levelname: str, logger: str, msg: str) -> tuple[str, str]:
-    """``{"ts":"`` and ``","level":...,"logger":...,"msg":...,``: the text around a line's timestamp (a
-    timestamp needs no escaping), kept for the next line of the same level, logger and message."""
+def _head(levelname: str, logger: str, msg: str) -> str:
+    """``","level":...,"logger":...,"msg":...,``: the text between a line's timestamp and its fields, kept for the
+    next line of the same level, logger and message."""
     made = _dumps({"ts": "", "level": levelname.lower(), "logger": logger, "msg": msg}).decode()
-    cut = len('{"ts":"')
-    head = (made[:cut], made[cut:-1] + ",")
+    head = made[len(_OPEN):-1] + ","
     if len(_heads) < 256:  # (messages are constants, but a caller's may not be)
         _heads[(levelname, logger, msg)] = head
     return head
@@ -168,7 +169,7 @@ def json_line(formatter: JSONFormatter, created: float, levelname: str, logger: 
     function, compiled, rather than the method: ~1k instructions a line).
 
     Most lines (``stream ended``'s: one a stream) name their stream and have fields of their own and none of the
-    four first keys: they are the head kept for their level, logger and message (``_head``) with the timestamp,
+    four first keys: they are the timestamp, the text kept for their level, logger and message (``_head``),
     then the fields as one JSON object without its brace, instead of one object of them all. The text is the same
     either way (``tests/test_logs.py``)."""
     ts = _STAMPS.of(created)
@@ -178,7 +179,7 @@ def json_line(formatter: JSONFormatter, created: float, levelname: str, logger: 
         if head is None:
             head = _head(levelname, logger, msg)
         body: str = _dumps(extra, default=str).decode()
-        return _redact(head[0] + ts + head[1] + body[1:], formatter.redact)
+        return _redact(_OPEN + ts + head + body[1:], formatter.redact)
     out: dict[str, Any] = {"ts": ts, "level": levelname.lower(), "logger": logger, "msg": msg}
     out.update(extra)
     _add_stream_id(out, extra)
