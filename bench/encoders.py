@@ -1,8 +1,8 @@
 """``python -m bench.encoders``: what each wire format costs per text delta, encoder alone (no sockets).
 
-Every stream's hot path is one log entry in, one encoded event out (``StreamEncoder.encode(seq, [entry])``); this
-times that call for ssegate's native events, OpenAI chat chunks, Responses events and the AI SDK's UI message
-stream, best of five runs.
+Every stream's hot path is one log entry in, one encoded event out
+(``StreamEncoder.encode(seq, [kind], [payload])``); this times that call for ssegate's native events, OpenAI chat
+chunks, Responses events and the AI SDK's UI message stream, best of five runs.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ ENCODERS: dict[str, Callable[[], StreamEncoder]] = {
 
 def per_delta_us(make: Callable[[], StreamEncoder], n: int) -> float:
     encoder = make()
-    encoder.encode(1, [(START, {"stream_id": SID, "model": "m", "echo": {"api": "responses", "created_at": 0}})])
-    delta = [(DELTA, " token")]
+    encoder.encode(1, [START], [{"stream_id": SID, "model": "m", "echo": {"api": "responses", "created_at": 0}}])
+    kinds, payloads = [DELTA], [" token"]
     start = time.perf_counter()
     for seq in range(2, n + 2):
-        encoder.encode(seq, delta)
+        encoder.encode(seq, kinds, payloads)
     return (time.perf_counter() - start) / n * 1e6
 
 

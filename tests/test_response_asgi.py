@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import aclosing
 from typing import Any
+
+import pytest
 
 from ssegate.core.entries import DONE
 from ssegate.core.request import ChatRequest
@@ -45,7 +48,7 @@ async def test_disconnect_mid_stream_cancels_the_generation_at_once() -> None:
     t0 = asyncio.get_running_loop().time()
     await asyncio.wait_for(asyncio.shield(gen.task), 1.0)  # the script would stall forever: only the cancel ends it
     assert asyncio.get_running_loop().time() - t0 < 1.0
-    kind, payload = gen.log.entries[-1]
+    kind, payload = gen.log.kinds[-1], gen.log.payloads[-1]
     assert kind == DONE and payload["finish_reason"] == "cancelled"
     assert payload["usage"]["completion_tokens"] == 2 and payload["usage"]["estimated"] is True
     await gw.stop()
@@ -88,7 +91,7 @@ async def test_client_that_stops_reading_is_dropped_after_send_timeout() -> None
     await asyncio.wait_for(asyncio.shield(gen.task), 5)
     elapsed = asyncio.get_running_loop().time() - t0
     assert 0.3 <= elapsed < 2.0
-    assert gen.log.entries[-1][1]["finish_reason"] == "cancelled"
+    assert gen.log.payloads[-1]["finish_reason"] == "cancelled"
     assert gen.outputs < 1000
     task.cancel()
     await gw.stop()
@@ -114,3 +117,22 @@ async def test_backlog_is_coalesced_into_one_write() -> None:
     events = list(SSEDecoder().feed(b"".join(bodies).decode()))
     assert "".join(e.json()["delta"] for e in events[1:-1]) == "".join(str(i) for i in range(200))
     await gw.stop()
+
+
+async def test_a_library_reader_slower_than_the_logs_bound_gets_a_typed_error() -> None:
+    """``Gateway.complete`` reads its parts from the stream's log: a reader that lets more parts pile up than the
+    log keeps (``log_max_events``) gets ``NotFound`` naming why, not an answer with parts missing. (A script plays
+    its ten deltas and its end without a pause: they are all appended before the reader's first look.)"""
+    import ssegate
+
+    gw = make_gateway(log_max_events=5)
+    got: list[Any] = []
+    try:
+        with pytest.raises(ssegate.NotFound, match="outgrew the event log"):
+            async with aclosing(gw.complete([{"role": "user", "content": "/script " + json.dumps(
+                    {"deltas": list("abcdefghij")})}])) as parts:
+                async for part in parts:
+                    got.append(part)
+        assert got == []
+    finally:
+        await gw.stop()

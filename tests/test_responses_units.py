@@ -12,6 +12,7 @@ from ssegate.core.entries import DELTA, DONE, ERROR, REASONING, START, TOOL_ARGS
 from ssegate.errors import InvalidRequest
 from ssegate.http.responses.encoder import ResponsesEncoder, ResponseState
 from ssegate.http.responses.request import Previous, parse_body, responses_request
+from tests.support.entries import columns
 from tests.support.gateway import sse_events
 from tests.support.responses import violations
 
@@ -36,7 +37,7 @@ def encode(entries: list[Entry], batches: list[int] | None = None) -> bytes:
     for size in [*(batches or [1] * len(entries)), len(entries)]:
         batch = entries[i:i + size]
         if batch:
-            out.append(enc.encode(i + 1, batch))
+            out.append(enc.encode(i + 1, *columns(batch)))
             i += len(batch)
     return b"".join(out)
 
@@ -69,8 +70,9 @@ def test_events_are_a_pure_function_of_the_log(entries: list[Entry]) -> None:
 def test_a_resume_after_any_event_gives_exactly_the_rest(entries: list[Entry]) -> None:
     whole = events(encode(entries))
     for after in range(-1, len(whole)):
-        state, first = ResponseState.resume(SID, entries, after)
-        rest = events(ResponsesEncoder(state).encode(first + 1, entries[first:]) if first < len(entries) else b"")
+        state, first = ResponseState.resume(SID, *columns(entries), after)
+        rest = events(ResponsesEncoder(state).encode(first + 1, *columns(entries[first:])) if first < len(entries)
+                      else b"")
         assert rest == whole[after + 1:], after
         assert rest or after == len(whole) - 1  # a resume that has something to send sends it in its first write
 

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from ssegate.core.entries import DELTA, DONE, REASONING, START, TOOL_ARGS
 from ssegate.http.encoders import NativeEncoder
 from ssegate.sse import PING, SSEDecoder, dumps, scrub_text, split_event_id
+from tests.support.entries import columns
 
 
 def decode(data: bytes | str, chunk: int = 0) -> list:
@@ -24,8 +25,9 @@ def decode(data: bytes | str, chunk: int = 0) -> list:
 
 def test_native_encoder_frames_every_event_with_id_and_one_line_json() -> None:
     enc = NativeEncoder("sid", 2000)
-    body = enc.head() + enc.encode(1, [(START, {"stream_id": "sid", "model": "m"}), (DELTA, "Hel"), (DELTA, "lo")])
-    body += enc.encode(4, [(DONE, {"finish_reason": "stop", "usage": {"prompt_tokens": 1}})])
+    entries = [(START, {"stream_id": "sid", "model": "m"}), (DELTA, "Hel"), (DELTA, "lo")]
+    body = enc.head() + enc.encode(1, *columns(entries))
+    body += enc.encode(4, [DONE], [{"finish_reason": "stop", "usage": {"prompt_tokens": 1}}])
     assert body.startswith(b"retry: 2000\n")
     events = decode(body)
     assert [e.event for e in events] == ["start", "message", "message", "done"]
@@ -39,7 +41,7 @@ HOSTILE = ["\n", "\r", "\r\n", "\n\nevent: error\ndata: {}", "data: x", "id: 9\n
 
 def test_hostile_text_cannot_break_framing_or_forge_events() -> None:
     enc = NativeEncoder("s", 1000)
-    body = b"".join(enc.encode(i + 1, [(DELTA, t)]) for i, t in enumerate(HOSTILE))
+    body = b"".join(enc.encode(i + 1, [DELTA], [t]) for i, t in enumerate(HOSTILE))
     events = decode(body)
     assert len(events) == len(HOSTILE)
     assert all(e.event == "message" for e in events)
@@ -51,7 +53,7 @@ def test_hostile_text_cannot_break_framing_or_forge_events() -> None:
        st.sampled_from(["\n", "\r", "\r\n"]))
 def test_round_trip_any_text_any_chunking_any_line_end(texts: list[str], chunk: int, eol: str) -> None:
     enc = NativeEncoder("sid", 2000)
-    body = b"".join(enc.encode(i + 1, [(DELTA, t)]) for i, t in enumerate(texts)).decode()
+    body = b"".join(enc.encode(i + 1, [DELTA], [t]) for i, t in enumerate(texts)).decode()
     body = body.replace("\n", eol)
     events = decode(body, chunk)
     assert [e.id for e in events] == [f"sid:{i + 1}" for i in range(len(texts))]
@@ -88,7 +90,7 @@ def test_split_event_id() -> None:
 
 def test_lone_surrogate_is_replaced_not_fatal() -> None:
     enc = NativeEncoder("s", 1)
-    (ev,) = decode(enc.encode(1, [(DELTA, "a\ud800b")]))
+    (ev,) = decode(enc.encode(1, [DELTA], ["a\ud800b"]))
     assert orjson.loads(ev.data)["delta"] == "a\ufffdb"
 
 
@@ -99,12 +101,12 @@ def test_native_events_written_most_are_the_bytes_of_their_framing() -> None:
     enc = NativeEncoder("sid", 2000)
     for text in ("Hel", "lo\n\nevent: error", "\u2028é", "\ud800x", ""):
         data = dumps({"delta": text})
-        assert enc.encode(7, [(DELTA, text)]) == b"id: sid:7\ndata: " + data + b"\n\n"
-        assert enc.encode(12, [(REASONING, text)]) == b"id: sid:12\nevent: reasoning\ndata: " + data + b"\n\n"
+        assert enc.encode(7, [DELTA], [text]) == b"id: sid:7\ndata: " + data + b"\n\n"
+        assert enc.encode(12, [REASONING], [text]) == b"id: sid:12\nevent: reasoning\ndata: " + data + b"\n\n"
         args = {"index": 1, "arguments": text}
         framed = b"id: sid:3\nevent: tool_call_delta\ndata: " + dumps(args) + b"\n\n"
-        assert enc.encode(3, [(TOOL_ARGS, args)]) == framed
+        assert enc.encode(3, [TOOL_ARGS], [args]) == framed
     assert dumps({"delta": "\ud800x"}) == '{"delta":"\ufffdx"}'.encode()
-    batch = enc.encode(5, [(DELTA, "a"), (REASONING, "b"), (TOOL_ARGS, {"index": 0, "arguments": "c"})])
+    batch = enc.encode(5, *columns([(DELTA, "a"), (REASONING, "b"), (TOOL_ARGS, {"index": 0, "arguments": "c"})]))
     assert batch == (b'id: sid:5\ndata: {"delta":"a"}\n\n' b'id: sid:6\nevent: reasoning\ndata: {"delta":"b"}\n\n'
                      b'id: sid:7\nevent: tool_call_delta\ndata: {"index":0,"arguments":"c"}\n\n')

@@ -157,7 +157,10 @@ class Gateway:
         cursor = 1
         try:
             while True:
-                for kind, payload in log.since(cursor) or []:
+                new = log.since(cursor)
+                if new is None:  # a reader slower than the log's bounds (LOG_MAX_EVENTS, LOG_MAX_BYTES)
+                    raise NotFound("the answer outgrew the event log: parts were dropped before they were read")
+                for kind, payload in zip(*new, strict=True):
                     if kind == DELTA:
                         yield payload
                     elif kind == REASONING:

@@ -530,17 +530,18 @@ class RedisEventLog(MemoryEventLog):
             if log.orphaned:
                 continue
             start = log.mirrored
-            entries = log.since(start)
-            if entries is None:  # dropped from memory before Redis got them (a long outage): readers see a gap
+            if start + 1 < log.first_seq:  # dropped from memory before Redis got them (a long outage): a gap
                 start = log.first_seq - 1
-                entries = log.entries
-            if not entries:
+            at = start + 1 - log.first_seq
+            kinds = log.kinds[at:]
+            if not kinds:
                 continue
-            n = len(entries)
+            n = len(kinds)
             last = start + n
-            terminal = entries[-1][0] in TERMINAL
+            terminal = kinds[-1] in TERMINAL
             minid = b"%d-0" % (last - max_events + 1) if last > max_events else b"-"
-            key, body = log.key, dumps(entries)
+            # a chunk's entries are ``[kind, payload]`` pairs (what ``_apply`` reads): made here, freed with the batch
+            key, body = log.key, dumps(list(zip(kinds, log.payloads[at:], strict=True)))
             head = b"%d-0 %s %d %d %d" % (start + 1, minid, n, len(key), len(body))
             if log.mirrored == 0:  # its first chunk: the meta hash too
                 meta = [log.owner.encode(), log.model.encode(), self.replica.encode(), repr(log.grace_s).encode()]

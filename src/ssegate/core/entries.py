@@ -16,7 +16,9 @@ kind           payload                                                native eve
 =============  =====================================================  =======================
 
 Exactly one terminal entry (``DONE`` or ``ERROR``) ends a log. Entries are encoded for the wire by the follower,
-so one log serves the native stream and every other protocol (OpenAI chunks, the AI SDK, Responses).
+so one log serves the native stream and every other protocol (OpenAI chunks, the AI SDK, Responses). A log keeps
+its entries as two lists side by side, the kinds and the payloads (``log.py`` says why), and a follower hands
+both to its encoder; ``Entry`` is one entry on its own (a terminal one, one read from the wire).
 """
 
 from __future__ import annotations

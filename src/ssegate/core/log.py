@@ -1,6 +1,6 @@
-"""The in-process event log (the default): every stream's entries in a list, bounded, expiring.
+"""The in-process event log (the default): every stream's entries in two lists, bounded, expiring.
 
-``StreamLog`` is written on the hot path: ``append`` is a list append plus telling the followers: a
+``StreamLog`` is written on the hot path: ``append`` is two list appends plus telling the followers: a
 waiter future is resolved, a listener (a live response) is called at once, so it can write the new event
 without a task switch. Followers read by seq. Per stream at most ``max_events`` entries and ``max_bytes``
 of text are kept (older ones are dropped and resuming before them is ``not_found``); at most
@@ -8,6 +8,12 @@ of text are kept (older ones are dropped and resuming before them is ``not_found
 after its terminal entry. A log also keeps what its request asked to keep for later requests (``history``,
 the Responses API's conversation), for as long as its entries. A finished log is kept as bytes until it expires
 (``MemoryEventLog``): out of the garbage collector's sight, whose pauses stop every stream.
+
+Entries are kept as two lists side by side, ``kinds`` and ``payloads``, not as a list of ``(kind, payload)``
+tuples: a tuple per event is an object the collector tracks, and 40,000 events a second of them ran a
+young collection every half second, every tenth of which walked every live stream's objects (tens of
+milliseconds at 1000 streams, measured in ``capacity``). A kind is a small int and a text payload a str,
+neither of which the collector tracks. Followers read ``kinds`` and ``payloads`` from the same index.
 """
 
 from __future__ import annotations
@@ -36,16 +42,17 @@ class StreamLog:
         "_listeners",
         "_waiters",
         "created_at",
-        "entries",
         "finished",
         "finished_at",
         "first_seq",
         "grace_s",
         "history",
+        "kinds",
         "max_bytes",
         "max_events",
         "model",
         "owner",
+        "payloads",
         "size",
         "stream_id",
         "terminal_delivered",
@@ -57,7 +64,10 @@ class StreamLog:
         self.stream_id = stream_id
         self.owner = owner
         self.model = model
-        self.entries: list[Entry] = []
+        self.kinds: list[int] = []
+        """Each entry's kind (``entries.py``), the entry of seq ``first_seq + i`` at index ``i``..."""
+        self.payloads: list[Any] = []
+        """... and its payload, at the same index."""
         self.first_seq = 1
         self.max_events = max_events
         self.max_bytes = max_bytes
@@ -78,7 +88,7 @@ class StreamLog:
 
     @property
     def last_seq(self) -> int:
-        return self.first_seq + len(self.entries) - 1
+        return self.first_seq + len(self.kinds) - 1
 
     @property
     def has_output(self) -> bool:
@@ -86,8 +96,9 @@ class StreamLog:
         return self.last_seq >= 2
 
     def append(self, kind: int, payload: Any) -> int:
-        entries = self.entries
-        entries.append((kind, payload))
+        kinds = self.kinds
+        kinds.append(kind)
+        self.payloads.append(payload)
         if kind == DELTA or kind == REASONING:  # what an entry weighs: ``entry_size``, inline
             self.size += len(payload)
         elif kind == TOOL_ARGS:
@@ -97,25 +108,29 @@ class StreamLog:
             self.finished_at = _monotonic()
         if self.size > self.max_bytes:
             self._trim_bytes()
-        if len(entries) > self.max_events:
-            drop = len(entries) - self.max_events
-            self.size -= sum(entry_size(k, p) for k, p in entries[:drop])
-            del entries[:drop]
-            self.first_seq += drop
+        if len(kinds) > self.max_events:
+            self._drop(len(kinds) - self.max_events)
         if self._waiters or self._listeners:
             self.wake()
-        return self.first_seq + len(entries) - 1
+        return self.first_seq + len(kinds) - 1
 
     def _trim_bytes(self) -> None:
         """Drop the oldest entries until the text kept is under three quarters of ``max_bytes``."""
-        entries = self.entries
+        kinds, payloads = self.kinds, self.payloads
         goal = self.max_bytes * 3 // 4
+        size = self.size
         drop = 0
-        while self.size > goal and drop < len(entries) - 1:
-            kind, payload = entries[drop]
-            self.size -= entry_size(kind, payload)
+        while size > goal and drop < len(kinds) - 1:
+            size -= entry_size(kinds[drop], payloads[drop])
             drop += 1
-        del entries[:drop]
+        self._drop(drop)
+
+    def _drop(self, drop: int) -> None:
+        """Drop the oldest ``drop`` entries."""
+        kinds, payloads = self.kinds, self.payloads
+        self.size -= sum(entry_size(kinds[i], payloads[i]) for i in range(drop))
+        del kinds[:drop]
+        del payloads[:drop]
         self.first_seq += drop
 
     def wake(self) -> None:
@@ -161,18 +176,21 @@ class StreamLog:
             if not waiters:
                 self._waiters = None
 
-    def since(self, after: int) -> list[Entry] | None:
-        """Entries with seq > ``after``; ``None`` when some of them were already dropped."""
+    def since(self, after: int) -> tuple[list[int], list[Any]] | None:
+        """The kinds and payloads of the entries with seq > ``after``; ``None`` when some of them were already
+        dropped."""
         if after + 1 < self.first_seq:
             return None
-        return self.entries[after + 1 - self.first_seq :]
+        start = after + 1 - self.first_seq
+        return self.kinds[start:], self.payloads[start:]
 
     def text(self) -> str:
-        return "".join(p for k, p in self.entries if k == DELTA)
+        kinds = self.kinds
+        return "".join(p for i, p in enumerate(self.payloads) if kinds[i] == DELTA)
 
     def terminal(self) -> Entry | None:
-        if self.finished and self.entries:
-            return self.entries[-1]
+        if self.finished and self.kinds:
+            return self.kinds[-1], self.payloads[-1]
         return None
 
 
@@ -186,7 +204,7 @@ back ~3 ms (10,000 entries, 1 MB); a log of 100,000 entries would take 25 ms to 
 def _freeze(log: StreamLog) -> tuple[bytes, bytes | None] | None:
     """A finished log as bytes (and its ``history``), or None when a payload is not plain JSON."""
     try:
-        blob = _dumps((log.first_seq, log.entries, log.owner, log.model, log.grace_s, log.created_at,
+        blob = _dumps((log.first_seq, log.kinds, log.payloads, log.owner, log.model, log.grace_s, log.created_at,
                              log.finished_at, log.size, log.max_events, log.max_bytes))
     except TypeError:  # (orjson.JSONEncodeError) a payload of another type: kept as it is
         return None
@@ -198,9 +216,11 @@ def _thaw(stream_id: str, frozen: tuple[bytes, bytes | None],
           make: Callable[[str, str, str, int, int], StreamLog] = StreamLog) -> StreamLog:
     """The log again, as ``make`` builds one (``StreamLog``'s arguments)."""
     blob, history = frozen
-    first, entries, owner, model, grace_s, created_at, finished_at, size, max_events, max_bytes = orjson.loads(blob)
+    (first, kinds, payloads, owner, model, grace_s, created_at, finished_at, size, max_events,
+     max_bytes) = orjson.loads(blob)
     log = make(stream_id, owner, model, max_events, max_bytes)
-    log.entries = [(kind, payload) for kind, payload in entries]
+    log.kinds = kinds
+    log.payloads = payloads
     log.first_seq = first
     log.size = size
     log.grace_s = grace_s
@@ -277,7 +297,7 @@ class MemoryEventLog:
     def _keep_frozen(self, log: StreamLog) -> None:
         """Keep ``log`` (finished) as bytes from now on, unless it is too long, or gone, or ``_holds`` it."""
         sid = log.stream_id
-        if (len(log.entries) <= FREEZE_MAX_ENTRIES and log.size <= FREEZE_MAX_TEXT and self._logs.get(sid) is log
+        if (len(log.kinds) <= FREEZE_MAX_ENTRIES and log.size <= FREEZE_MAX_TEXT and self._logs.get(sid) is log
                 and not self._holds(log)):
             frozen = _freeze(log)
             if frozen is not None:

@@ -65,12 +65,12 @@ class NativeEncoder:
     def head(self) -> bytes:
         return self._head
 
-    def encode(self, seq: int, entries: list[Entry]) -> bytes:
-        if len(entries) == 1:
-            kind, payload = entries[0]
-            return self._event(seq, kind, payload)
+    def encode(self, seq: int, kinds: list[int], payloads: list[Any]) -> bytes:
+        if len(kinds) == 1:
+            return self._event(seq, kinds[0], payloads[0])
         parts = []
-        for kind, payload in entries:
+        for i in range(len(kinds)):
+            kind, payload = kinds[i], payloads[i]
             parts.append(self._event(seq, kind, payload))
             seq += 1
         return b"".join(parts)
@@ -127,9 +127,10 @@ class OpenAIChunkEncoder:
     def _delta(self, delta: dict[str, Any]) -> bytes:
         return self._chunk(choices=[{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
 
-    def encode(self, seq: int, entries: list[Entry]) -> bytes:
+    def encode(self, seq: int, kinds: list[int], payloads: list[Any]) -> bytes:
         out: list[bytes] = []
-        for kind, payload in entries:
+        for i in range(len(kinds)):
+            kind, payload = kinds[i], payloads[i]
             if kind == DELTA:
                 out.append(self._delta_pre + dumps(payload) + self._delta_post)
             elif kind == REASONING:
@@ -172,8 +173,9 @@ class Answer:
         self.reasoning = []
         self.terminal = None
 
-    def add(self, entries: list[Entry]) -> None:
-        for kind, payload in entries:
+    def add(self, kinds: list[int], payloads: list[Any]) -> None:
+        for i in range(len(kinds)):
+            kind, payload = kinds[i], payloads[i]
             if kind == DELTA:
                 self.text.append(payload)
             elif kind == REASONING:

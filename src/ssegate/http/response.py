@@ -45,7 +45,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from ..core.deadline import Deadline
-from ..core.entries import ERROR, TERMINAL, Entry
+from ..core.entries import ERROR, TERMINAL
 from ..sse import PING
 from .uvicorn_glue import (
     abort_connection,
@@ -90,7 +90,9 @@ class StreamEncoder(Protocol):
 
     def head(self) -> bytes: ...
 
-    def encode(self, seq: int, entries: list[Entry]) -> bytes: ...
+    def encode(self, seq: int, kinds: list[int], payloads: list[Any]) -> bytes:
+        """The events of the entries from ``seq`` on (their kinds and payloads, ``StreamLog``'s)."""
+        ...
 
     def error_response(self, error: GatewayError | None, payload: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
         """Status, JSON body and headers for a failure before the commit."""
@@ -319,19 +321,19 @@ class EventStreamResponse(Response):
         status), a client gone, or a server that would not write at once (``uvicorn_glue.start_head``) leave the
         start to the task."""
         log = self.log
-        entries = log.entries
+        kinds = log.kinds
         start = self._cursor + 1 - log.first_seq
         if (self.start_pushed or self.disconnected or self.dropped or log.last_seq < 2
-                or not 0 <= start < len(entries) or entries[-1][0] in TERMINAL):
+                or not 0 <= start < len(kinds) or kinds[-1] in TERMINAL):
             return
         gen, send = self.gen, self._send
         assert gen is not None and send is not None and self._loop is not None
         head = start_head(send, 200, self._start_headers())
         if head is None:
             return
-        body = self.encoder.encode(self._cursor + 1, entries[start:])
+        body = self.encoder.encode(self._cursor + 1, kinds[start:], log.payloads[start:])
         prefix = self.encoder.head()
-        self._cursor = log.first_seq + len(entries) - 1
+        self._cursor = log.first_seq + len(kinds) - 1
         self.start_pushed = True
         self.body_sends += 1
         gen.committed = True
@@ -342,14 +344,13 @@ class EventStreamResponse(Response):
         log = self.log
         if log.last_seq != 2 or log.first_seq != 1:
             return None
-        kind, payload = log.entries[1]
-        if kind != ERROR:
+        if log.kinds[1] != ERROR:
             return None
         gen = self.gen
         assert gen is not None
         if self.on_discard is not None:
             self.on_discard(gen)
-        return self.encoder.error_response(gen.error, payload)
+        return self.encoder.error_response(gen.error, log.payloads[1])
 
     # --- the hot loop -------------------------------------------------------------------------------
     async def _pump(self, loop: asyncio.AbstractEventLoop, send: Send) -> None:
@@ -370,9 +371,9 @@ class EventStreamResponse(Response):
         finished_before = log.finished  # (a reader that asked from the end of a finished stream gets no events)
         while True:
             cursor = self._cursor
-            entries = log.entries
+            kinds = log.kinds
             first = log.first_seq
-            last = first + len(entries) - 1
+            last = first + len(kinds) - 1
             if cursor < last:
                 start = cursor + 1 - first
                 if start < 0:
@@ -380,18 +381,18 @@ class EventStreamResponse(Response):
                     from ..errors import NotFound
 
                     err = NotFound("events were dropped before this client read them; resume is not possible")
-                    body = encode(last + 1, [(ERROR, err.body())])
+                    body = encode(last + 1, [ERROR], [err.body()])
                     await self._timed_send(send, {"type": "http.response.body", "body": body, "more_body": False})
                     return
-                batch = entries[start:]
-                body = encode(cursor + 1, batch)
+                batch = kinds[start:]
+                body = encode(cursor + 1, batch, log.payloads[start:])
                 self._cursor = last
                 if head:
                     body = head + body
                     head = None
                 # the hot path: the send is timed inline (no wrapper coroutine), and the terminal event
                 # goes out with the end of the body in one write
-                final = batch[-1][0] in TERMINAL
+                final = batch[-1] in TERMINAL
                 self._in_send = True
                 self._send_started = now = loop.time()
                 self._send_deadline(now)
@@ -426,7 +427,7 @@ class EventStreamResponse(Response):
                 terminal = log.terminal()
                 if finished_before or terminal is None or terminal[0] not in TERMINAL:  # (a cut-off copy: none)
                     break
-                body = encode(cursor + 1, [terminal])
+                body = encode(cursor + 1, [terminal[0]], [terminal[1]])
                 await self._timed_send(send, {"type": "http.response.body", "body": head + body if head else body,
                                               "more_body": False})
                 log.terminal_delivered = True
@@ -449,13 +450,13 @@ class EventStreamResponse(Response):
         transport = self._direct
         if transport is not None and not self._ping_due and not self.disconnected and not self.dropped:
             log = self.log
-            entries = log.entries
+            kinds = log.kinds
             cursor = self._cursor
             start = cursor + 1 - log.first_seq
-            if (0 <= start < len(entries) and entries[-1][0] not in TERMINAL
+            if (0 <= start < len(kinds) and kinds[-1] not in TERMINAL
                     and not transport.get_write_buffer_size() and not transport.is_closing()):
-                body = self.encoder.encode(cursor + 1, entries[start:])
-                self._cursor = log.first_seq + len(entries) - 1
+                body = self.encoder.encode(cursor + 1, kinds[start:], log.payloads[start:])
+                self._cursor = log.first_seq + len(kinds) - 1
                 if body:  # an encoder may have nothing to say for an entry; an empty chunk would end the body
                     transport.write(chunk(body))
                     assert self._loop is not None

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from ..core.entries import ERROR, Entry
+from ..core.entries import ERROR
 from ..errors import NotFound
 from ..sse import dumps
 from .encoders import as_error
@@ -48,7 +48,7 @@ class WholeAnswerResponse(Response, Generic[S]):
     def new_state(self) -> S:
         raise NotImplementedError
 
-    def feed(self, state: S, entries: list[Entry]) -> None:
+    def feed(self, state: S, kinds: list[int], payloads: list[Any]) -> None:
         raise NotImplementedError
 
     def success(self, state: S) -> tuple[bytes, dict[str, str]]:
@@ -102,7 +102,7 @@ class WholeAnswerResponse(Response, Generic[S]):
             new = log.since(cursor)
             if new is None:  # pragma: no cover - this follower reads every append as it happens
                 raise NotFound("the answer outgrew the event log")
-            self.feed(state, new)
+            self.feed(state, *new)
             cursor = log.last_seq
             if log.finished:
                 return state

@@ -37,7 +37,7 @@ from typing import Any, Final
 
 import orjson
 
-from ...core.entries import DELTA, DONE, ERROR, REASONING, START, TOOL_ARGS, TOOL_CALL, Entry
+from ...core.entries import DELTA, DONE, ERROR, REASONING, START, TOOL_ARGS, TOOL_CALL
 from ...errors import GatewayError, InvalidRequest
 from ...sse import dumps
 from ..encoders import as_error
@@ -136,11 +136,12 @@ class UIMessageStreamEncoder:
     def head(self) -> bytes:
         return b""
 
-    def encode(self, seq: int, entries: list[Entry]) -> bytes:
-        if len(entries) == 1 and entries[0][0] == DELTA and self._block == "text":  # the hot path: one more token
-            return self._delta_pre + dumps(entries[0][1]) + b"}\n\n"
+    def encode(self, seq: int, kinds: list[int], payloads: list[Any]) -> bytes:
+        if len(kinds) == 1 and kinds[0] == DELTA and self._block == "text":  # the hot path: one more token
+            return self._delta_pre + dumps(payloads[0]) + b"}\n\n"
         out: list[bytes] = []
-        for kind, payload in entries:
+        for i in range(len(kinds)):
+            kind, payload = kinds[i], payloads[i]
             if kind == DELTA:
                 if self._block != "text":
                     self._open(out, "text")

@@ -36,7 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ...core.entries import DELTA, DONE, ERROR, REASONING, START, TOOL_ARGS, TOOL_CALL, Entry
+from ...core.entries import DELTA, DONE, ERROR, REASONING, START, TOOL_ARGS, TOOL_CALL
 from ...errors import GatewayError
 from ...sse import dumps
 from ..encoders import as_error
@@ -149,19 +149,19 @@ class ResponseState:
         return self.status not in ("queued", "in_progress")
 
     @classmethod
-    def resume(cls, stream_id: str, entries: list[Entry], after: int) -> tuple[ResponseState, int]:
-        """Where a stream that resumes after event ``after`` starts: a state that read the entries before the first
-        entry with a later event (and writes no event up to ``after``), and that entry's index in ``entries`` (its
-        seq minus one; ``len(entries)`` when no entry has a later event yet)."""
+    def resume(cls, stream_id: str, kinds: list[int], payloads: list[Any], after: int) -> tuple[ResponseState, int]:
+        """Where a stream that resumes after event ``after`` starts: a state that read the entries (a whole log's
+        kinds and payloads) before the first entry with a later event (and writes no event up to ``after``), and
+        that entry's index (its seq minus one; ``len(kinds)`` when no entry has a later event yet)."""
         probe = cls(stream_id)
-        first = len(entries)
-        for i, (kind, payload) in enumerate(entries):
-            probe.feed(kind, payload)
+        first = len(kinds)
+        for i in range(len(kinds)):
+            probe.feed(kinds[i], payloads[i])
             if probe.seq - 1 > after:
                 first = i
                 break
         state = cls(stream_id, skip=after)
-        state.feed_all(entries[:first])
+        state.feed_all(kinds[:first], payloads[:first])
         return state, first
 
     # --- the object ------------------------------------------------------------------------------------------
@@ -218,8 +218,9 @@ class ResponseState:
         elif kind == ERROR:
             self._failed(payload)
 
-    def feed_all(self, entries: list[Entry]) -> None:
-        for kind, payload in entries:
+    def feed_all(self, kinds: list[int], payloads: list[Any]) -> None:
+        for i in range(len(kinds)):
+            kind, payload = kinds[i], payloads[i]
             self.feed(kind, payload)
 
     def _next(self) -> int | None:
@@ -415,17 +416,18 @@ class ResponsesEncoder:
     def head(self) -> bytes:
         return b""
 
-    def encode(self, seq: int, entries: list[Entry]) -> bytes:
+    def encode(self, seq: int, kinds: list[int], payloads: list[Any]) -> bytes:
         state = self.state
         if seq != state.fed + 1:
             # only the follower's own "events were dropped" error may skip entries (the log outran a slow client)
-            if seq <= state.fed or len(entries) != 1 or entries[0][0] != ERROR:
+            if seq <= state.fed or len(kinds) != 1 or kinds[0] != ERROR:
                 raise RuntimeError(f"entries from {seq}, but the state read up to {state.fed}")
             state.fed = seq - 1
         out: list[bytes] = []
         state.out = out
         try:
-            for kind, payload in entries:
+            for i in range(len(kinds)):
+                kind, payload = kinds[i], payloads[i]
                 state.feed(kind, payload)
         finally:
             state.out = None

@@ -39,7 +39,7 @@ import orjson
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import JSONResponse, Response
 
-from ...core.entries import START, TERMINAL, Entry
+from ...core.entries import START, TERMINAL
 from ...errors import InvalidRequest, NotFound
 from ...sse import dumps
 from ..response import EventStreamResponse, Follows
@@ -94,8 +94,8 @@ class ResponseObjectResponse(WholeAnswerResponse[ResponseState]):
     def new_state(self) -> ResponseState:
         return ResponseState(self.gen.stream_id)
 
-    def feed(self, state: ResponseState, entries: list[Entry]) -> None:
-        state.feed_all(entries)
+    def feed(self, state: ResponseState, kinds: list[int], payloads: list[Any]) -> None:
+        state.feed_all(kinds, payloads)
 
     def success(self, state: ResponseState) -> tuple[bytes, dict[str, str]]:
         return dumps(state.response()), {"X-Stream-Id": self.gen.stream_id}
@@ -143,7 +143,7 @@ async def create_response(request: Request) -> Response:
     gen.committed = True
     if body.background:
         state = ResponseState(gen.stream_id)
-        state.feed_all(gen.log.entries)
+        state.feed_all(gen.log.kinds, gen.log.payloads)
         return JSONResponse(state.response(), headers={"X-Stream-Id": gen.stream_id})
     return ResponseObjectResponse(gen, gw.hub.discard, s.send_timeout_s)
 
@@ -172,26 +172,27 @@ async def _previous(gw: Gateway, rid: str, owner: str) -> Previous:
         log, follows, remote = await _open(gw, rid, owner, history=True)
         if remote and not log.finished:
             await _until_finished(log, follows, PREVIOUS_WAIT_S)
-        entries = _entries(log)
+        kinds, payloads = _entries(log)
     except NotFound:
         raise unknown from None
-    if entries[-1][0] not in TERMINAL:  # (a copy closed without its end, Redis being away, is not over either)
+    if kinds[-1] not in TERMINAL:  # (a copy closed without its end, Redis being away, is not over either)
         raise InvalidRequest(f"{PREVIOUS}: response {rid!r} is still running; continue it once it has ended "
                              "(or cancel it)", param=PREVIOUS)
     if log.history is None:  # its request kept nothing to continue from
         raise unknown
     state = ResponseState(log.stream_id)
-    state.feed_all(entries)
+    state.feed_all(kinds, payloads)
     return Previous(rid, orjson.loads(log.history), state.response()["output"])
 
 
-def _entries(log: StreamLog) -> list[Entry]:
-    """Every entry of a stored response's log; ``NotFound`` for a stream that is not one (another protocol's,
-    ``store: false``) and for one whose first events were dropped (longer than the log keeps)."""
+def _entries(log: StreamLog) -> tuple[list[int], list[Any]]:
+    """Every entry of a stored response's log (kinds and payloads); ``NotFound`` for a stream that is not one
+    (another protocol's, ``store: false``) and for one whose first events were dropped (longer than the log
+    keeps)."""
     entries = log.since(0)
-    if not entries or entries[0][0] != START:
+    if entries is None or not entries[0] or entries[0][0] != START:
         raise NotFound("this response's first events have expired")
-    echo = entries[0][1].get("echo") or {}
+    echo = entries[1][0].get("echo") or {}
     if echo.get("api") != ECHO_API or not echo.get("store", True):
         raise NotFound("no such response")
     return entries
@@ -199,7 +200,7 @@ def _entries(log: StreamLog) -> list[Entry]:
 
 def _state(log: StreamLog) -> ResponseState:
     state = ResponseState(log.stream_id)
-    state.feed_all(_entries(log))
+    state.feed_all(*_entries(log))
     return state
 
 
@@ -220,11 +221,11 @@ async def retrieve_response(
     log, follows, remote = await _open(gw, response_id, caller(request))
     if not stream:
         return JSONResponse(_state(log).response(), headers={"X-Stream-Id": log.stream_id})
-    entries = _entries(log)
+    kinds, payloads = _entries(log)
     after = -1 if starting_after is None else starting_after
-    state, first = ResponseState.resume(log.stream_id, entries, after)
+    state, first = ResponseState.resume(log.stream_id, kinds, payloads, after)
     lagging = remote and not log.finished  # a copy may not have the events its replica already sent
-    if first == len(entries) and after >= state.seq and not lagging:
+    if first == len(kinds) and after >= state.seq and not lagging:
         raise NotFound(f"no event {after} in this response: its last is {state.seq - 1}")
     # a background response goes on whoever follows it; another replica's is read while somebody follows it
     live = follows if remote or not state.echo.get("background") else None

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from ...core.entries import Entry
 from ...sse import dumps
 from ..chat_body import ChatCompletionIn
 from ..encoders import Answer, finish_reason, openai_usage
@@ -46,8 +45,8 @@ class CompletionResponse(WholeAnswerResponse[Answer]):
     def new_state(self) -> Answer:
         return Answer()
 
-    def feed(self, state: Answer, entries: list[Entry]) -> None:
-        state.add(entries)
+    def feed(self, state: Answer, kinds: list[int], payloads: list[Any]) -> None:
+        state.add(kinds, payloads)
 
     def success(self, state: Answer) -> tuple[bytes, dict[str, str]]:
         return dumps(self.completion(state)), {"X-Stream-Id": self.gen.stream_id, **routing_headers(self.gen)}
