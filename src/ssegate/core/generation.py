@@ -202,7 +202,7 @@ class Generation:
                 return
             log.append(DELTA, part)
         elif kind is Reasoning:
-            text = part.text  # type: ignore[union-attr]
+            text = cast(Reasoning, part).text  # (typed: read natively, not looked up by name)
             if not text:
                 return
             log.append(REASONING, text)
