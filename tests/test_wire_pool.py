@@ -200,6 +200,23 @@ async def test_a_connection_kept_after_another_with_a_shorter_life_expires_at_it
     await pool.aclose()
 
 
+async def test_every_connection_of_a_burst_is_kept_for_the_next_one(serve: Serve) -> None:
+    """A burst of streams finds the connections of the last one open (until they expire), however many there were:
+    a pool that kept at most 256 opened the rest again, a TCP (and TLS) handshake each in the middle of the
+    burst."""
+    srv = await serve(fixed(b"ok"))
+    pool = Pool()
+    for burst in (1, 2):
+        responses = await asyncio.wait_for(asyncio.gather(*(pool.request("GET", srv.url(), {}) for _ in range(300))),
+                                           30)
+        assert pool.active == 300
+        for resp in responses:
+            assert await resp.read() == b"ok"
+            resp.close()
+        assert pool.idle == 300 and srv.connections == 300, (burst, pool.idle, srv.connections)
+    await pool.aclose()
+
+
 async def test_a_keep_alive_timeout_of_a_second_or_less_is_not_kept_at_all(serve: Serve) -> None:
     srv = await serve(fixed(b"ok", "Keep-Alive: timeout=1"))
     pool = Pool()
