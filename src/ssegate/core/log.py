@@ -109,7 +109,9 @@ class StreamLog:
         if self.size > self.max_bytes:
             self._trim_bytes()
         if len(kinds) > self.max_events:
-            self._drop(len(kinds) - self.max_events)
+            drop = len(kinds) - self.max_events
+            payloads = self.payloads
+            self._drop(drop, sum(entry_size(kinds[i], payloads[i]) for i in range(drop)))
         if self._waiters or self._listeners:
             self.wake()
         return self.first_seq + len(kinds) - 1
@@ -118,19 +120,18 @@ class StreamLog:
         """Drop the oldest entries until the text kept is under three quarters of ``max_bytes``."""
         kinds, payloads = self.kinds, self.payloads
         goal = self.max_bytes * 3 // 4
-        size = self.size
+        weight = 0
         drop = 0
-        while size > goal and drop < len(kinds) - 1:
-            size -= entry_size(kinds[drop], payloads[drop])
+        while self.size - weight > goal and drop < len(kinds) - 1:
+            weight += entry_size(kinds[drop], payloads[drop])
             drop += 1
-        self._drop(drop)
+        self._drop(drop, weight)
 
-    def _drop(self, drop: int) -> None:
-        """Drop the oldest ``drop`` entries."""
-        kinds, payloads = self.kinds, self.payloads
-        self.size -= sum(entry_size(kinds[i], payloads[i]) for i in range(drop))
-        del kinds[:drop]
-        del payloads[:drop]
+    def _drop(self, drop: int, weight: int) -> None:
+        """Drop the oldest ``drop`` entries, whose ``entry_size`` together is ``weight``."""
+        del self.kinds[:drop]
+        del self.payloads[:drop]
+        self.size -= weight
         self.first_seq += drop
 
     def wake(self) -> None:

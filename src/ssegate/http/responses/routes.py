@@ -192,10 +192,11 @@ def _entries(log: StreamLog) -> tuple[list[int], list[Any]]:
     entries = log.since(0)
     if entries is None or not entries[0] or entries[0][0] != START:
         raise NotFound("this response's first events have expired")
-    echo = entries[1][0].get("echo") or {}
+    kinds, payloads = entries
+    echo = payloads[0].get("echo") or {}
     if echo.get("api") != ECHO_API or not echo.get("store", True):
         raise NotFound("no such response")
-    return entries
+    return kinds, payloads
 
 
 def _state(log: StreamLog) -> ResponseState:
