@@ -4,9 +4,12 @@ accepts are accepted in the same turn of the loop, even while the loop is busy."
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from typing import Any
+
+import pytest
 
 from ssegate.http.listener import AcceptingLoop, new_event_loop, waiting
 
@@ -169,4 +172,64 @@ def test_uvicorns_protocol_factory_is_replaced_by_a_compiled_one_that_makes_the_
         assert protocol_factory(shaped(True), loop) is None
         assert protocol_factory(shaped(False), loop) is not None  # (the same shape: made as uvicorn's would be)
     finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_a_connection_accepted_behind_another_has_its_scopes_addresses(host: str) -> None:
+    """The connections the listener accepts itself come with the addresses the accept returned (the client's; the
+    server's where the listener is bound to one address), instead of the protocol asking the socket: each request's
+    ASGI scope still names its own client and the server's address, on a listener bound to one address and on a
+    wildcard (where each connection asks its socket for the server's)."""
+    from uvicorn import Config, Server
+
+    from ssegate.http.uvicorn_glue import BoundedRequestProtocol
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        body = json.dumps({"client": scope["client"], "server": scope["server"]}).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+    loop = new_event_loop()
+    sock = socket.socket()
+    sock.bind((host, 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    clients: list[socket.socket] = []
+
+    async def read_all(client: socket.socket) -> bytes:
+        data = b""
+        while chunk := await loop.sock_recv(client, 65536):
+            data += chunk
+        return data
+
+    async def main() -> list[bytes]:
+        config = Config(app, http=BoundedRequestProtocol, lifespan="off", log_config=None)
+        config.load()
+        server = Server(config)
+        server.lifespan = config.lifespan_class(config)
+        await server.startup(sockets=[sock])
+        # all connect before the loop's next turn: uvloop accepts one, the listener the others
+        clients.extend(socket.create_connection(("127.0.0.1", port)) for _ in range(N))
+        assert waiting(sock) == N
+        for c in clients:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            c.setblocking(False)
+        answers = await asyncio.wait_for(asyncio.gather(*(read_all(c) for c in clients)), 30)
+        await server.shutdown()
+        return answers
+
+    try:
+        answers = loop.run_until_complete(main())
+        for client, answer in zip(clients, answers, strict=True):
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), answer
+            seen = json.loads(body)
+            assert tuple(seen["client"]) == client.getsockname()
+            assert tuple(seen["server"]) == ("127.0.0.1", port)
+    finally:
+        for c in clients:
+            c.close()
+        sock.close()
         loop.close()

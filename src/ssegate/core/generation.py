@@ -44,6 +44,7 @@ from .entries import DELTA, DONE, ERROR, REASONING, START, TOOL_ARGS, TOOL_CALL
 from .log import MemoryEventLog, StreamLog
 from .outcome import Observer, Outcome, Started
 from .request import ChatRequest
+from .tasks import start as start_task
 from .turns import on_loop
 
 __all__ = ["Generation", "Producer", "StreamHub", "estimate_tokens", "new_stream_id"]
@@ -164,7 +165,7 @@ class Generation:
         if request.echo is not None:
             start["echo"] = request.echo
         log.append(START, start)
-        self.task = loop.create_task(self._run(), name=f"ssegate-gen-{log.stream_id}")
+        self.task = start_task(loop, self._run(), f"ssegate-gen-{log.stream_id}")
 
     @property
     def stream_id(self) -> str:

@@ -5,11 +5,16 @@ uvloop's, cannot be compiled), compiled (``make compile``): ~2k instructions a s
 
 ``Backlog.protocol`` is the server's protocol factory: for each connection uvloop accepts it asks the kernel how
 many more wait (``TCP_INFO`` of a listening socket), and when some do, ``Backlog._accept`` runs a callback later:
-it accepts each (``socket._accept``: the descriptor, without the two enum lookups of ``accept``) into a
-``listener.Accepted`` made without ``socket.socket.__init__``'s interpreted frame, and hands it to the loop
-(``connect_accepted_socket``, run to its end by ``_Connecting`` instead of a task: its one wait is for its
+it accepts each (``socket._accept``: the descriptor and the client's address, without the two enum lookups of
+``accept``) into a ``listener.Accepted`` made without ``socket.socket.__init__``'s interpreted frame, and hands it to
+the loop (``connect_accepted_socket``, run to its end by ``_Connecting`` instead of a task: its one wait is for its
 transport's ``connection_made``). When accepting fails (out of descriptors or memory), the rest waits for uvloop's
 own accept, which handles it.
+
+``ssegate serve``'s protocol (``uvicorn_glue.BoundedRequestProtocol``) is given the addresses such an accept knows:
+the client's, which the accept returned, and the server's, where the listener is bound to one address (on a wildcard,
+each connection has its own, which its protocol asks the socket for). Asked of the transport, each is a system call
+and a conversion in uvloop: ~7k instructions and two system calls a connection (``python -m bench.callgrind``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, Final
 
+from .uvicorn_glue import BoundedRequestProtocol
+
 __all__ = ["Backlog", "waiting"]
 
 logger: Final = logging.getLogger("ssegate.serve")
@@ -31,6 +38,14 @@ TCP_INFO: Final[int] = getattr(socket, "TCP_INFO", -1)
 _TCP: Final = int(socket.IPPROTO_TCP)
 _init_socket: Final = _socket.socket.__init__
 _BYTEORDER: Final = sys.byteorder
+
+
+def _bound(sock: socket.socket) -> tuple[str, int] | None:
+    """A listener's (host, port), None when it listens on every address (a connection's own is then its to tell)."""
+    address = sock.getsockname()
+    if not isinstance(address, tuple) or address[0] in ("0.0.0.0", "::", ""):
+        return None
+    return (str(address[0]), int(address[1]))
 
 
 def waiting(sock: socket.socket) -> int:
@@ -72,6 +87,10 @@ class Backlog:
         self._proto = sock.proto
         self._scheduled = False
         self.server: asyncio.AbstractServer | None = None
+        self._address = _bound(sock)
+        """The listener's (host, port) when it is bound to one address: every connection's own address."""
+        self._peer: tuple[str, int] | None = None
+        """The client address of the connection being handed to the loop (for ``_made``)."""
 
     def protocol(self) -> asyncio.Protocol:
         if not self._scheduled and waiting(self._sock):
@@ -85,9 +104,10 @@ class Backlog:
         if server is None or not server.is_serving():
             return
         accept: Callable[[], tuple[int, Any]] = sock._accept  # type: ignore[attr-defined]
+        made = self._made
         for _ in range(waiting(sock)):
             try:
-                fd = accept()[0]
+                fd, peer = accept()
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionAbortedError:  # reset while it waited
@@ -99,4 +119,17 @@ class Backlog:
             _init_socket(conn, self._family, self._kind, self._proto, fd)  # (socket.socket.__init__'s two lines)
             conn._io_refs = 0  # type: ignore[attr-defined]
             conn._closed = False  # type: ignore[attr-defined]
-            _Connecting(loop.connect_accepted_socket(self._factory, conn)).step()
+            self._peer = (peer[0], peer[1])
+            try:  # (the loop makes the protocol in this first step: ``_made``)
+                _Connecting(loop.connect_accepted_socket(made, conn)).step()
+            finally:
+                self._peer = None
+
+    def _made(self) -> asyncio.Protocol:
+        """The protocol of a connection accepted here, given the addresses its accept returned (``ssegate serve``'s
+        protocol takes them: no ``getpeername``, nor ``getsockname`` on a listener bound to one address)."""
+        protocol = self._factory()
+        peer = self._peer
+        if peer is not None and isinstance(protocol, BoundedRequestProtocol):
+            protocol.given(self._address, peer)
+        return protocol

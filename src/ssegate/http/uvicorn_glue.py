@@ -60,6 +60,7 @@ from uvicorn.server import Server, ServerState
 from uvicorn.supervisors import Multiprocess
 
 from ..core.deadline import Sweep
+from ..core.tasks import start as start_task
 from ..core.turns import on_loop
 from ..errors import InvalidRequest
 from ..settings import Settings
@@ -84,6 +85,8 @@ __all__ = [
 # (module functions kept as C statics: compiled code looks up a module's attribute by name at each call)
 _Parser: Final = httptools.HttpRequestParser
 _parse_url: Final = httptools.parse_url
+REQUEST_TASK: Final = "ssegate-request"
+"""The name of each request's task (its ASGI cycle); a generation's is ``ssegate-gen-<stream id>``."""
 
 StartHead = tuple[Any, list[bytes]]
 """A response's head as ``start_head`` made it (the request cycle, the bytes so far), for ``send_start``."""
@@ -276,14 +279,24 @@ class BoundedRequestProtocol:
         self.flow = _Flow(None)
         """The connection's flow control (its transport set by ``connection_made``)."""
 
+    def given(self, server: tuple[str, int] | None, client: tuple[str, int]) -> None:
+        """The addresses the listener's accept already knows (``backlog.Backlog``): the client's, and the server's
+        where the listener is bound to one address (None on a wildcard: ``connection_made`` asks the socket)."""
+        self.server = server
+        self.client = client
+
     def connection_made(self, transport: asyncio.Transport) -> None:
         # uvicorn's, with the two addresses read from the transport, which keeps them: uvicorn's helpers ask
-        # uvloop's socket wrapper, which makes a socket object and system calls for each, on every connection
+        # uvloop's socket wrapper, which makes a socket object and system calls for each, on every connection;
+        # a connection the listener accepted itself came with them (``given``): no system call
         self.connections.add(self)
         self.transport = transport
         self.flow.attach(transport)
-        self.server = _local_address(transport.get_extra_info("sockname"))
-        self.client = _peer_address(transport.get_extra_info("peername"))
+        if self.client is None:
+            self.client = _peer_address(transport.get_extra_info("peername"))
+            self.server = _local_address(transport.get_extra_info("sockname"))
+        elif self.server is None:
+            self.server = _local_address(transport.get_extra_info("sockname"))
         self.scheme = "https" if self.shared.tls and transport.get_extra_info("sslcontext") else "http"
         if self.logger.level <= TRACE_LOG_LEVEL:
             prefix = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
@@ -443,10 +456,8 @@ class BoundedRequestProtocol:
         return trusted
 
     def _start_asgi_task(self, cycle: _Cycle, app: Any) -> None:
-        if self.shared.fresh_context:
-            task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
-        else:
-            task = self.loop.create_task(cycle.run_asgi(app))
+        context = contextvars.Context() if self.shared.fresh_context else None
+        task = start_task(self.loop, cycle.run_asgi(app), REQUEST_TASK, context)
         tasks = self.tasks
         task.add_done_callback(tasks.discard)
         tasks.add(task)
