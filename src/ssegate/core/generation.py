@@ -117,6 +117,7 @@ class Generation:
         "followers",
         "hub",
         "log",
+        "loop",
         "model_entry",
         "outputs",
         "producer",
@@ -129,6 +130,9 @@ class Generation:
     def __init__(self, hub: StreamHub, log: StreamLog, request: ChatRequest, producer: Producer) -> None:
         loop = _running_loop()
         s: dict[str, Any] = hub.settings.__dict__  # (a pydantic model's field values: dict lookups, not its hook)
+        self.loop = loop
+        """The loop it runs in, for whoever serves it there: ``get_running_loop()`` is a system call on Python 3.11
+        (``getpid``), asked once here rather than again by the route and the response."""
         self.hub = hub
         self.log = log
         self.request = request
@@ -289,7 +293,7 @@ class Generation:
         if grace <= 0:
             self._unattended()
         elif self._grace_timer is None:
-            self._grace_timer = _running_loop().call_later(grace, self._grace_expired)
+            self._grace_timer = self.loop.call_later(grace, self._grace_expired)
 
     def _grace_expired(self) -> None:
         self._grace_timer = None
@@ -312,7 +316,7 @@ class Generation:
         if self._grace_timer is not None:
             self._grace_timer.cancel()
         self._deferred = True
-        self._grace_timer = _running_loop().call_later(delay, self._grace_expired)
+        self._grace_timer = self.loop.call_later(delay, self._grace_expired)
 
     def recheck_detached(self) -> None:
         """A follower on another replica left: if this generation only waits for such followers, decide now."""

@@ -161,9 +161,9 @@ class StreamLog:
             if not listeners:
                 self._listeners = None
 
-    def waiter(self) -> asyncio.Future[None]:
-        """A future resolved at the next append (or ``wake``)."""
-        fut: asyncio.Future[None] = _running_loop().create_future()
+    def waiter(self, loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Future[None]:
+        """A future (of ``loop``, else of the running loop) resolved at the next append (or ``wake``)."""
+        fut: asyncio.Future[None] = (loop if loop is not None else _running_loop()).create_future()
         if self._waiters is None:
             self._waiters = [fut]
         else:

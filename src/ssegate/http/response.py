@@ -192,7 +192,9 @@ class EventStreamResponse(Response):
         raw = scope.get(RAW_KEY)
         raw_receive, raw_send = raw if raw is not None else (receive, send)
         self._send = raw_send
-        loop = _running_loop()
+        gen = self.gen
+        # the loop of the generation this request started (asked once: a system call on Python 3.11), else this one's
+        loop = gen.loop if gen is not None and self.commit else _running_loop()
         if self.follows is not None:
             self.follows.attach()
         hooked = set_disconnect_hook(raw_send, self._on_disconnect)
@@ -288,7 +290,7 @@ class EventStreamResponse(Response):
             while log.last_seq < 2 and not self.disconnected:
                 if loop.time() >= gen.commit_deadline:
                     break
-                fut = self._fut = log.waiter()
+                fut = self._fut = log.waiter(loop)
                 try:
                     await fut
                 finally:

@@ -288,7 +288,7 @@ class BoundedRequestProtocol:
     def connection_made(self, transport: asyncio.Transport) -> None:
         # uvicorn's, with the two addresses read from the transport, which keeps them: uvicorn's helpers ask
         # uvloop's socket wrapper, which makes a socket object and system calls for each, on every connection;
-        # a connection the listener accepted itself came with them (``given``): no system call
+        # a connection the listener accepted itself came with them (``given``)
         self.connections.add(self)
         self.transport = transport
         self.flow.attach(transport)

@@ -88,7 +88,7 @@ class Route:
 
     async def __call__(self, gen: Generation) -> Finish:
         s = self.settings
-        loop = _running_loop()
+        loop = gen.loop
         request = gen.request
         last_error: UpstreamError | None = None
         steps = self.steps
