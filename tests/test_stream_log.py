@@ -193,3 +193,80 @@ def test_json_handlers_get_the_formatters_line_without_a_record() -> None:
     finally:
         parent.handlers[:], parent.propagate, level, stream_log.propagate, stream_log.handlers[:] = saved
         stream_log.setLevel(level)
+
+
+class _Counting:
+    """A stream that counts its writes and flushes."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.writes = 0
+        self.flushes = 0
+
+    def write(self, text: str) -> int:
+        self.text += text
+        self.writes += 1
+        return len(text)
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+
+def test_a_loops_lines_of_one_pass_are_written_together_at_its_next() -> None:
+    """In a running loop, the record-less lines of one pass of the loop go out together at its next pass: one write
+    and one flush for many streams' lines, each line as it would have been alone, none lost; outside a loop, at
+    once. Lines whose loop never runs again are written at the interpreter's exit (``_write_unwritten``)."""
+    import asyncio
+    import json
+
+    from ssegate.obs.logs import JSONFormatter
+
+    saved = (stream_log.level, stream_log.propagate, stream_log.handlers[:])
+    out = _Counting()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JSONFormatter(redact=[]))
+    try:
+        stream_log.handlers[:] = [handler]
+        stream_log.propagate = False
+        stream_log.setLevel(logging.INFO)
+        StreamLogger().ended(OUTCOME)  # no loop: at once
+        assert (out.writes, out.text.count("\n")) == (1, 1)
+        alone = json.loads(out.text)
+
+        async def burst() -> tuple[int, int]:
+            for _ in range(50):
+                StreamLogger().ended(OUTCOME)
+            before = out.writes, out.text.count("\n")
+            await asyncio.sleep(0)  # the loop's next pass
+            await asyncio.sleep(0)
+            return before
+
+        assert asyncio.run(burst()) == (1, 1)  # nothing written in the pass that logged them
+        assert (out.writes, out.flushes) == (2, 2)
+        lines = out.text.splitlines()
+        assert len(lines) == 51 and out.text.endswith("\n")
+        for line in lines[1:]:
+            seen = json.loads(line)
+            assert seen.pop("ts")[:4].isdigit()
+            assert seen == {k: v for k, v in alone.items() if k != "ts"}
+
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(asyncio.sleep(0))
+
+            async def log_and_leave() -> None:
+                StreamLogger().ended(OUTCOME)
+                loop.stop()  # the loop stops before its next pass
+
+            task = loop.create_task(log_and_leave())
+            loop.run_forever()
+            assert task.done()
+        finally:
+            loop.close()
+        assert out.text.count("\n") == 51
+        module._write_unwritten()  # (atexit's)
+        assert out.text.count("\n") == 52 and out.writes == 3
+    finally:
+        stream_log.setLevel(saved[0])
+        stream_log.propagate = saved[1]
+        stream_log.handlers[:] = saved[2]

@@ -65,6 +65,8 @@ __all__ = ["Metrics"]
 
 _TTFT_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 _DURATION_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+# (module functions kept as C statics: compiled code looks up a module's attribute by name at each call)
+_bisect_left: Final = bisect_left
 UNBOUNDED_ANSWER_TOKENS: Final = 512
 """For the saved-tokens estimate: what a cancelled request without ``max_tokens`` would have generated."""
 
@@ -75,13 +77,14 @@ class _Histogram:
     __slots__ = ("buckets", "count", "counts", "sum")
 
     def __init__(self, buckets: Sequence[float]) -> None:
-        self.buckets = tuple(buckets)
+        self.buckets = tuple(float(b) for b in buckets)
+        """As floats: an observation is compared with each it passes (an int beside a float compares slower)."""
         self.counts = [0] * (len(self.buckets) + 1)
         self.sum = 0.0
         self.count = 0
 
     def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.buckets, value)] += 1
+        self.counts[_bisect_left(self.buckets, value)] += 1
         self.sum += value
         self.count += 1
 
