@@ -730,7 +730,7 @@ class _Cycle:
         elif not more_body:
             self.transport.write(b"0\r\n\r\n")
         if not more_body:
-            _complete(self)
+            _complete_own(self)
 
 
 class _Signal:
@@ -770,6 +770,18 @@ class _Signal:
 def _complete(cycle: Any) -> None:
     """A response's last bytes were written: what uvicorn's ``send`` does then (the connection closed unless kept
     alive, the protocol told, which reads the next request)."""
+    if isinstance(cycle, _Cycle):
+        _complete_own(cycle)
+        return
+    cycle.response_complete = True
+    cycle.message_event.set()
+    if not cycle.keep_alive:
+        cycle.transport.close()
+    cycle.on_response()
+
+
+def _complete_own(cycle: _Cycle) -> None:
+    """``_complete`` of ssegate serve's cycle, its attributes read as a compiled class's."""
     cycle.response_complete = True
     cycle.message_event.set()
     if not cycle.keep_alive:
@@ -936,11 +948,22 @@ def start_head(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> S
     Nothing is sent and nothing changes: a caller may still go another way. Pairs checked before are written as
     the lines kept of them (``_Lines``): the server's default headers, and a caller's ``fixed_headers``."""
     cycle = server_cycle(send)
-    if (cycle is None or cycle.response_started or cycle.disconnected or cycle.flow.write_paused
-            or cycle.access_log or cycle.scope.get("method") == "HEAD" or cycle.chunked_encoding is not None):
+    if cycle is None:
         return None
+    if isinstance(cycle, _Cycle):  # ssegate serve's: its attributes read as a compiled class's (not by name)
+        own: _Cycle = cycle
+        if (own.response_started or own.disconnected or own.flow.write_paused or own.access_log
+                or own.scope.get("method") == "HEAD" or own.chunked_encoding is not None):
+            return None
+        default: list[tuple[bytes, bytes]] = own.default_headers
+        keep_alive = own.keep_alive
+    elif (cycle.response_started or cycle.disconnected or cycle.flow.write_paused or cycle.access_log
+            or cycle.scope.get("method") == "HEAD" or cycle.chunked_encoding is not None):
+        return None
+    else:
+        default = cycle.default_headers
+        keep_alive = cycle.keep_alive
     kept = _LINES
-    default: list[tuple[bytes, bytes]] = cycle.default_headers
     memo = kept.default  # (read and replaced whole: servers on other threads share it)
     if memo is not None and memo[0] is default:
         block = memo[1]
@@ -973,7 +996,7 @@ def start_head(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> S
     # uvicorn's checks of each name and value, over all of them joined ("-" and tab are allowed where they join)
     if names and not header_bytes_ok(b"-".join(names), b"\t".join(values)):
         return None  # uvicorn's send raises for it: let it
-    if not cycle.keep_alive:
+    if not keep_alive:
         content.append(b"connection: close\r\n")
     content.append(b"transfer-encoding: chunked\r\n\r\n")
     return cycle, content
@@ -1057,6 +1080,16 @@ def send_start(head: StartHead, body: bytes, more_body: bool) -> None:
         content += (_chunk_head(len(body)), body, b"\r\n")
     if not more_body:
         content.append(b"0\r\n\r\n")
+    if isinstance(cycle, _Cycle):  # (as in start_head)
+        own: _Cycle = cycle
+        own.response_started = True
+        own.waiting_for_100_continue = False
+        own.chunked_encoding = True
+        own.expected_content_length = 0
+        own.transport.write(b"".join(content))
+        if not more_body:
+            _complete_own(own)
+        return
     cycle.response_started = True
     cycle.waiting_for_100_continue = False
     cycle.chunked_encoding = True
