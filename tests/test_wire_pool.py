@@ -71,6 +71,41 @@ async def test_a_request_waiting_longer_than_the_connect_timeout_for_a_place_is_
     await pool.aclose()
 
 
+async def test_each_request_carries_the_headers_and_target_it_was_given(serve: Serve) -> None:
+    """A request's head is made once per method, URL and headers and kept (a provider sends its own each time);
+    the same headers dict changed between two requests, or another URL, is a new head: what each request carries
+    is what it was given."""
+    srv = await serve(fixed(b"x"))
+    pool = Pool()
+    headers = {"Authorization": "Bearer one", "Accept": "text/event-stream"}
+    sent: list[tuple[str, dict[str, str]]] = []
+
+    async def send(path: str) -> None:
+        sent.append((path, dict(headers)))
+        resp = await asyncio.wait_for(pool.request("POST", srv.url(path), headers, b"{}"), 5)
+        assert await resp.read() == b"x"
+        resp.close()
+
+    await send("/a")
+    await send("/a")
+    headers["Authorization"] = "Bearer two"  # the same dict, changed
+    await send("/a")
+    headers["X-Extra"] = "1"
+    await send("/a")
+    await send("/b")
+    del headers["X-Extra"]
+    await send("/b")
+    assert len(srv.requests) == len(sent)
+    for request, (path, given) in zip(srv.requests, sent, strict=True):
+        head = request.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+        assert head[0] == f"POST {path} HTTP/1.1"
+        lines = {line.split(": ", 1)[0].lower(): line.split(": ", 1)[1] for line in head[1:]}
+        for name, value in given.items():
+            assert lines[name.lower()] == value
+        assert ("x-extra" in lines) == ("X-Extra" in given)
+    await pool.aclose()
+
+
 # --- the retry of a stale kept connection ------------------------------------------------------------
 def closes_on(*nth: int, answer: bytes = b"") -> Any:
     """Answer ``ok``, except the nth requests of the server: write ``answer`` (maybe nothing) and close."""

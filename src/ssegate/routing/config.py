@@ -107,8 +107,9 @@ class ModelEntry:
         """The model name this entry sends upstream for a request that asked for ``asked``."""
         if not self.wildcard:
             return self.upstream_model or self.name
-        suffix = asked[len(self.prefix):]
-        return (self.upstream_model or "*").replace("*", suffix, 1)
+        suffix = asked[len(self.prefix):] if self.prefix else asked
+        upstream = self.upstream_model
+        return upstream.replace("*", suffix, 1) if upstream else suffix  # (no upstream name: the suffix, as asked)
 
 
 @dataclass(frozen=True, slots=True)

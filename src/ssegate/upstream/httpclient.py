@@ -500,6 +500,10 @@ class Pool:
         self._closing: set[_Connection] = set()
         self._all_closed: asyncio.Event | None = None
         self._prepared: dict[tuple[object, ...], _Prepared] = {}
+        self._last: tuple[dict[str, str], str, str, dict[str, str], _Prepared] | None = None
+        """The last request's headers (the caller's dict, and a copy to tell a change), method, URL and what
+        ``_prepare`` made of them: a provider sends its own headers each time (~4k instructions a request to make
+        and hash the key of ``_prepared``)."""
 
     @property
     def active(self) -> int:
@@ -529,13 +533,19 @@ class Pool:
         """Send a request; return its response once the head arrived (the caller closes it). ``sent`` is
         called with the response as soon as the request is written, so it can be aborted while its head
         is awaited. ``head_timeout`` (the pool's when None) bounds that wait."""
-        key = (method, url, *headers.items())
-        prepared = self._prepared.get(key)
-        if prepared is None:
-            prepared = self._prepare(method, url, headers)
-            if len(self._prepared) >= PREPARED_MAX:
-                self._prepared.clear()
-            self._prepared[key] = prepared
+        last = self._last
+        if last is not None and last[0] is headers and last[1] == method and last[2] == url and last[3] == headers:
+            prepared = last[4]  # a provider's own headers again, unchanged: no key to build and hash
+        else:
+            key = (method, url, *headers.items())
+            found = self._prepared.get(key)
+            if found is None:
+                found = self._prepare(method, url, headers)
+                if len(self._prepared) >= PREPARED_MAX:
+                    self._prepared.clear()
+                self._prepared[key] = found
+            prepared = found
+            self._last = (headers, method, url, dict(headers), prepared)
         origin, proxy, authority, head = prepared
         raw = (head + b"Content-Length: %d\r\n\r\n" % len(body) + body if body or method in _WITH_BODY
                else head + b"\r\n")
