@@ -106,6 +106,25 @@ STREAM_HEADERS: Final = fixed_headers([
 ])
 
 
+ROUTE_HEADERS_KEPT: Final = 1024
+"""Route header pairs kept (``_route_headers``): a routing file's models and deployments, reloads included."""
+_route_pairs: Final[dict[tuple[str, str], list[tuple[bytes, bytes]]]] = {}
+
+
+def _route_headers(model_entry: str, deployment: str) -> list[tuple[bytes, bytes]]:
+    """``x-ssegate-model`` and ``x-ssegate-deployment`` of a stream's head: the same pairs for every stream of a
+    deployment, registered with ``fixed_headers`` (their lines checked once, not at each stream's head); past
+    ``ROUTE_HEADERS_KEPT`` of them, made for the stream and checked with it."""
+    key = (model_entry, deployment)
+    pairs = _route_pairs.get(key)
+    if pairs is None:
+        pairs = [(b"x-ssegate-model", model_entry.encode("latin-1", "replace")),
+                 (b"x-ssegate-deployment", deployment.encode("latin-1", "replace"))]
+        if len(_route_pairs) < ROUTE_HEADERS_KEPT:
+            _route_pairs[key] = fixed_headers(pairs)
+    return pairs
+
+
 def routing_headers(gen: Generation) -> dict[str, str]:
     """``X-Ssegate-Model`` and ``X-Ssegate-Deployment`` of a generation (none for an application's own source)."""
     if not gen.deployment:
@@ -244,8 +263,7 @@ class EventStreamResponse(Response):
         headers = [*STREAM_HEADERS, (b"x-stream-id", self.log.stream_id.encode()), *self.extra_headers]
         gen = self.gen
         if gen is not None and gen.deployment:
-            headers += [(b"x-ssegate-model", gen.model_entry.encode("latin-1", "replace")),
-                        (b"x-ssegate-deployment", gen.deployment.encode("latin-1", "replace"))]
+            headers += _route_headers(gen.model_entry, gen.deployment)
         return headers
 
     def _detach(self) -> None:
