@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from operator import methodcaller
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import msgspec
 import orjson
@@ -184,12 +184,16 @@ def _body_headers(headers: Any) -> tuple[str | None, str]:
     length: str | None = None
     ctype: str | None = None
     for header in headers:  # (pairs, by index: tuples here, lists under some servers)
-        name: bytes = header[0]
+        if type(header) is tuple:  # (read as a typed pair: an item of an object of no known type is a generic lookup)
+            pair = cast(tuple[bytes, bytes], header)
+            name, value = pair[0], pair[1]
+        else:
+            name, value = header[0], header[1]
         if name == b"content-length":
             if length is None:
-                length = header[1].decode("latin-1")
+                length = value.decode("latin-1")
         elif name == b"content-type" and ctype is None:
-            ctype = header[1].decode("latin-1")
+            ctype = value.decode("latin-1")
     return length, ctype or ""
 
 

@@ -299,14 +299,15 @@ class StreamLogger:
             "owner": outcome.owner,
             "outcome": outcome.cause,
             "tokens": outcome.outputs,
-            "duration_ms": round(outcome.duration_s * 1000),
+            "duration_ms": int(outcome.duration_s * 1000 + 0.5),  # (rounded: ``round`` is a call by name, compiled)
             "upstream_attempts": outcome.upstream_attempts,
         }
         if outcome.deployment:
             extra["model_entry"] = outcome.model_entry
             extra["deployment"] = outcome.deployment
-        if outcome.ttft_s is not None:
-            extra["ttft_ms"] = round(outcome.ttft_s * 1000)
+        ttft = outcome.ttft_s
+        if ttft is not None:
+            extra["ttft_ms"] = int(ttft * 1000 + 0.5)
         if outcome.error is not None:
             extra["error"] = outcome.error
         _log(logging.INFO, "stream ended", extra, "ended")
