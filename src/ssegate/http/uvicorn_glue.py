@@ -281,7 +281,7 @@ class BoundedRequestProtocol:
 
     def given(self, server: tuple[str, int] | None, client: tuple[str, int]) -> None:
         """The addresses the listener's accept already knows (``backlog.Backlog``): the client's, and the server's
-        where the listener is bound to one address (None on a wildcard: ``connection_made`` asks the socket)."""
+        where the listener is bound to one address (None on a wildcard: ``connection_made`` asks the transport)."""
         self.server = server
         self.client = client
 

@@ -93,7 +93,7 @@ def _log(level: int, msg: str, extra: dict[str, Any], func: str) -> None:
             if loop is None:
                 _emit(plain, None, now, level, msg, extra, func)
             else:  # written with the other lines of this pass of the loop, at its next pass
-                _pass_of(loop).add(plain, _json_line(plain, now, level, msg, extra))
+                _pass_of(loop).add(loop, plain, _json_line(plain, now, level, msg, extra))
         return
     record = _record(level, msg, extra, func)
     for handler in handlers:
@@ -191,17 +191,17 @@ class _Pass:
     """The lines of one pass of one event loop, by handler: each handler's are written at the loop's next pass, in
     one write and one flush (a line each, then a write each, was ~4k instructions and a system call a stream)."""
 
-    __slots__ = ("handlers", "lines", "loop")
+    __slots__ = ("handlers", "lines")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self) -> None:  # (kept per loop, which ``per_loop`` holds weakly: no reference to it here)
         self.handlers: list[logging.StreamHandler[Any]] = []
         self.lines: list[list[str]] = []
 
-    def add(self, handler: logging.StreamHandler[Any], line: str) -> None:
+    def add(self, loop: asyncio.AbstractEventLoop, handler: logging.StreamHandler[Any], line: str) -> None:
+        """``line`` for ``handler``, written at ``loop``'s next pass (this pass's ``_Pass``)."""
         handlers = self.handlers
         if not handlers:
-            self.loop.call_soon(self.write)
+            loop.call_soon(self.write)
             _unwritten.add(self)
         for i in range(len(handlers)):
             if handlers[i] is handler:
@@ -211,6 +211,7 @@ class _Pass:
         self.lines.append([line])
 
     def write(self) -> None:
+        """Each handler's lines, in one write and one flush (the loop's next pass, or the interpreter's exit)."""
         handlers, lines = self.handlers, self.lines
         self.handlers, self.lines = [], []
         _unwritten.discard(self)
@@ -246,7 +247,7 @@ def _pass_of(loop: asyncio.AbstractEventLoop) -> _Pass:
     objects = kept(loop)
     found = objects.get(_Pass)
     if found is None:
-        found = objects[_Pass] = _Pass(loop)
+        found = objects[_Pass] = _Pass()
     return cast(_Pass, found)
 
 
