@@ -1,12 +1,13 @@
 """Objects kept per event loop: made on first use by whoever needs them, gone with the loop.
 
 ``kept(loop)`` is the dict of one loop's objects (``turns.on_loop``'s ``Turns`` by job name, ``deadline``'s
-``Timers`` and ``obs/stream_log.py``'s ``_Pass`` under their classes). The registry holds the loops weakly (a ``WeakKeyDictionary``), and the objects kept
-hold theirs weakly too; but what they hold may not (a deadline's callback, a timer handle of the loop), so a loop
-closed while its objects still held something would stay: the objects of closed loops are let go whenever a loop
-not seen before asks for its own (a test suite's next loop; a server has one). The ``WeakKeyDictionary`` is looked
-up in the interpreter; the loop asked for last is kept beside it, with its dict, as one pair written whole (servers
-on other threads share it): one weak reference to compare in the usual case of one loop.
+``Timers`` and ``obs/stream_log.py``'s ``_Pass`` under their classes). The registry holds the loops weakly (a
+``WeakKeyDictionary``), and the objects kept hold theirs weakly too; but what they hold may not (a deadline's
+callback, a timer handle of the loop), so a loop closed while its objects still held something would stay: the
+objects of closed loops are let go whenever a loop not seen before asks for its own (a test suite's next loop; a
+server has one). The ``WeakKeyDictionary`` is looked up in the interpreter; the loop asked for last is kept beside
+it, with its dict, as one pair written whole (servers on other threads share it): one weak reference to compare in
+the usual case of one loop.
 """
 
 from __future__ import annotations

@@ -1080,16 +1080,6 @@ def send_start(head: StartHead, body: bytes, more_body: bool) -> None:
         content += (_chunk_head(len(body)), body, b"\r\n")
     if not more_body:
         content.append(b"0\r\n\r\n")
-    if isinstance(cycle, _Cycle):  # (as in start_head)
-        own: _Cycle = cycle
-        own.response_started = True
-        own.waiting_for_100_continue = False
-        own.chunked_encoding = True
-        own.expected_content_length = 0
-        own.transport.write(b"".join(content))
-        if not more_body:
-            _complete_own(own)
-        return
     cycle.response_started = True
     cycle.waiting_for_100_continue = False
     cycle.chunked_encoding = True
