@@ -26,6 +26,7 @@ import orjson
 
 from . import ab, gc_pauses, phases
 from . import scenarios as sc
+from .loadgen import collector_paused
 from .proc import RESULTS, free_port, raise_fd_limit, start, wait_http
 from .report import write_report
 from .tables import brief
@@ -252,7 +253,8 @@ async def _measure(rt: Running, up: sc.Upstream, cfg: sc.Config, args: argparse.
         log(f"{name}: {s}" + (f" (again: {noise[s]}% CPU used by other processes)" if attempt else ""))
         probe = _Noise(rt, up)
         try:
-            got = await RUNNERS[s](rt, up, cfg)
+            with collector_paused():
+                got = await RUNNERS[s](rt, up, cfg)
         except Exception as e:  # a broken target must not end the run: record and go on
             log(f"{name}/{s} failed: {e!r}")
             meta["log"].append(f"{name}/{s}: error {e!r}")

@@ -27,6 +27,7 @@ from typing import Any
 
 from . import gc_pauses
 from . import scenarios as sc
+from .loadgen import collector_paused
 from .proc import free_port, raise_fd_limit, start, wait_http
 from .tables import brief
 from .targets import ROOT, TARGETS, Running, start_target
@@ -50,14 +51,15 @@ async def run(args: argparse.Namespace) -> None:
             await sc.warmup(gateways[label], up)
         for rep in range(args.reps):
             for label in ("old", "new") if rep % 2 == 0 else ("new", "old"):
-                if args.scenario in ("cpu", "parts"):
-                    shape = {"parts": 1.0} if args.scenario == "parts" else None
-                    r = await sc._cpu_run(gateways[label], up, cfg, args.streams, shape=shape)
-                    line = f"{r['gateway_us']} µs/event, {r['delivered_pct']}% delivered"
-                else:
-                    runner = gc_pauses.run if args.scenario == "gc" else sc.RUNNERS[args.scenario]
-                    r = await runner(gateways[label], up, cfg)
-                    line = brief(args.scenario, r)
+                with collector_paused():
+                    if args.scenario in ("cpu", "parts"):
+                        shape = {"parts": 1.0} if args.scenario == "parts" else None
+                        r = await sc._cpu_run(gateways[label], up, cfg, args.streams, shape=shape)
+                        line = f"{r['gateway_us']} µs/event, {r['delivered_pct']}% delivered"
+                    else:
+                        runner = gc_pauses.run if args.scenario == "gc" else sc.RUNNERS[args.scenario]
+                        r = await runner(gateways[label], up, cfg)
+                        line = brief(args.scenario, r)
                 runs[label].append(r)
                 print(f"rep {rep + 1} {label}: {line}", flush=True)
     finally:

@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import subprocess
+import sys
+import textwrap
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -415,6 +418,48 @@ async def test_happy_eyeballs_reaches_the_second_address_while_the_first_hangs(
         assert await resp.read() == b"v4"
         resp.close()
         await pool.aclose()
+
+
+_CONNECT_ON_UVLOOP = textwrap.dedent("""
+    import asyncio, os, socket, uvloop
+    from ssegate.upstream.httpclient import Pool
+
+    def threads():
+        return len(os.listdir("/proc/self/task"))
+
+    async def answer(reader, writer):
+        await reader.readuntil(b"\\r\\n\\r\\n")
+        writer.write(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok")
+        await writer.drain()
+
+    async def main():
+        listening = socket.socket()
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        server = await asyncio.start_server(answer, sock=listening)
+        before = threads()
+        pool = Pool(connect_timeout=5)
+        for _ in range(3):  # three connections: the server closes none, but each request takes a new one
+            resp = await pool.request("GET", f"http://127.0.0.1:{listening.getsockname()[1]}/", {})
+            assert await resp.read() == b"ok"
+            resp.cut()
+        await pool.aclose()
+        server.close()
+        print(before, threads())
+
+    uvloop.run(main())
+""")
+
+
+def test_a_connection_to_an_ip_address_is_made_without_a_thread_of_the_loops_resolver() -> None:
+    """Regression: each new upstream connection went through ``loop.sock_connect``, whose uvloop version resolves
+    the address again without a socket type; that misses uvloop's shortcut for an IP address, so every connection
+    waited on libuv's resolver thread pool (its four threads started at the first one). On uvloop, as the gateway
+    runs, connecting to ``127.0.0.1`` starts no thread."""
+    out = subprocess.run([sys.executable, "-c", _CONNECT_ON_UVLOOP], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    before, after = map(int, out.stdout.split())
+    assert after == before == 1, out.stdout
 
 
 async def test_the_tls_context_is_made_with_the_pool_not_at_the_first_https_request(
