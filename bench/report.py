@@ -136,7 +136,9 @@ def write_report(res: dict[str, Any]) -> Path:
         "",
         "Pieces: `bench/upstream.py` (fake OpenAI upstream: raw asyncio protocol on uvloop, one timer heap for "
         "every stream), `bench/loadgen.py` (raw-socket SSE clients on uvloop; counts tokens by the upstream's "
-        "token text, so every framing is measured the same way), `bench/baselines/`, `bench/scenarios.py`, "
+        "token text, so every framing is measured the same way; its own garbage collector is paused during each "
+        "scenario, so that no collection of the rig lands inside a measurement), `bench/baselines/`, "
+        "`bench/scenarios.py`, "
         "`bench/ab.py` with `bench/clients/` and `bench/launch_ssegate.py`, `bench/goals.py` (the targets), "
         "`bench/before_after.py` (CPU per event of two source trees at once, for a change's before/after), "
         "`bench/phases.py` (wall-clock stamps at each step of a stream's start). "
