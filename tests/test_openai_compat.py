@@ -185,6 +185,34 @@ def test_logprobs_are_a_400_naming_the_field_on_the_openai_endpoint(client: open
     assert upstream.records(prompt) == []
 
 
+@pytest.mark.parametrize("options", [{"include_usage": True, "continuous_usage_stats": True}, {"x": 1}])
+def test_a_stream_option_ssegate_does_not_take_is_a_400_naming_it(client: openai.OpenAI, upstream: FakeUpstream,
+                                                                   options: dict[str, Any]) -> None:
+    """Regression: any key of ``stream_options`` was accepted, and none but ``include_usage`` did anything (the
+    stream is ssegate's own, not the upstream's). Now the key is named in a 400 before anything reaches the
+    upstream."""
+    prompt = upstream.script(Script(deltas=["never"]))
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="fake-model", messages=user(prompt), stream=True,
+                                       stream_options=options)  # type: ignore[arg-type]
+    assert info.value.status_code == 400 and isinstance(info.value.body, dict)
+    named = next(k for k in options if k != "include_usage")
+    assert info.value.body["message"].startswith(f"stream_options.{named}: not supported")
+    assert upstream.records(prompt) == []
+
+
+@pytest.mark.parametrize("obfuscation", [False, True])
+def test_include_obfuscation_is_taken_and_no_chunk_carries_padding(client: openai.OpenAI, upstream: FakeUpstream,
+                                                                   obfuscation: bool) -> None:
+    prompt = upstream.script(Script(deltas=DELTAS[:2]))
+    chunks = list(client.chat.completions.create(
+        model="fake-model", messages=user(prompt), stream=True,
+        stream_options={"include_usage": True, "include_obfuscation": obfuscation}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "".join(DELTAS[:2])
+    assert chunks[-1].usage is not None
+    assert not any((c.model_extra or {}).get("obfuscation") for c in chunks)
+
+
 @pytest.mark.parametrize(("fields", "named"), [({"logprobs": True}, "logprobs"), ({"top_logprobs": 3}, "top_logprobs"),
                                                ({"n": 2}, "n")])
 def test_logprobs_are_a_400_naming_the_field_on_the_native_stream(gateway: GatewayProcess, upstream: FakeUpstream,

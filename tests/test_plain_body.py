@@ -61,6 +61,7 @@ def _check(plain: type[Plain], model: type[BaseModel], raw: Any) -> str:
             assert (value is None) == (fast[name] is None)
             if value is not None:
                 assert _same(fast[name].include_usage, value.include_usage)
+                assert _same(fast[name].include_obfuscation, value.include_obfuscation)
             continue
         assert _same(fast[name], value), f"{name}: msgspec reads {fast[name]!r}, the model {value!r} ({raw!r})"
     return "accepted"
@@ -95,7 +96,8 @@ FIELD_VALUES: list[tuple[str, list[Any]]] = [
     ("resume_grace_s", [None, 0, 0.0, 30, 86400, 86400.5, -1, "3", True]),
     ("stream", [None, True, False, 1, "true"]),
     ("stream_options", [None, {}, {"include_usage": True}, {"include_usage": False, "x": 1}, {"include_usage": 1},
-                        {"include_usage": None}, [], "x"]),
+                        {"include_usage": None}, {"include_obfuscation": False}, {"include_obfuscation": "no"}, [],
+                        "x"]),
     ("unknown_field", [None, 1, "x", {"a": [1]}]),
 ]
 

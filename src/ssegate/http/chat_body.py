@@ -198,8 +198,13 @@ class NativeChatIn(_ChatIn):
 
 
 class StreamOptions(BaseModel):
+    """``stream_options``: any other key is refused by name (``starts.STREAM_OPTIONS``), not here, so that its
+    400 says why."""
+
     model_config = ConfigDict(extra="allow")
     include_usage: bool = False
+    include_obfuscation: bool | None = None
+    """No effect: ssegate's chunks carry no obfuscation padding."""
 
 
 class ChatCompletionIn(_ChatIn):

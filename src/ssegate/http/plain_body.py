@@ -62,9 +62,10 @@ class PlainNativeChat(Plain, forbid_unknown_fields=True, gc=False):
 
 
 class PlainStreamOptions(Struct, gc=False):
-    """``StreamOptions``' subset (other fields are passed through, as the model allows them)."""
+    """``StreamOptions``' subset (other keys are refused by ``starts.chat_request``, read from the parsed JSON)."""
 
     include_usage: bool = False
+    include_obfuscation: bool | None = None
 
 
 class PlainChatCompletion(Plain, gc=False):

@@ -17,7 +17,7 @@ changes: 39 → 25 interpreted calls a short stream.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ..core.request import ChatRequest
 from ..errors import InvalidRequest, ShuttingDown
@@ -31,8 +31,13 @@ if TYPE_CHECKING:
     from ..gateway import Gateway
     from .response import EventStreamResponse
 
-__all__ = ["admit", "chat_request", "default_model", "start_completion", "start_generation", "start_stream",
-           "stream_response"]
+__all__ = ["STREAM_OPTIONS", "admit", "chat_request", "default_model", "start_completion", "start_generation",
+           "start_stream", "stream_response"]
+
+
+STREAM_OPTIONS: Final = frozenset({"include_usage", "include_obfuscation"})
+"""The ``stream_options`` of a Chat Completions request that ssegate honours: the stream is its own, so any other
+option is refused by name. (ssegate adds no obfuscation padding, whatever ``include_obfuscation`` says.)"""
 
 
 def _check_body(fields: dict[str, Any]) -> None:
@@ -66,8 +71,15 @@ def chat_request(fields: dict[str, Any], raw: dict[str, Any], model: str, openai
     ``direct_routes.plain_fields``'), ``raw`` the same body as parsed JSON (what is forwarded), ``openai`` whether
     it is ``ChatCompletionIn``'s (else ``NativeChatIn``'s)."""
     _check_body(fields)
-    if openai and "resume_grace_s" in raw:
-        raise InvalidRequest("resume_grace_s: OpenAI clients do not resume streams; use POST /v1/chat/stream")
+    if openai:
+        if "resume_grace_s" in raw:
+            raise InvalidRequest("resume_grace_s: OpenAI clients do not resume streams; use POST /v1/chat/stream")
+        options = raw.get("stream_options")
+        if options:  # (an object: the model checked it)
+            for key in options:
+                if key not in STREAM_OPTIONS:
+                    raise InvalidRequest(f"stream_options.{key}: not supported (ssegate writes the stream itself; "
+                                         "it takes include_usage and include_obfuscation)")
     stop = fields["stop"]
     stops = [stop] if isinstance(stop, str) else stop
     max_tokens, field = fields["max_tokens"], "max_tokens"
