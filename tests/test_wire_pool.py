@@ -18,6 +18,7 @@ import pytest
 import trustme
 
 from ssegate.errors import UpstreamError, UpstreamTimeout
+from ssegate.http.listener import new_event_loop
 from ssegate.upstream import httpclient
 from ssegate.upstream.events import read_events
 from ssegate.upstream.httpclient import Pool, Response
@@ -422,6 +423,7 @@ async def test_happy_eyeballs_reaches_the_second_address_while_the_first_hangs(
 
 _CONNECT_ON_UVLOOP = textwrap.dedent("""
     import asyncio, os, socket, uvloop
+    from ssegate.upstream.dial import dial
     from ssegate.upstream.httpclient import Pool
 
     def threads():
@@ -444,6 +446,8 @@ _CONNECT_ON_UVLOOP = textwrap.dedent("""
             assert await resp.read() == b"ok"
             resp.cut()
         await pool.aclose()
+        sock = await dial("127.0.0.1", listening.getsockname()[1])  # (as a proxy is reached: a socket of ours)
+        sock.close()
         server.close()
         print(before, threads())
 
@@ -455,11 +459,46 @@ def test_a_connection_to_an_ip_address_is_made_without_a_thread_of_the_loops_res
     """Regression: each new upstream connection went through ``loop.sock_connect``, whose uvloop version resolves
     the address again without a socket type; that misses uvloop's shortcut for an IP address, so every connection
     waited on libuv's resolver thread pool (its four threads started at the first one). On uvloop, as the gateway
-    runs, connecting to ``127.0.0.1`` starts no thread."""
+    runs, connecting to ``127.0.0.1`` starts no thread: neither the pool's connections (the loop's own connect) nor
+    ``dial``'s socket (how a proxy, or a host of several addresses, is reached)."""
     out = subprocess.run([sys.executable, "-c", _CONNECT_ON_UVLOOP], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     before, after = map(int, out.stdout.split())
     assert after == before == 1, out.stdout
+
+
+async def _abort_mid_answer() -> bytes:
+    """A response aborted mid-answer, then, before the loop runs again, what the upstream's side reads."""
+    loop = asyncio.get_running_loop()
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        listening.setblocking(False)
+        pool = Pool(connect_timeout=5)
+        asked = loop.create_task(pool.request("GET", f"http://127.0.0.1:{listening.getsockname()[1]}/", {}))
+        peer, _ = await loop.sock_accept(listening)
+        with peer:
+            await loop.sock_recv(peer, 65536)
+            await loop.sock_sendall(peer, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n")
+            resp = await asyncio.wait_for(asked, 10)
+            resp.abort()
+            peer.settimeout(3)  # blocking, in the loop's own thread: nothing else runs until it returns
+            try:
+                seen = peer.recv(100)
+            except TimeoutError:
+                seen = b"(nothing within 3 s)"
+        await pool.aclose()
+    return seen
+
+
+@pytest.mark.parametrize("loop_factory", [asyncio.new_event_loop, new_event_loop], ids=["asyncio", "uvloop"])
+def test_an_aborted_response_shuts_its_connection_down_before_the_loop_runs_again(
+        loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    """``Response.abort`` (a client's disconnect) shuts the socket down itself, so the upstream reads the end of
+    its connection before the loop runs anything else, as on the loop the pool connected on its own (uvloop's
+    socket object refuses ``shutdown``: one is made on the transport's fd)."""
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        assert runner.run(_abort_mid_answer()) == b""
 
 
 async def test_the_tls_context_is_made_with_the_pool_not_at_the_first_https_request(

@@ -96,7 +96,7 @@ _Prepared = tuple[Origin, "Proxy | None", str, bytes]
 class _Connection(asyncio.Protocol):
     """One upstream TCP connection; it carries one response at a time."""
 
-    __slots__ = ("expires", "loop", "origin", "pool", "response", "reused", "sock", "transport")
+    __slots__ = ("expires", "loop", "origin", "pool", "response", "reused", "transport")
 
     def __init__(self, pool: Pool, origin: Origin) -> None:
         self.loop = _running_loop()
@@ -104,8 +104,6 @@ class _Connection(asyncio.Protocol):
         self.pool = pool
         self.origin = origin
         self.transport: asyncio.Transport | None = None
-        self.sock: socket.socket | None = None
-        """The socket the transport runs on (the transport owns it): ``Response.abort`` and ``cut`` shut it down."""
         self.response: Response | None = None
         self.reused = False
         self.expires = 0.0
@@ -268,12 +266,9 @@ class Response:
         self._stopped = True  # never sent again
         self._aborted = True
         conn = self._conn
-        sock = conn.sock
-        if sock is not None and conn.response is self:
-            # one system call on the socket the transport owns (once the transport closed it, its fd is -1 and
-            # this raises EBADF: never another connection's fd)
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        transport = conn.transport
+        if transport is not None and conn.response is self and not transport.is_closing():
+            _shut_down(transport)
         if self._error is None:
             self._fail(UpstreamError("the upstream request was aborted"), wake)
         self.close()
@@ -668,7 +663,7 @@ class Pool:
     async def _open(self, origin: Origin, proxy: Proxy | None) -> _Connection:
         conn = _Connection(self, origin)
         ctx = self.ssl_context if origin[0] == "https" else None
-        conn.sock = await connect(lambda: conn, origin[1], origin[2], proxy, ctx, self.connect_timeout)
+        await connect(lambda: conn, origin[1], origin[2], proxy, ctx, self.connect_timeout)
         return conn
 
     def _keep(self, conn: _Connection, keep_s: float | None) -> None:
@@ -746,6 +741,26 @@ class Pool:
             conn.transport.close()  # type: ignore[union-attr]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._all_closed.wait(), CLOSE_WAIT_S)
+
+
+def _shut_down(transport: asyncio.BaseTransport) -> None:
+    """Shut the socket under ``transport`` down now, so that the upstream sees the FIN before the loop runs anything
+    else (``Response.abort``); the transport still owns the fd, and closes it. The loop's own object for the socket
+    may refuse ``shutdown`` (uvloop's stands for the fd and does), so a socket object is made on the same fd, shuts
+    it down and lets go of it without closing it (its family is a label that ``shutdown`` does not read: given, it
+    is not asked of the fd). Only for a transport that is not closing: its fd is open (a closed one's number may
+    already be another connection's)."""
+    sock = transport.get_extra_info("socket")
+    fd = sock.fileno() if sock is not None else -1
+    if fd < 0:
+        return
+    own = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fd)
+    try:
+        own.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # (not connected any more: nothing to shut down)
+    finally:
+        own.detach()
 
 
 def _keep_alive_timeout(value: str) -> float | None:
