@@ -6,7 +6,7 @@ a proxy.
 
 **Dialing**: an upstream reached directly whose host has one address (one named by its IP address, as a rule) is
 connected by the event loop itself (``loop.create_connection`` to that address: uvloop connects it in libuv, with no
-socket object of Python's and no resolving again, ~45k instructions less than a socket of ours for each new
+socket object of Python's and no resolving again, ~43k instructions less than a socket of ours for each new
 connection, ``python -m bench.callgrind`` with an upstream that closes each connection). Otherwise (``dial``) the
 host's addresses are tried in the order the resolver gives them, families interleaved (IPv6, IPv4, IPv6, ...), a
 new attempt starting every ``HAPPY_EYEBALLS_S`` while the earlier ones are still pending or as soon as one fails
@@ -247,7 +247,7 @@ async def _attempt(loop: asyncio.AbstractEventLoop, info: tuple[Any, ...]) -> so
 async def _connected(loop: asyncio.AbstractEventLoop, sock: socket.socket, address: tuple[Any, ...]) -> None:
     """Connect the non-blocking ``sock`` to ``address``, a resolved one. (``loop.sock_connect`` resolves it again:
     uvloop's asks its resolver without a socket type, which misses its shortcut for an IP address and goes through
-    libuv's thread pool, ~40k instructions and a thread's round trip for each new upstream connection.)"""
+    libuv's thread pool: ~86k instructions, the thread's included, and its round trip for each new connection.)"""
     err = sock.connect_ex(address)
     if err in _PENDING:
         fut: asyncio.Future[None] = loop.create_future()
