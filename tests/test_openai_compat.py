@@ -204,7 +204,8 @@ def test_a_stream_option_ssegate_does_not_take_is_a_400_naming_it(client: openai
 @pytest.mark.parametrize("obfuscation", [False, True])
 def test_include_obfuscation_is_taken_and_no_chunk_carries_padding(client: openai.OpenAI, upstream: FakeUpstream,
                                                                    obfuscation: bool) -> None:
-    prompt = upstream.script(Script(deltas=DELTAS[:2]))
+    """The upstream pads its chunks (OpenAI's default); ssegate writes its own, which carry no padding."""
+    prompt = upstream.script(Script(deltas=DELTAS[:2], obfuscation=True))
     chunks = list(client.chat.completions.create(
         model="fake-model", messages=user(prompt), stream=True,
         stream_options={"include_usage": True, "include_obfuscation": obfuscation}))

@@ -55,7 +55,7 @@ class OpenAIDialect:
 
     def __init__(self, request: dict[str, Any], usage: bool | None, *,
                  reasoning_fields: tuple[ReasoningField, ...] = ("reasoning_content",),
-                 tool_index: ToolIndex = "count", repeat_finish: bool = False) -> None:
+                 tool_index: ToolIndex = "count", repeat_finish: bool = False, obfuscation: bool = False) -> None:
         self.model = str(request.get("model") or "fake-model")
         options = request.get("stream_options")
         asked = isinstance(options, dict) and options.get("include_usage") is True
@@ -63,6 +63,7 @@ class OpenAIDialect:
         self.id = "chatcmpl-" + uuid.uuid4().hex[:24]
         self.created = int(time.time())
         self.reasoning_fields, self.tool_index, self.repeat_finish = reasoning_fields, tool_index, repeat_finish
+        self.obfuscation = obfuscation
         self.issued: list[tuple[str, str, str]] = []  # Anthropic only: signatures handed out
         self._role_pending = False  # the role goes out with the first tool-call chunk
         self._indices: dict[str, int] = {}  # tool call id -> its index
@@ -72,6 +73,8 @@ class OpenAIDialect:
                                "model": self.model, "system_fingerprint": None, "choices": choices}
         if self.include_usage:
             obj["usage"] = None
+        if self.obfuscation and choices:
+            obj["obfuscation"] = "pad0"
         obj.update(extra)
         return _event(obj)
 

@@ -70,6 +70,7 @@ class Script:
     ollama_index_reuse: bool = False  # every parallel tool call at index 0; only the id differs
     omit_tool_index: bool = False  # tool-call fragments without an "index" key
     repeat_finish: bool = False  # the finish chunk twice, the second with the usage (OpenRouter)
+    obfuscation: bool = False  # an "obfuscation" padding string on each chunk with choices (OpenAI's default)
     # refusals before the answer
     status: int = 200  # non-200: an error answer (after ttft) instead of a stream
     error_body: dict[str, Any] | None = None  # None = the provider's error shape for the status

@@ -324,7 +324,8 @@ class FakeUpstream:
         if self.kind == "anthropic":
             return AnthropicDialect(body, script.usage)
         return OpenAIDialect(body, script.usage, reasoning_fields=script.reasoning_fields(),
-                             tool_index=script.tool_index(), repeat_finish=script.repeat_finish)
+                             tool_index=script.tool_index(), repeat_finish=script.repeat_finish,
+                             obfuscation=script.obfuscation)
 
     async def _handle(self, request: Request, conn: HttpConnection) -> None:
         dialect = self._dialect({}, self.default)
