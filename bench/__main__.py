@@ -27,7 +27,7 @@ import orjson
 from . import ab, gc_pauses, phases
 from . import scenarios as sc
 from .loadgen import collector_paused
-from .proc import RESULTS, free_port, raise_fd_limit, start, wait_http
+from .proc import RESULTS, free_port, pin, pinned, raise_fd_limit, start, wait_http
 from .report import write_report
 from .tables import brief
 from .targets import LITELLM_VENV, ROOT, TARGETS, Running, Unavailable, nginx_version, start_target
@@ -157,12 +157,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     meta["config_by_mode"] = {**res.get("meta", {}).get("config_by_mode", {}), mode: dataclasses.asdict(cfg)}
     # what each run merged into these results measured (the report says which figures are from which run)
     run_record = {"date": meta["date"], "commit": meta.get("commit", "?"), "mode": mode,
-                  "scenarios": sorted(only) if args.only else "all", "targets": names if args.targets else "all"}
+                  "scenarios": sorted(only) if args.only else "all", "targets": names if args.targets else "all",
+                  **({"pinned": pinned()} if pinned() else {})}
     meta["runs"] = [*(res.get("meta", {}).get("runs", []) if narrowed else []), run_record][-8:]
     res["meta"] = meta
 
     up_port = free_port()
-    upstream = start("upstream", [sys.executable, "-m", "bench.upstream", "--port", str(up_port)], up_port, cwd=ROOT)
+    upstream = start("upstream", [sys.executable, "-m", "bench.upstream", "--port", str(up_port)], up_port, cwd=ROOT,
+                     role="rig")
     if not wait_http(upstream, "/health", 15):
         raise SystemExit(f"fake upstream did not start: {upstream.log_tail()}")
     up = sc.Upstream(up_port, upstream.ps)
@@ -264,6 +266,12 @@ async def _measure(rt: Running, up: sc.Upstream, cfg: sc.Config, args: argparse.
         other = probe.other_cpu_pct()
         if s not in scen or other < noise[s]:
             scen[s], noise[s] = got, other
+            pins = entry.setdefault("pinned", {})
+            how = pinned()
+            if how:
+                pins[s] = how
+            else:
+                pins.pop(s, None)
         log(f"{name}: {s} done in {time.monotonic() - t0:.1f} s: {brief(s, got)} [other processes: {other}% CPU]")
         if noise[s] < NOISY_PCT or not await _health(rt):
             break
@@ -323,10 +331,15 @@ def main() -> None:
     parser.add_argument("--retry-noisy", type=int, default=0, metavar="N",
                         help="run a scenario again, up to N times, when other processes used over 25%% of a core "
                         "meanwhile; the least noisy result is kept [0]")
+    parser.add_argument("--pin", action="store_true", help="each target on a core of its own (the last CPU), the "
+                        "load generator and the fake upstream on the others (Linux): what the target adds when the rig "
+                        "does not share its core; the results say so and are not judged against the targets")
     parser.add_argument("--report-only", action="store_true", help="re-render docs/benchmarks.md from the "
                         "last results")
     args = parser.parse_args()
     raise_fd_limit()
+    if args.pin:
+        log(f"pinned: {pin()}")
     # stopped by a signal, the run still stops what it started (a background job ignores SIGINT unless told)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupted)

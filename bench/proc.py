@@ -2,12 +2,16 @@
 
 Every process the bench starts gets its file-descriptor limit raised (``RLIMIT_NOFILE`` soft = hard) before
 ``exec``, its output goes to a log file under ``bench/results/logs/``, and it is stopped by its own pid
-(SIGTERM, then SIGKILL after a grace period), never by name.
+(SIGTERM, then SIGKILL after a grace period), never by name. With ``pin`` (``python -m bench --pin``), each is
+bound before ``exec`` to the CPUs of its role: a target (the gateway, its Redis, a peer) to the last CPU, the rig
+(the fake upstream, and this process, the load generator) to the others, so that no rig process runs on the
+target's core; what a process forks inherits its binding.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import resource
 import signal
@@ -21,7 +25,7 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["Proc", "free_port", "raise_fd_limit", "start", "tree_cpu", "tree_rss"]
+__all__ = ["Proc", "free_port", "pin", "pinned", "raise_fd_limit", "start", "tree_cpu", "tree_rss", "tree_sched"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -89,20 +93,49 @@ class Proc:
                     child.kill()
 
 
-def _preexec() -> None:
+_AFFINITY: dict[str, frozenset[int]] = {}
+"""The CPUs of each role ("target", "rig") once ``pin`` was called; empty: nothing is pinned."""
+
+
+def pin() -> str:
+    """Bind the target processes started from now on to the last CPU this process may use, and this process (its
+    threads made from now on too) and the rig's processes to the others; return what ``pinned`` says. Linux only
+    (``os.sched_setaffinity``), two CPUs at least."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs two CPUs at least: one for the target, the others for the rig")
+    _AFFINITY["target"], _AFFINITY["rig"] = frozenset(cpus[-1:]), frozenset(cpus[:-1])
+    os.sched_setaffinity(0, _AFFINITY["rig"])
+    return pinned() or ""
+
+
+def pinned() -> str | None:
+    """``"target on CPU 1, rig on CPU 0"`` while ``pin`` binds the processes, else None."""
+    if not _AFFINITY:
+        return None
+    def cpus(role: str) -> str:
+        ids = sorted(_AFFINITY[role])
+        return f"CPU{'s' if len(ids) > 1 else ''} {','.join(map(str, ids))}"
+    return f"target on {cpus('target')}, rig on {cpus('rig')}"
+
+
+def _preexec(cpus: frozenset[int] | None) -> None:
     raise_fd_limit()
     os.setsid()  # own process group, so a Ctrl-C in the terminal reaches only the bench
+    if cpus:
+        os.sched_setaffinity(0, cpus)
 
 
 def start(name: str, argv: list[str], port: int, env: dict[str, str] | None = None,
-          cwd: str | Path | None = None) -> Proc:
+          cwd: str | Path | None = None, role: str = "target") -> Proc:
+    """Start ``argv`` (its output in ``bench/results/logs/<name>.log``); ``role``: "target" or "rig" (``pin``)."""
     (RESULTS / "logs").mkdir(parents=True, exist_ok=True)
     log = RESULTS / "logs" / f"{name}.log"
     full_env = dict(os.environ)
     full_env.update(env or {})
     with log.open("wb") as out:
         popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=full_env, cwd=cwd, preexec_fn=_preexec)
+                                 env=full_env, cwd=cwd, preexec_fn=functools.partial(_preexec, _AFFINITY.get(role)))
     return Proc(name, popen, log, port)
 
 
@@ -140,6 +173,25 @@ def _tree(ps: psutil.Process) -> list[psutil.Process]:
     with contextlib.suppress(psutil.Error):
         procs += ps.children(recursive=True)
     return procs
+
+
+def tree_sched(ps: psutil.Process) -> tuple[float, float]:
+    """Seconds the threads of a process and its live children spent on a CPU, and runnable but waiting for one
+    (the scheduler's run queue), from ``/proc/<pid>/task/<tid>/schedstat`` (nanoseconds, where ``cpu_times``
+    counts in clock ticks of 10 ms); (0, 0) where the kernel keeps no such file. A thread that ended meanwhile
+    takes its times with it."""
+    run = wait = 0
+    for p in _tree(ps):
+        try:
+            tids = os.listdir(f"/proc/{p.pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = Path(f"/proc/{p.pid}/task/{tid}/schedstat").read_text().split()
+                run += int(fields[0])
+                wait += int(fields[1])
+    return run / 1e9, wait / 1e9
 
 
 def tree_cpu(ps: psutil.Process) -> float:

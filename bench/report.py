@@ -67,7 +67,8 @@ def _merged_runs(meta: dict[str, Any]) -> list[str]:
     def what(run: dict[str, Any]) -> str:
         scenarios = "every scenario" if run["scenarios"] == "all" else ", ".join(run["scenarios"])
         targets = "" if run["targets"] == "all" else " of " + ", ".join(f"`{t}`" for t in run["targets"])
-        return f"{run['date']}, commit `{run['commit']}`: {scenarios}{targets}"
+        pinned = f" (`--pin`: {run['pinned']})" if run.get("pinned") else ""
+        return f"{run['date']}, commit `{run['commit']}`: {scenarios}{targets}{pinned}"
 
     return ["", f"These results merge {len(runs)} runs, each later one replacing what it measured: "
             + "; ".join(what(r) for r in runs) + "."]
@@ -127,6 +128,7 @@ def write_report(res: dict[str, Any]) -> Path:
         ".venv/bin/python -m bench --report-only      # re-render from bench/results/latest.json",
         ".venv/bin/python -m bench --ssegate-models 50 --targets ssegate --only cpu  # a 50-entry routing table",
         ".venv/bin/python -m bench --only phases --targets ssegate-probed   # where a stream's start goes (~5 s)",
+        ".venv/bin/python -m bench --only ttft --targets direct,ssegate --pin  # the target on a core of its own",
         ".venv/bin/python -m bench --only gc --targets ssegate-probed,ssegate+redis-probed  # collector pauses (~25 s)",
         ".venv/bin/python -m bench.callgrind          # instructions per short stream (valgrind; load-independent)",
         ".venv/bin/python -m bench.before_after OLD/src src --scenario setup   # two trees side by side",
@@ -217,7 +219,9 @@ def write_report(res: dict[str, Any]) -> Path:
          f"once ({c('ttft', 'ttft_reps')} repetitions, percentiles over all streams). "
          "`added` = target − direct at the same percentile. ⚠ timed out: some streams had no first token by the "
          "deadline, so the real percentile is at least the one shown (ratios then read ≤). In the chart, "
-         "added values ≤ 0.1 ms are drawn at 0.1 ms.", "bench-ttft-overhead.png"),
+         "added values ≤ 0.1 ms are drawn at 0.1 ms. With `--pin` the target runs on a core of its own and the rig "
+         "on the other(s): what it adds when nothing else needs its core (at 1000 at once the rig, on one core, "
+         "then slows `direct` too); such a run is marked and not judged.", "bench-ttft-overhead.png"),
         ("Capacity at 40 tokens/s per stream", "capacity", sections.capacity,
          f"Streams opened over N/1000 s, then after 1 s a {c('capacity', 'cap_window_s')} s measuring window; "
          "passes when every stream received tokens in the window, none failed, and the p99 of (inter-token "

@@ -365,7 +365,34 @@ def _summary(runs: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any
 
 
 # --- ttft ---------------------------------------------------------------------------------------
+class _Sched:
+    """The target's time on a CPU and waiting for one (``Running.sched``), summed over the measured bursts (or
+    single streams): in ms per burst (per stream at 1), None for ``direct``."""
+
+    def __init__(self, rt: Running) -> None:
+        self.rt, self.run, self.wait, self.n = rt, 0.0, 0.0, 0
+        self._at: tuple[float, float] | None = None
+
+    def __enter__(self) -> None:
+        self._at = self.rt.sched()
+
+    def __exit__(self, *exc: object) -> None:
+        now = self.rt.sched()
+        if now is not None and self._at is not None:
+            self.run += now[0] - self._at[0]
+            self.wait += now[1] - self._at[1]
+            self.n += 1
+
+    def result(self) -> dict[str, float | None]:
+        n = self.n
+        return {"on_cpu_ms": round(self.run / n * 1000, 2) if n else None,
+                "waiting_ms": round(self.wait / n * 1000, 2) if n else None}
+
+
 async def ttft(rt: Running, up: Upstream, cfg: Config) -> dict[str, Any]:
+    """Each level's p50/p99/max TTFT, and the target's CPU time in each burst: on a core, and runnable but
+    waiting for one (``on_cpu_ms``, ``waiting_ms``: the rig's processes share this machine's cores with the target,
+    and a burst keeps all three busy)."""
     out: dict[str, Any] = {}
     tokens, interval, first = 5, 0.01, cfg.ttft_upstream_s
     nominal = first + tokens * interval
@@ -373,12 +400,14 @@ async def ttft(rt: Running, up: Upstream, cfg: Config) -> dict[str, Any]:
         ttfts: list[float] = []
         failed = 0
         timed_out = False
+        sched = _Sched(rt)
         await up.reset()
         if conc == 1:
             for _ in range(cfg.ttft_serial):
-                fleet = _fleet(rt, 1, tokens, interval, first)
-                fleet.open()
-                ok = await fleet.wait(cfg.deadline(nominal))
+                with sched:
+                    fleet = _fleet(rt, 1, tokens, interval, first)
+                    fleet.open()
+                    ok = await fleet.wait(cfg.deadline(nominal))
                 await fleet.aclose()
                 s = fleet.streams[0]
                 if s.ttft is None or s.error:
@@ -390,9 +419,10 @@ async def ttft(rt: Running, up: Upstream, cfg: Config) -> dict[str, Any]:
                     break
         else:
             for _ in range(cfg.ttft_reps):
-                fleet = _fleet(rt, conc, tokens, interval, first)
-                fleet.open()
-                ok = await fleet.wait(cfg.deadline(nominal + conc / 500))
+                with sched:
+                    fleet = _fleet(rt, conc, tokens, interval, first)
+                    fleet.open()
+                    ok = await fleet.wait(cfg.deadline(nominal + conc / 500))
                 await fleet.aclose()
                 for s in fleet.streams:
                     if s.ttft is None or s.error:
@@ -406,7 +436,7 @@ async def ttft(rt: Running, up: Upstream, cfg: Config) -> dict[str, Any]:
                     break
         out[str(conc)] = {"n": len(ttfts), "failed": failed, "timed_out": timed_out,
                           "p50_ms": _ms(pct(ttfts, 50)), "p99_ms": _ms(pct(ttfts, 99)),
-                          "max_ms": _ms(max(ttfts) if ttfts else None)}
+                          "max_ms": _ms(max(ttfts) if ttfts else None), **sched.result()}
     await up.reset()
     return out
 

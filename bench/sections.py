@@ -90,11 +90,39 @@ def ttft(res: Res) -> str:
         rows.append(row)
     text = table(["target", *(f"{c} stream{'s' if c != '1' else ''}: p50 / p99 ms (added vs direct)"
                                for c in concs)], rows) + "\n\n"
+    text += _ttft_cpu(res, names, concs)
     for c in concs:
         text += ratio_table(
             res, "ttft", lambda d, c=c: (sub((d.get(c) or {}).get("p99_ms"), direct.get(c, {}).get("p99_ms")),
                                          ">=" if (d.get(c) or {}).get("timed_out") else ""),
             f"of added p99 TTFT at {c} concurrent (below 1 = the gateway adds less)") + "\n"
+    return text
+
+
+def _ttft_cpu(res: Res, names: list[str], concs: list[str]) -> str:
+    """The targets' CPU time in a burst: on a core, and runnable but waiting for one (``scenarios.ttft``)."""
+    rows = []
+    pinned = set()
+    for n in names:
+        d = result(res, n, "ttft") or {}
+        how = (res["targets"][n].get("pinned") or {}).get("ttft")
+        if how:
+            pinned.add(how)
+        cells = [(d.get(c) or {}) for c in concs]
+        if all(x.get("on_cpu_ms") is None for x in cells):
+            continue
+        rows.append([f"`{n}`", *(f"{fmt(x.get('on_cpu_ms'), 2)} / {fmt(x.get('waiting_ms'), 2)}" for x in cells)])
+    text = ""
+    if rows:
+        text += ("The target's own processes in these runs: CPU time on a core, and time runnable but waiting for "
+                 "one (the scheduler's run queue, `/proc/<pid>/task/*/schedstat`), in ms per stream at 1 and per "
+                 "burst above, from its start until its last stream ended. On this machine the load generator and "
+                 "the fake upstream run on the same cores as the target: what a target waits delays its streams, "
+                 "and `direct` has no third process to wait for.\n\n")
+        text += table(["target", *(f"{c}: on a core / waiting, ms" for c in concs)], rows) + "\n\n"
+    if pinned:
+        text += (f"Measured with `--pin` ({'; '.join(sorted(pinned))}): the target had a core of its own, the load "
+                 "generator and the fake upstream shared the other(s). Shown, not judged against the targets.\n\n")
     return text
 
 

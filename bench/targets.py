@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from .proc import RESULTS, Proc, free_port, start, tree_cpu, tree_cpu_split, tree_rss, wait_http, wait_tcp
+from .proc import RESULTS, Proc, free_port, start, tree_cpu, tree_cpu_split, tree_rss, tree_sched, wait_http, wait_tcp
 
 __all__ = ["LITELLM_PIN", "TARGETS", "Running", "Target", "Unavailable", "routing_table", "start_target",
            "start_tinyproxy"]
@@ -112,6 +112,17 @@ class Running:
     def cpu_split(self) -> tuple[float, float]:
         """``cpu()`` as (user, system): the system part is the kernel's (system calls, the network stack)."""
         return tree_cpu_split(self.proc.ps) if self.proc else (0.0, 0.0)
+
+    def sched(self) -> tuple[float, float] | None:
+        """Seconds the target's processes (its Redis too) spent on a CPU and runnable but waiting for one
+        (``proc.tree_sched``); None without a process (``direct``)."""
+        if self.proc is None:
+            return None
+        run, wait = tree_sched(self.proc.ps)
+        if self.redis is not None:
+            r_run, r_wait = tree_sched(self.redis.ps)
+            run, wait = run + r_run, wait + r_wait
+        return run, wait
 
     def redis_cpu(self) -> float:
         return tree_cpu(self.redis.ps) if self.redis else 0.0

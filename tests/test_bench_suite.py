@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -332,3 +333,83 @@ def test_the_noise_probe_counts_what_a_scenario_ran_beside_its_target_as_the_ben
     probe = _Noise(rt, Up())  # type: ignore[arg-type]
     rt.companion_cpu_s += 2.0  # a companion that used 2 s, stopped
     assert probe._own() - probe.own0 >= 2.0
+
+
+def test_a_pinned_run_is_shown_but_not_judged() -> None:
+    """``--pin`` gives the target a core of its own: a figure the machine as it is would not give, so a goal whose
+    scenario was measured so is shown with its figures and marked, never met or not met; the others are judged."""
+    res = _res(
+        direct__ttft={"1": {"p99_ms": 20.0}, "100": {"p99_ms": 25.0}, "1000": {"p99_ms": 80.0}},
+        ssegate__ttft={"1": {"p99_ms": 20.5}, "100": {"p99_ms": 31.0, "on_cpu_ms": 24.3, "waiting_ms": 0.04},
+                       "1000": {"p99_ms": 300.0}},
+        ssegate__setup={"gateway_us": 140.0, "ok": 2000, "attempted": 2000},
+    )
+    res["targets"]["ssegate"]["pinned"] = {"ttft": "target on CPU 1, rig on CPU 0"}
+    rows = {r.what.split(" (")[0]: r for r in goals.rows(res)}
+    at100 = rows["Added TTFT p99 vs direct, 100 streams at once"]
+    assert at100.met is None and at100.pinned
+    assert at100.measured == ("+6.00 ms (p99 31.00 vs direct 25.00); ssegate waited 0.0 ms a burst for a core, "
+                              "ran 24.3 (pinned run)")
+    assert rows["Added TTFT p99 vs direct, 1000 streams at once"].met is None  # +220 ms: not judged either
+    assert rows["CPU per short stream"].met is True and not rows["CPU per short stream"].pinned
+    table = goals.section(res)
+    assert table.count("not judged (`--pin`)") == 3 and "**not met**" not in table
+    from bench import sections
+
+    text = sections.ttft(res)
+    assert "| `ssegate` | — / — | 24.30 / 0.04 | — / — |" in text  # on a core / waiting, per burst
+    assert "Measured with `--pin` (target on CPU 1, rig on CPU 0)" in text
+
+
+def test_a_process_trees_time_on_a_cpu_and_waiting_for_one_is_read_from_the_scheduler() -> None:
+    """``proc.tree_sched``: nanosecond counters of every thread of a process and its children, where the CPU times
+    ``psutil`` reads count in ticks of 10 ms. A child that spins for 0.3 s is on a CPU for about that long."""
+    import psutil
+    from bench.proc import tree_sched
+
+    spin = "import time\nt = time.perf_counter()\nwhile time.perf_counter() - t < 0.3: pass\ntime.sleep(30)\n"
+    parent = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, "
+                                                     f"'-c', {spin!r}])"])
+    try:
+        ps = psutil.Process(parent.pid)
+        deadline = time.monotonic() + 20
+        run = wait = 0.0
+        while time.monotonic() < deadline and run < 0.28:  # (the child's time, once it has spun)
+            time.sleep(0.05)
+            run, wait = tree_sched(ps)
+        assert 0.28 <= run < 5 and 0 <= wait < 20
+        assert len(ps.children()) == 1
+    finally:
+        for child in psutil.Process(parent.pid).children(recursive=True):
+            child.kill()
+        parent.kill()
+        parent.wait()
+
+
+def test_pin_binds_the_targets_it_starts_to_one_cpu_and_the_rig_to_the_others() -> None:
+    """``python -m bench --pin``: the load generator (this process) and a rig process on every CPU but the last, a
+    target (and what it forks) on the last. Run in a child process: pinning binds the process that asks."""
+    import os
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("one CPU: nothing to pin apart")
+    code = (
+        "import os, sys; from bench.proc import pin, start\n"
+        "print(pin())\n"
+        "t = start('pin-target', [sys.executable, '-c', 'import os, time; os.fork(); time.sleep(30)'], 0)\n"
+        "r = start('pin-rig', ['sleep', '30'], 0, role='rig')\n"
+        "import time; time.sleep(1.0)\n"
+        "import psutil\n"
+        "print(sorted(os.sched_getaffinity(0)), sorted(os.sched_getaffinity(r.pid)), "
+        "sorted(os.sched_getaffinity(t.pid)), [sorted(os.sched_getaffinity(c.pid)) for c in "
+        "psutil.Process(t.pid).children()])\n"
+        "t.stop(); r.stop()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.strip().splitlines()
+    rig = ",".join(map(str, cpus[:-1]))
+    assert first == f"target on CPU {cpus[-1]}, rig on CPU{'s' if len(cpus) > 2 else ''} {rig}"
+    assert second == f"{cpus[:-1]} {cpus[:-1]} {cpus[-1:]} [{cpus[-1:]}]"
