@@ -113,3 +113,64 @@ def test_a_body_of_exactly_the_limit_is_accepted_and_one_byte_more_is_413(gatewa
     else:
         assert err["retryable"] is False
     assert upstream.records(over) == []
+
+
+def _raw_exchange(gw: GatewayProcess, pieces: list[bytes], pause: float = 0.0) -> bytes:
+    """Send ``pieces`` over one connection (``pause`` s apart: separate reads for the server; after the head of a
+    request that expects ``100 Continue``, its interim answer first) and read until the server closes (every
+    request here says ``Connection: close``)."""
+    import socket
+    import time
+
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=15) as sock:
+        got = b""
+        for i, piece in enumerate(pieces):
+            if i and pause:
+                time.sleep(pause)
+            if i and b"100-continue" in pieces[0].lower():
+                while b"\r\n\r\n" not in got:
+                    more = sock.recv(65536)
+                    assert more, got
+                    got += more
+            sock.sendall(piece)
+        while more := sock.recv(65536):
+            got += more
+        return got
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_body_that_arrives_with_its_head_is_read_whole_and_any_other_way_too(make_gateway: Any,
+                                                                              upstream: FakeUpstream,
+                                                                              path: str) -> None:
+    """``ssegate serve``'s direct routes take a body that has all arrived with the head from the request cycle
+    (``uvicorn_glue.whole_body``); a body still to come, or owed a ``100 Continue``, is read through ``receive``.
+    Each way the request reaches the upstream whole, and a chunked body (no Content-Length) over the limit is a
+    413 whichever way it came: checked by size after it is read, as ``receive``'s messages are counted."""
+    gw = make_gateway({"provider": "openai", "upstream_url": upstream.url, "model": "fake-model",
+                       "max_body_bytes": 2000})
+
+    def request(marker: str, pad: int = 0, chunked: bool = False, expect: bool = False) -> tuple[bytes, bytes]:
+        body = orjson.dumps({"model": "fake-model", "messages": [{"role": "user", "content": marker}]}) + b" " * pad
+        framing = (b"Transfer-Encoding: chunked\r\n" if chunked else b"Content-Length: %d\r\n" % len(body))
+        head = (b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + framing
+                + (b"Expect: 100-continue\r\n" if expect else b"") + b"Connection: close\r\n\r\n")
+        return head, (b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if chunked else body)
+
+    for how in ("with the head", "after the head", "chunked with the head", "after 100 Continue"):
+        marker = upstream.script(Script(deltas=["whole"]))
+        head, body = request(marker, chunked=how.startswith("chunked"), expect=how.endswith("Continue"))
+        pieces = [head + body] if how.endswith("the head") and how != "after the head" else [head, body]
+        got = _raw_exchange(gw, pieces, pause=0.2)
+        if how.endswith("Continue"):
+            assert got.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), got[:200]
+            got = got[len(b"HTTP/1.1 100 Continue\r\n\r\n"):]
+        assert got.startswith(b"HTTP/1.1 200 ") and b"whole" in got, (how, got[:300])
+        [rec] = upstream.records(marker)
+        assert rec.request_json["messages"] == [{"role": "user", "content": marker}], how
+
+    for pieces_of in (lambda h, b: [h + b], lambda h, b: [h, b]):  # over the limit, with its head or after it
+        marker = upstream.script(Script(deltas=["never"]))
+        head, body = request(marker, pad=2100, chunked=True)
+        got = _raw_exchange(gw, pieces_of(head, body), pause=0.2)
+        assert got.startswith(b"HTTP/1.1 413 "), got[:300]
+        assert b"payload_too_large" in got and upstream.records(marker) == []

@@ -500,6 +500,40 @@ def test_forwarded_headers_set_the_scope_as_uvicorns_middleware_does() -> None:
     assert answers(BoundedRequestProtocol, proxy_headers=False) == untrusted
 
 
+def test_the_scope_path_and_query_of_each_request_target_are_uvicorns() -> None:
+    """``BoundedRequestProtocol`` reads a target that is a path alone (starts with "/", no "?" or "#") itself, and
+    hands every other one to ``httptools.parse_url`` as uvicorn does: for each kind of target (a plain path,
+    "//", percent escapes, a query, an empty query, a fragment, the absolute form, "*") the scope's ``path``,
+    ``raw_path`` and ``query_string`` equal uvicorn's own protocol's."""
+    from tests.support.inproc import ServerThread
+
+    async def path_parts(scope: Any, receive: Any) -> bytes:
+        return repr((scope["path"], scope["raw_path"], scope["query_string"])).encode()
+
+    app = _answering(path_parts)
+    targets = [b"/v1/chat/stream", b"/", b"//double/slash", b"/a%20b/%2F", b"/semi;colon", b"/q?x=1&y=%20",
+               b"/q?", b"/frag#part", b"/both?x=1#part", b"http://example.com/abs?z=2", b"*"]
+
+    def answers(http: Any) -> list[bytes]:
+        out = []
+        with ServerThread(app, http=http) as server:
+            sock = socket.create_connection(server.sock.getsockname(), timeout=15)
+            rest = b""
+            for target in targets:
+                sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+                head, body, rest = _length_response(sock, rest)
+                assert head.startswith(b"HTTP/1.1 200 "), (target, head)
+                out.append(body)
+            sock.close()
+        return out
+
+    ours = answers(BoundedRequestProtocol)
+    assert ours[:3] == [b"('/v1/chat/stream', b'/v1/chat/stream', b'')", b"('/', b'/', b'')",
+                        b"('//double/slash', b'//double/slash', b'')"]
+    assert ours[3] == b"('/a b//', b'/a%20b/%2F', b'')" and ours[5] == b"('/q', b'/q', b'x=1&y=%20')"
+    assert ours == answers("httptools")
+
+
 def test_the_scheme_is_https_on_a_tls_server_and_http_without_as_uvicorns_protocol_says(tmp_path: Any) -> None:
     """``BoundedRequestProtocol`` asks a connection for its TLS context only on a server given TLS (uvicorn's
     ``ssl_certfile``): there the scope's scheme is ``https``, without it ``http``, as uvicorn's own protocol says."""

@@ -60,6 +60,33 @@ async def test_interim_1xx_answers_are_skipped_not_taken_as_the_answer(serve: Se
     await pool.aclose()
 
 
+async def test_headers_are_the_final_heads_joined_by_name_without_trailers(serve: Serve) -> None:
+    """``Response.headers`` is made when first asked for, from the final head alone: names in lower case, a repeated
+    name's values joined with ", ", an interim answer's headers and the chunked body's trailers left out, whether
+    it is asked for before the body is read or after; the head's own framing (chunked, gzip) still applies."""
+    body = gzip.compress(b"hello")
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\nX-Trailer: late\r\n\r\n"
+
+    async def answer(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(INTERIM[1] + b"HTTP/1.1 200 OK\r\nX-Multi: a\r\nContent-Type: text/plain\r\n"
+                     b"Transfer-Encoding: chunked\r\nContent-Encoding: gzip\r\nx-multi: b\r\n\r\n" + chunked)
+        await writer.drain()
+        return True
+
+    srv = await serve(answer)
+    pool = Pool()
+    want = {"x-multi": "a, b", "content-type": "text/plain", "transfer-encoding": "chunked",
+            "content-encoding": "gzip"}
+    for ask_first in (True, False):
+        resp = await asyncio.wait_for(pool.request("GET", srv.url(), {}), 5)
+        first = dict(resp.headers) if ask_first else None
+        assert await asyncio.wait_for(resp.read(), 5) == b"hello"
+        assert resp.headers == want and (first is None or first == want)
+        resp.close()
+    assert srv.connections == 1  # the chunked end and its trailer were read: the connection was kept
+    await pool.aclose()
+
+
 async def test_a_48_mib_header_line_is_refused_after_64_kib_without_buffering_it(serve: Serve) -> None:
     """Regression: the head limit was checked on complete header lines, after the parser had gathered them, so a
     header line that never ends was buffered whole (here 48 MiB) before being refused, if ever."""

@@ -4,10 +4,11 @@
 middleware stack, routing and dependency solving cost more CPU per request than ssegate's own work of starting a
 stream (docs/benchmarks.md, setup cost). ``SSEGateApp`` hands these two paths to ``DirectRoutes`` before the
 framework sees them, when nothing needs to wrap them (no CORS configured). It does what the FastAPI routes and
-middleware do, with the same parts: the body limit (``MAX_BODY_BYTES``, 413), the body parsed and checked with the
-very models the routes declare (so errors are worded the same and the OpenAPI docs stay true; a plain body, text
-messages and scalar options, is checked by msgspec against a subset of its model that reads the same values:
-``plain_body.py``, a third of the model's cost), the caller
+middleware do, with the same parts: the body limit (``MAX_BODY_BYTES``, 413; a body that arrived with its head is
+taken from ``ssegate serve``'s request cycle, ``uvicorn_glue.whole_body``, not awaited), the body parsed and
+checked with the very models the routes declare (so errors are worded the same and the OpenAPI docs stay true; a
+plain body, text messages and scalar options, is checked by msgspec against a subset of its model that reads the
+same values: ``plain_body.py``, a third of the model's cost), the caller
 identified (``auth.identity``), the same endpoint functions (``starts.py``), and an unexpected exception answered
 as ``internal_error`` without detail. The two headers it reads (``Content-Length``, ``Content-Type``) are looked
 up in the scope's raw list, and the models' validator is called directly: with ``starts.py`` compiled, only
@@ -39,6 +40,7 @@ from .response import RAW_KEY, json_error_response
 from .routes.deps import SCOPE_KEY
 from .routing import invalid_request
 from .starts import start_completion, start_stream
+from .uvicorn_glue import whole_body
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
@@ -108,6 +110,11 @@ class DirectRoutes:
         limit = self.max_body
         if length is not None and (not length.isdigit() or int(length) > limit):
             raise PayloadTooLarge(f"request body is over {limit} bytes")
+        whole = whole_body(receive)  # (all of it arrived with the head: ssegate serve's cycle hands it over)
+        if whole is not None:
+            if len(whole) > limit:
+                raise PayloadTooLarge(f"request body is over {limit} bytes")
+            return _parse(ctype, whole)
         chunks: list[bytes] = []
         seen = 0
         more = True

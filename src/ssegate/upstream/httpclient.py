@@ -141,15 +141,15 @@ class Response:
     returns it; the body is read with ``read()`` or pushed with ``stream()``. Whoever got it closes it."""
 
     __slots__ = (
-        "_aborted", "_body", "_conn", "_decoder", "_draining", "_dropped", "_error", "_head", "_head_bytes", "_heading",
-        "_interim", "_keep_alive", "_keep_s", "_parser", "_raw_headers", "_seen", "_sink", "_slot", "_stale",
-        "_stopped", "_until_eof", "_waiter", "complete", "headers", "status",
+        "_aborted", "_body", "_conn", "_decoder", "_draining", "_dropped", "_error", "_final_raw", "_head",
+        "_head_bytes", "_headers", "_heading", "_interim", "_keep_alive", "_keep_s", "_parser", "_raw_headers", "_seen",
+        "_sink", "_slot", "_stale", "_stopped", "_until_eof", "_waiter", "complete", "status",
     )
 
     def __init__(self, conn: _Connection) -> None:
         self._conn = conn
         self.status = 0
-        self.headers: dict[str, str] = {}
+        self._headers: dict[str, str] | None = None
         self.complete = False
         """The whole body arrived."""
         self._parser: httptools.HttpResponseParser | None = _ResponseParser(self)
@@ -164,6 +164,7 @@ class Response:
         self._decoder: Any = None
         self._until_eof = False
         self._raw_headers: list[tuple[bytes, bytes]] = []
+        self._final_raw: list[tuple[bytes, bytes]] = []  # the final head's (``headers``)
         self._seen = False  # some of the answer arrived
         self._stale = False  # the connection closed before any byte of an answer
         self._stopped = False
@@ -414,6 +415,18 @@ class Response:
     def on_header(self, name: bytes, value: bytes) -> None:
         self._raw_headers.append((name, value))
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """The final answer's headers by lower-case name (a repeated one's values joined with ", "), made when first
+        asked for (an error's ``retry-after``): most streams never read them, and an upstream such as OpenAI sends
+        twenty (~1.5k instructions each to decode and file). Empty until the head is complete."""
+        headers = self._headers
+        if headers is None:
+            if self._heading:
+                return {}
+            headers = self._headers = _joined(self._final_raw)
+        return headers
+
     def on_headers_complete(self) -> None:
         assert self._parser is not None
         status = self._parser.get_status_code()
@@ -422,12 +435,9 @@ class Response:
             self._interim = True
             return
         self.status = status
-        headers = self.headers
-        for name, value in self._raw_headers:
-            key = name.decode("latin-1").lower()
-            text = value.decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        self._raw_headers = []
+        raw = self._final_raw = self._raw_headers
+        self._raw_headers = []  # (trailers, if any, go there: not into ``headers``)
+        headers = _framing(raw)  # the headers read here; the others are made into ``headers`` if someone asks
         encoding = headers.get("content-encoding", "identity").strip().lower()
         if encoding in ("gzip", "deflate", "x-gzip"):
             self._decoder = zlib.decompressobj(wbits=47)  # gzip or zlib, detected from the header
@@ -761,6 +771,35 @@ def _shut_down(transport: asyncio.BaseTransport) -> None:
         pass  # (not connected any more: nothing to shut down)
     finally:
         own.detach()
+
+
+_FRAMING: Final = frozenset(("content-encoding", "transfer-encoding", "content-length", "keep-alive"))
+"""The headers of an answer that ``Response`` reads itself (its body's framing and encoding, the connection's
+keep-alive); ``_FRAMING_SIZES`` their lengths: a header of another length is not decoded to be compared."""
+_FRAMING_SIZES: Final = frozenset(len(name) for name in _FRAMING)
+
+
+def _joined(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Header pairs as a dict by lower-case name (latin-1), a repeated name's values joined with ", "."""
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    return headers
+
+
+def _framing(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """``_joined`` of the ``_FRAMING`` headers alone."""
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        if len(name) not in _FRAMING_SIZES:
+            continue
+        key = name.decode("latin-1").lower()
+        if key in _FRAMING:
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    return headers
 
 
 def _keep_alive_timeout(value: str) -> float | None:
