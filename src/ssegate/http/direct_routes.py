@@ -111,21 +111,19 @@ class DirectRoutes:
         if length is not None and (not length.isdigit() or int(length) > limit):
             raise PayloadTooLarge(f"request body is over {limit} bytes")
         whole = whole_body(receive)  # (all of it arrived with the head: ssegate serve's cycle hands it over)
-        if whole is not None:
-            if len(whole) > limit:
+        chunks: list[bytes] = [] if whole is None else [whole]
+        seen = 0 if whole is None else len(whole)
+        more = whole is None
+        while True:
+            if seen > limit:
                 raise PayloadTooLarge(f"request body is over {limit} bytes")
-            return _parse(ctype, whole)
-        chunks: list[bytes] = []
-        seen = 0
-        more = True
-        while more:
+            if not more:
+                break
             message = await receive()
             if message["type"] == "http.disconnect":
                 break
             chunk = message.get("body", b"")
             seen += len(chunk)
-            if seen > limit:
-                raise PayloadTooLarge(f"request body is over {limit} bytes")
             chunks.append(chunk)
             more = message.get("more_body", False)
         return _parse(ctype, b"".join(chunks))

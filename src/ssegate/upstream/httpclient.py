@@ -437,7 +437,7 @@ class Response:
         self.status = status
         raw = self._final_raw = self._raw_headers
         self._raw_headers = []  # (trailers, if any, go there: not into ``headers``)
-        headers = _framing(raw)  # the headers read here; the others are made into ``headers`` if someone asks
+        headers = _joined(raw, framing_only=True)  # the headers read here; ``headers`` makes all if asked
         encoding = headers.get("content-encoding", "identity").strip().lower()
         if encoding in ("gzip", "deflate", "x-gzip"):
             self._decoder = zlib.decompressobj(wbits=47)  # gzip or zlib, detected from the header
@@ -779,26 +779,18 @@ keep-alive); ``_FRAMING_SIZES`` their lengths: a header of another length is not
 _FRAMING_SIZES: Final = frozenset(len(name) for name in _FRAMING)
 
 
-def _joined(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    """Header pairs as a dict by lower-case name (latin-1), a repeated name's values joined with ", "."""
+def _joined(raw: list[tuple[bytes, bytes]], framing_only: bool = False) -> dict[str, str]:
+    """Header pairs as a dict by lower-case name (latin-1), a repeated name's values joined with ", "; with
+    ``framing_only``, the ``_FRAMING`` headers alone."""
     headers: dict[str, str] = {}
     for name, value in raw:
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        headers[key] = f"{headers[key]}, {text}" if key in headers else text
-    return headers
-
-
-def _framing(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    """``_joined`` of the ``_FRAMING`` headers alone."""
-    headers: dict[str, str] = {}
-    for name, value in raw:
-        if len(name) not in _FRAMING_SIZES:
+        if framing_only and len(name) not in _FRAMING_SIZES:
             continue
         key = name.decode("latin-1").lower()
-        if key in _FRAMING:
-            text = value.decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        if framing_only and key not in _FRAMING:
+            continue
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
     return headers
 
 
