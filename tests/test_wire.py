@@ -93,6 +93,41 @@ async def test_a_chunked_body_is_pushed_to_the_consumer_as_each_piece_arrives(se
     await pool.aclose()
 
 
+async def test_the_chunks_one_read_brings_reach_the_consumer_in_one_call(serve: Serve) -> None:
+    """A read that carries several chunks of a chunked body (a stream's last token, its finish and ``[DONE]``, as
+    a rule) is handed over in one call, their bytes joined, once the read is parsed; a read of one chunk is one
+    call of that chunk. The body's end comes after it."""
+    step = asyncio.Event()
+
+    async def chunked(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n")
+        await writer.drain()
+        await step.wait()
+        writer.write(b"3\r\ntwo\r\n5\r\nthree\r\n4\r\nfour\r\n0\r\n\r\n")  # one write: one read
+        await writer.drain()
+        return True
+
+    srv = await serve(chunked)
+    pool = Pool()
+    resp = await pool.request("GET", srv.url(), {})
+    got: list[tuple[bytes, bool]] = []
+    arrived = asyncio.Event()
+
+    def on_body(piece: bytes) -> None:
+        got.append((piece, resp.complete))
+        arrived.set()
+
+    resp.stream(on_body)
+    await asyncio.wait_for(arrived.wait(), 5)
+    step.set()
+    await asyncio.wait_for(resp.finished(), 5)
+    assert got == [(b"one", False), (b"twothreefour", False)]
+    assert resp.complete
+    resp.close()
+    assert pool.idle == 1
+    await pool.aclose()
+
+
 async def test_what_the_consumer_raises_fails_the_response_and_closes_its_connection(serve: Serve) -> None:
     async def endless(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
@@ -260,6 +295,10 @@ class RecordingSink:
         self.parts: list[object] = []
         self.reads = 0
         self.aborts: list[object] = []
+        self.batches: list[int] = []
+        """The number of parts emitted before each read of several events began ..."""
+        self.batch_ends: list[tuple[int, bool]] = []
+        """... and after it ended, with whether it ended the answer."""
 
     def emit(self, part: object) -> None:
         self.parts.append(part)
@@ -269,6 +308,12 @@ class RecordingSink:
 
     def holding(self, abort: object) -> None:
         self.aborts.append(abort)
+
+    def begin_read(self) -> None:
+        self.batches.append(len(self.parts))
+
+    def end_read(self, ending: bool) -> None:
+        self.batch_ends.append((len(self.parts), ending))
 
 
 async def test_a_provider_streams_into_any_sink(upstream: FakeUpstream) -> None:
@@ -287,6 +332,49 @@ async def test_a_provider_streams_into_any_sink(upstream: FakeUpstream) -> None:
     assert finish.reason == "stop" and finish.usage is not None
     assert sink.reads >= len(deltas)
     assert callable(sink.aborts[0]) and sink.aborts[-1] is None
+
+
+async def test_a_read_of_several_events_is_bracketed_for_the_sink_and_says_whether_it_ended_the_answer(
+    serve: Serve
+) -> None:
+    """``read_events`` tells the sink where a read of several events begins and ends (so that the gateway's client
+    gets them in one write), and whether it ended the answer (``[DONE]``: their write then waits for the terminal
+    event); a read of one event goes to the sink alone, unbracketed."""
+    def chunk(content: bytes, finish: bytes = b"null") -> bytes:
+        return _chunked(_sse_body(CHUNK % (content, finish)))
+
+    role = _chunked(_sse_body(CHUNK.replace(b'"content":%s', b'"role":"assistant","content":""') % b"null"))
+    reads = [
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n" + role,
+        chunk(b'"a"') + chunk(b'"b"') + chunk(b'"c"'),
+        chunk(b'"d"'),
+        _chunked(_sse_body(CHUNK % (b'"e"', b"null"), CHUNK % (b'""', b'"stop"'), b"[DONE]")) + b"0\r\n\r\n",
+    ]
+
+    async def in_reads(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        for data in reads:  # each in one write, apart in time: one read each
+            writer.write(data)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        return True
+
+    srv = await serve(in_reads)
+    pool = Pool()
+    provider = OpenAIProvider(srv.url("/v1"), "key", pool)
+    sink = RecordingSink()
+    try:
+        finish = await asyncio.wait_for(
+            provider.stream(ChatRequest([{"role": "user", "content": "hi"}], "m"), sink), 10)
+    finally:
+        await pool.aclose()
+    assert sink.parts == ["a", "b", "c", "d", "e"]
+    assert finish.reason == "stop"
+    assert sink.batches == [0, 4]  # the parts emitted before each bracketed read began ...
+    assert sink.batch_ends == [(3, False), (5, True)]  # ... and after it ended; the last one ended the answer
+
+
+def _chunked(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 def _sse_body(*datas: bytes) -> bytes:

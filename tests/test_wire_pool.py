@@ -308,6 +308,10 @@ class _Sink:
 
     def holding(self, abort: object) -> None: ...
 
+    def begin_read(self) -> None: ...
+
+    def end_read(self, ending: bool) -> None: ...
+
 
 async def read_to_done(pool: Pool, url: str) -> list[bytes]:
     """What a provider does: relay the events, ``stop()`` at ``[DONE]``, then ``close()``."""
@@ -419,6 +423,47 @@ async def test_happy_eyeballs_reaches_the_second_address_while_the_first_hangs(
         assert await resp.read() == b"v4"
         resp.close()
         await pool.aclose()
+
+
+async def _connect_to_a_full_queue(host: str) -> tuple[BaseException | None, float, int]:
+    """A request to ``host`` at a port whose listener (on 127.0.0.1) has a full accept queue, so that its SYNs get no
+    answer, with a connect timeout of 0.5 s: what it raised, after how long, and the port."""
+    loop = asyncio.get_running_loop()
+    with socket.socket() as hole, socket.socket() as filler:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(0)
+        port = hole.getsockname()[1]
+        filler.connect(("127.0.0.1", port))  # fills the accept queue: the next SYNs are dropped
+        pool = Pool(connect_timeout=0.5)
+        t0 = loop.time()
+        raised: BaseException | None = None
+        try:
+            await asyncio.wait_for(pool.request("GET", f"http://{host}:{port}/", {}), 10)
+        except BaseException as exc:  # what it raised is the result
+            raised = exc
+        elapsed = loop.time() - t0
+        await asyncio.sleep(0.01)  # the connect's timer was taken back: no cancel is pending for this task
+        await pool.aclose()
+    return raised, elapsed, port
+
+
+@pytest.mark.parametrize("loop_factory", [asyncio.new_event_loop, new_event_loop], ids=["asyncio", "uvloop"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"], ids=["ip-address", "name-resolved"])
+def test_a_connect_that_gets_no_answer_is_an_upstream_timeout_at_the_connect_timeout(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop], host: str
+) -> None:
+    """An IP address is connected by the loop without resolving, a name after it (and a race of its addresses when
+    it has several: ``localhost``'s ``::1`` refuses at once here); either way the connect timeout bounds it and ends
+    it as an ``UpstreamTimeout`` that names the upstream."""
+    loop = loop_factory()
+    try:
+        raised, elapsed, port = loop.run_until_complete(_connect_to_a_full_queue(host))
+    finally:
+        loop.close()
+    assert isinstance(raised, UpstreamTimeout), repr(raised)
+    assert str(raised) == f"connecting to the upstream at {host}:{port} timed out"
+    assert isinstance(raised.__cause__, TimeoutError)
+    assert 0.49 <= elapsed < 5.0, elapsed
 
 
 _CONNECT_ON_UVLOOP = textwrap.dedent("""

@@ -250,6 +250,16 @@ class Generation:
     def holding(self, abort: Callable[[], None] | None) -> None:
         self._abort = abort
 
+    def begin_read(self) -> None:
+        """The events of one upstream read follow (more than one): the followers hear of them together, at
+        ``end_read``, so that a client that keeps up gets them in one write."""
+        self.log.hold()
+
+    def end_read(self, ending: bool) -> None:
+        """The events of that read were all emitted: out they go, or, when the read ended the answer (``ending``),
+        with the terminal entry that follows them within a pass or two of the loop, in the same write."""
+        self.log.release(not ending)
+
     # --- control ----------------------------------------------------------------------------------
     def cancel(self, reason: str = "request") -> bool:
         """Stop generating; the log ends with ``done``/``cancelled`` (or ``error`` for ``shutdown``).

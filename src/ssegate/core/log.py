@@ -39,6 +39,7 @@ _monotonic: Final = time.monotonic
 
 class StreamLog:
     __slots__ = (
+        "_hold",
         "_listeners",
         "_waiters",
         "created_at",
@@ -85,6 +86,8 @@ class StreamLog:
         # the log keeps for ``ttl_s``, thousands of them) holds no empty lists for the garbage collector to walk
         self._waiters: list[asyncio.Future[None]] | None = None
         self._listeners: list[Callable[[], None]] | None = None
+        self._hold = 0
+        """0, or while ``hold`` lasts: 1, and 2 once an append was kept from the followers."""
 
     @property
     def last_seq(self) -> int:
@@ -113,8 +116,22 @@ class StreamLog:
             payloads = self.payloads
             self._drop(drop, sum(entry_size(kinds[i], payloads[i]) for i in range(drop)))
         if self._waiters or self._listeners:
-            self.wake()
+            if self._hold:
+                self._hold = 2
+            else:
+                self.wake()
         return self.first_seq + len(kinds) - 1
+
+    def hold(self) -> None:
+        """Until ``release``, appends wake no follower (the entries of one upstream read: ``Generation.begin_read``)."""
+        self._hold = 1
+
+    def release(self, wake: bool) -> None:
+        """End ``hold``: the followers are woken for what was appended meanwhile when ``wake``; else that waits for
+        the next append, which wakes them for all of it (a read that ended the answer: its terminal entry)."""
+        held, self._hold = self._hold, 0
+        if held == 2 and wake:
+            self.wake()
 
     def _trim_bytes(self) -> None:
         """Drop the oldest entries until the text kept is under three quarters of ``max_bytes``."""

@@ -37,7 +37,6 @@ change (the stream's log line and metrics name the one that did).
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
@@ -46,6 +45,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ..core.deadline import Deadline
 from ..core.entries import ERROR, TERMINAL
+from ..core.tasks import current as current_task
 from ..sse import PING
 from .uvicorn_glue import (
     abort_connection,
@@ -69,10 +69,6 @@ __all__ = ["EventStreamResponse", "Follows", "StreamEncoder", "following", "json
 
 # (module functions kept as C statics: compiled code looks up a module's attribute by name at each call)
 _running_loop: Final = asyncio.get_running_loop
-_current_tasks: Final[dict[Any, Any] | None] = (
-    getattr(asyncio.tasks, "_current_tasks", None) if sys.version_info < (3, 12) else None)
-"""Python 3.11's task by loop, which its ``asyncio.current_task`` (a Python function, which also asks the loop of
-the thread: a ``getpid``) reads; on 3.12+, ``current_task`` is C code and is called instead."""
 
 RAW_KEY: Final = "ssegate.server"
 
@@ -220,7 +216,7 @@ class EventStreamResponse(Response):
         # ssegate serve's protocol tells the response of a disconnect itself (set_disconnect_hook); elsewhere a small
         # task waits for ``http.disconnect`` on ``receive``
         watcher = None if hooked else loop.create_task(self._watch(raw_receive))
-        self._task = _current_tasks.get(loop) if _current_tasks is not None else asyncio.current_task(loop)
+        self._task = current_task(loop)
         self._loop = loop
         direct = send is raw_send  # nothing between us and the server
         self._timer = timer = Deadline(loop, self._tick)

@@ -44,6 +44,12 @@ class Sink(Protocol):
     def holding(self, abort: Callable[[], None] | None) -> None:
         """The provider now holds an upstream request that ``abort()`` tears down at once (None: it let go)."""
 
+    def begin_read(self) -> None:
+        """The parts of one upstream read (more than one event) follow, to go out to clients together."""
+
+    def end_read(self, ending: bool) -> None:
+        """The parts of that read were all emitted; ``ending``: the read ended the answer (its end marker)."""
+
 
 class Provider(Protocol):
     """One upstream. ``name`` is the provider kind; ``label`` tells deployments apart (never holds a key)."""

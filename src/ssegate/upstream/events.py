@@ -3,8 +3,10 @@
 ``post_stream`` sends a streaming request on the process's ``Pool`` and returns the ``200`` response, or raises
 the upstream's error; from the moment the request is written the sink holds its ``abort``. ``read_events`` then
 hands every SSE event of the body to the provider's parser inside the connection's read callback (no task switch
-per token, see ``httpclient.py``), telling the sink of every read (``alive``). ``EventSplitter`` splits the body
-into ``(event, data)`` pairs at the byte level, without building an object per line.
+per token, see ``httpclient.py``), telling the sink of every read (``alive``), and of the bounds of a read that
+holds several events (``begin_read``, ``end_read``: the parts of one read reach a client in one write).
+``EventSplitter`` splits the body into ``(event, data)`` pairs at the byte level, without building an object per
+line.
 """
 
 from __future__ import annotations
@@ -113,12 +115,26 @@ async def read_events(resp: Response, sink: Sink, on_event: Callable[[bytes, byt
     bytes arrive, until the body ends or ``on_event`` calls ``resp.stop()``; what ``on_event`` raises ends the
     read and is raised here."""
     split = EventSplitter()
-    alive = sink.alive
+    alive, begin, end = sink.alive, sink.begin_read, sink.end_read
 
     def on_body(chunk: bytes) -> None:
         alive()
-        for event, data in split.feed(chunk):
+        events = split.feed(chunk)
+        n = len(events)
+        if n == 1:  # the usual read: one event, out at once
+            event, data = events[0]
             on_event(event, data)
+            return
+        if not n:
+            return
+        begin()  # several: out in one write, at their end (with the terminal entry, when they end the answer)
+        try:
+            for event, data in events:
+                on_event(event, data)
+        except BaseException:
+            end(False)
+            raise
+        end(resp.stopped)
 
     resp.stream(on_body)
     await resp.finished()

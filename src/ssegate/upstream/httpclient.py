@@ -3,8 +3,11 @@
 The gateway's hot path is an upstream body read: one network read carries one model token. A general
 client (aiohttp, httpx) hands each read through a buffer object, a future and a task switch before the
 provider sees it; here the connection's ``data_received`` parses the chunk (llhttp, in C) and hands the body
-bytes straight to the consumer's callback, in that same callback of the event loop. That is the whole reason
-for this module; the rest is what an upstream client must do besides:
+bytes straight to the consumer's callback, in that same callback of the event loop: the body a read brought, in
+one call once the read is parsed (a read that carries several chunks of a chunked body, such as a stream's last
+token, its finish and ``[DONE]``, is one call with their bytes joined: its events then reach the client in one
+write, ``events.read_events``). That is the whole reason for this module; the rest is what an upstream client
+must do besides:
 
 - ``Pool``: keep-alive connections per origin; at most ``limit`` requests at once (0 = no limit), waiters served
   in order, a place given up passing straight to the next waiter (also when that one is cancelled in the same
@@ -20,7 +23,7 @@ for this module; the rest is what an upstream client must do besides:
   new connection only when the upstream cannot have seen it: its connection had been idle in the pool and
   closed before any byte of an answer, and the request was not aborted.
 - ``Response.read()`` reads a short body (error details, ``/models``), each wait bounded by ``read_timeout``;
-  ``Response.stream(on_body)`` pushes body bytes as they arrive and ``await finished()`` waits for the end (or
+  ``Response.stream(on_body)`` pushes body bytes as each read brings them and ``await finished()`` waits for the end (or
   raises the failure, including one raised by ``on_body``). No timer per read on the streaming path: the
   generation bounds the silence between tokens.
 - ``Response.stop()``: the consumer saw its end marker (``[DONE]``). ``close()`` then drains the rest of the
@@ -141,9 +144,9 @@ class Response:
     returns it; the body is read with ``read()`` or pushed with ``stream()``. Whoever got it closes it."""
 
     __slots__ = (
-        "_aborted", "_body", "_conn", "_decoder", "_draining", "_dropped", "_error", "_final_raw", "_head",
-        "_head_bytes", "_headers", "_heading", "_interim", "_keep_alive", "_keep_s", "_parser", "_raw_headers", "_seen",
-        "_sink", "_slot", "_stale", "_stopped", "_until_eof", "_waiter", "complete", "status",
+        "_aborted", "_body", "_conn", "_decoder", "_draining", "_dropped", "_error", "_final_raw", "_got", "_head",
+        "_head_bytes", "_headers", "_heading", "_interim", "_keep_alive", "_keep_s", "_more", "_parser", "_raw_headers",
+        "_seen", "_sink", "_slot", "_stale", "_stopped", "_until_eof", "_waiter", "complete", "status",
     )
 
     def __init__(self, conn: _Connection) -> None:
@@ -160,6 +163,10 @@ class Response:
         self._waiter: asyncio.Future[None] | None = None
         self._body: list[bytes] = []
         self._sink: Callable[[bytes], None] | None = None
+        self._got: bytes | None = None
+        """The body the read being parsed brought so far, for ``_sink`` (``_pass_on``) ..."""
+        self._more: list[bytes] | None = None
+        """... and its pieces after the first (the chunks of a chunked body), if any."""
         self._error: BaseException | None = None
         self._decoder: Any = None
         self._until_eof = False
@@ -217,6 +224,11 @@ class Response:
             await self._wait()
         if self._error is not None:
             raise self._error
+
+    @property
+    def stopped(self) -> bool:
+        """``stop`` was called."""
+        return self._stopped
 
     def stop(self) -> None:
         """The consumer has all it wants (an end marker in the body): ``finished`` returns now, and what else
@@ -294,12 +306,7 @@ class Response:
         if self._heading:
             self._feed_head(parser, data)
             return
-        try:  # the hot path: a read of the body, through the parser to ``on_body``
-            parser.feed_data(data)
-        except httptools.HttpParserCallbackError as exc:  # our own callback failed: keep what it raised
-            self._fail(exc.__context__ or exc)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            self._fail(UpstreamProtocolError(f"the upstream sent a malformed HTTP response ({exc})"))
+        self._parse(parser, data)  # the hot path: a read of the body, through the parser to the consumer
 
     def _feed_head(self, parser: httptools.HttpResponseParser, data: bytes) -> None:
         """Bytes before the final head: counted as they arrive, so a head is refused the moment it passes
@@ -320,12 +327,31 @@ class Response:
         self._parse(parser, data[room:])  # the head ended in time: the rest is body
 
     def _parse(self, parser: httptools.HttpResponseParser, data: bytes) -> None:
+        """Parse a read; the body it brought goes to the consumer in one call at its end (``on_body``)."""
         try:
             parser.feed_data(data)
-        except httptools.HttpParserCallbackError as exc:
+        except httptools.HttpParserCallbackError as exc:  # our own callback failed: keep what it raised
+            self._pass_on()
             self._fail(exc.__context__ or exc)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._pass_on()  # (what came before the fault, as the consumer would have had it piece by piece)
             self._fail(UpstreamProtocolError(f"the upstream sent a malformed HTTP response ({exc})"))
+        else:
+            if self._got is not None:
+                self._pass_on()
+
+    def _pass_on(self) -> None:
+        """Hand the body gathered from the read being parsed to the consumer (``_hand``), its pieces joined."""
+        body = self._got
+        if body is None:
+            return
+        self._got = None
+        more = self._more
+        if more is not None:
+            self._more = None
+            more.insert(0, body)
+            body = b"".join(more)
+        self._hand(body)
 
     def _eof(self, exc: Exception | None = None) -> None:
         if self.complete or self._error is not None:
@@ -452,16 +478,19 @@ class Response:
             self._head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
-        sink = self._sink
-        if sink is None or self._decoder is not None:
+        if self._sink is None or self._decoder is not None:
             self._deliver(body)
             return
-        try:  # the hot path: one network read of a stream, straight to its consumer
-            sink(body)
-        except BaseException as exc:
-            self._fail(exc)
+        # the hot path: gathered, for the consumer at the end of the read (``_parse``; as a rule one piece)
+        if self._got is None:
+            self._got = body
+        elif self._more is None:
+            self._more = [body]
+        else:
+            self._more.append(body)
 
     def on_message_complete(self) -> None:
+        self._pass_on()  # the body first, then its end
         if self._interim:
             self._interim = False
             return
