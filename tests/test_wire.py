@@ -128,6 +128,33 @@ async def test_the_chunks_one_read_brings_reach_the_consumer_in_one_call(serve: 
     await pool.aclose()
 
 
+async def test_the_body_that_came_before_the_consumer_reaches_it_in_one_call(serve: Serve) -> None:
+    """Chunks that arrived with the head, before ``stream`` was called (a short answer, as a rule, all of it), are
+    handed over at once in one call; what comes later, a read at a time."""
+    step = asyncio.Event()
+
+    async def early(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n3\r\ntwo\r\n")
+        await writer.drain()
+        await step.wait()
+        writer.write(b"5\r\nthree\r\n0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    srv = await serve(early)
+    pool = Pool()
+    resp = await pool.request("GET", srv.url(), {})
+    await asyncio.sleep(0.1)  # the two chunks are in before the consumer comes
+    got: list[bytes] = []
+    resp.stream(got.append)
+    assert got == [b"onetwo"]
+    step.set()
+    await asyncio.wait_for(resp.finished(), 5)
+    assert got == [b"onetwo", b"three"]
+    resp.close()
+    await pool.aclose()
+
+
 async def test_what_the_consumer_raises_fails_the_response_and_closes_its_connection(serve: Serve) -> None:
     async def endless(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")

@@ -118,6 +118,17 @@ def test_an_error_of_the_awaited_passes_unchanged(new_loop: Any, bound: str) -> 
 
 
 @LOOPS
+def test_no_bound_is_a_plain_await(new_loop: Any) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        loop.call_later(0.2, fut.set_result, "late")
+        assert await within(loop, fut, None) == "late"
+
+    run(new_loop, main)
+
+
+@LOOPS
 def test_current_is_the_running_task_and_none_outside_one(new_loop: Any) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()

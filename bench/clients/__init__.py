@@ -7,9 +7,9 @@ Each module offers the same small API the providers use (``ssegate/upstream/even
   can be aborted while the head is awaited); ``await pool.aclose()``; ``active`` / ``waiting`` / ``idle``;
 - ``Response``: ``status``, ``headers`` (lower-case names), ``complete``; ``await read(limit)``;
   ``stream(on_body)`` pushes body bytes to ``on_body`` (an exception from it fails the response);
-  ``await finished()`` waits for the end of the body or ``stop()``; ``close()`` gives a connection whose
-  response was read to its end back to the pool (after ``stop()``, the rest of the body is read first), else
-  closes it; ``abort()`` shuts the socket down at once.
+  ``await finished()`` waits for the end of the body or ``stop()`` (``stopped`` says it was called);
+  ``close()`` gives a connection whose response was read to its end back to the pool (after ``stop()``, the rest
+  of the body is read first), else closes it; ``abort()`` shuts the socket down at once.
 
 - ``aiohttp_pool``: one ``aiohttp.ClientSession`` whose connector keeps connections; a task per response reads
   the body (``iter_any``) and hands it on; responses are read to their end and released to the pool.

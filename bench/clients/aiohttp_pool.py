@@ -87,6 +87,10 @@ class Response:
             return
         await self._done
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
     def stop(self) -> None:
         self._stopped = True
         self._sink = None

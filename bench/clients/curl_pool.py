@@ -82,6 +82,10 @@ class Response:
         if self._error is not None:
             raise self._error
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
     def stop(self) -> None:
         self._stopped = True
         self._sink = None

@@ -1,11 +1,12 @@
 """The in-process event log (the default): every stream's entries in two lists, bounded, expiring.
 
-``StreamLog`` is written on the hot path: ``append`` is two list appends plus telling the followers: a
-waiter future is resolved, a listener (a live response) is called at once, so it can write the new event
-without a task switch. Followers read by seq. Per stream at most ``max_events`` entries and ``max_bytes``
-of text are kept (older ones are dropped and resuming before them is ``not_found``); at most
-``max_streams`` logs are kept in total (the oldest finished go first); a finished log expires ``ttl_s``
-after its terminal entry. A log also keeps what its request asked to keep for later requests (``history``,
+``StreamLog`` is written on the hot path: ``append`` is two list appends plus telling the followers: a waiter future
+is resolved, a listener (a live response) is called at once, so it can write the new event without a task switch.
+While the entries of one upstream read are appended (``hold``, ``release``), the followers are told once, at the
+end, so that a client gets them in one write. Followers read by seq. Per stream at most ``max_events`` entries and
+``max_bytes`` of text are kept (older ones are dropped and resuming before them is ``not_found``); at most
+``max_streams`` logs are kept in total (the oldest finished go first); a finished log expires ``ttl_s`` after its
+terminal entry. A log also keeps what its request asked to keep for later requests (``history``,
 the Responses API's conversation), for as long as its entries. A finished log is kept as bytes until it expires
 (``MemoryEventLog``): out of the garbage collector's sight, whose pauses stop every stream.
 

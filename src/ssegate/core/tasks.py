@@ -12,11 +12,12 @@ tracing) gets its ``create_task``, so the factory sees every task as before.
 
 ``within(loop, aw, seconds)`` is ``async with asyncio.timeout(seconds): return await aw``, compiled: asyncio's
 ``Timeout`` is interpreted code (its object, ``__aenter__``, ``reschedule``, ``__aexit__``, ``current_task``),
-~37k instructions each use. It is what bounds a new upstream connection (``upstream/dial.py``), which a burst of
-streams does once for each connection its pool lacks. Its rules are ``Timeout``'s: when the time is up it cancels
-the task; a ``CancelledError`` that comes of that cancel alone becomes a ``TimeoutError``; a cancel from elsewhere
-(the task's ``cancelling()`` count above what it was on entry) stays a cancel; and each expiry is taken back
-(``uncancel``) however the await ended.
+~37k instructions each use. The compiled modules bound their waits with it: a new upstream connection
+(``upstream/dial.py``, which a burst of streams makes once for each connection its pool lacks), and the upstream
+client's wait for a place, for an answer's head and for a short body's bytes (``upstream/httpclient.py``). Its
+rules are ``Timeout``'s: when the time is up it cancels the task; a ``CancelledError`` that comes of that cancel
+alone becomes a ``TimeoutError``; a cancel from elsewhere (the task's ``cancelling()`` count above what it was on
+entry) stays a cancel; and each expiry is taken back (``uncancel``) however the await ended.
 """
 
 from __future__ import annotations
@@ -69,9 +70,11 @@ class _Expiry:
         self.task.cancel()
 
 
-async def within(loop: asyncio.AbstractEventLoop, aw: Awaitable[T], seconds: float) -> T:
-    """``await aw``, a ``TimeoutError`` when it takes more than ``seconds`` (the module's docstring: the rules of
-    ``asyncio.timeout``). Must be awaited in a task of ``loop``."""
+async def within(loop: asyncio.AbstractEventLoop, aw: Awaitable[T], seconds: float | None) -> T:
+    """``await aw``, a ``TimeoutError`` when it takes more than ``seconds`` (None: no bound; the module's docstring:
+    the rules of ``asyncio.timeout``). Must be awaited in a task of ``loop``."""
+    if seconds is None:
+        return await aw
     task = current(loop)
     if task is None:
         raise RuntimeError("within() must be awaited in a task")

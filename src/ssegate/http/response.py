@@ -8,12 +8,14 @@ main loop sends whatever the log holds beyond the client's cursor in one write (
 gets its backlog coalesced), then waits on the log. On disconnect it detaches from the generation at once,
 which cancels it unless the stream has a resume grace, and so closes the upstream.
 
-The hot path skips even that loop: while the loop waits, the log calls the response back at each append,
-and a client that keeps up (nothing queued for it) gets the new event written to its socket right there,
-one write per token and no task switch. Anything else (a backlog, the terminal event, a heartbeat, a
-disconnect) wakes the loop, which owns the slow paths and the send timeout. The commit is pushed too where
-nothing stands between the response and the server (``DirectRoutes``): the append of the first output schedules
-a callback that writes the status, headers and first events (``_commit_now``), ahead of the task it wakes.
+The hot path skips even that loop: while the loop waits, the log calls the response back at each append (once for
+the events of one upstream read: ``StreamLog.hold``), and a client that keeps up (nothing queued for it) gets the
+new events written to its socket right there, one write per upstream read and no task switch. Anything else (a
+backlog, the terminal event, a heartbeat, a disconnect) wakes the loop, which owns the slow paths and the send
+timeout; the events of a read that ended the answer wait for the terminal event and go out with it. The commit is
+pushed too where nothing stands between the response and the server (``DirectRoutes``): the append of the first
+output schedules a callback that writes the status, headers and first events (``_commit_now``), ahead of the task it
+wakes.
 
 Where the server's own ``send`` is in the scope (``RAW_KEY``: ssegate's own app, ``standalone.SSEGateApp``,
 while its middleware leaves body messages alone), body messages go straight to it, skipping the framework's

@@ -60,6 +60,7 @@ import httptools
 
 from ..__about__ import __version__
 from ..core.deadline import Deadline
+from ..core.tasks import within
 from ..errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from .dial import Proxies, Proxy, connect, refusal
 
@@ -190,8 +191,7 @@ class Response:
         bound = self._conn.pool.read_timeout
         while not self.complete and self._error is None and sum(map(len, self._body)) < limit:
             try:
-                async with asyncio.timeout(bound):
-                    await self._wait()
+                await within(self._conn.loop, self._wait(), bound)
             except TimeoutError:
                 self._fail(UpstreamTimeout(f"the upstream sent no more of its answer for {bound:g} s"))
         if self._error is not None and not self._body:
@@ -211,12 +211,13 @@ class Response:
         return b""
 
     def stream(self, on_body: Callable[[bytes], None]) -> None:
-        """From now on, hand every piece of body to ``on_body`` as it arrives (what already arrived, at once).
-        An exception from ``on_body`` fails the response: the connection is closed and ``finished`` raises it."""
+        """From now on, hand the body to ``on_body`` as it arrives, a read's in one call (what arrived already: at
+        once, in one call). An exception from ``on_body`` fails the response: the connection is closed and
+        ``finished`` raises it."""
         body, self._body = self._body, []
         self._sink = on_body
-        for piece in body:  # already decoded
-            self._hand(piece)
+        if body:  # (already decoded) in one piece, as a read's body is
+            self._hand(body[0] if len(body) == 1 else b"".join(body))
 
     async def finished(self) -> None:
         """Wait for the end of the body (or ``stop``); raise what failed it."""
@@ -639,8 +640,7 @@ class Pool:
             if head_timeout is None:  # the common case: the generation's own deadlines bound the wait
                 await resp._head
             else:
-                async with asyncio.timeout(head_timeout):
-                    await resp._head
+                await within(conn.loop, resp._head, head_timeout)
         except TimeoutError:
             err = UpstreamTimeout(f"the upstream sent no answer within {head_timeout:g} s of the request")
             resp._fail(err)
@@ -664,8 +664,7 @@ class Pool:
         fut = _running_loop().create_future()
         self._queue.append(fut)
         try:
-            async with asyncio.timeout(self.connect_timeout):
-                await fut
+            await within(_running_loop(), fut, self.connect_timeout)
         except BaseException as exc:
             if fut.done() and not fut.cancelled():
                 self._leave()  # given a place in the same instant: it passes on, not lost
