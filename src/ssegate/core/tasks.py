@@ -82,18 +82,14 @@ async def within(loop: asyncio.AbstractEventLoop, aw: Awaitable[T], seconds: flo
     cancelling = task.cancelling()
     timer = loop.call_later(seconds, expiry.fire)
     try:
-        result = await aw
+        return await aw
     except _CancelledError as exc:
-        timer.cancel()
-        if expiry.fired and task.uncancel() <= cancelling:
-            raise TimeoutError from exc
+        if expiry.fired:
+            expiry.fired = False  # (taken back here, not again below)
+            if task.uncancel() <= cancelling:
+                raise TimeoutError from exc
         raise
-    except BaseException:
+    finally:
         timer.cancel()
         if expiry.fired:
             task.uncancel()
-        raise
-    timer.cancel()
-    if expiry.fired:
-        task.uncancel()
-    return result

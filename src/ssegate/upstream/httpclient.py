@@ -217,7 +217,7 @@ class Response:
         body, self._body = self._body, []
         self._sink = on_body
         if body:  # (already decoded) in one piece, as a read's body is
-            self._hand(body[0] if len(body) == 1 else b"".join(body))
+            self._hand(b"".join(body))
 
     async def finished(self) -> None:
         """Wait for the end of the body (or ``stop``); raise what failed it."""
@@ -328,18 +328,18 @@ class Response:
         self._parse(parser, data[room:])  # the head ended in time: the rest is body
 
     def _parse(self, parser: httptools.HttpResponseParser, data: bytes) -> None:
-        """Parse a read; the body it brought goes to the consumer in one call at its end (``on_body``)."""
+        """Parse a read; the body it brought goes to the consumer in one call at its end (``on_body``), also what came
+        before a fault in it (as the consumer would have had it piece by piece)."""
+        failure: BaseException | None = None
         try:
             parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:  # our own callback failed: keep what it raised
-            self._pass_on()
-            self._fail(exc.__context__ or exc)
+            failure = exc.__context__ or exc
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            self._pass_on()  # (what came before the fault, as the consumer would have had it piece by piece)
-            self._fail(UpstreamProtocolError(f"the upstream sent a malformed HTTP response ({exc})"))
-        else:
-            if self._got is not None:
-                self._pass_on()
+            failure = UpstreamProtocolError(f"the upstream sent a malformed HTTP response ({exc})")
+        self._pass_on()
+        if failure is not None:
+            self._fail(failure)
 
     def _pass_on(self) -> None:
         """Hand the body gathered from the read being parsed to the consumer (``_hand``), its pieces joined."""
