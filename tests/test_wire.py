@@ -128,9 +128,10 @@ async def test_the_chunks_one_read_brings_reach_the_consumer_in_one_call(serve: 
     await pool.aclose()
 
 
-async def test_the_body_that_came_before_the_consumer_reaches_it_in_one_call(serve: Serve) -> None:
+async def test_the_body_that_came_before_the_consumer_reaches_it_at_once_a_piece_at_a_time(serve: Serve) -> None:
     """Chunks that arrived with the head, before ``stream`` was called (a short answer, as a rule, all of it), are
-    handed over at once in one call; what comes later, a read at a time."""
+    handed over at once, a chunk at a time (joined, they cost a short stream ~5k instructions in the event splitter
+    and saved no write: the stream's commit writes them together); what comes later, a read at a time."""
     step = asyncio.Event()
 
     async def early(request: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
@@ -147,10 +148,10 @@ async def test_the_body_that_came_before_the_consumer_reaches_it_in_one_call(ser
     await asyncio.sleep(0.1)  # the two chunks are in before the consumer comes
     got: list[bytes] = []
     resp.stream(got.append)
-    assert got == [b"onetwo"]
+    assert got == [b"one", b"two"]
     step.set()
     await asyncio.wait_for(resp.finished(), 5)
-    assert got == [b"onetwo", b"three"]
+    assert got == [b"one", b"two", b"three"]
     resp.close()
     await pool.aclose()
 

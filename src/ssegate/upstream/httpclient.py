@@ -212,12 +212,12 @@ class Response:
 
     def stream(self, on_body: Callable[[bytes], None]) -> None:
         """From now on, hand the body to ``on_body`` as it arrives, a read's in one call (what arrived already: at
-        once, in one call). An exception from ``on_body`` fails the response: the connection is closed and
+        once, a piece at a time). An exception from ``on_body`` fails the response: the connection is closed and
         ``finished`` raises it."""
         body, self._body = self._body, []
         self._sink = on_body
-        if body:  # (already decoded) in one piece, as a read's body is
-            self._hand(b"".join(body))
+        for piece in body:  # already decoded
+            self._hand(piece)
 
     async def finished(self) -> None:
         """Wait for the end of the body (or ``stop``); raise what failed it."""
