@@ -233,3 +233,39 @@ def test_a_connection_accepted_behind_another_has_its_scopes_addresses(host: str
             c.close()
         sock.close()
         loop.close()
+
+
+def test_an_accepted_connections_coroutine_is_run_to_its_end_without_a_task() -> None:
+    """``backlog._Connecting`` steps ``connect_accepted_socket`` through its one wait and to its return, and a
+    coroutine that fails is ended there (logged), not left to raise in the loop's callback."""
+    from ssegate.http.backlog import _Connecting
+
+    async def main() -> tuple[list[str], list[dict[str, Any]]]:
+        loop = asyncio.get_running_loop()
+        errors: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+        seen: list[str] = []
+        made = [loop.create_future(), loop.create_future()]  # (each its own, as connect_accepted_socket's waiter)
+
+        async def connecting(fail: bool) -> str:
+            seen.append("started")
+            await made[fail]
+            seen.append("resumed")
+            if fail:
+                raise ConnectionResetError("gone")
+            return "transport"
+
+        _Connecting(connecting(False)).step()
+        _Connecting(connecting(True)).step()
+        assert seen == ["started", "started"]
+        for waiter in made:
+            waiter.set_result(None)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return seen, errors
+
+    for loop_factory in (asyncio.new_event_loop, new_event_loop):
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            seen, errors = runner.run(main())
+        assert seen == ["started", "started", "resumed", "resumed"]
+        assert errors == []
