@@ -236,8 +236,9 @@ def test_a_connection_accepted_behind_another_has_its_scopes_addresses(host: str
 
 
 def test_an_accepted_connections_coroutine_is_run_to_its_end_without_a_task() -> None:
-    """``backlog._Connecting`` steps ``connect_accepted_socket`` through its one wait and to its return, and a
-    coroutine that fails is ended there (logged), not left to raise in the loop's callback."""
+    """``backlog._Connecting`` steps a coroutine through its one wait and to its return, the loop's own
+    ``connect_accepted_socket`` on a real connection too, and a coroutine that fails is ended there (logged), not
+    left to raise in the loop's callback."""
     from ssegate.http.backlog import _Connecting
 
     async def main() -> tuple[list[str], list[dict[str, Any]]]:
@@ -260,8 +261,28 @@ def test_an_accepted_connections_coroutine_is_run_to_its_end_without_a_task() ->
         assert seen == ["started", "started"]
         for waiter in made:
             waiter.set_result(None)
+
+        # the loop's own connect_accepted_socket (uvloop's, on ssegate's loop) on a real connection, to its return
+        listener = _listening()
+        client = socket.create_connection(listener.getsockname())
+        accepted, _ = listener.accept()
+        accepted.setblocking(False)
+        protocol = _Counted()
+        protocol.made = []
+        returned: list[Any] = []
+
+        async def adopt() -> None:
+            returned.append(await loop.connect_accepted_socket(lambda: protocol, accepted))
+
+        _Connecting(adopt()).step()
         for _ in range(3):
             await asyncio.sleep(0)
+        assert len(protocol.made) == 1
+        assert returned == [(protocol.made[0], protocol)]
+        protocol.made[0].close()
+        client.close()
+        listener.close()
+        await asyncio.sleep(0)
         return seen, errors
 
     for loop_factory in (asyncio.new_event_loop, new_event_loop):

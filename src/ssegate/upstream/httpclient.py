@@ -661,10 +661,11 @@ class Pool:
         if not self.limit or (self._busy < self.limit and not self._queue):
             self._busy += 1
             return
-        fut = _running_loop().create_future()
+        loop = _running_loop()
+        fut = loop.create_future()
         self._queue.append(fut)
         try:
-            await within(_running_loop(), fut, self.connect_timeout)
+            await within(loop, fut, self.connect_timeout)
         except BaseException as exc:
             if fut.done() and not fut.cancelled():
                 self._leave()  # given a place in the same instant: it passes on, not lost
